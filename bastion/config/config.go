@@ -1,0 +1,339 @@
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file. Its zero value, after Defaults,
+// describes a bastion with no issuers, targets or roles: it runs, and denies
+// everything.
+type Config struct {
+	// Listen holds the listening addresses.
+	Listen Listen `yaml:"listen"`
+	// PublicURL is the URL clients use to reach the HTTP API; derived from
+	// Listen.HTTP if empty.
+	PublicURL string `yaml:"public_url"`
+	// SSHAddress is the host:port clients dial for SSH, as written into the
+	// profile ssh_config; derived from Listen.SSH if empty.
+	SSHAddress string `yaml:"ssh_address"`
+	// DataDir holds generated CA keys, the spool and the default stores;
+	// "/var/lib/postern" if empty.
+	DataDir string `yaml:"data_dir"`
+	// CA configures the three certificate authorities.
+	CA CAs `yaml:"ca"`
+	// Identity configures OIDC issuers and certificate lifetimes.
+	Identity Identity `yaml:"identity"`
+	// Storage is the recording store URL; file://<data_dir>/recordings if empty.
+	Storage string `yaml:"storage"`
+	// State is the state store URL; sqlite://<data_dir>/state.db if empty.
+	State string `yaml:"state"`
+	// Audit configures the audit log file export.
+	Audit Audit `yaml:"audit"`
+	// SSH configures connection hygiene on the SSH listener.
+	SSH SSH `yaml:"ssh"`
+	// Recording configures the recorder.
+	Recording Recording `yaml:"recording"`
+	// Targets is the inventory of reachable hosts, services and commands.
+	Targets []Target `yaml:"targets"`
+	// Roles bind identities to targets. With no roles, everything is denied.
+	Roles []Role `yaml:"roles"`
+	// Approvals configures approval channels.
+	Approvals Approvals `yaml:"approvals"`
+	// Dev reports whether the embedded development defaults are in force
+	// (set by `postern serve --dev`, never from the file).
+	Dev bool `yaml:"-"`
+}
+
+// Listen holds listening addresses.
+type Listen struct {
+	// SSH is the SSH listener; ":2222" if empty.
+	SSH string `yaml:"ssh"`
+	// HTTP is the HTTP API listener; ":8080" if empty.
+	HTTP string `yaml:"http"`
+}
+
+// CAs configures the user, host and target certificate authorities.
+type CAs struct {
+	// User signs certificates users present to postern.
+	User CA `yaml:"user"`
+	// Host signs postern's host certificate and per-target inner-hop host certificates.
+	Host CA `yaml:"host"`
+	// Target signs the short-lived certificates postern presents to targets.
+	Target CA `yaml:"target"`
+}
+
+// CA configures one certificate authority.
+type CA struct {
+	// KeyFile is the private key path; <data_dir>/ca/<name>_ca if empty
+	// (generated with mode 0600 on first start).
+	KeyFile string `yaml:"key_file"`
+	// Key is an inline PEM private key, usually "${env:…}" or "${file:…}";
+	// it takes precedence over KeyFile.
+	Key string `yaml:"key"`
+	// Algorithm for a generated key: ed25519 (default), ecdsa-p256, rsa-3072.
+	Algorithm string `yaml:"algorithm"`
+	// Trusted lists extra public keys (authorized_keys format) this CA also
+	// accepts, for rotation.
+	Trusted []string `yaml:"trusted"`
+}
+
+// Identity configures OIDC issuers and certificate lifetimes.
+type Identity struct {
+	// Issuers that may vouch for users and agents.
+	Issuers []Issuer `yaml:"issuers"`
+	// CertTTL bounds certificate lifetimes.
+	CertTTL CertTTL `yaml:"cert_ttl"`
+	// RateLimit bounds certificate requests.
+	RateLimit RateLimit `yaml:"rate_limit"`
+}
+
+// Issuer is one trusted OIDC issuer.
+type Issuer struct {
+	// Name identifies the issuer in roles and audit events.
+	Name string `yaml:"name"`
+	// IssuerURL must equal the tokens' iss claim.
+	IssuerURL string `yaml:"issuer_url"`
+	// ClientID is the OAuth client for interactive login; also the expected
+	// audience when Audience is empty.
+	ClientID string `yaml:"client_id"`
+	// ClientSecret for confidential clients; empty for public (PKCE) clients.
+	ClientSecret string `yaml:"client_secret"`
+	// Audience is the expected aud claim; ClientID if empty.
+	Audience string `yaml:"audience"`
+	// Kind is human (default) or agent.
+	Kind string `yaml:"kind"`
+	// UsernameClaim selects the username; "email" for humans, "sub" for agents if empty.
+	UsernameClaim string `yaml:"username_claim"`
+	// GroupsClaim selects groups; none if empty.
+	GroupsClaim string `yaml:"groups_claim"`
+	// Require lists claims that must be present with exactly these values.
+	Require map[string]string `yaml:"require"`
+	// Scopes for interactive login; "openid email profile" plus groups if empty.
+	Scopes []string `yaml:"scopes"`
+}
+
+// CertTTL bounds certificate lifetimes.
+type CertTTL struct {
+	// Human is the lifetime for people; 8h if zero.
+	Human Duration `yaml:"human"`
+	// Agent is the lifetime for workloads; 15m if zero.
+	Agent Duration `yaml:"agent"`
+	// Max caps any requested lifetime; 24h if zero.
+	Max Duration `yaml:"max"`
+}
+
+// RateLimit bounds certificate requests.
+type RateLimit struct {
+	// PerIdentity is requests per minute per identity; 30 if zero.
+	PerIdentity int `yaml:"per_identity"`
+	// PerSource is requests per minute per source address; 120 if zero.
+	PerSource int `yaml:"per_source"`
+}
+
+// Audit configures the audit log export.
+type Audit struct {
+	// File is the JSONL file every event is appended to; <data_dir>/audit.jsonl if empty.
+	File string `yaml:"file"`
+}
+
+// SSH configures connection hygiene.
+type SSH struct {
+	// HandshakeTimeout bounds the SSH handshake; 15s if zero.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// IdleTimeout closes connections without traffic; 30m if zero.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxConnections caps concurrent connections; 10000 if zero.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerSource caps concurrent connections from one IP; 200 if zero.
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
+}
+
+// Recording configures the recorder.
+type Recording struct {
+	// Format is v2 (default) or v3.
+	Format string `yaml:"format"`
+	// BufferSize is the per-session bounded buffer in bytes; 1 MiB if zero.
+	BufferSize int `yaml:"buffer_size"`
+	// OnOverflow is "block" (default: block briefly, then fail closed) or "drop"
+	// (drop with an audited gap).
+	OnOverflow string `yaml:"on_overflow"`
+	// FsyncInterval is how often the spool is fsynced; 1s if zero.
+	FsyncInterval Duration `yaml:"fsync_interval"`
+}
+
+// Target is one entry of the inventory.
+type Target struct {
+	// Name is what users type (ssh -J bastion NAME).
+	Name string `yaml:"name"`
+	// Aliases are other names (and addresses) that select this target.
+	Aliases []string `yaml:"aliases"`
+	// Kind is ssh, tcp or command.
+	Kind string `yaml:"kind"`
+	// Address is host:port for ssh and tcp targets.
+	Address string `yaml:"address"`
+	// HostKey pins an ssh target's host key (authorized_keys format).
+	HostKey string `yaml:"host_key"`
+	// KnownHosts is a known_hosts file to verify an ssh target's host key.
+	KnownHosts string `yaml:"known_hosts"`
+	// HostCA trusts host certificates from this CA key for an ssh target.
+	HostCA string `yaml:"host_ca"`
+	// Passthrough forwards an ssh target's bytes without terminating the inner
+	// hop: nothing is recorded and the target must trust the user CA.
+	Passthrough bool `yaml:"passthrough"`
+	// Protocol is an application protocol of a tcp target (postgres).
+	Protocol string `yaml:"protocol"`
+	// Command is the program (and arguments) of a command target.
+	Command []string `yaml:"command"`
+	// Env is injected into a command target's environment (secrets allowed).
+	Env map[string]string `yaml:"env"`
+	// RunAs is the OS user a command target runs as; postern's own user if empty.
+	RunAs string `yaml:"run_as"`
+	// Dir is a command target's working directory; a fresh temporary directory if empty.
+	Dir string `yaml:"dir"`
+	// PrivateKey is a stored upstream credential for an ssh target (PEM), used
+	// instead of a target-CA certificate.
+	PrivateKey string `yaml:"private_key"`
+	// Labels select the target in roles.
+	Labels map[string]string `yaml:"labels"`
+}
+
+// Target kinds.
+const (
+	KindSSH     = "ssh"
+	KindTCP     = "tcp"
+	KindCommand = "command"
+)
+
+// Role binds identities to targets and rights.
+type Role struct {
+	// Name identifies the role.
+	Name string `yaml:"name"`
+	// Match selects the identities the role applies to.
+	Match RoleMatch `yaml:"match"`
+	// Targets selects targets by name glob or labels.
+	Targets []TargetSelector `yaml:"targets"`
+	// Logins the role may use on its targets.
+	Logins []string `yaml:"logins"`
+	// Ports limits tcp ports; any port of a tcp target, 22 of an ssh target if empty.
+	Ports []int `yaml:"ports"`
+	// Record is required, optional or off; required if empty.
+	Record string `yaml:"record"`
+	// Interactive is allow (default) or deny (exec only).
+	Interactive string `yaml:"interactive"`
+	// Forwarding rights.
+	Forwarding Forwarding `yaml:"forwarding"`
+	// MaxSession caps a session's length; the certificate's expiry if zero.
+	MaxSession Duration `yaml:"max_session"`
+	// Rules flag commands: first match wins.
+	Rules []Rule `yaml:"rules"`
+	// Permissions grants API rights: auditor, approver, admin.
+	Permissions []string `yaml:"permissions"`
+}
+
+// RoleMatch selects identities. Every non-empty list must match.
+type RoleMatch struct {
+	// Issuers lists issuer names.
+	Issuers []string `yaml:"issuers"`
+	// Groups lists groups; any one suffices.
+	Groups []string `yaml:"groups"`
+	// Users lists usernames (globs allowed).
+	Users []string `yaml:"users"`
+}
+
+// TargetSelector selects targets by a name glob or by labels.
+type TargetSelector struct {
+	// Name is a glob over target names.
+	Name string `yaml:"name"`
+	// Labels must all match.
+	Labels map[string]string `yaml:"labels"`
+}
+
+// UnmarshalYAML accepts a plain string (a name glob) or a mapping.
+func (s *TargetSelector) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		s.Name = n.Value
+		return nil
+	}
+	type plain TargetSelector
+	return n.Decode((*plain)(s))
+}
+
+// Forwarding lists forwarding rights.
+type Forwarding struct {
+	// Local allows -L / -J to permitted targets.
+	Local bool `yaml:"local"`
+	// Remote allows -R (tcpip-forward).
+	Remote bool `yaml:"remote"`
+	// Agent allows agent forwarding on the inner hop.
+	Agent bool `yaml:"agent"`
+	// X11 allows X11 forwarding on the inner hop.
+	X11 bool `yaml:"x11"`
+	// Allow lists destinations outside the inventory ("CIDR:port" or
+	// "CIDR:lo-hi") that -L may reach; none if empty.
+	Allow []string `yaml:"allow"`
+}
+
+// Rule flags commands.
+type Rule struct {
+	// Match is a regular expression over the command line.
+	Match string `yaml:"match"`
+	// Glob is a shell glob over the command line (alternative to Match).
+	Glob string `yaml:"glob"`
+	// Action is allow, deny or approve.
+	Action string `yaml:"action"`
+	// Approvers are groups (or usernames) that may approve.
+	Approvers []string `yaml:"approvers"`
+	// Approvals is the number of approvals required; 1 if zero.
+	Approvals int `yaml:"approvals"`
+	// Timeout before a pending request is denied; 5m if zero.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Approvals configures approval channels.
+type Approvals struct {
+	// Slack posts requests to an incoming webhook and takes decisions from
+	// interactivity callbacks.
+	Slack Slack `yaml:"slack"`
+	// Webhooks receive every request as signed JSON.
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Slack configures the Slack approval channel.
+type Slack struct {
+	// WebhookURL is the incoming webhook.
+	WebhookURL string `yaml:"webhook_url"`
+	// SigningSecret verifies interactivity callbacks.
+	SigningSecret string `yaml:"signing_secret"`
+	// Approvers maps Slack user ids to postern usernames.
+	Approvers map[string]string `yaml:"approvers"`
+}
+
+// Webhook is a generic approval webhook.
+type Webhook struct {
+	// URL receives POSTed JSON.
+	URL string `yaml:"url"`
+	// Secret keys the HMAC-SHA256 signature header.
+	Secret string `yaml:"secret"`
+}
+
+// Duration is a time.Duration written as "15m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (write e.g. 90s, 15m, 8h)", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
