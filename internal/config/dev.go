@@ -1,0 +1,82 @@
+package config
+
+import "path/filepath"
+
+// DevIssuerPath is where `postern serve --dev` mounts its embedded development
+// OIDC issuer on the HTTP listener.
+const DevIssuerPath = "/dev/oidc"
+
+// DevClientID is the OAuth client id of the development issuer.
+const DevClientID = "postern"
+
+// Dev returns the embedded development configuration: loopback listeners, a
+// data dir under dataDir, the development issuer, a built-in `demo` command
+// target (a shell in a throwaway directory) and one role that may reach it
+// with every API permission. Defaults are applied and the result validated.
+func Dev(dataDir string) (*Config, error) {
+	if dataDir == "" {
+		dataDir = ".postern"
+	}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{
+		Dev:     true,
+		Listen:  Listen{SSH: "127.0.0.1:2222", HTTP: "127.0.0.1:8080"},
+		DataDir: abs,
+	}
+	c.PublicURL = "http://" + c.Listen.HTTP
+	c.Identity.Issuers = []Issuer{{
+		Name:          "dev",
+		IssuerURL:     c.PublicURL + DevIssuerPath,
+		ClientID:      DevClientID,
+		Kind:          "human",
+		UsernameClaim: "preferred_username",
+		GroupsClaim:   "groups",
+	}}
+	c.Targets = []Target{DemoTarget()}
+	c.Roles = []Role{{
+		Name:        "dev",
+		Match:       RoleMatch{Issuers: []string{"dev"}},
+		Targets:     []TargetSelector{{Name: "*"}},
+		Logins:      []string{"dev"},
+		Record:      "required",
+		Forwarding:  Forwarding{Local: true},
+		Permissions: []string{"auditor", "approver", "admin"},
+		Rules: []Rule{
+			{Match: `^\s*sudo\b|rm\s+-rf\s+/`, Action: "approve", Approvers: []string{"approvers"}},
+			{Match: `\b(shutdown|reboot|mkfs)\b`, Action: "deny"},
+		},
+	}}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// DemoTarget is the development mode's built-in command target: an
+// interactive bash without profile files, in a throwaway directory.
+func DemoTarget() Target {
+	return Target{
+		Name:    "demo",
+		Kind:    KindCommand,
+		Command: []string{"/bin/bash", "--noprofile", "--norc", "-i"},
+		Env:     map[string]string{"PS1": `demo:\w\$ `},
+		Labels:  map[string]string{"env": "dev"},
+	}
+}
+
+// ReloadDev re-applies the listener-derived fields after a caller changed the
+// listen addresses of a Dev configuration (tests use port 0 listeners).
+func (c *Config) ReloadDev(httpAddr, sshAddr string) {
+	c.Listen.HTTP, c.Listen.SSH = httpAddr, sshAddr
+	c.PublicURL = "http://" + httpAddr
+	c.SSHAddress = loopbackIfUnspecified(sshAddr)
+	for i := range c.Identity.Issuers {
+		if c.Identity.Issuers[i].Name == "dev" {
+			c.Identity.Issuers[i].IssuerURL = c.PublicURL + DevIssuerPath
+		}
+	}
+}

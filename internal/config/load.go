@@ -1,0 +1,571 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxFileSize bounds the configuration file.
+const MaxFileSize = 4 << 20
+
+// Load reads, expands and validates the configuration file at path. Secret
+// references (${env:NAME}, ${file:/path}) are expanded in every string value;
+// defaults are applied; the result is validated.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(b) > MaxFileSize {
+		return nil, fmt.Errorf("config %s: larger than %d bytes", path, MaxFileSize)
+	}
+	cfg, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes, expands, applies defaults to and validates a configuration.
+// Unknown keys are errors, so a typo never silently disables a setting.
+func Parse(b []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("not valid YAML: %w", err)
+	}
+	cfg := &Config{}
+	if len(root.Content) > 0 {
+		if err := expandSecrets(&root, ""); err != nil {
+			return nil, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(mustMarshal(&root)))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+			return nil, decodeError(err)
+		}
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func mustMarshal(n *yaml.Node) []byte {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		panic(err) // a node tree that was just parsed always marshals
+	}
+	return b
+}
+
+// decodeError makes yaml.v3's type errors read as "line N: …".
+func decodeError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("invalid config: %s", strings.Join(te.Errors, "; "))
+	}
+	return fmt.Errorf("invalid config: %w", err)
+}
+
+var secretRef = regexp.MustCompile(`\$\{(env|file):([^}]+)\}`)
+
+// expandSecrets replaces ${env:NAME} and ${file:/path} in scalar values. An
+// unset variable or unreadable file is an error naming the key path; the value
+// itself is never printed.
+func expandSecrets(n *yaml.Node, path string) error {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if err := expandSecrets(c, path); err != nil {
+				return err
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := expandSecrets(n.Content[i+1], joinPath(path, n.Content[i].Value)); err != nil {
+				return err
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if err := expandSecrets(c, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "${") {
+			return nil
+		}
+		var firstErr error
+		n.Value = secretRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			sub := secretRef.FindStringSubmatch(m)
+			v, err := resolveRef(sub[1], sub[2])
+			if err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("%s: %w", path, err)
+			}
+			return v
+		})
+		if firstErr != nil {
+			return firstErr
+		}
+		// An expanded value is always a string, never reinterpreted as YAML.
+		n.Tag = "!!str"
+		n.Style = yaml.DoubleQuotedStyle
+	}
+	return nil
+}
+
+func resolveRef(kind, arg string) (string, error) {
+	switch kind {
+	case "env":
+		v, ok := os.LookupEnv(arg)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set (set it, or remove the ${env:%s} reference)", arg, arg)
+		}
+		return v, nil
+	case "file":
+		b, err := os.ReadFile(arg)
+		if err != nil {
+			return "", fmt.Errorf("cannot read secret file %s (check the path and permissions)", arg)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return "", fmt.Errorf("unknown reference ${%s:…} (use ${env:NAME} or ${file:/path})", kind)
+}
+
+func joinPath(parent, key string) string {
+	if parent == "" {
+		return key
+	}
+	return parent + "." + key
+}
+
+// SetDefaults fills every zero field that has a documented default. It is
+// idempotent.
+func (c *Config) SetDefaults() {
+	if c.Listen.SSH == "" {
+		c.Listen.SSH = ":2222"
+	}
+	if c.Listen.HTTP == "" {
+		c.Listen.HTTP = ":8080"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/postern"
+	}
+	if abs, err := filepath.Abs(c.DataDir); err == nil {
+		c.DataDir = abs
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + loopbackIfUnspecified(c.Listen.HTTP)
+	}
+	if c.SSHAddress == "" {
+		c.SSHAddress = loopbackIfUnspecified(c.Listen.SSH)
+	}
+	if c.Storage == "" {
+		c.Storage = "file://" + filepath.Join(c.DataDir, "recordings")
+	}
+	if c.State == "" {
+		c.State = "sqlite://" + filepath.Join(c.DataDir, "state.db")
+	}
+	if c.Audit.File == "" {
+		c.Audit.File = filepath.Join(c.DataDir, "audit.jsonl")
+	}
+	t := &c.Identity.CertTTL
+	setDur(&t.Human, "8h")
+	setDur(&t.Agent, "15m")
+	setDur(&t.Max, "24h")
+	if c.Identity.RateLimit.PerIdentity == 0 {
+		c.Identity.RateLimit.PerIdentity = 30
+	}
+	if c.Identity.RateLimit.PerSource == 0 {
+		c.Identity.RateLimit.PerSource = 120
+	}
+	for i := range c.Identity.Issuers {
+		is := &c.Identity.Issuers[i]
+		if is.Kind == "" {
+			is.Kind = "human"
+		}
+		if is.Audience == "" {
+			is.Audience = is.ClientID
+		}
+		if is.UsernameClaim == "" {
+			is.UsernameClaim = "email"
+			if is.Kind == "agent" {
+				is.UsernameClaim = "sub"
+			}
+		}
+	}
+	setDur(&c.SSH.HandshakeTimeout, "15s")
+	setDur(&c.SSH.IdleTimeout, "30m")
+	if c.SSH.MaxConnections == 0 {
+		c.SSH.MaxConnections = 10000
+	}
+	if c.SSH.MaxConnectionsPerSource == 0 {
+		c.SSH.MaxConnectionsPerSource = 200
+	}
+	if c.Recording.Format == "" {
+		c.Recording.Format = "v2"
+	}
+	if c.Recording.BufferSize == 0 {
+		c.Recording.BufferSize = 1 << 20
+	}
+	if c.Recording.OnOverflow == "" {
+		c.Recording.OnOverflow = "block"
+	}
+	setDur(&c.Recording.FsyncInterval, "1s")
+	for i := range c.Roles {
+		r := &c.Roles[i]
+		if r.Record == "" {
+			r.Record = "required"
+		}
+		if r.Interactive == "" {
+			r.Interactive = "allow"
+		}
+		for j := range r.Rules {
+			if r.Rules[j].Approvals == 0 {
+				r.Rules[j].Approvals = 1
+			}
+			setDur(&r.Rules[j].Timeout, "5m")
+		}
+	}
+}
+
+func setDur(d *Duration, def string) {
+	if *d == 0 {
+		v, _ := ParseDuration(def)
+		*d = v
+	}
+}
+
+// ParseDuration parses a Go duration string into a Duration.
+func ParseDuration(s string) (Duration, error) {
+	var d Duration
+	err := d.UnmarshalYAML(&yaml.Node{Kind: yaml.ScalarNode, Value: s})
+	return d, err
+}
+
+// loopbackIfUnspecified turns ":2222" or "0.0.0.0:2222" into "127.0.0.1:2222",
+// the address a client on this machine would dial.
+func loopbackIfUnspecified(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Validate checks the configuration and returns every problem found, each
+// naming the key path and how to fix it.
+func (c *Config) Validate() error {
+	var v validator
+	v.addr("listen.ssh", c.Listen.SSH)
+	v.addr("listen.http", c.Listen.HTTP)
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.add("public_url", "must be an http(s) URL such as https://bastion.example.com")
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		v.add("data_dir", "must be an absolute path")
+	}
+	v.storeURL("storage", c.Storage, "file", "s3")
+	v.storeURL("state", c.State, "sqlite", "postgres", "postgresql")
+	for _, ca := range []struct {
+		name string
+		ca   CA
+	}{{"ca.user", c.CA.User}, {"ca.host", c.CA.Host}, {"ca.target", c.CA.Target}} {
+		switch ca.ca.Algorithm {
+		case "", "ed25519", "ecdsa-p256", "rsa-3072":
+		default:
+			v.add(ca.name+".algorithm", "must be ed25519, ecdsa-p256 or rsa-3072")
+		}
+	}
+	c.validateIdentity(&v)
+	if c.Recording.Format != "v2" && c.Recording.Format != "v3" {
+		v.add("recording.format", "must be v2 or v3")
+	}
+	if c.Recording.OnOverflow != "block" && c.Recording.OnOverflow != "drop" {
+		v.add("recording.on_overflow", "must be block or drop")
+	}
+	if c.Recording.BufferSize < 64<<10 {
+		v.add("recording.buffer_size", "must be at least 65536 bytes")
+	}
+	if c.SSH.MaxConnections < 0 || c.SSH.MaxConnectionsPerSource < 0 {
+		v.add("ssh.max_connections", "must not be negative")
+	}
+	targets := c.validateTargets(&v)
+	c.validateRoles(&v, targets)
+	return v.err()
+}
+
+func (c *Config) validateIdentity(v *validator) {
+	names := map[string]bool{}
+	for i, is := range c.Identity.Issuers {
+		p := fmt.Sprintf("identity.issuers[%d]", i)
+		switch {
+		case is.Name == "":
+			v.add(p+".name", "missing; give the issuer a short name used in roles")
+		case names[is.Name]:
+			v.add(p+".name", fmt.Sprintf("duplicate issuer name %q", is.Name))
+		}
+		names[is.Name] = true
+		if u, err := url.Parse(is.IssuerURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) {
+			v.add(p+".issuer_url", "must be an https URL (http only on loopback) equal to the tokens' iss claim")
+		}
+		if is.Audience == "" {
+			v.add(p+".audience", "missing; set audience (or client_id) to the aud the tokens carry")
+		}
+		if is.Kind != "human" && is.Kind != "agent" {
+			v.add(p+".kind", "must be human or agent")
+		}
+	}
+	t := c.Identity.CertTTL
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{{"human", t.Human}, {"agent", t.Agent}, {"max", t.Max}} {
+		if d.d < Duration(1e9*60) {
+			v.add("identity.cert_ttl."+d.key, "must be at least 1m")
+		}
+	}
+	if t.Human > t.Max || t.Agent > t.Max {
+		v.add("identity.cert_ttl", "human and agent must not exceed max")
+	}
+	if c.Identity.RateLimit.PerIdentity < 0 || c.Identity.RateLimit.PerSource < 0 {
+		v.add("identity.rate_limit", "must not be negative")
+	}
+}
+
+func (c *Config) validateTargets(v *validator) map[string]bool {
+	names := map[string]bool{}
+	for i, t := range c.Targets {
+		p := fmt.Sprintf("targets[%d]", i)
+		if t.Name == "" {
+			v.add(p+".name", "missing; give every target a name")
+		} else if !validName.MatchString(t.Name) {
+			v.add(p+".name", "use letters, digits, '.', '_' and '-' only")
+		} else if names[t.Name] {
+			v.add(p+".name", fmt.Sprintf("duplicate target name %q", t.Name))
+		}
+		names[t.Name] = true
+		for _, a := range t.Aliases {
+			names[a] = true
+		}
+		switch t.Kind {
+		case KindSSH, KindTCP:
+			if _, port, err := net.SplitHostPort(t.Address); err != nil || port == "" {
+				v.add(p+".address", "must be host:port")
+			} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				v.add(p+".address", "port must be 1-65535")
+			}
+			if len(t.Command) > 0 {
+				v.add(p+".command", "only command targets run a command")
+			}
+		case KindCommand:
+			if len(t.Command) == 0 {
+				v.add(p+".command", "missing; a command target needs a program, e.g. [psql, --no-psqlrc]")
+			}
+			if t.Address != "" {
+				v.add(p+".address", "command targets have no address")
+			}
+		default:
+			v.add(p+".kind", "must be ssh, tcp or command")
+		}
+		if t.Kind == KindSSH && !t.Passthrough && t.HostKey == "" && t.KnownHosts == "" && t.HostCA == "" {
+			v.add(p+".host_key", "an ssh target needs host_key, known_hosts or host_ca so its host key can be verified")
+		}
+		if t.Protocol != "" && t.Protocol != "postgres" {
+			v.add(p+".protocol", "must be postgres or empty")
+		}
+	}
+	return names
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func (c *Config) validateRoles(v *validator, targets map[string]bool) {
+	issuers := map[string]bool{}
+	for _, is := range c.Identity.Issuers {
+		issuers[is.Name] = true
+	}
+	if c.Dev {
+		issuers["dev"] = true
+	}
+	names := map[string]bool{}
+	for i, r := range c.Roles {
+		p := fmt.Sprintf("roles[%d]", i)
+		if r.Name == "" {
+			v.add(p+".name", "missing; give every role a name")
+		} else if names[r.Name] {
+			v.add(p+".name", fmt.Sprintf("duplicate role name %q", r.Name))
+		}
+		names[r.Name] = true
+		if len(r.Match.Issuers)+len(r.Match.Groups)+len(r.Match.Users) == 0 {
+			v.add(p+".match", "empty; a role must match issuers, groups or users (it would match everyone)")
+		}
+		for j, is := range r.Match.Issuers {
+			if !issuers[is] {
+				v.add(fmt.Sprintf("%s.match.issuers[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers)", is))
+			}
+		}
+		for j, s := range r.Targets {
+			if s.Name == "" && len(s.Labels) == 0 {
+				v.add(fmt.Sprintf("%s.targets[%d]", p, j), "empty selector; use a name glob or {labels: {...}}")
+			}
+		}
+		for j, l := range r.Logins {
+			if l == "" || strings.ContainsAny(l, " \t\n,*") {
+				v.add(fmt.Sprintf("%s.logins[%d]", p, j), "must be a plain user name")
+			}
+		}
+		for j, port := range r.Ports {
+			if port < 1 || port > 65535 {
+				v.add(fmt.Sprintf("%s.ports[%d]", p, j), "must be 1-65535")
+			}
+		}
+		switch r.Record {
+		case "required", "optional", "off":
+		default:
+			v.add(p+".record", "must be required, optional or off")
+		}
+		switch r.Interactive {
+		case "allow", "deny":
+		default:
+			v.add(p+".interactive", "must be allow or deny")
+		}
+		for j, perm := range r.Permissions {
+			switch perm {
+			case "auditor", "approver", "admin":
+			default:
+				v.add(fmt.Sprintf("%s.permissions[%d]", p, j), "must be auditor, approver or admin")
+			}
+		}
+		for j, a := range r.Forwarding.Allow {
+			if err := checkAllow(a); err != nil {
+				v.add(fmt.Sprintf("%s.forwarding.allow[%d]", p, j), err.Error())
+			}
+		}
+		for j, rule := range r.Rules {
+			rp := fmt.Sprintf("%s.rules[%d]", p, j)
+			if (rule.Match == "") == (rule.Glob == "") {
+				v.add(rp, "set exactly one of match (regular expression) or glob")
+			}
+			if rule.Match != "" {
+				if _, err := regexp.Compile(rule.Match); err != nil {
+					v.add(rp+".match", "not a valid regular expression: "+err.Error())
+				}
+			}
+			switch rule.Action {
+			case "allow", "deny":
+			case "approve":
+				if len(rule.Approvers) == 0 {
+					v.add(rp+".approvers", "an approve rule needs approver groups or users")
+				}
+			default:
+				v.add(rp+".action", "must be allow, deny or approve")
+			}
+			if rule.Approvals < 1 {
+				v.add(rp+".approvals", "must be at least 1")
+			}
+		}
+	}
+}
+
+// checkAllow validates a forwarding.allow entry: "CIDR:port" or "CIDR:lo-hi".
+func checkAllow(s string) error {
+	_, _, _, err := ParseAllow(s)
+	return err
+}
+
+// ParseAllow splits a forwarding.allow entry into its prefix and port range.
+func ParseAllow(s string) (prefix string, lo, hi int, err error) {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return "", 0, 0, errors.New(`must be "CIDR:port" or "CIDR:low-high", e.g. 10.0.0.0/8:5432`)
+	}
+	prefix, ports := s[:i], s[i+1:]
+	prefix = strings.TrimSuffix(strings.TrimPrefix(prefix, "["), "]")
+	if _, _, e := net.ParseCIDR(prefix); e != nil {
+		return "", 0, 0, fmt.Errorf("%q is not a CIDR prefix such as 10.0.0.0/8", prefix)
+	}
+	loS, hiS, isRange := strings.Cut(ports, "-")
+	if !isRange {
+		hiS = loS
+	}
+	lo, e1 := strconv.Atoi(loS)
+	hi, e2 := strconv.Atoi(hiS)
+	if e1 != nil || e2 != nil || lo < 1 || hi > 65535 || lo > hi {
+		return "", 0, 0, fmt.Errorf("%q is not a port or port range within 1-65535", ports)
+	}
+	return prefix, lo, hi, nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+type validator struct{ errs []string }
+
+func (v *validator) add(path, msg string) { v.errs = append(v.errs, path+": "+msg) }
+
+func (v *validator) addr(path, a string) {
+	if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+		v.add(path, `must be host:port or ":port"`)
+	}
+}
+
+func (v *validator) storeURL(path, s string, schemes ...string) {
+	u, err := url.Parse(s)
+	if err != nil {
+		v.add(path, "not a URL")
+		return
+	}
+	for _, sc := range schemes {
+		if u.Scheme == sc {
+			return
+		}
+	}
+	v.add(path, fmt.Sprintf("scheme must be one of %s", strings.Join(schemes, ", ")))
+}
+
+func (v *validator) err() error {
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: v.errs}
+}
+
+// ValidationError lists every problem found in a configuration.
+type ValidationError struct {
+	// Problems are "key.path: what is wrong and how to fix it".
+	Problems []string
+}
+
+func (e *ValidationError) Error() string {
+	if len(e.Problems) == 1 {
+		return "invalid config: " + e.Problems[0]
+	}
+	return "invalid config:\n  " + strings.Join(e.Problems, "\n  ")
+}

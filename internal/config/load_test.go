@@ -1,0 +1,151 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFull(t *testing.T) {
+	t.Setenv("PG_PROD_PASSWORD", "s3cret: with colon")
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "slack")
+	if err := os.WriteFile(secretFile, []byte("signing-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := `
+listen: {ssh: ":2222", http: ":8080"}
+public_url: https://bastion.example.com
+data_dir: /var/lib/postern
+identity:
+  issuers:
+    - {name: corp, issuer_url: https://dex.example.com/dex, client_id: postern, kind: human, username_claim: email, groups_claim: groups}
+    - {name: github, issuer_url: https://token.actions.githubusercontent.com, audience: postern, kind: agent, require: {repository_owner: my-org}}
+  cert_ttl: {human: 8h, agent: 15m, max: 24h}
+targets:
+  - {name: web-1, kind: ssh, address: 10.0.0.5:22, host_key: "ssh-ed25519 AAAA", labels: {env: prod}}
+  - {name: pg-prod, kind: tcp, address: pg.internal:5432, protocol: postgres}
+  - {name: psql-prod, kind: command, command: [psql, --no-psqlrc], env: {PGPASSWORD: "${env:PG_PROD_PASSWORD}"}}
+roles:
+  - name: agents
+    match: {groups: [agents], issuers: [github]}
+    targets: ["web-*", "pg-prod", {labels: {env: staging}}]
+    logins: [deploy]
+    forwarding: {local: true, allow: ["10.0.0.0/8:5432"]}
+    rules:
+      - {match: '^\s*sudo\b', action: approve, approvers: [sre], timeout: 2m}
+      - {match: '\b(shutdown|reboot)\b', action: deny}
+approvals:
+  slack: {webhook_url: "https://hooks.slack.example/x", signing_secret: "${file:` + secretFile + `}", approvers: {U012AB3CD: alice@example.com}}
+`
+	c, err := Parse([]byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got, want := c.Targets[2].Env["PGPASSWORD"], "s3cret: with colon"; got != want {
+		t.Errorf("env secret = %q; want %q", got, want)
+	}
+	if got, want := c.Approvals.Slack.SigningSecret, "signing-secret"; got != want {
+		t.Errorf("file secret = %q; want %q", got, want)
+	}
+	r := c.Roles[0]
+	if r.Targets[0].Name != "web-*" || r.Targets[2].Labels["env"] != "staging" {
+		t.Errorf("target selectors = %+v", r.Targets)
+	}
+	if r.Record != "required" || r.Rules[0].Timeout.D() != 2*time.Minute || r.Rules[1].Timeout.D() != 5*time.Minute {
+		t.Errorf("role defaults = %+v", r)
+	}
+	if c.Identity.Issuers[1].UsernameClaim != "sub" || c.Identity.Issuers[0].Audience != "postern" {
+		t.Errorf("issuer defaults = %+v", c.Identity.Issuers)
+	}
+	if c.Storage != "file:///var/lib/postern/recordings" || c.State != "sqlite:///var/lib/postern/state.db" {
+		t.Errorf("store defaults = %q %q", c.Storage, c.State)
+	}
+}
+
+func TestParseErrorsNameKeyPath(t *testing.T) {
+	tests := []struct {
+		name, src, want string
+	}{
+		{"unknown key", "listen: {ssh: ':22', htp: ':80'}", "field htp not found"},
+		{"bad duration", "identity: {cert_ttl: {human: forever}}", `"forever" is not a duration`},
+		{"missing env", "approvals: {slack: {signing_secret: '${env:POSTERN_TEST_UNSET_VAR}'}}", "approvals.slack.signing_secret: environment variable POSTERN_TEST_UNSET_VAR is not set"},
+		{"missing file", "approvals: {slack: {signing_secret: '${file:/nonexistent/x}'}}", "approvals.slack.signing_secret: cannot read secret file"},
+		{"bad listen", "listen: {ssh: 'nope'}", "listen.ssh: must be host:port"},
+		{"bad storage", "storage: ftp://x", "storage: scheme must be one of file, s3"},
+		{"target kind", "targets: [{name: a, kind: vnc, address: 'h:1'}]", "targets[0].kind: must be ssh, tcp or command"},
+		{"target addr", "targets: [{name: a, kind: tcp, address: h}]", "targets[0].address: must be host:port"},
+		{"ssh host key", "targets: [{name: a, kind: ssh, address: 'h:22'}]", "targets[0].host_key: an ssh target needs"},
+		{"dup target", "targets: [{name: a, kind: tcp, address: 'h:1'}, {name: a, kind: tcp, address: 'h:2'}]", `targets[1].name: duplicate target name "a"`},
+		{"command missing", "targets: [{name: c, kind: command}]", "targets[0].command: missing"},
+		{"role match empty", "roles: [{name: r, targets: ['*']}]", "roles[0].match: empty"},
+		{"role unknown issuer", "roles: [{name: r, match: {issuers: [nope]}}]", `roles[0].match.issuers[0]: unknown issuer "nope"`},
+		{"role record", "roles: [{name: r, match: {groups: [g]}, record: sometimes}]", "roles[0].record: must be required, optional or off"},
+		{"rule regexp", "roles: [{name: r, match: {groups: [g]}, rules: [{match: '(', action: deny}]}]", "roles[0].rules[0].match: not a valid regular expression"},
+		{"rule approvers", "roles: [{name: r, match: {groups: [g]}, rules: [{match: x, action: approve}]}]", "roles[0].rules[0].approvers"},
+		{"rule action", "roles: [{name: r, match: {groups: [g]}, rules: [{match: x, action: maybe}]}]", "roles[0].rules[0].action"},
+		{"allow cidr", "roles: [{name: r, match: {groups: [g]}, forwarding: {allow: ['10.0.0.0:22']}}]", "roles[0].forwarding.allow[0]"},
+		{"issuer url", "identity: {issuers: [{name: x, issuer_url: 'http://idp.example.com', client_id: c}]}", "identity.issuers[0].issuer_url: must be an https URL"},
+		{"issuer kind", "identity: {issuers: [{name: x, issuer_url: 'https://idp', client_id: c, kind: robot}]}", "identity.issuers[0].kind: must be human or agent"},
+		{"ttl order", "identity: {cert_ttl: {human: 48h}}", "identity.cert_ttl: human and agent must not exceed max"},
+		{"not yaml", "listen: [", "not valid YAML"},
+		{"permissions", "roles: [{name: r, match: {groups: [g]}, permissions: [root]}]", "roles[0].permissions[0]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src))
+			if err == nil {
+				t.Fatalf("Parse succeeded; want error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %q; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSecretNeverInError(t *testing.T) {
+	t.Setenv("POSTERN_TEST_SECRET", "hunter2")
+	_, err := Parse([]byte("identity: {issuers: [{name: x, issuer_url: '${env:POSTERN_TEST_SECRET}', client_id: c}]}"))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("got %v; want an error without the secret", err)
+	}
+}
+
+func TestEmptyConfigDeniesEverything(t *testing.T) {
+	c, err := Parse(nil)
+	if err != nil {
+		t.Fatalf("Parse(empty): %v", err)
+	}
+	if len(c.Roles) != 0 || len(c.Targets) != 0 || c.Listen.SSH != ":2222" || c.SSHAddress != "127.0.0.1:2222" {
+		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestDev(t *testing.T) {
+	c, err := Dev(t.TempDir())
+	if err != nil {
+		t.Fatalf("Dev: %v", err)
+	}
+	if !c.Dev || c.Targets[0].Name != "demo" || c.Identity.Issuers[0].IssuerURL != "http://127.0.0.1:8080/dev/oidc" {
+		t.Errorf("dev config = %+v", c)
+	}
+	c.ReloadDev("127.0.0.1:9999", "127.0.0.1:2200")
+	if c.Identity.Issuers[0].IssuerURL != "http://127.0.0.1:9999/dev/oidc" || c.SSHAddress != "127.0.0.1:2200" {
+		t.Errorf("after ReloadDev: %+v", c)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("listen: {ssh: ':2222'}"))
+	f.Add([]byte("roles: [{name: r, match: {groups: [g]}, targets: ['*', {labels: {a: b}}]}]"))
+	f.Add([]byte("targets: [{name: a, kind: tcp, address: 'h:1'}]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil && c.Validate() != nil {
+			t.Fatalf("Parse accepted a config that Validate rejects")
+		}
+	})
+}
