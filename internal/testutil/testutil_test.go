@@ -1,0 +1,142 @@
+package testutil
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestFreePortAndWaitPort(t *testing.T) {
+	port := FreePort(t)
+	if port <= 0 || port > 65535 {
+		t.Fatalf("got port %d; want 1..65535", port)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatalf("listen on the free port: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	WaitPort(t, l.Addr().String(), 5*time.Second)
+}
+
+func TestAwaitPortTimesOut(t *testing.T) {
+	addr := FreeAddr(t)
+	err := AwaitPort(addr, 100*time.Millisecond, nil)
+	if err == nil {
+		t.Fatalf("AwaitPort(%s) on a closed port: got nil; want an error", addr)
+	}
+}
+
+func TestAwaitPortStopsWhenProcessExits(t *testing.T) {
+	p := Start(t, "sh", []string{"-c", "exit 3"})
+	err := AwaitPort(FreeAddr(t), time.Minute, p.Done())
+	if !errors.Is(err, errExited) {
+		t.Fatalf("got %v; want errExited", err)
+	}
+}
+
+func TestWaitLine(t *testing.T) {
+	p := Start(t, "sh", []string{"-c", "echo starting; echo 'listening on port 1234' >&2; exec sleep 600"})
+	got := p.WaitLine(t, regexp.MustCompile(`listening on port \d+`), 10*time.Second)
+	if want := "listening on port 1234"; got != want {
+		t.Fatalf("got %q; want %q", got, want)
+	}
+	if !strings.Contains(p.Output(), "starting") {
+		t.Fatalf("output %q lacks stdout line", p.Output())
+	}
+}
+
+func TestAwaitLineProcessExits(t *testing.T) {
+	p := Start(t, "sh", []string{"-c", "echo oops; exit 2"})
+	_, err := p.AwaitLine(regexp.MustCompile("ready"), time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Fatalf("got %v; want an 'exited' error", err)
+	}
+	if p.Err() == nil {
+		t.Fatalf("Err() = nil; want exit status 2")
+	}
+}
+
+func TestAwaitLineTimeout(t *testing.T) {
+	p := Start(t, "sleep", []string{"600"})
+	_, err := p.AwaitLine(regexp.MustCompile("ready"), 50*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "within") {
+		t.Fatalf("got %v; want a timeout error", err)
+	}
+}
+
+func TestAwaitLineUnterminatedLastLine(t *testing.T) {
+	p := Start(t, "printf", []string{"a\nready"})
+	line, err := p.AwaitLine(regexp.MustCompile("^ready$"), 10*time.Second)
+	if err != nil || line != "ready" {
+		t.Fatalf("got %q, %v; want \"ready\", nil", line, err)
+	}
+}
+
+func TestStopKillsProcessGroup(t *testing.T) {
+	p := Start(t, "sh", []string{"-c", "sleep 600 & echo child $!; wait"})
+	line := p.WaitLine(t, regexp.MustCompile(`^child \d+$`), 10*time.Second)
+	child, err := strconv.Atoi(strings.TrimPrefix(line, "child "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Stop()
+	p.Stop() // idempotent
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Done not closed after Stop")
+	}
+	// The child was reparented; it is dead once it is gone or a zombie.
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(child) {
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d still alive after Stop", child)
+		}
+		time.Sleep(10 * time.Millisecond) // polling for reaping, bounded by deadline
+	}
+}
+
+func TestStopWithGrace(t *testing.T) {
+	p := Start(t, "sh", []string{"-c", "trap 'echo bye; exit 0' TERM; echo up; while :; do sleep 0.01; done"})
+	p.WaitLine(t, regexp.MustCompile("^up$"), 10*time.Second)
+	p.StopWith(syscall.SIGTERM, 10*time.Second)
+	if _, err := p.AwaitLine(regexp.MustCompile("^bye$"), time.Second); err != nil {
+		t.Fatalf("no graceful exit: %v; output %q", err, p.Output())
+	}
+}
+
+func TestEnvAndDir(t *testing.T) {
+	dir := t.TempDir()
+	p := Start(t, "sh", []string{"-c", "echo $POSTERN_X; pwd"}, Env("POSTERN_X=hello"), Dir(dir))
+	<-p.Done()
+	want := "hello\n" + dir + "\n"
+	if got := p.Output(); got != want {
+		t.Fatalf("got %q; want %q", got, want)
+	}
+}
+
+func TestRepoRoot(t *testing.T) {
+	root := RepoRoot(t)
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("RepoRoot() = %s without go.mod: %v", root, err)
+	}
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
