@@ -22,7 +22,11 @@ const MaxFileSize = 4 << 20
 // Load reads, expands and validates the configuration file at path. Secret
 // references (${env:NAME}, ${file:/path}) are expanded in every string value;
 // defaults are applied; the result is validated.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, nil) }
+
+// LoadWith is Load with override applied to the decoded file before defaults
+// and validation (command-line flags such as --data-dir use it).
+func LoadWith(path string, override func(*Config)) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open config: %w", err)
@@ -35,7 +39,7 @@ func Load(path string) (*Config, error) {
 	if len(b) > MaxFileSize {
 		return nil, fmt.Errorf("config %s: larger than %d bytes", path, MaxFileSize)
 	}
-	cfg, err := Parse(b)
+	cfg, err := ParseWith(b, override)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -44,7 +48,10 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes, expands, applies defaults to and validates a configuration.
 // Unknown keys are errors, so a typo never silently disables a setting.
-func Parse(b []byte) (*Config, error) {
+func Parse(b []byte) (*Config, error) { return ParseWith(b, nil) }
+
+// ParseWith is Parse with override applied before defaults and validation.
+func ParseWith(b []byte, override func(*Config)) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
@@ -59,6 +66,9 @@ func Parse(b []byte) (*Config, error) {
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 			return nil, decodeError(err)
 		}
+	}
+	if override != nil {
+		override(cfg)
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {

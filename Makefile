@@ -1,0 +1,44 @@
+# postern — build, run and test targets. `make help` lists them.
+
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+# The default test run: every package, race detector on, bounded time.
+TEST_FLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: help build run dev test test-short vet fmt bench fuzz soak clean
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/postern
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/postern ./cmd/postern
+
+dev: ## run postern with its embedded development defaults
+	$(GO) run ./cmd/postern serve --dev
+
+run: dev
+
+test: tools ## run the whole test suite (needs the packages .ci/run installs)
+	$(GO) test $(TEST_FLAGS) ./...
+
+test-short: ## unit tests only, no real servers
+	$(GO) test -short -count=1 ./...
+
+vet: ## go vet and gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench: ## micro-benchmarks (never part of `make test`)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
+	  done; \
+	done
+
+clean: ## remove build outputs
+	rm -rf $(BIN)
