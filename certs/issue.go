@@ -1,0 +1,529 @@
+package certs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// TokenVerifier turns a raw OIDC ID token into an identity. *Verifier
+// implements it. An error that is an *Error is passed to the caller as is
+// (with status 401 if it has none); any other error is answered with
+// "token_invalid".
+type TokenVerifier interface {
+	Verify(ctx context.Context, rawIDToken string) (Identity, error)
+}
+
+// Grant is what the role policy allows an identity: the roles that matched,
+// the logins certificates may name as principals, the certificate extensions
+// and a lifetime cap.
+type Grant struct {
+	// Roles are the names of the matching roles, for audit events.
+	Roles []string
+	// Logins become certificate principals (beside the username). No logins
+	// means no certificate.
+	Logins []string
+	// PermitPTY grants the permit-pty extension.
+	PermitPTY bool
+	// PermitPortForwarding grants the permit-port-forwarding extension.
+	PermitPortForwarding bool
+	// PermitAgentForwarding grants the permit-agent-forwarding extension.
+	PermitAgentForwarding bool
+	// PermitX11Forwarding grants the permit-X11-forwarding extension.
+	PermitX11Forwarding bool
+	// MaxTTL caps the certificate lifetime; no extra cap if zero.
+	MaxTTL time.Duration
+}
+
+// Policy decides what an identity may be granted. bastion/policy implements
+// it from the configured roles.
+type Policy interface {
+	Grant(Identity) Grant
+}
+
+// Request is one certificate request.
+type Request struct {
+	// Token is the raw OIDC ID token (the bearer token of POST /v1/certs).
+	Token string
+	// PublicKey is the key to certify: ed25519, ECDSA, RSA of at least 2048
+	// bits, or their security-key variants.
+	PublicKey ssh.PublicKey
+	// TTL asks for a shorter lifetime than the default; the default if zero.
+	TTL time.Duration
+	// Source is the caller's address, for rate limiting and audit.
+	Source netip.Addr
+}
+
+// Issued is a signed certificate and what went into it.
+type Issued struct {
+	// Cert is the signed user certificate.
+	Cert *ssh.Certificate
+	// Identity is the verified identity carried in the certificate.
+	Identity Identity
+	// Principals are the certificate's principals (sorted).
+	Principals []string
+	// ValidAfter and ValidBefore bound the certificate's validity.
+	ValidAfter, ValidBefore time.Time
+	// Serial is the certificate's serial number (for `postern ca revoke`).
+	Serial uint64
+}
+
+// IssuerOptions configures an Issuer. Authority, Verifier and Policy are
+// required; everything else has a working zero value.
+type IssuerOptions struct {
+	// Authority signs with its user CA.
+	Authority *Authority
+	// Verifier checks bearer tokens.
+	Verifier TokenVerifier
+	// Policy grants logins and extensions.
+	Policy Policy
+	// TTL bounds certificate lifetimes; 8h for humans, 15m for agents, capped
+	// at 24h, when fields are zero.
+	TTL config.CertTTL
+	// RateLimit bounds requests per identity and per source; see RateLimiter
+	// for the defaults.
+	RateLimit config.RateLimit
+	// Audit receives a cert.issued event per certificate and a cert.denied
+	// event per refusal after the token was verified; none if nil.
+	Audit func(ctx context.Context, e state.Event)
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// Log receives one line per issuance or refusal; nothing is logged if nil.
+	Log *slog.Logger
+	// Metrics registers postern_certs_issued_total and
+	// postern_cert_requests_failed_total; not registered if nil.
+	Metrics prometheus.Registerer
+}
+
+// Issuer runs the certificate issuance pipeline: defaults → identity (verify
+// the token) → role policy → limits → sign → validate. It is safe for
+// concurrent use; it owns its rate limiter and its metrics.
+type Issuer struct {
+	authority *Authority
+	verifier  TokenVerifier
+	policy    Policy
+	ttl       config.CertTTL
+	audit     func(context.Context, state.Event)
+	now       func() time.Time
+	log       *slog.Logger
+	limiter   *RateLimiter
+	issued    *prometheus.CounterVec
+	failed    *prometheus.CounterVec
+}
+
+// Default certificate lifetimes.
+const (
+	DefaultHumanTTL = 8 * time.Hour
+	DefaultAgentTTL = 15 * time.Minute
+	DefaultMaxTTL   = 24 * time.Hour
+	// MinTTL is the shortest lifetime a request may ask for.
+	MinTTL = time.Minute
+)
+
+// Error codes of the issuance pipeline.
+const (
+	CodeBadPublicKey = "bad_public_key"
+	CodeWeakKey      = "weak_key"
+	CodeBadTTL       = "bad_ttl"
+	CodeTokenMissing = "token_missing"
+	CodeNoAccess     = "no_access"
+	CodeRateLimited  = "rate_limited"
+	CodeInternal     = "internal"
+)
+
+// NewIssuer returns an Issuer for opts.
+func NewIssuer(opts IssuerOptions) (*Issuer, error) {
+	if opts.Authority == nil || opts.Authority.User == nil || opts.Authority.User.Signer() == nil {
+		return nil, errors.New("certs: issuer needs an authority with a user CA signing key")
+	}
+	if opts.Verifier == nil {
+		return nil, errors.New("certs: issuer needs a token verifier")
+	}
+	if opts.Policy == nil {
+		return nil, errors.New("certs: issuer needs a policy")
+	}
+	i := &Issuer{
+		authority: opts.Authority,
+		verifier:  opts.Verifier,
+		policy:    opts.Policy,
+		ttl:       opts.TTL,
+		audit:     opts.Audit,
+		now:       opts.Now,
+		log:       opts.Log,
+	}
+	if i.now == nil {
+		i.now = time.Now
+	}
+	if i.log == nil {
+		i.log = slog.New(slog.DiscardHandler)
+	}
+	i.limiter = NewRateLimiter(opts.RateLimit, i.now)
+	i.issued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "postern_certs_issued_total",
+		Help: "User certificates issued, by OIDC issuer and identity kind.",
+	}, []string{"issuer", "kind"})
+	i.failed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "postern_cert_requests_failed_total",
+		Help: "Certificate requests refused, by error code.",
+	}, []string{"code"})
+	if opts.Metrics != nil {
+		var err error
+		if i.issued, err = register(opts.Metrics, i.issued); err != nil {
+			return nil, err
+		}
+		if i.failed, err = register(opts.Metrics, i.failed); err != nil {
+			return nil, err
+		}
+	}
+	return i, nil
+}
+
+// register registers c, or returns the identical collector already registered
+// (two issuers on one registry share their counters).
+func register(r prometheus.Registerer, c *prometheus.CounterVec) (*prometheus.CounterVec, error) {
+	err := r.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+			return existing, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("certs: register metrics: %w", err)
+	}
+	return c, nil
+}
+
+// issuance is the state one request carries through the pipeline.
+type issuance struct {
+	req        Request
+	now        time.Time
+	verified   bool // the token was verified: refusals are audited
+	id         Identity
+	grant      Grant
+	principals []string
+	ttl        time.Duration
+	cert       *ssh.Certificate
+}
+
+// step is one stage of the pipeline; steps run in order and the first error
+// ends the request.
+type step func(*Issuer, context.Context, *issuance) error
+
+var pipeline = []step{
+	(*Issuer).stepDefaults,
+	(*Issuer).stepIdentity,
+	(*Issuer).stepPolicy,
+	(*Issuer).stepLimits,
+	(*Issuer).stepSign,
+	(*Issuer).stepValidate,
+}
+
+// Issue runs the pipeline for r. Refusals are *Error values whose Msg is safe
+// to show the caller.
+func (i *Issuer) Issue(ctx context.Context, r Request) (*Issued, error) {
+	is := &issuance{req: r}
+	for _, s := range pipeline {
+		if err := s(i, ctx, is); err != nil {
+			e := AsError(err)
+			if e == nil {
+				e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error", Err: err}
+			}
+			i.refused(ctx, is, e)
+			return nil, e
+		}
+	}
+	out := &Issued{
+		Cert:        is.cert,
+		Identity:    is.id,
+		Principals:  is.principals,
+		ValidAfter:  time.Unix(int64(is.cert.ValidAfter), 0),
+		ValidBefore: time.Unix(int64(is.cert.ValidBefore), 0),
+		Serial:      is.cert.Serial,
+	}
+	i.issued.WithLabelValues(is.id.Issuer, kindOf(is.id)).Inc()
+	i.log.LogAttrs(ctx, slog.LevelInfo, "certificate issued",
+		slog.String("identity", is.id.Username),
+		slog.String("issuer", is.id.Issuer),
+		slog.String("kind", kindOf(is.id)),
+		slog.String("source", addrString(r.Source)),
+		slog.Uint64("serial", out.Serial),
+		slog.Any("principals", out.Principals),
+		slog.Time("valid_before", out.ValidBefore),
+		slog.String("key", ssh.FingerprintSHA256(r.PublicKey)))
+	if i.audit != nil {
+		i.audit(ctx, state.Event{
+			Time:   is.now,
+			Type:   state.EventCertIssued,
+			Actor:  is.id.Username,
+			Source: addrString(r.Source),
+			Details: map[string]any{
+				"serial":       strconv.FormatUint(out.Serial, 10),
+				"key_id":       is.cert.KeyId,
+				"principals":   out.Principals,
+				"valid_after":  out.ValidAfter.UTC().Format(time.RFC3339),
+				"valid_before": out.ValidBefore.UTC().Format(time.RFC3339),
+				"kind":         kindOf(is.id),
+				"issuer":       is.id.Issuer,
+				"subject":      is.id.Subject,
+				"roles":        is.grant.Roles,
+				"key":          ssh.FingerprintSHA256(r.PublicKey),
+			},
+		})
+	}
+	return out, nil
+}
+
+func (i *Issuer) refused(ctx context.Context, is *issuance, e *Error) {
+	i.failed.WithLabelValues(e.Code).Inc()
+	attrs := []slog.Attr{
+		slog.String("code", e.Code),
+		slog.String("source", addrString(is.req.Source)),
+	}
+	if is.verified {
+		attrs = append(attrs, slog.String("identity", is.id.Username), slog.String("issuer", is.id.Issuer))
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("err", e.Err.Error()))
+	}
+	level := slog.LevelInfo
+	if e.HTTPStatus() >= 500 {
+		level = slog.LevelError
+	}
+	i.log.LogAttrs(ctx, level, "certificate refused", attrs...)
+	if !is.verified || i.audit == nil {
+		return
+	}
+	i.audit(ctx, state.Event{
+		Time:   is.now,
+		Type:   state.EventCertDenied,
+		Actor:  is.id.Username,
+		Source: addrString(is.req.Source),
+		Details: map[string]any{
+			"code":    e.Code,
+			"reason":  e.Msg,
+			"kind":    kindOf(is.id),
+			"issuer":  is.id.Issuer,
+			"subject": is.id.Subject,
+			"roles":   is.grant.Roles,
+		},
+	})
+}
+
+// stepDefaults fills in the clock, checks what can be checked without the
+// token (public key, requested ttl) and applies the per-source rate limit, so
+// that a flood costs no token verification.
+func (i *Issuer) stepDefaults(_ context.Context, is *issuance) error {
+	is.now = i.now()
+	if err := CheckPublicKey(is.req.PublicKey); err != nil {
+		return err
+	}
+	if is.req.TTL < 0 || (is.req.TTL > 0 && is.req.TTL < MinTTL) {
+		return &Error{Code: CodeBadTTL, Msg: "ttl must be at least " + MinTTL.String()}
+	}
+	if ok, wait := i.limiter.AllowSource(is.req.Source); !ok {
+		return rateLimited(wait, "source")
+	}
+	return nil
+}
+
+// stepIdentity verifies the bearer token.
+func (i *Issuer) stepIdentity(ctx context.Context, is *issuance) error {
+	if is.req.Token == "" {
+		return &Error{Status: http.StatusUnauthorized, Code: CodeTokenMissing, Msg: "missing bearer token"}
+	}
+	id, err := i.verifier.Verify(ctx, is.req.Token)
+	if err != nil {
+		if e := AsError(err); e != nil {
+			c := *e
+			if c.Status == 0 {
+				c.Status = http.StatusUnauthorized
+			}
+			return &c
+		}
+		return &Error{Status: http.StatusUnauthorized, Code: CodeInvalidToken, Msg: "invalid token", Err: err}
+	}
+	if id.Username == "" || id.Issuer == "" {
+		return &Error{Status: http.StatusUnauthorized, Code: CodeInvalidToken, Msg: "token names no user",
+			Err: errors.New("verifier returned an identity without username or issuer")}
+	}
+	is.id, is.verified = id, true
+	return nil
+}
+
+// stepPolicy asks the role policy for a grant and derives the principals:
+// the username plus the granted logins, deduplicated and sorted.
+func (i *Issuer) stepPolicy(_ context.Context, is *issuance) error {
+	is.grant = i.policy.Grant(is.id)
+	logins := slices.DeleteFunc(slices.Clone(is.grant.Logins), func(s string) bool { return s == "" })
+	if len(logins) == 0 {
+		return &Error{Status: http.StatusForbidden, Code: CodeNoAccess, Msg: "no role grants you access"}
+	}
+	p := append(logins, is.id.Username)
+	slices.Sort(p)
+	is.principals = slices.Compact(p)
+	return nil
+}
+
+// stepLimits applies the per-identity rate limit and computes the lifetime.
+func (i *Issuer) stepLimits(_ context.Context, is *issuance) error {
+	if ok, wait := i.limiter.AllowIdentity(is.id.Issuer + "\x00" + is.id.Subject); !ok {
+		return rateLimited(wait, "identity")
+	}
+	is.ttl = i.lifetime(is.id.Kind, is.req.TTL, is.grant.MaxTTL)
+	return nil
+}
+
+// lifetime is the kind's default lifetime, shortened by a request, capped by
+// the configured maximum and by the grant.
+func (i *Issuer) lifetime(kind Kind, requested, grantMax time.Duration) time.Duration {
+	ttl := orDefault(i.ttl.Human.D(), DefaultHumanTTL)
+	if kind == KindAgent {
+		ttl = orDefault(i.ttl.Agent.D(), DefaultAgentTTL)
+	}
+	if requested > 0 && requested < ttl {
+		ttl = requested
+	}
+	ttl = min(ttl, orDefault(i.ttl.Max.D(), DefaultMaxTTL))
+	if grantMax > 0 {
+		ttl = min(ttl, grantMax)
+	}
+	return ttl
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// stepSign builds and signs the certificate with the user CA.
+func (i *Issuer) stepSign(_ context.Context, is *issuance) error {
+	serial, err := newSerial()
+	if err != nil {
+		return err
+	}
+	ext := map[string]string{IdentityExtension: EncodeIdentity(is.id)}
+	if is.grant.PermitPTY {
+		ext["permit-pty"] = ""
+	}
+	if is.grant.PermitPortForwarding {
+		ext["permit-port-forwarding"] = ""
+	}
+	if is.grant.PermitAgentForwarding {
+		ext["permit-agent-forwarding"] = ""
+	}
+	if is.grant.PermitX11Forwarding {
+		ext["permit-X11-forwarding"] = ""
+	}
+	cert := &ssh.Certificate{
+		Key:             is.req.PublicKey,
+		Serial:          serial,
+		CertType:        ssh.UserCert,
+		KeyId:           fmt.Sprintf("postern:%s:%s:%d", is.id.Issuer, is.id.Username, serial),
+		ValidPrincipals: is.principals,
+		ValidAfter:      unixTime(is.now.Add(-certBackdate)),
+		ValidBefore:     unixTime(is.now.Add(is.ttl)),
+		Permissions:     ssh.Permissions{Extensions: ext},
+	}
+	if err := sign(cert, i.authority.User); err != nil {
+		return fmt.Errorf("sign user certificate: %w", err)
+	}
+	is.cert = cert
+	return nil
+}
+
+// stepValidate checks the signed certificate the way the bastion will, so a
+// certificate postern would refuse is never handed out.
+func (i *Issuer) stepValidate(_ context.Context, is *issuance) error {
+	if _, err := i.authority.CheckUserCert(is.cert, is.id.Username, is.req.Source, is.now); err != nil {
+		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error",
+			Err: fmt.Errorf("validate issued certificate: %w", err)}
+	}
+	return nil
+}
+
+// CheckPublicKey reports why pub may not be certified: missing or a
+// certificate (bad_public_key), DSA or RSA under 2048 bits (weak_key), or an
+// unknown type. It returns nil for acceptable keys.
+func CheckPublicKey(pub ssh.PublicKey) error {
+	if pub == nil {
+		return &Error{Code: CodeBadPublicKey, Msg: "missing public key"}
+	}
+	if _, ok := pub.(*ssh.Certificate); ok {
+		return &Error{Code: CodeBadPublicKey, Msg: "send a plain public key, not a certificate"}
+	}
+	switch t := pub.Type(); t {
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519, ssh.KeyAlgoSKECDSA256,
+		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521:
+		return nil
+	case ssh.KeyAlgoRSA:
+		if n := rsaBits(pub); n < 2048 {
+			return &Error{Code: CodeWeakKey, Msg: fmt.Sprintf("RSA key has %d bits; use at least 2048 (or ed25519)", n)}
+		}
+		return nil
+	case ssh.KeyAlgoDSA:
+		return &Error{Code: CodeWeakKey, Msg: "DSA keys are not accepted; use ed25519"}
+	default:
+		return &Error{Code: CodeBadPublicKey, Msg: "unsupported key type " + printable(t)}
+	}
+}
+
+// ParsePublicKey parses an authorized_keys line and checks it with
+// CheckPublicKey.
+func ParsePublicKey(line string) (ssh.PublicKey, error) {
+	pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return nil, &Error{Code: CodeBadPublicKey, Msg: "public_key is not an SSH public key", Err: err}
+	}
+	if len(rest) > 0 {
+		return nil, &Error{Code: CodeBadPublicKey, Msg: "send exactly one public key"}
+	}
+	if err := CheckPublicKey(pub); err != nil {
+		return nil, err
+	}
+	return pub, nil
+}
+
+func rateLimited(wait time.Duration, what string) *Error {
+	return &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
+		Msg: "too many certificate requests; retry later", Err: &RetryAfterError{Wait: wait, Scope: what}}
+}
+
+// RetryAfterError is the cause inside a rate_limited *Error: how long until a
+// request would be allowed, and which limit (source or identity) was hit.
+type RetryAfterError struct {
+	Wait  time.Duration
+	Scope string
+}
+
+func (e *RetryAfterError) Error() string {
+	return "rate limited per " + e.Scope + " for " + e.Wait.String()
+}
+
+func kindOf(id Identity) string {
+	if id.Kind == "" {
+		return string(KindHuman)
+	}
+	return string(id.Kind)
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.Unmap().String()
+}
