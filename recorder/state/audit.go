@@ -1,0 +1,275 @@
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// GenesisPrev is the Prev of the first event in the chain.
+var GenesisPrev = strings.Repeat("0", 64)
+
+// VerifyReport is the outcome of Store.Verify.
+type VerifyReport struct {
+	// Events is the number of audit events checked.
+	Events int64
+	// FirstBroken is the sequence number of the first event whose hash,
+	// prev link or sequence is wrong; 0 if the chain is intact.
+	FirstBroken int64
+	// Reason says why FirstBroken is broken; empty if intact.
+	Reason string
+	// Sessions is the number of sealed sessions whose digest was checked.
+	Sessions int
+	// BadDigests lists sessions whose index digest differs from their
+	// session.sealed event (or whose seal event is missing).
+	BadDigests []string
+}
+
+// OK reports whether the chain is intact and every sealed digest matches.
+func (r VerifyReport) OK() bool { return r.FirstBroken == 0 && len(r.BadDigests) == 0 }
+
+// Hash returns the canonical hash of e: the hex SHA-256 of json.Marshal(e)
+// with e.Hash set to "". Times are normalised to UTC first, as Append stores
+// them.
+func Hash(e Event) (string, error) {
+	e.Hash = ""
+	e.Time = e.Time.UTC()
+	b, err := json.Marshal(e)
+	if err != nil {
+		return "", fmt.Errorf("encode audit event: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// normalizeDetails round-trips details through JSON so that what is hashed
+// now is exactly what is decoded from the store later (numbers stay
+// json.Number, structs become maps).
+func normalizeDetails(d map[string]any) (map[string]any, string, error) {
+	if len(d) == 0 {
+		return nil, "", nil
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, "", fmt.Errorf("encode audit details: %w", err)
+	}
+	out, err := decodeDetails(string(b))
+	if err != nil {
+		return nil, "", err
+	}
+	return out, string(b), nil
+}
+
+func decodeDetails(s string) (map[string]any, error) {
+	if s == "" {
+		return nil, nil
+	}
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("decode audit details: %w", err)
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return m, nil
+}
+
+// Append adds e to the audit chain. It assigns Seq, Time (if zero), Prev and
+// Hash and returns the stored event. Appends are serialised within the
+// process and across processes sharing the database. If an audit file is
+// configured the event is appended to it as one JSON line after it is
+// committed; a failure to write that file is logged, not returned, because
+// the database holds the authoritative chain.
+func (s *Store) Append(ctx context.Context, e Event) (Event, error) {
+	if e.Type == "" {
+		return Event{}, errors.New("append audit event: missing type")
+	}
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	e.Time = e.Time.UTC().Truncate(time.Microsecond)
+	details, detailsJSON, err := normalizeDetails(e.Details)
+	if err != nil {
+		return Event{}, err
+	}
+	e.Details = details
+
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (see Open)
+	if err != nil {
+		return Event{}, fmt.Errorf("append audit event: %w", err)
+	}
+	defer tx.Rollback()
+	var last sql.NullInt64
+	var prev sql.NullString
+	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		e.Seq, e.Prev = 1, GenesisPrev
+	case err != nil:
+		return Event{}, fmt.Errorf("read audit chain head: %w", err)
+	default:
+		e.Seq, e.Prev = last.Int64+1, prev.String
+	}
+	if e.Hash, err = Hash(e); err != nil {
+		return Event{}, err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO audit_events (seq, time, type, actor, source, target, session, details, prev, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Seq, formatTime(e.Time), e.Type, e.Actor, e.Source, e.Target, e.Session, detailsJSON, e.Prev, e.Hash)
+	if err != nil {
+		return Event{}, fmt.Errorf("insert audit event: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Event{}, fmt.Errorf("commit audit event: %w", err)
+	}
+	if s.auditFile != nil {
+		line, err := json.Marshal(e)
+		if err == nil {
+			_, err = s.auditFile.Write(append(line, '\n'))
+		}
+		if err != nil {
+			s.log.Error("audit file write failed", "seq", e.Seq, "err", err)
+		}
+	}
+	return e, nil
+}
+
+const eventColumns = `seq, time, type, actor, source, target, session, details, prev, hash`
+
+func scanEvent(rows interface{ Scan(...any) error }) (Event, error) {
+	var e Event
+	var t, details string
+	if err := rows.Scan(&e.Seq, &t, &e.Type, &e.Actor, &e.Source, &e.Target, &e.Session, &details, &e.Prev, &e.Hash); err != nil {
+		return Event{}, fmt.Errorf("scan audit event: %w", err)
+	}
+	var err error
+	if e.Time, err = parseTime(t); err != nil {
+		return Event{}, err
+	}
+	if e.Details, err = decodeDetails(details); err != nil {
+		return Event{}, fmt.Errorf("audit event %d: %w", e.Seq, err)
+	}
+	return e, nil
+}
+
+// Events returns up to limit events with Seq greater than afterSeq, in
+// sequence order. A limit of zero or less means 1000.
+func (s *Store) Events(ctx context.Context, afterSeq int64, limit int) ([]Event, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("query audit events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query audit events: %w", err)
+	}
+	return out, nil
+}
+
+// Verify walks the whole audit chain, recomputing every hash and prev link,
+// and checks every sealed session row against its session.sealed event. A
+// broken chain or a bad digest is reported in the VerifyReport; the error is
+// only for a store that cannot be read.
+func (s *Store) Verify(ctx context.Context) (VerifyReport, error) {
+	var rep VerifyReport
+	prev := GenesisPrev
+	var after int64
+	for {
+		evs, err := s.Events(ctx, after, 1000)
+		if err != nil {
+			return rep, err
+		}
+		for _, e := range evs {
+			rep.Events++
+			if rep.FirstBroken == 0 {
+				if reason := checkEvent(e, rep.Events, prev); reason != "" {
+					rep.FirstBroken, rep.Reason = e.Seq, reason
+				}
+			}
+			prev = e.Hash
+			after = e.Seq
+		}
+		if len(evs) < 1000 {
+			break
+		}
+	}
+	if err := s.verifySeals(ctx, &rep); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// checkEvent returns why e is not the wantSeq-th link after prev, or "".
+func checkEvent(e Event, wantSeq int64, prev string) string {
+	if e.Seq != wantSeq {
+		return fmt.Sprintf("sequence gap: expected seq %d, found %d", wantSeq, e.Seq)
+	}
+	if e.Prev != prev {
+		return "prev does not match the hash of the previous event"
+	}
+	h, err := Hash(e)
+	if err != nil {
+		return "event cannot be encoded"
+	}
+	if h != e.Hash {
+		return "hash does not match the event's contents"
+	}
+	return ""
+}
+
+// verifySeals checks every sealed session row against its seal event.
+func (s *Store) verifySeals(ctx context.Context, rep *VerifyReport) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT s.id, s.sha256, s.object, e.type, e.session, e.details
+		FROM sessions s LEFT JOIN audit_events e ON e.seq = s.seal_seq
+		WHERE s.seal_seq > 0 ORDER BY s.id`)
+	if err != nil {
+		return fmt.Errorf("query sealed sessions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, sum, object string
+		var typ, sess, details sql.NullString
+		if err := rows.Scan(&id, &sum, &object, &typ, &sess, &details); err != nil {
+			return fmt.Errorf("scan sealed session: %w", err)
+		}
+		rep.Sessions++
+		if typ.String != EventSessionSealed || sess.String != id {
+			rep.BadDigests = append(rep.BadDigests, id)
+			continue
+		}
+		d, err := decodeDetails(details.String)
+		if err != nil {
+			rep.BadDigests = append(rep.BadDigests, id)
+			continue
+		}
+		if got, _ := d["sha256"].(string); got != sum || sum == "" {
+			rep.BadDigests = append(rep.BadDigests, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query sealed sessions: %w", err)
+	}
+	return nil
+}

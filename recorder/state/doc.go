@@ -1,0 +1,86 @@
+// Package state is postern's durable state: the hash-chained audit log, the
+// index of recorded sessions and the certificate revocation list.
+//
+// # Store
+//
+// [Open] returns a [*Store] backed by SQLite (the pure-Go modernc.org/sqlite
+// driver) from a URL of the form sqlite:///abs/path.db or sqlite://relative.db.
+// The schema is applied from embedded migrations (tracked in a schema_version
+// table); the database runs in WAL mode with a busy timeout so that a second
+// process (for example `postern audit verify` next to a running server) can
+// read while the server writes. A Store is safe for concurrent use; Close it
+// when done.
+//
+// The method set every backend offers is the [Backend] interface. *Store is
+// the SQLite implementation; a PostgreSQL store for several replicas will
+// implement the same interface. The SQL is kept portable (BIGINT, TEXT,
+// INTEGER columns, no SQLite-only functions); only the placeholder style and
+// the transaction locking differ between the two.
+//
+// # Audit chain
+//
+// [Store.Append] assigns each [Event] the next sequence number (1, 2, …), a
+// time if it has none, the hash of the previous event (Prev; 64 zeros for the
+// first event) and its own Hash. Appends are serialised: one writer at a time
+// within a process (a mutex) and across processes (BEGIN IMMEDIATE).
+//
+// The canonical hash of an event, which anyone can recompute, is
+//
+//	hex(SHA-256(json.Marshal(e))) with e.Hash = ""
+//
+// where e is the [Event] struct with its JSON tags, Time in UTC truncated to
+// microseconds (encoding/json writes it as RFC 3339 with nanoseconds and
+// trailing zeros removed), and Details a JSON object whose keys encoding/json
+// sorts. Numbers inside Details are kept exactly as first written (the store
+// decodes them as json.Number), so the hash does not depend on float rounding.
+// [Store.Verify] recomputes every hash and prev link and reports the first
+// broken sequence number.
+//
+// If Options.AuditFile is set, every appended event is also written to that
+// file as one JSON line (the same canonical JSON, with the hash filled in).
+//
+// # Sessions
+//
+// Each recording has one [Session] row, written when it starts (status
+// running) and replaced when it is sealed (finished, interrupted or failed,
+// with the SHA-256 and size of the stored cast and SealSeq, the sequence
+// number of its session.sealed audit event). Verify checks that each sealed
+// row's digest equals the one in its session.sealed event; re-hashing the
+// stored objects themselves is the recorder's job (recorder.VerifySessions).
+//
+// # Revocations
+//
+// [Store.Revoke] records a revoked certificate serial (and appends a
+// cert.revoked audit event); [Store.IsRevoked] is asked on every
+// authentication.
+package state
+
+import "context"
+
+// Backend is the method set of a state store. *Store (SQLite) implements it;
+// other backends (PostgreSQL) implement the same contract.
+type Backend interface {
+	// Append adds e to the audit chain and returns it with Seq, Time, Prev
+	// and Hash assigned.
+	Append(ctx context.Context, e Event) (Event, error)
+	// Verify recomputes the audit chain and checks sealed session digests.
+	Verify(ctx context.Context) (VerifyReport, error)
+	// Events returns up to limit events with Seq > afterSeq, in order.
+	Events(ctx context.Context, afterSeq int64, limit int) ([]Event, error)
+	// PutSession inserts or replaces a session row.
+	PutSession(ctx context.Context, row Session) error
+	// GetSession returns the row with id, or ErrNotFound.
+	GetSession(ctx context.Context, id string) (Session, error)
+	// ListSessions returns the rows matching f, newest first.
+	ListSessions(ctx context.Context, f SessionFilter) ([]Session, error)
+	// Revoke records a revoked certificate serial.
+	Revoke(ctx context.Context, serial uint64, reason, by string) error
+	// IsRevoked reports whether serial has been revoked.
+	IsRevoked(ctx context.Context, serial uint64) (bool, error)
+	// Revocations lists every revocation, oldest first.
+	Revocations(ctx context.Context) ([]Revocation, error)
+	// Close releases the store.
+	Close() error
+}
+
+var _ Backend = (*Store)(nil)

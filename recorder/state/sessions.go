@@ -1,0 +1,262 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Session kinds.
+const (
+	KindShell     = "shell"
+	KindExec      = "exec"
+	KindSubsystem = "subsystem"
+	KindForward   = "forward"
+	KindCommand   = "command"
+)
+
+// Session statuses.
+const (
+	StatusRunning     = "running"
+	StatusFinished    = "finished"
+	StatusInterrupted = "interrupted"
+	StatusFailed      = "failed"
+)
+
+// Session is one row of the sessions index: who recorded what, where the
+// recording is stored and the digest that seals it.
+type Session struct {
+	// ID is the session id (a ULID: ids sort by start time).
+	ID string `json:"id"`
+	// Identity is the username of the user or agent.
+	Identity string `json:"identity"`
+	// Issuer is the configured name of the identity's OIDC issuer.
+	Issuer string `json:"issuer"`
+	// Role is the role that granted access.
+	Role string `json:"role"`
+	// Target is the target name.
+	Target string `json:"target"`
+	// Login is the login used on the target.
+	Login string `json:"login"`
+	// Kind is shell, exec, subsystem, forward or command.
+	Kind string `json:"kind"`
+	// Command is the exec command or subsystem name; empty for a shell.
+	Command string `json:"command,omitempty"`
+	// Start is when the session started.
+	Start time.Time `json:"start"`
+	// End is when it ended; nil while running.
+	End *time.Time `json:"end,omitempty"`
+	// Status is running, finished, interrupted or failed.
+	Status string `json:"status"`
+	// ExitStatus is the remote exit status, if one was received.
+	ExitStatus *int `json:"exit_status,omitempty"`
+	// BytesIn counts bytes the user sent.
+	BytesIn int64 `json:"bytes_in"`
+	// BytesOut counts bytes sent to the user.
+	BytesOut int64 `json:"bytes_out"`
+	// Size is the size of the stored recording in bytes.
+	Size int64 `json:"size"`
+	// SHA256 is the hex digest of the stored recording.
+	SHA256 string `json:"sha256,omitempty"`
+	// SealSeq is the audit sequence number of the session.sealed event; 0
+	// until sealed.
+	SealSeq int64 `json:"seal_seq,omitempty"`
+	// Object is the recording's key in the recording store.
+	Object string `json:"object,omitempty"`
+	// Replica names the server replica that records the session.
+	Replica string `json:"replica,omitempty"`
+	// Masked reports whether parts of the recording were masked.
+	Masked bool `json:"masked"`
+	// Meta holds further details (format, terminal size, approvals).
+	Meta map[string]any `json:"meta,omitempty"`
+}
+
+// SessionFilter selects sessions in ListSessions. Empty fields match
+// everything.
+type SessionFilter struct {
+	// User matches Identity exactly.
+	User string
+	// Target matches Target exactly.
+	Target string
+	// Role matches Role exactly.
+	Role string
+	// Status matches Status exactly.
+	Status string
+	// Text matches a substring of the id, identity, target, login or command.
+	Text string
+	// Since keeps sessions that started at or after it; unbounded if zero.
+	Since time.Time
+	// Until keeps sessions that started before it; unbounded if zero.
+	Until time.Time
+	// Limit caps the number of rows; no limit if zero.
+	Limit int
+}
+
+const sessionColumns = `id, identity, issuer, role, target, login, kind, command, start_time, end_time, status,
+	exit_status, bytes_in, bytes_out, size, sha256, seal_seq, object, replica, masked, meta`
+
+// PutSession inserts row, or replaces the row with the same ID.
+func (s *Store) PutSession(ctx context.Context, row Session) error {
+	if row.ID == "" {
+		return errors.New("put session: missing id")
+	}
+	var end sql.NullString
+	if row.End != nil {
+		end = sql.NullString{String: formatTime(*row.End), Valid: true}
+	}
+	var exit sql.NullInt64
+	if row.ExitStatus != nil {
+		exit = sql.NullInt64{Int64: int64(*row.ExitStatus), Valid: true}
+	}
+	var meta string
+	if len(row.Meta) > 0 {
+		b, err := json.Marshal(row.Meta)
+		if err != nil {
+			return fmt.Errorf("encode session meta: %w", err)
+		}
+		meta = string(b)
+	}
+	masked := 0
+	if row.Masked {
+		masked = 1
+	}
+	// DELETE + INSERT in one transaction is the portable spelling of an
+	// upsert that replaces every column.
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("put session: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE id = ?`, row.ID); err != nil {
+		return fmt.Errorf("put session: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		row.ID, row.Identity, row.Issuer, row.Role, row.Target, row.Login, row.Kind, row.Command,
+		formatTime(row.Start), end, row.Status, exit, row.BytesIn, row.BytesOut, row.Size, row.SHA256,
+		row.SealSeq, row.Object, row.Replica, masked, meta)
+	if err != nil {
+		return fmt.Errorf("put session: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("put session: %w", err)
+	}
+	return nil
+}
+
+func scanSession(rows interface{ Scan(...any) error }) (Session, error) {
+	var r Session
+	var start string
+	var end sql.NullString
+	var exit sql.NullInt64
+	var masked int
+	var meta string
+	err := rows.Scan(&r.ID, &r.Identity, &r.Issuer, &r.Role, &r.Target, &r.Login, &r.Kind, &r.Command,
+		&start, &end, &r.Status, &exit, &r.BytesIn, &r.BytesOut, &r.Size, &r.SHA256, &r.SealSeq,
+		&r.Object, &r.Replica, &masked, &meta)
+	if err != nil {
+		return Session{}, err
+	}
+	if r.Start, err = parseTime(start); err != nil {
+		return Session{}, err
+	}
+	if end.Valid {
+		t, err := parseTime(end.String)
+		if err != nil {
+			return Session{}, err
+		}
+		r.End = &t
+	}
+	if exit.Valid {
+		v := int(exit.Int64)
+		r.ExitStatus = &v
+	}
+	r.Masked = masked != 0
+	if meta != "" {
+		if err := json.Unmarshal([]byte(meta), &r.Meta); err != nil {
+			return Session{}, fmt.Errorf("decode session meta: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// GetSession returns the session with id, or an error wrapping ErrNotFound.
+func (s *Store) GetSession(ctx context.Context, id string) (Session, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = ?`, id)
+	r, err := scanSession(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Session{}, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("get session %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// ListSessions returns the sessions matching f, newest first.
+func (s *Store) ListSessions(ctx context.Context, f SessionFilter) ([]Session, error) {
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		where = append(where, cond)
+		args = append(args, v)
+	}
+	if f.User != "" {
+		add("identity = ?", f.User)
+	}
+	if f.Target != "" {
+		add("target = ?", f.Target)
+	}
+	if f.Role != "" {
+		add("role = ?", f.Role)
+	}
+	if f.Status != "" {
+		add("status = ?", f.Status)
+	}
+	if !f.Since.IsZero() {
+		add("start_time >= ?", formatTime(f.Since))
+	}
+	if !f.Until.IsZero() {
+		add("start_time < ?", formatTime(f.Until))
+	}
+	if f.Text != "" {
+		pat := "%" + escapeLike(f.Text) + "%"
+		where = append(where, `(id LIKE ? ESCAPE '\' OR identity LIKE ? ESCAPE '\' OR target LIKE ? ESCAPE '\'
+			OR login LIKE ? ESCAPE '\' OR command LIKE ? ESCAPE '\')`)
+		args = append(args, pat, pat, pat, pat, pat)
+	}
+	q := `SELECT ` + sessionColumns + ` FROM sessions`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY start_time DESC, id DESC"
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []Session
+	for rows.Next() {
+		r, err := scanSession(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}

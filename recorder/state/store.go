@@ -1,0 +1,209 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// ErrNotFound reports a session (or other row) that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Options configures a Store. The zero value works.
+type Options struct {
+	// AuditFile is a JSONL file every appended audit event is also written
+	// to; none if empty.
+	AuditFile string
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// Log receives warnings (an audit file that cannot be written); discarded
+	// if nil.
+	Log *slog.Logger
+}
+
+// Store is the SQLite state store. It is safe for concurrent use. The Store
+// owns its database handle and the audit file; Close releases both.
+type Store struct {
+	db  *sql.DB
+	now func() time.Time
+	log *slog.Logger
+
+	// appendMu serialises Append within the process; BEGIN IMMEDIATE does
+	// the same across processes.
+	appendMu  sync.Mutex
+	auditFile *os.File // nil if no export
+}
+
+// timeLayout is how times are stored: fixed width, UTC, microseconds, so that
+// text order is time order.
+const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse stored time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+// Open opens (creating if needed) the state store at url and applies pending
+// migrations. url is sqlite:///abs/path.db or sqlite://relative.db.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	path, err := sqlitePath(url)
+	if err != nil {
+		return nil, err
+	}
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create state directory: %w", err)
+		}
+	}
+	// busy_timeout lets concurrent processes wait for the write lock instead
+	// of failing; _txlock=immediate makes every BeginTx a BEGIN IMMEDIATE, so
+	// a read-then-write transaction (Append) holds the write lock from its
+	// first statement.
+	dsn := path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open state store: %w", err)
+	}
+	s := &Store{db: db, now: opts.Now, log: opts.Log}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("restrict state store permissions: %w", err)
+	}
+	if opts.AuditFile != "" {
+		if err := os.MkdirAll(filepath.Dir(opts.AuditFile), 0o700); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("create audit file directory: %w", err)
+		}
+		f, err := os.OpenFile(opts.AuditFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open audit file: %w", err)
+		}
+		s.auditFile = f
+	}
+	return s, nil
+}
+
+// sqlitePath extracts the file path from a sqlite:// URL.
+func sqlitePath(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "sqlite" {
+		return "", fmt.Errorf("state store %q: want sqlite:///abs/path.db or sqlite://relative.db", raw)
+	}
+	p := u.Host + u.Path // sqlite://relative.db puts the name in Host
+	if p == "" {
+		return "", fmt.Errorf("state store %q: missing database path", raw)
+	}
+	return filepath.FromSlash(p), nil
+}
+
+// Close closes the database and the audit file.
+func (s *Store) Close() error {
+	var errs []error
+	if s.auditFile != nil {
+		errs = append(errs, s.auditFile.Close())
+	}
+	errs = append(errs, s.db.Close())
+	return errors.Join(errs...)
+}
+
+// migrate applies every embedded migration newer than the recorded schema
+// version, each in its own transaction.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_version: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("list migrations: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := filepath.Base(name)
+		num, _, ok := strings.Cut(base, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return fmt.Errorf("migration %s: name must start with a number", base)
+		}
+		if err := s.applyMigration(ctx, v, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) applyMigration(ctx context.Context, version int, name string) error {
+	body, err := migrations.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("read migration %s: %w", name, err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin migration: %w", err)
+	}
+	defer tx.Rollback()
+	var current sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_version`).Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current.Valid && current.Int64 >= int64(version) {
+		return nil
+	}
+	for _, stmt := range strings.Split(string(body), ";") {
+		if strings.TrimSpace(stripComments(stmt)) == "" {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("apply migration %s: %w", filepath.Base(name), err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, version); err != nil {
+		return fmt.Errorf("record schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit migration: %w", err)
+	}
+	return nil
+}
+
+func stripComments(stmt string) string {
+	var b strings.Builder
+	for line := range strings.Lines(stmt) {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
