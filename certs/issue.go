@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -487,6 +488,10 @@ func CheckPublicKey(pub ssh.PublicKey) error {
 func ParsePublicKey(line string) (ssh.PublicKey, error) {
 	pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(line))
 	if err != nil {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == ssh.KeyAlgoDSA {
+			// The SSH library no longer parses DSA keys at all.
+			return nil, &Error{Code: CodeWeakKey, Msg: "DSA keys are not accepted; use ed25519"}
+		}
 		return nil, &Error{Code: CodeBadPublicKey, Msg: "public_key is not an SSH public key", Err: err}
 	}
 	if len(rest) > 0 {
