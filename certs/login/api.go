@@ -59,7 +59,7 @@ type CertResponse struct {
 	ValidAfter time.Time `json:"valid_after"`
 	// ValidBefore is the end of validity.
 	ValidBefore time.Time `json:"valid_before"`
-	// Principals are the certificate's principals; the first is the username.
+	// Principals are the certificate's principals.
 	Principals []string `json:"principals"`
 	// Serial is the certificate serial, as the server formats it.
 	Serial json.RawMessage `json:"serial"`
@@ -100,7 +100,7 @@ func (c *apiClient) fetchConfig(ctx context.Context) (*BastionConfig, error) {
 	req.Header.Set("Accept", "application/json")
 	var cfg BastionConfig
 	if err := c.do(req, &cfg); err != nil {
-		return nil, fmt.Errorf("fetch bastion config: %w", err)
+		return nil, wrapUnlessServer("fetch the bastion's configuration", err)
 	}
 	return &cfg, nil
 }
@@ -124,12 +124,23 @@ func (c *apiClient) requestCert(ctx context.Context, idToken, publicKey string, 
 	req.Header.Set("Authorization", "Bearer "+idToken)
 	var cr CertResponse
 	if err := c.do(req, &cr); err != nil {
-		return nil, fmt.Errorf("request certificate: %w", err)
+		return nil, wrapUnlessServer("request a certificate", err)
 	}
 	if cr.Certificate == "" {
 		return nil, errors.New("request certificate: the bastion answered without a certificate")
 	}
 	return &cr, nil
+}
+
+// wrapUnlessServer adds context to transport and decoding errors; the
+// bastion's own errors are returned as they are, to be shown as
+// "<message> (<code>)".
+func wrapUnlessServer(what string, err error) error {
+	var se *ServerError
+	if errors.As(err, &se) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // do sends req and decodes a JSON answer into out, or returns a *ServerError.

@@ -104,6 +104,15 @@ func (o *Options) setDefaults() {
 	}
 }
 
+// progress returns where progress notes go: Err, or nowhere when Quiet.
+// Prompts the user must act on (a URL, a device code) always go to Err.
+func (o *Options) progress() io.Writer {
+	if o.Quiet {
+		return io.Discard
+	}
+	return o.Err
+}
+
 // Login obtains an ID token, exchanges it at the bastion for a user
 // certificate and writes the profile directory. It returns the profile,
 // which is the existing one when its certificate is still fresh (more than a

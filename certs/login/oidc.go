@@ -106,7 +106,7 @@ func browserToken(ctx context.Context, o *Options, iss IssuerInfo) (string, erro
 	if iss.Dev {
 		// The development issuer approves every request: follow the
 		// authorization URL ourselves; its last redirect lands on cb.
-		fmt.Fprintf(o.Err, "Signing in with the development issuer %s (no browser needed).\n", iss.IssuerURL)
+		fmt.Fprintf(o.progress(), "Signing in with the development issuer %s (no browser needed).\n", iss.IssuerURL)
 		followDone = make(chan struct{})
 		go func() {
 			defer close(followDone)
@@ -118,7 +118,7 @@ func browserToken(ctx context.Context, o *Options, iss IssuerInfo) (string, erro
 		fmt.Fprintf(o.Err, "To sign in, open this URL in a browser on this machine:\n\n  %s\n\n", authURL)
 		if !o.NoBrowser {
 			if err := openBrowser(o, authURL); err == nil {
-				fmt.Fprintln(o.Err, "A browser window should have opened; waiting for the sign-in to finish.")
+				fmt.Fprintln(o.progress(), "A browser window should have opened; waiting for the sign-in to finish.")
 			}
 		}
 	}
@@ -301,11 +301,11 @@ func deviceToken(ctx context.Context, o *Options, iss IssuerInfo) (string, error
 		// The development issuer approves whoever visits the complete URL.
 		wg.Go(func() {
 			if err := follow(pollCtx, o.HTTPClient, da.VerificationURIComplete); err != nil && pollCtx.Err() == nil {
-				fmt.Fprintf(o.Err, "Could not approve the device code automatically: %v\n", err)
+				fmt.Fprintf(o.progress(), "Could not approve the device code automatically: %v\n", err)
 			}
 		})
 	}
-	wg.Go(func() { waitIndicator(pollCtx, o.Err, "Waiting for the sign-in to be approved") })
+	wg.Go(func() { waitIndicator(pollCtx, o.progress(), "Waiting for the sign-in to be approved") })
 	tok, err := conf.DeviceAccessToken(pollCtx, da)
 	cancel()
 	wg.Wait()

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/certs"
 )
 
 // File names inside a profile directory.
@@ -42,7 +44,8 @@ type Profile struct {
 	KnownHosts string
 	// SSHConfig is the generated ssh_config.
 	SSHConfig string
-	// Principals are the certificate's principals; the first is the username.
+	// Principals are the certificate's principals: the username and the
+	// logins the bastion's roles grant.
 	Principals []string
 	// ValidAfter is the start of the certificate's validity.
 	ValidAfter time.Time
@@ -57,7 +60,9 @@ type Profile struct {
 	// Issuer is the name of the issuer used to log in; empty for a token
 	// passed with --token-file or --token-env.
 	Issuer string
-	// Username is the first principal.
+	// Username is the user's name at the bastion, from the identity the
+	// certificate carries (the first principal if it carries none); it is
+	// the User of the bastion's Host block.
 	Username string
 }
 
@@ -316,7 +321,15 @@ func writeProfile(p *Profile, in profileInput) error {
 	p.SSHAddress = net.JoinHostPort(host, port)
 	p.Issuer = in.issuer
 	p.Principals = in.cert.ValidPrincipals
+	// The bastion sorts principals; the identity it embeds names the user.
+	// A certificate without one (not postern's) falls back to the first.
 	p.Username = in.cert.ValidPrincipals[0]
+	if id, err := certs.IdentityFromCert(in.cert); err == nil {
+		p.Username = id.Username
+		if p.Issuer == "" {
+			p.Issuer = id.Issuer
+		}
+	}
 	p.ValidAfter = time.Unix(int64(in.cert.ValidAfter), 0).UTC()
 	p.ValidBefore = certValidBefore(in.cert)
 
@@ -324,7 +337,7 @@ func writeProfile(p *Profile, in profileInput) error {
 	if err := writeFileAtomic(p.CertFile, []byte(line), 0o644); err != nil {
 		return err
 	}
-	kh, err := knownHostsLine(in.hostCA)
+	kh, err := knownHostsLines(in.hostCA)
 	if err != nil {
 		return err
 	}
@@ -355,17 +368,27 @@ func certValidBefore(c *ssh.Certificate) time.Time {
 	return time.Unix(int64(c.ValidBefore), 0).UTC()
 }
 
-// knownHostsLine checks that line is an @cert-authority line with a parsable
-// key and returns it newline-terminated. The server's host pattern (usually
-// "*") is kept: the host CA vouches for the bastion and for every target
-// reached through it.
-func knownHostsLine(line string) ([]byte, error) {
-	line = strings.TrimSpace(line)
-	marker, hosts, _, _, _, err := ssh.ParseKnownHosts([]byte(line))
-	if err != nil || marker != "cert-authority" || len(hosts) == 0 {
-		return nil, errors.New("the bastion sent an invalid host CA line")
+// knownHostsLines checks that text is one or more @cert-authority lines (one
+// per trusted host CA key while a key rotates) with parsable keys and returns
+// them newline-terminated. The server's host pattern (usually "*") is kept:
+// the host CA vouches for the bastion and for every target reached through it.
+func knownHostsLines(text string) ([]byte, error) {
+	var b strings.Builder
+	for line := range strings.Lines(text) {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		marker, hosts, _, _, rest, err := ssh.ParseKnownHosts([]byte(line))
+		if err != nil || marker != "cert-authority" || len(hosts) == 0 || len(rest) != 0 {
+			return nil, errors.New("the bastion sent an invalid host CA line")
+		}
+		b.WriteString(line + "\n")
 	}
-	return []byte(line + "\n"), nil
+	if b.Len() == 0 {
+		return nil, errors.New("the bastion sent no host CA line")
+	}
+	return []byte(b.String()), nil
 }
 
 // splitSSHAddress splits the bastion's SSH address. An empty or unspecified
