@@ -1,0 +1,521 @@
+//go:build h6wip
+
+package bastion
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/recorder"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// Exit statuses the inner hop reports to the client (contract, see
+// docs/exit-codes.md). Each comes with a one-line stderr reason.
+const (
+	// ExitDenied means the session was refused by policy after the inner hop
+	// accepted the user (for example a shell for an exec-only role).
+	ExitDenied = 126
+	// ExitRecordingUnavailable means the role requires recording and the
+	// recording could not be started or failed mid-session.
+	ExitRecordingUnavailable = 125
+	// ExitUpstreamFailed is reported when the target could not be reached or
+	// its host key did not verify (the status OpenSSH itself uses for
+	// connection errors).
+	ExitUpstreamFailed = 255
+)
+
+// Record modes of a policy decision.
+const (
+	recordRequired = "required"
+	recordOptional = "optional"
+	recordOff      = "off"
+)
+
+const (
+	hostCertTTL         = time.Hour
+	targetCertTTL       = 2 * time.Minute
+	defaultDialTimeout  = 10 * time.Second
+	defaultHandshakeTTL = 15 * time.Second
+	endGrace            = 2 * time.Second
+)
+
+// InnerApprover holds a command until it is approved. It is the hook for the
+// approvals broker; a nil InnerApprover lets every command run.
+type InnerApprover interface {
+	// ApproveCommand blocks until the command may run (nil) or must not (an
+	// error whose message is safe to show the user). ctx ends with the session.
+	ApproveCommand(ctx context.Context, req CommandRequest) error
+}
+
+// CommandRequest describes a command waiting for an InnerApprover.
+type CommandRequest struct {
+	// Conn is the outer connection of the requester.
+	Conn *ConnInfo
+	// Target is the target the command runs on.
+	Target *policy.Target
+	// Login is the login on the target.
+	Login string
+	// Session is the session id (also the recording id).
+	Session string
+	// Command is the exec command, or "" for an interactive shell.
+	Command string
+	// Decision is the policy decision that admitted the session.
+	Decision policy.Decision
+}
+
+// InnerHopOptions configures an InnerHop. The zero value of every field but
+// Authority and Policy works.
+type InnerHopOptions struct {
+	// Authority signs per-target host certificates and upstream user
+	// certificates. Required.
+	Authority *certs.Authority
+	// Policy returns the current policy engine (it changes on reload). Required.
+	Policy func() *policy.Engine
+	// Recorder records sessions; nil records nothing (a role that requires
+	// recording is then refused with ExitRecordingUnavailable).
+	Recorder *recorder.Recorder
+	// Audit receives audit events; dropped if nil.
+	Audit func(context.Context, state.Event)
+	// Approver holds commands for approval; none if nil.
+	Approver InnerApprover
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// Log is the logger; nothing is logged if nil.
+	Log *slog.Logger
+	// Metrics registers the inner hop's metrics; not registered if nil.
+	Metrics prometheus.Registerer
+	// DialTimeout bounds dialing and handshaking with a target; 10s if zero.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds the inner SSH handshake with the client; 15s if
+	// zero.
+	HandshakeTimeout time.Duration
+}
+
+// InnerHop terminates the SSH connection a client runs inside a direct-tcpip
+// channel (ssh -J): it serves SSH on the channel with a host certificate for
+// the target's name, re-authenticates the same user key, and then either
+// proxies every channel and request to the target (kind ssh) or runs the
+// configured program (kind command), recording sessions as policy says.
+//
+// An InnerHop is safe for concurrent use; each ServeChannel call owns its
+// channel, the inner connection and the upstream connection it dials.
+type InnerHop struct {
+	opts    InnerHopOptions
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *hopMetrics
+
+	hostKey ssh.Signer // per-process key certified for every target name
+
+	mu        sync.Mutex
+	hostCerts map[string]*hostCertEntry
+}
+
+type hostCertEntry struct {
+	signer  ssh.Signer
+	issued  time.Time
+	expires time.Time
+}
+
+// NewInnerHop returns an InnerHop. It generates the per-process host key.
+func NewInnerHop(opts InnerHopOptions) (*InnerHop, error) {
+	if opts.Authority == nil {
+		return nil, errors.New("inner hop: no certificate authority")
+	}
+	if opts.Policy == nil {
+		return nil, errors.New("inner hop: no policy")
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = defaultDialTimeout
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = defaultHandshakeTTL
+	}
+	h := &InnerHop{opts: opts, now: opts.Now, log: opts.Log, hostCerts: map[string]*hostCertEntry{}}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("inner hop: generate host key: %w", err)
+	}
+	if h.hostKey, err = ssh.NewSignerFromKey(priv); err != nil {
+		return nil, fmt.Errorf("inner hop: host key signer: %w", err)
+	}
+	if h.metrics, err = newHopMetrics(opts.Metrics); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// hostSigner returns the host certificate signer for t, issuing a new
+// certificate when none is cached or the cached one is past its half-life.
+func (h *InnerHop) hostSigner(t *policy.Target) (ssh.Signer, error) {
+	principals := append([]string{t.Name}, t.Aliases...)
+	key := fmt.Sprint(principals)
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e := h.hostCerts[key]; e != nil && now.Before(e.issued.Add(e.expires.Sub(e.issued)/2)) {
+		return e.signer, nil
+	}
+	cert, err := h.opts.Authority.SignHost(h.hostKey.PublicKey(), principals, hostCertTTL)
+	if err != nil {
+		return nil, fmt.Errorf("sign host certificate for %s: %w", t.Name, err)
+	}
+	s, err := ssh.NewCertSigner(cert, h.hostKey)
+	if err != nil {
+		return nil, fmt.Errorf("host certificate signer: %w", err)
+	}
+	h.hostCerts[key] = &hostCertEntry{signer: s, issued: now, expires: now.Add(hostCertTTL)}
+	return s, nil
+}
+
+// hopConn is the state of one inner connection: the decision taken at
+// authentication and what the sessions share.
+type hopConn struct {
+	h        *InnerHop
+	ci       *ConnInfo
+	t        *policy.Target
+	login    string
+	decision policy.Decision
+	log      *slog.Logger
+	conn     *ssh.ServerConn
+	firstID  string // session id reserved for the first session (upstream key id)
+	idOnce   sync.Once
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	sessions sync.WaitGroup // session goroutines, for the end of ServeChannel
+
+	liveMu sync.Mutex
+	live   map[*hopSession]struct{}
+}
+
+// track and untrack keep the set of open sessions, so that the end of the
+// connection's context can tell each of them why.
+func (c *hopConn) track(s *hopSession) {
+	c.liveMu.Lock()
+	if c.live == nil {
+		c.live = map[*hopSession]struct{}{}
+	}
+	c.live[s] = struct{}{}
+	c.liveMu.Unlock()
+}
+
+func (c *hopConn) untrack(s *hopSession) {
+	c.liveMu.Lock()
+	delete(c.live, s)
+	c.liveMu.Unlock()
+	close(s.done)
+}
+
+// endAll aborts every open session with the cause of the context's end and
+// gives them up to endGrace to send their exit status before the connection
+// goes.
+func (c *hopConn) endAll() {
+	cause := asHopUserError(context.Cause(c.ctx))
+	c.liveMu.Lock()
+	live := make([]*hopSession, 0, len(c.live))
+	for s := range c.live {
+		live = append(live, s)
+	}
+	c.liveMu.Unlock()
+	timer := time.NewTimer(endGrace)
+	defer timer.Stop()
+	for _, s := range live {
+		go s.abort(cause) // may block on a full client window; bounded below
+	}
+	for _, s := range live {
+		select {
+		case <-s.done:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// nextSessionID returns the id for a new session: the reserved first id once,
+// fresh ULIDs after that.
+func (c *hopConn) nextSessionID() string {
+	id := ""
+	c.idOnce.Do(func() { id = c.firstID })
+	if id == "" {
+		id = ulid.Make().String()
+	}
+	return id
+}
+
+// hopUserError is a session end cause with a message safe to show the user.
+type hopUserError struct {
+	msg    string // shown after "postern: <target>: "
+	code   string // stable machine code (JSON errors, audit)
+	exit   int    // exit status reported to the client
+	global bool   // shown after "postern: " without the target name
+	err    error  // internal cause, never shown
+}
+
+func (e *hopUserError) Error() string {
+	if e.err != nil {
+		return e.msg + ": " + e.err.Error()
+	}
+	return e.msg
+}
+
+func (e *hopUserError) Unwrap() error { return e.err }
+
+// ServeChannel serves the inner SSH connection a client runs inside ch, a
+// direct-tcpip channel to target t. It owns ch and closes it. It returns when
+// the inner connection ends: the client leaves, the target disconnects, ctx is
+// cancelled (shutdown, revocation) or ci.Expires passes.
+func (h *InnerHop) ServeChannel(ctx context.Context, ci *ConnInfo, ch ssh.Channel, t *policy.Target) {
+	defer ch.Close()
+	log := ci.Log
+	if log == nil {
+		log = h.log
+	}
+	log = log.With("target", t.Name)
+	if t.Kind != config.KindSSH && t.Kind != config.KindCommand {
+		log.Warn("inner hop for unsupported target kind", "kind", t.Kind)
+		return
+	}
+	c := &hopConn{h: h, ci: ci, t: t, log: log, firstID: ulid.Make().String()}
+	signer, err := h.hostSigner(t)
+	if err != nil {
+		log.Error("inner hop host certificate", "err", err)
+		return
+	}
+	cfg := &ssh.ServerConfig{
+		Config:        ssh.Config{Ciphers: preferredCiphers},
+		ServerVersion: "SSH-2.0-postern",
+		MaxAuthTries:  6,
+		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			// Only a cheap pre-check: the decision is taken in
+			// VerifiedPublicKeyCallback, on the key the client proved.
+			if !sameKey(key, ci.Key) {
+				return nil, errors.New("not the key of the outer connection")
+			}
+			return &ssh.Permissions{}, nil
+		},
+		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+			if !sameKey(key, ci.Key) {
+				return nil, errors.New("not the key of the outer connection")
+			}
+			// Decide with the current policy and its own copy of the target
+			// (the policy may have been reloaded since the channel opened).
+			cur, d := t, policy.Decision{Reason: policy.DenyMessage(t.Name, ci.Identity), Code: policy.CodeTargetNotAllow}
+			if eng := h.opts.Policy(); eng != nil {
+				if lt, ok := eng.Lookup(t.Name); ok {
+					cur = lt
+				}
+				d = eng.Authorize(ci.Identity, cur, meta.User(), 22)
+			}
+			if !d.Allow {
+				h.audit(ctx, state.Event{Type: state.EventChannelDeny, Actor: ci.Identity.String(), Target: t.Name,
+					Details: map[string]any{"login": meta.User(), "reason": d.Reason, "code": d.Code, "hop": "inner"}})
+				return nil, &ssh.BannerError{
+					Err:     fmt.Errorf("policy denied login %q: %s", meta.User(), d.Code),
+					Message: denyReason(d) + "\r\n",
+				}
+			}
+			c.decision = d
+			c.login = meta.User()
+			c.t = cur
+			return &ssh.Permissions{Extensions: map[string]string{"login": meta.User()}}, nil
+		},
+	}
+	cfg.AddHostKey(signer)
+
+	// The handshake must finish in time, and stops on ctx cancellation.
+	timer := time.AfterFunc(h.opts.HandshakeTimeout, func() { ch.Close() })
+	stop := context.AfterFunc(ctx, func() { ch.Close() })
+	conn, chans, reqs, err := ssh.NewServerConn(&channelConn{Channel: ch, remote: ci.remoteAddr()}, cfg)
+	timer.Stop()
+	stop()
+	if err != nil {
+		log.Info("inner hop handshake failed", "err", err)
+		return
+	}
+	defer conn.Close()
+	c.conn = conn
+	c.log = log.With("login", c.login)
+
+	var cancel context.CancelCauseFunc
+	c.ctx, cancel = context.WithCancelCause(ctx)
+	c.cancel = cancel
+	defer cancel(nil)
+	deadline := ci.Expires
+	if d := c.decision.MaxSession; d > 0 && (deadline.IsZero() || h.now().Add(d).Before(deadline)) {
+		deadline = h.now().Add(d)
+	}
+	if !deadline.IsZero() {
+		expire := time.AfterFunc(deadline.Sub(h.now()), func() {
+			cancel(&hopUserError{msg: "session expired", code: "session_expired", exit: ExitUpstreamFailed})
+		})
+		defer expire.Stop()
+	}
+	// Tear the inner connection down when the context ends; the open
+	// sessions are told why first.
+	go func() {
+		<-c.ctx.Done()
+		c.endAll()
+		conn.Close()
+	}()
+
+	c.log.Info("inner hop established", "kind", t.Kind, "record", c.decision.Record)
+	switch t.Kind {
+	case config.KindSSH:
+		c.serveSSH(chans, reqs)
+	case config.KindCommand:
+		c.serveCommand(chans, reqs)
+	}
+	cancel(nil)
+	c.sessions.Wait()
+}
+
+// denyReason is the user-facing text of a denial.
+func denyReason(d policy.Decision) string {
+	if d.Reason != "" {
+		return d.Reason
+	}
+	return "access denied"
+}
+
+// sameKey reports whether key is want, or a certificate for want.
+func sameKey(key, want ssh.PublicKey) bool {
+	if key == nil || want == nil {
+		return false
+	}
+	if cert, ok := key.(*ssh.Certificate); ok {
+		key = cert.Key
+	}
+	if cert, ok := want.(*ssh.Certificate); ok {
+		want = cert.Key
+	}
+	return bytes.Equal(key.Marshal(), want.Marshal())
+}
+
+func (ci *ConnInfo) remoteAddr() net.Addr {
+	if ci.Remote.IsValid() {
+		return net.TCPAddrFromAddrPort(ci.Remote)
+	}
+	return hopAddr("client")
+}
+
+func (h *InnerHop) audit(ctx context.Context, e state.Event) {
+	if h.opts.Audit == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = h.now()
+	}
+	e.Source = "bastion"
+	h.opts.Audit(ctx, e)
+}
+
+// preferredCiphers puts AES-GCM first: it has assembly on amd64 and arm64,
+// which ChaCha20-Poly1305 lacks in x/crypto.
+var preferredCiphers = []string{
+	ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305,
+	ssh.CipherAES128CTR, ssh.CipherAES192CTR, ssh.CipherAES256CTR,
+}
+
+// hopAddr is the net.Addr of an end of a channel.
+type hopAddr string
+
+func (a hopAddr) Network() string { return "ssh-channel" }
+func (a hopAddr) String() string  { return string(a) }
+
+// channelConn presents an SSH channel as a net.Conn so that an SSH server can
+// run on it. Deadlines are not supported (they return nil); the inner hop
+// bounds the handshake by closing the channel instead.
+type channelConn struct {
+	ssh.Channel
+	remote net.Addr
+}
+
+func (c *channelConn) LocalAddr() net.Addr                { return hopAddr("postern") }
+func (c *channelConn) RemoteAddr() net.Addr               { return c.remote }
+func (c *channelConn) SetDeadline(t time.Time) error      { return nil }
+func (c *channelConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *channelConn) SetWriteDeadline(t time.Time) error { return nil }
+
+// hopMetrics are the inner hop's Prometheus metrics.
+type hopMetrics struct {
+	sessions *prometheus.CounterVec
+	active   prometheus.Gauge
+	bytes    *prometheus.CounterVec
+	upstream *prometheus.CounterVec
+	recErr   prometheus.Counter
+}
+
+func newHopMetrics(reg prometheus.Registerer) (*hopMetrics, error) {
+	m := &hopMetrics{
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_innerhop_sessions_total",
+			Help: "Sessions served on the inner hop, by kind (shell, exec, subsystem) and target kind.",
+		}, []string{"kind", "target_kind"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "postern_innerhop_active_sessions",
+			Help: "Sessions currently open on the inner hop.",
+		}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_innerhop_bytes_total",
+			Help: "Session bytes relayed by the inner hop, by direction (in = from the client).",
+		}, []string{"direction"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_innerhop_upstream_errors_total",
+			Help: "Failures to reach a target, by reason.",
+		}, []string{"reason"}),
+		recErr: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "postern_innerhop_recording_errors_total",
+			Help: "Sessions whose recording failed to start or failed mid-session.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	m.sessions = registerOrExisting(reg, m.sessions, &err)
+	m.active = registerOrExisting(reg, m.active, &err)
+	m.bytes = registerOrExisting(reg, m.bytes, &err)
+	m.upstream = registerOrExisting(reg, m.upstream, &err)
+	m.recErr = registerOrExisting(reg, m.recErr, &err)
+	if err != nil {
+		return nil, fmt.Errorf("inner hop metrics: %w", err)
+	}
+	return m, nil
+}
+
+// registerOrExisting registers c, or returns the collector already
+// registered under the same name (several InnerHops on one registry).
+func registerOrExisting[C prometheus.Collector](reg prometheus.Registerer, c C, errp *error) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		*errp = errors.Join(*errp, err)
+	}
+	return c
+}

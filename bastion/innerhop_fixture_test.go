@@ -1,0 +1,356 @@
+//go:build h6wip
+
+package bastion
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/sshdtest"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// hopFixture is a bastion in miniature for inner-hop tests: the three CAs, a
+// policy, an InnerHop, an outer SSH server on 127.0.0.1 that hands
+// direct-tcpip channels to the InnerHop, a user key with a user certificate
+// and an ssh_config for the stock client.
+type hopFixture struct {
+	t        *testing.T
+	auth     *certs.Authority
+	cfg      *config.Config
+	mu       sync.Mutex
+	engine   *policy.Engine
+	hop      *InnerHop
+	recDir   string
+	outer    string // outer server address
+	userKey  ed25519.PrivateKey
+	userPub  ssh.PublicKey
+	userCert *ssh.Certificate
+	keyFile  string
+	certFile string
+	sshCfg   string
+	known    string
+	events   *eventLog
+	login    string
+}
+
+// eventLog collects audit events.
+type eventLog struct {
+	mu     sync.Mutex
+	events []state.Event
+}
+
+func (l *eventLog) add(_ context.Context, e state.Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) ofType(typ string) []state.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []state.Event
+	for _, e := range l.events {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// testLogin is the login used on targets: sshd runs as root in CI.
+func testLogin(t *testing.T) string {
+	u, err := user.Current()
+	if err != nil {
+		t.Fatalf("current user: %v", err)
+	}
+	return u.Username
+}
+
+type fixtureOpts struct {
+	record     string // role record mode; "off" if empty
+	targets    []config.Target
+	forwarding config.Forwarding
+	noRecorder bool
+	recDir     string // recording dir; a temp dir if empty
+}
+
+func newHopFixture(t *testing.T, o fixtureOpts) *hopFixture {
+	t.Helper()
+	f := &hopFixture{t: t, events: &eventLog{}, login: testLogin(t)}
+	var err error
+	f.auth, err = certs.LoadAuthority(config.CAs{}, t.TempDir())
+	if err != nil {
+		t.Fatalf("load authority: %v", err)
+	}
+	if o.record == "" {
+		o.record = "off"
+	}
+	f.cfg = &config.Config{
+		Targets: o.targets,
+		Roles: []config.Role{{
+			Name:       "ops",
+			Match:      config.RoleMatch{Users: []string{"alice"}},
+			Targets:    []config.TargetSelector{{Name: "*"}},
+			Logins:     []string{f.login},
+			Record:     o.record,
+			Forwarding: o.forwarding,
+		}},
+	}
+	f.engine, err = policy.New(f.cfg)
+	if err != nil {
+		t.Fatalf("policy: %v", err)
+	}
+	f.recDir = o.recDir
+	if f.recDir == "" {
+		f.recDir = t.TempDir()
+	}
+	opts := InnerHopOptions{
+		Authority: f.auth,
+		Policy: func() *policy.Engine {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.engine
+		},
+		Audit: f.events.add,
+		Log:   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if !o.noRecorder {
+		opts.Recorder = newTestRecorder(t, f.recDir)
+	}
+	f.hop, err = NewInnerHop(opts)
+	if err != nil {
+		t.Fatalf("NewInnerHop: %v", err)
+	}
+	f.outer = startTestOuter(t, f)
+
+	_, f.userKey, _ = ed25519.GenerateKey(rand.Reader)
+	f.userPub, _ = ssh.NewPublicKey(f.userKey.Public())
+	f.userCert = f.signUser(f.userPub)
+	f.keyFile, f.certFile = sshdtest.WriteClientKey(t, f.userKey, f.userCert)
+	f.known = filepath.Join(t.TempDir(), "known_hosts")
+	writeTestFile(t, f.known, f.auth.HostCALine()+"\n")
+	f.sshCfg = f.writeSSHConfig(f.keyFile, f.certFile)
+	return f
+}
+
+// setTargets replaces the inventory (a policy reload).
+func (f *hopFixture) setTargets(targets ...config.Target) {
+	f.t.Helper()
+	cfg := *f.cfg
+	cfg.Targets = targets
+	eng, err := policy.New(&cfg)
+	if err != nil {
+		f.t.Fatalf("policy: %v", err)
+	}
+	f.mu.Lock()
+	f.cfg = &cfg
+	f.engine = eng
+	f.mu.Unlock()
+}
+
+// signUser issues a user certificate for alice from the user CA.
+func (f *hopFixture) signUser(pub ssh.PublicKey) *ssh.Certificate {
+	f.t.Helper()
+	id := certs.Identity{Issuer: "test", Subject: "alice-sub", Username: "alice", Kind: certs.KindHuman, Groups: []string{"ops"}}
+	now := time.Now()
+	cert := &ssh.Certificate{
+		Key: pub, CertType: ssh.UserCert, KeyId: "alice", ValidPrincipals: []string{"alice"},
+		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix()),
+		Permissions: ssh.Permissions{Extensions: map[string]string{
+			"permit-pty": "", "permit-port-forwarding": "", certs.IdentityExtension: certs.EncodeIdentity(id),
+		}},
+	}
+	if err := cert.SignCert(rand.Reader, f.auth.User.Signer()); err != nil {
+		f.t.Fatalf("sign user cert: %v", err)
+	}
+	return cert
+}
+
+// writeSSHConfig writes an ssh_config that reaches every target through the
+// outer server with -J semantics (ProxyJump), using keyFile and certFile for
+// both hops.
+func (f *hopFixture) writeSSHConfig(keyFile, certFile string) string {
+	host, port, _ := net.SplitHostPort(f.outer)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Host bastion\n  HostName %s\n  Port %s\n  User alice\n", host, port)
+	fmt.Fprintf(&b, "Host * !bastion\n  ProxyJump bastion\n  User %s\n", f.login)
+	fmt.Fprintf(&b, "Host *\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n", f.known)
+	fmt.Fprintf(&b, "  BatchMode yes\n  IdentitiesOnly yes\n  IdentityAgent none\n  IdentityFile %s\n", keyFile)
+	if certFile != "" {
+		fmt.Fprintf(&b, "  CertificateFile %s\n", certFile)
+	}
+	b.WriteString("  LogLevel ERROR\n  ConnectTimeout 10\n  ControlMaster no\n  ControlPath none\n  UpdateHostKeys no\n")
+	p := filepath.Join(f.t.TempDir(), "ssh_config")
+	writeTestFile(f.t, p, b.String())
+	return p
+}
+
+// sshTarget returns a config.Target for a test sshd.
+func sshTarget(name string, s *sshdtest.Server) config.Target {
+	return config.Target{Name: name, Kind: config.KindSSH, Address: s.Addr(),
+		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.HostKey())))}
+}
+
+// startSSHD starts a test sshd trusting only the target CA.
+func startSSHD(t *testing.T, auth *certs.Authority) *sshdtest.Server {
+	return sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: []ssh.PublicKey{auth.Target.PublicKey()}})
+}
+
+type sshResult struct {
+	stdout, stderr []byte
+	code           int
+}
+
+// ssh runs the stock ssh client with the fixture's config.
+func (f *hopFixture) ssh(stdin []byte, args ...string) sshResult {
+	f.t.Helper()
+	return runClient(f.t, "ssh", stdin, append([]string{"-F", f.sshCfg}, args...)...)
+}
+
+func runClient(t *testing.T, bin string, stdin []byte, args ...string) sshResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run %s: %v", bin, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v timed out; stderr: %s", bin, args, errb.String())
+	}
+	return sshResult{stdout: out.Bytes(), stderr: errb.Bytes(), code: code}
+}
+
+func writeTestFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+}
+
+// testWriter sends log output to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// startTestOuter runs a minimal outer SSH server: user certificates from the
+// user CA, direct-tcpip channels to inventory targets handed to f.hop.
+func startTestOuter(t *testing.T, f *hopFixture) string {
+	t.Helper()
+	_, hk, _ := ed25519.GenerateKey(rand.Reader)
+	hs, _ := ssh.NewSignerFromKey(hk)
+	hc, err := f.auth.SignHost(hs.PublicKey(), []string{"127.0.0.1", "bastion"}, time.Hour)
+	if err != nil {
+		t.Fatalf("sign outer host cert: %v", err)
+	}
+	hcs, _ := ssh.NewCertSigner(hc, hs)
+	cfg := &ssh.ServerConfig{
+		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			cert, ok := key.(*ssh.Certificate)
+			if !ok {
+				return nil, errors.New("certificate required")
+			}
+			if _, err := f.auth.CheckUserCert(cert, meta.User(), netip.Addr{}, time.Now()); err != nil {
+				return nil, err
+			}
+			return &ssh.Permissions{}, nil
+		},
+		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+			cert := key.(*ssh.Certificate)
+			return &ssh.Permissions{Extensions: map[string]string{"cert": string(cert.Marshal())}}, nil
+		},
+	}
+	cfg.AddHostKey(hcs)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				stop := context.AfterFunc(ctx, func() { nc.Close() })
+				defer stop()
+				defer nc.Close()
+				conn, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				pk, _ := ssh.ParsePublicKey([]byte(conn.Permissions.Extensions["cert"]))
+				cert := pk.(*ssh.Certificate)
+				id, _ := certs.IdentityFromCert(cert)
+				ci := &ConnInfo{ID: "c1", Identity: id, Cert: cert, Key: cert.Key, Login: conn.User(),
+					Expires: time.Unix(int64(cert.ValidBefore), 0), Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
+				var cwg sync.WaitGroup
+				defer cwg.Wait()
+				for nch := range chans {
+					if nch.ChannelType() != "direct-tcpip" {
+						_ = nch.Reject(ssh.Prohibited, "no")
+						continue
+					}
+					var p hopDirectTCPIP
+					_ = ssh.Unmarshal(nch.ExtraData(), &p)
+					tg, ok := f.hop.opts.Policy().Lookup(p.Host)
+					if !ok {
+						_ = nch.Reject(ssh.Prohibited, "unknown target")
+						continue
+					}
+					ch, creqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					go ssh.DiscardRequests(creqs)
+					cwg.Go(func() { f.hop.ServeChannel(ctx, ci, ch, tg) })
+				}
+			})
+		}
+	})
+	return ln.Addr().String()
+}
