@@ -148,10 +148,22 @@ func (t *limiterTable) evictOldest() {
 		seen = append(seen, e.seen)
 	}
 	slices.SortFunc(seen, time.Time.Compare)
-	cutoff := seen[len(seen)/10]
+	n := max(len(seen)/10, 1)
+	cutoff := seen[n-1]
 	for k, e := range t.entries {
-		if !e.seen.After(cutoff) {
+		if e.seen.Before(cutoff) {
 			delete(t.entries, k)
+			n--
+		}
+	}
+	// Entries last seen exactly at the cutoff go until n are gone.
+	for k, e := range t.entries {
+		if n <= 0 {
+			break
+		}
+		if e.seen.Equal(cutoff) {
+			delete(t.entries, k)
+			n--
 		}
 	}
 }

@@ -1,0 +1,83 @@
+package certs_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/internal/sshdtest"
+	"github.com/posternhq/postern/internal/testutil"
+)
+
+// runSSH runs the stock ssh client against srv as login and returns its
+// combined output and error.
+func runSSH(t *testing.T, srv *sshdtest.Server, keyFile, certFile, knownHosts, login string, cmd ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := sshdtest.ClientArgs(keyFile, certFile, knownHosts)
+	args = append(args, "-p", strconv.Itoa(srv.Port()), login+"@127.0.0.1")
+	args = append(args, cmd...)
+	out, err := exec.CommandContext(ctx, "ssh", args...).CombinedOutput()
+	return string(out), err
+}
+
+// TestSignTargetAcceptedBySSHD proves the target CA's certificates log in to a
+// stock OpenSSH sshd that trusts only the target CA, that the host CA's
+// certificates and @cert-authority line satisfy the stock ssh client, and
+// that a user-CA certificate is refused by such a target.
+func TestSignTargetAcceptedBySSHD(t *testing.T) {
+	testutil.Need(t, "ssh")
+	a := newTestAuthority(t)
+	_, hostKey := newEd25519(t)
+	hostCert, err := a.SignHost(hostKey.PublicKey(), []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := sshdtest.Start(t, sshdtest.Options{
+		TrustedUserCAKeys: a.Target.Trusted(),
+		HostKey:           hostKey,
+		HostCert:          hostCert,
+	})
+	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(knownHosts, []byte(a.HostCALine()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	priv, key := newEd25519(t)
+	cert, err := a.SignTarget(key.PublicKey(), "root", "postern:corp:alice@example.com:1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, certFile := sshdtest.WriteClientKey(t, priv, cert)
+	out, err := runSSH(t, srv, keyFile, certFile, knownHosts, "root", "echo", "postern-target-ok")
+	if err != nil || !strings.Contains(out, "postern-target-ok") {
+		t.Fatalf("ssh with a target-CA cert: %v\n%s\nsshd log:\n%s", err, out, srv.Log())
+	}
+
+	// The same key certified by the user CA must not open the target.
+	issued := signWith(t, userCert(t, key.PublicKey(), func(c *ssh.Certificate) {
+		c.ValidPrincipals = []string{"root"}
+	}), a.User.Signer())
+	keyFile2, certFile2 := sshdtest.WriteClientKey(t, priv, issued)
+	if out, err := runSSH(t, srv, keyFile2, certFile2, knownHosts, "root", "true"); err == nil {
+		t.Errorf("user-CA certificate opened the target:\n%s", out)
+	}
+
+	// A target cert for another login does not open root.
+	other, err := a.SignTarget(key.PublicKey(), "deploy", "postern:corp:alice@example.com:2", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile3, certFile3 := sshdtest.WriteClientKey(t, priv, other)
+	if out, err := runSSH(t, srv, keyFile3, certFile3, knownHosts, "root", "true"); err == nil {
+		t.Errorf("certificate for deploy logged in as root:\n%s", out)
+	}
+}
