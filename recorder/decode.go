@@ -1,0 +1,257 @@
+package recorder
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"time"
+)
+
+// ErrTornLine reports a final line without its terminating '\n' (a cast cut
+// off mid-write). The events before it are intact; the torn line is dropped.
+var ErrTornLine = errors.New("asciicast: torn final line")
+
+// Event is one decoded asciicast event.
+type Event struct {
+	// Time is the absolute time since the start of the recording (v3
+	// intervals are summed).
+	Time time.Duration
+	// Code is "o", "i", "r", "m" or "x".
+	Code string
+	// Data is the event's payload.
+	Data string
+}
+
+// Decoder reads an asciicast v2 or v3 stream. Players and tests use it; it
+// is tolerant of a torn final line, which it reports as ErrTornLine.
+type Decoder struct {
+	r       *bufio.Reader
+	header  Header
+	hdrErr  error
+	hdrDone bool
+	us      int64 // running absolute time in µs (v3)
+	line    int
+	torn    bool
+	done    bool
+}
+
+// NewDecoder returns a decoder reading from r.
+func NewDecoder(r io.Reader) *Decoder {
+	return &Decoder{r: bufio.NewReaderSize(r, 64<<10)}
+}
+
+// maxLine bounds one line of a cast; the recorder never writes lines longer
+// than its chunk size.
+const maxLine = 64 << 20
+
+// readLine returns the next line without its '\n'. A last line without '\n'
+// is returned with torn set.
+func (d *Decoder) readLine() ([]byte, bool, error) {
+	var line []byte
+	for {
+		frag, err := d.r.ReadSlice('\n')
+		line = append(line, frag...)
+		if len(line) > maxLine {
+			return nil, false, fmt.Errorf("asciicast line %d: longer than %d bytes", d.line+1, maxLine)
+		}
+		switch {
+		case err == nil:
+			d.line++
+			return line[:len(line)-1], false, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(line) == 0 {
+				return nil, false, io.EOF
+			}
+			d.line++
+			return line, true, nil
+		default:
+			return nil, false, fmt.Errorf("read asciicast: %w", err)
+		}
+	}
+}
+
+type rawHeader struct {
+	Version       int               `json:"version"`
+	Width         int               `json:"width"`
+	Height        int               `json:"height"`
+	Term          *termV3           `json:"term"`
+	Timestamp     json.Number       `json:"timestamp"`
+	Command       string            `json:"command"`
+	Title         string            `json:"title"`
+	Env           map[string]string `json:"env"`
+	IdleTimeLimit float64           `json:"idle_time_limit"`
+}
+
+// Header reads (once) and returns the header.
+func (d *Decoder) Header() (Header, error) {
+	if d.hdrDone {
+		return d.header, d.hdrErr
+	}
+	d.hdrDone = true
+	d.header, d.hdrErr = d.readHeader()
+	return d.header, d.hdrErr
+}
+
+func (d *Decoder) readHeader() (Header, error) {
+	line, torn, err := d.readLine()
+	if errors.Is(err, io.EOF) {
+		return Header{}, errors.New("asciicast: empty file")
+	}
+	if err != nil {
+		return Header{}, err
+	}
+	if torn {
+		d.done = true
+		return Header{}, fmt.Errorf("asciicast header: %w", ErrTornLine)
+	}
+	var raw rawHeader
+	if err := json.Unmarshal(line, &raw); err != nil {
+		return Header{}, fmt.Errorf("asciicast header: not a JSON object")
+	}
+	h := Header{Version: raw.Version, Command: raw.Command, Title: raw.Title, Env: raw.Env, IdleTimeLimit: raw.IdleTimeLimit}
+	if raw.Timestamp != "" {
+		f, err := raw.Timestamp.Float64()
+		if err != nil {
+			return Header{}, fmt.Errorf("asciicast header: bad timestamp")
+		}
+		h.Timestamp = int64(f)
+	}
+	switch raw.Version {
+	case 2:
+		h.Width, h.Height = raw.Width, raw.Height
+		h.Term = raw.Env["TERM"]
+	case 3:
+		if raw.Term == nil {
+			return Header{}, errors.New("asciicast v3 header: missing term")
+		}
+		h.Width, h.Height, h.Term = raw.Term.Cols, raw.Term.Rows, raw.Term.Type
+	default:
+		return Header{}, fmt.Errorf("asciicast version %d is not supported (want 2 or 3)", raw.Version)
+	}
+	if h.Width <= 0 || h.Height <= 0 {
+		return Header{}, errors.New("asciicast header: missing terminal size")
+	}
+	return h, nil
+}
+
+// Next returns the next event. It returns io.EOF at the end of the stream
+// and ErrTornLine (once, then io.EOF) if the final line is incomplete.
+// Comment lines (v3 "#") and blank lines are skipped.
+func (d *Decoder) Next() (Event, error) {
+	if _, err := d.Header(); err != nil {
+		if d.done {
+			return Event{}, io.EOF
+		}
+		d.done = true
+		return Event{}, err
+	}
+	for {
+		if d.done {
+			return Event{}, io.EOF
+		}
+		line, torn, err := d.readLine()
+		if err != nil {
+			d.done = true
+			return Event{}, err
+		}
+		if torn {
+			d.done, d.torn = true, true
+			return Event{}, ErrTornLine
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		return d.parseEvent(line)
+	}
+}
+
+// Torn reports whether the stream ended with a torn line.
+func (d *Decoder) Torn() bool { return d.torn }
+
+func (d *Decoder) parseEvent(line []byte) (Event, error) {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(line, &raw); err != nil || len(raw) != 3 {
+		return Event{}, fmt.Errorf("asciicast line %d: not an event [time, code, data]", d.line)
+	}
+	var num json.Number
+	if err := json.Unmarshal(raw[0], &num); err != nil {
+		return Event{}, fmt.Errorf("asciicast line %d: bad event time", d.line)
+	}
+	us, err := parseMicros(string(num))
+	if err != nil || us < 0 {
+		return Event{}, fmt.Errorf("asciicast line %d: bad event time", d.line)
+	}
+	var ev Event
+	if err := json.Unmarshal(raw[1], &ev.Code); err != nil || ev.Code == "" {
+		return Event{}, fmt.Errorf("asciicast line %d: bad event code", d.line)
+	}
+	if err := json.Unmarshal(raw[2], &ev.Data); err != nil {
+		// v3 allows a number for "x"; accept any scalar as text.
+		var n json.Number
+		if ev.Code != CodeExit || json.Unmarshal(raw[2], &n) != nil {
+			return Event{}, fmt.Errorf("asciicast line %d: bad event data", d.line)
+		}
+		ev.Data = n.String()
+	}
+	if d.header.Version == 3 {
+		if d.us > math.MaxInt64-us {
+			return Event{}, fmt.Errorf("asciicast line %d: time overflows", d.line)
+		}
+		d.us += us
+	} else {
+		d.us = us
+	}
+	ev.Time = time.Duration(d.us) * time.Microsecond
+	return ev, nil
+}
+
+// parseMicros parses decimal seconds ("12", "1.5", "0.000123", "1e-3") to
+// microseconds without accumulating float error for the common forms.
+func parseMicros(s string) (int64, error) {
+	const maxSec = math.MaxInt64 / int64(time.Second/time.Microsecond) / 1000
+	whole, frac, ok := cutByte(s, '.')
+	if w, err := strconv.ParseInt(whole, 10, 64); err == nil && w >= 0 && w < maxSec && allDigits(frac) {
+		us := w * 1e6
+		for i := 0; i < 6; i++ {
+			d := int64(0)
+			if ok && i < len(frac) {
+				d = int64(frac[i] - '0')
+			}
+			us += d * pow10[5-i]
+		}
+		return us, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > float64(maxSec) {
+		return 0, errors.New("bad time")
+	}
+	return int64(math.Round(f * 1e6)), nil
+}
+
+var pow10 = [6]int64{1, 10, 100, 1000, 10000, 100000}
+
+func cutByte(s string, c byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
