@@ -23,8 +23,8 @@ func castScript(e *Encoder, dst []byte) []byte {
 	dst = e.AppendInput(dst, 1500*ms, []byte("echo \"héllo\" \\ 世界\r"))
 	dst = e.AppendOutput(dst, 1500*ms+1, []byte("echo \"héllo\" \\ 世界\r\n"))
 	dst = e.AppendOutput(dst, 1600*ms, []byte("tab\tbell\abs\bff\fnul\x00esc\x1b[0m del\x7f\n"))
-	dst = e.AppendOutput(dst, 1700*ms, []byte("bad \xff\xfe utf8 \xe4\xb8"))   // carried tail
-	dst = e.AppendOutput(dst, 1800*ms, []byte("\x96 emoji 🙂 <&> \u2028\n")) // completes 世 (e4 b8 96)
+	dst = e.AppendOutput(dst, 1700*ms, []byte("bad \xff\xfe utf8 \xe4\xb8")) // carried tail
+	dst = e.AppendOutput(dst, 1800*ms, []byte("\x96 emoji 🙂 <&> \u2028\n"))  // completes 世 (e4 b8 96)
 	dst = e.AppendResize(dst, 2*time.Second, 120, 40)
 	dst = e.AppendMarker(dst, 2*time.Second+123456*time.Microsecond, "approval \"granted\"")
 	dst = e.AppendOutput(dst, 3*time.Second+333333*time.Microsecond, []byte("done\r\n"))
