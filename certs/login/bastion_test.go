@@ -1,0 +1,106 @@
+package login_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+
+	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/certs/login"
+	"github.com/posternhq/postern/internal/config"
+)
+
+// testBastion is the bastion's HTTP API as login sees it, run in-process on
+// 127.0.0.1: GET /v1/config from the configuration, POST /v1/certs from the
+// real issuance pipeline (certs.Issuer with a real OIDC verifier and the role
+// policy engine).
+type testBastion struct {
+	URL       string
+	Authority *certs.Authority
+	Config    *config.Config
+}
+
+// bastionOptions configures startBastion.
+type bastionOptions struct {
+	// Issuers are the trusted OIDC issuers.
+	Issuers []config.Issuer
+	// Dev names the issuers /v1/config marks as the development issuer.
+	Dev map[string]bool
+	// Roles are the roles; one granting root to group "dev" if nil.
+	Roles []config.Role
+	// SSHAddress is the advertised SSH address; "127.0.0.1:2222" if empty.
+	SSHAddress string
+}
+
+func startBastion(t *testing.T, o bastionOptions) *testBastion {
+	t.Helper()
+	cfg := &config.Config{DataDir: t.TempDir(), SSHAddress: o.SSHAddress}
+	cfg.Identity.Issuers = o.Issuers
+	cfg.Roles = o.Roles
+	if cfg.Roles == nil {
+		cfg.Roles = []config.Role{{
+			Name: "devs", Match: config.RoleMatch{Groups: []string{"dev"}},
+			Targets: []config.TargetSelector{{Name: "*"}}, Logins: []string{"root"},
+			Forwarding: config.Forwarding{Local: true},
+		}}
+	}
+	if cfg.SSHAddress == "" {
+		cfg.SSHAddress = "127.0.0.1:2222"
+	}
+	cfg.SetDefaults()
+	auth, err := certs.LoadAuthority(cfg.CA, cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver, err := certs.NewVerifier(t.Context(), cfg.Identity.Issuers, certs.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := certs.NewIssuer(certs.IssuerOptions{
+		Authority: auth, Verifier: ver, Policy: pol, TTL: cfg.Identity.CertTTL, RateLimit: cfg.Identity.RateLimit,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(nil)
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/certs", iss.Handler(certs.HandlerOptions{}))
+	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
+		var out login.BastionConfig
+		for _, is := range cfg.Identity.Issuers {
+			sc := is.Scopes
+			if len(sc) == 0 {
+				sc = []string{"openid", "email", "profile", "groups"}
+			}
+			out.Issuers = append(out.Issuers, login.IssuerInfo{
+				Name: is.Name, IssuerURL: is.IssuerURL, ClientID: is.ClientID, Scopes: sc, Kind: is.Kind, Dev: o.Dev[is.Name],
+			})
+		}
+		out.SSHAddress, out.HostCA, out.PublicURL = cfg.SSHAddress, auth.HostCALine(), "http://"+r.Host
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+	srv.Config.Handler = mux
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return &testBastion{URL: srv.URL, Authority: auth, Config: cfg}
+}
+
+// devIssuer is the config entry for a devidp issuer at url: username from
+// preferred_username, groups from groups.
+func devIssuer(name, url string) config.Issuer {
+	return config.Issuer{
+		Name: name, IssuerURL: url, ClientID: "postern", Kind: "human",
+		UsernameClaim: "preferred_username", GroupsClaim: "groups",
+	}
+}
+
+// netipLoopback is 127.0.0.1, the source the test bastion sees.
+var netipLoopback = netip.MustParseAddr("127.0.0.1")
