@@ -1,0 +1,28 @@
+// Package players replays recorded sessions: the terminal player behind
+// `postern play` and `postern watch`, the export of casts as asciicast v2 or
+// v3, and the bastion's HTTP API for sessions (GET /v1/sessions,
+// /v1/sessions/{id}, /v1/sessions/{id}/cast). The web UI lives in
+// players/web.
+//
+// # Player
+//
+// A [Player] streams a cast from a [Source]: it holds one event at a time,
+// so casts of any size play in constant memory. Its core turns recorded
+// times into playback positions (pauses longer than the idle-time limit are
+// shortened to it), seeks (forward by reading on, backward by reopening the
+// source and replaying the output after a terminal reset) and finds
+// markers; [Player.Run] adds the clock, the speed and the controls. The
+// terminal front end ([Terminal]) owns raw mode and turns keys into
+// controls.
+//
+// # API
+//
+// [NewAPI] serves the sessions API for auditors (and admins): every request
+// is authenticated (certs.APIAuth) and authorised by the permissions of the
+// identity's roles; ids are validated strictly before they reach a store.
+//
+// Formats: [asciicast v2], [asciicast v3].
+//
+// [asciicast v2]: https://docs.asciinema.org/manual/asciicast/v2/
+// [asciicast v3]: https://docs.asciinema.org/manual/asciicast/v3/
+package players
