@@ -96,6 +96,10 @@ func loadCA(name string, cfg config.CA, dataDir string, generate bool) (*CA, err
 		s, err := readKeyFile(path)
 		switch {
 		case err == nil:
+			if want := algorithmKeyType(cfg.Algorithm); cfg.Algorithm != "" && want != "" && s.PublicKey().Type() != want {
+				return nil, fmt.Errorf("ca.%s.algorithm is %s but the key at %s is %s; drop the setting, or move the key away to generate a new one (and list the old public key in ca.%s.trusted while certificates signed by it are in use)",
+					name, cfg.Algorithm, path, s.PublicKey().Type(), name)
+			}
 			ca.signer = s
 		case errors.Is(err, fs.ErrNotExist) && generate:
 			if s, err = generateKeyFile(path, cfg.Algorithm); err != nil {
@@ -289,6 +293,20 @@ func generateKeyFile(path, algorithm string) (ssh.Signer, error) {
 	return signer, nil
 }
 
+// algorithmKeyType returns the SSH key type a generated key of algorithm
+// has, or "" for an unknown algorithm.
+func algorithmKeyType(algorithm string) string {
+	switch algorithm {
+	case "", AlgorithmEd25519:
+		return ssh.KeyAlgoED25519
+	case AlgorithmECDSAP256:
+		return ssh.KeyAlgoECDSA256
+	case AlgorithmRSA3072:
+		return ssh.KeyAlgoRSA
+	}
+	return ""
+}
+
 func rsaBits(pub ssh.PublicKey) int {
 	cpk, ok := pub.(ssh.CryptoPublicKey)
 	if !ok {
@@ -340,8 +358,11 @@ func (a *Authority) HostCALine() string {
 // SignHost returns a host certificate for pub from the host CA, valid for the
 // given principals (host names) from one minute ago until ttl from now.
 func (a *Authority) SignHost(pub ssh.PublicKey, principals []string, ttl time.Duration) (*ssh.Certificate, error) {
-	if len(principals) == 0 {
+	if len(principals) == 0 || slices.Contains(principals, "") {
 		return nil, errors.New("sign host certificate: no principals")
+	}
+	if ttl <= 0 {
+		return nil, errors.New("sign host certificate: lifetime must be positive")
 	}
 	now := time.Now()
 	serial, err := newSerial()
@@ -370,6 +391,9 @@ func (a *Authority) SignHost(pub ssh.PublicKey, principals []string, ttl time.Du
 func (a *Authority) SignTarget(pub ssh.PublicKey, login, keyID string, ttl time.Duration) (*ssh.Certificate, error) {
 	if login == "" {
 		return nil, errors.New("sign target certificate: empty login")
+	}
+	if ttl <= 0 {
+		return nil, errors.New("sign target certificate: lifetime must be positive")
 	}
 	now := time.Now()
 	serial, err := newSerial()

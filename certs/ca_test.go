@@ -531,3 +531,37 @@ func TestSignHostAndTarget(t *testing.T) {
 		t.Error("target CA certificate accepted by CheckUserCert")
 	}
 }
+
+func TestLoadCAAlgorithmMismatch(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := certs.LoadCA("user", config.CA{Algorithm: "ecdsa-p256"}, dir); err != nil {
+		t.Fatal(err)
+	}
+	// Dropping the setting keeps the existing key.
+	if ca, err := certs.LoadCA("user", config.CA{}, dir); err != nil || ca.PublicKey().Type() != ssh.KeyAlgoECDSA256 {
+		t.Errorf("reload without algorithm: %v", err)
+	}
+	// Asking for another algorithm over an existing key is an error, not a
+	// silent regeneration or a silent mismatch.
+	_, err := certs.LoadCA("user", config.CA{Algorithm: "ed25519"}, dir)
+	if err == nil || !strings.Contains(err.Error(), "ca.user.algorithm") {
+		t.Errorf("algorithm mismatch: %v; want an error naming ca.user.algorithm", err)
+	}
+}
+
+func TestSignRefusesBadInput(t *testing.T) {
+	a := newTestAuthority(t)
+	_, key := newEd25519(t)
+	if _, err := a.SignHost(key.PublicKey(), []string{"web-1"}, 0); err == nil {
+		t.Error("SignHost with zero lifetime succeeded")
+	}
+	if _, err := a.SignHost(key.PublicKey(), []string{""}, time.Hour); err == nil {
+		t.Error("SignHost with an empty principal succeeded")
+	}
+	if _, err := a.SignTarget(key.PublicKey(), "", "id", time.Minute); err == nil {
+		t.Error("SignTarget with no login succeeded")
+	}
+	if _, err := a.SignTarget(key.PublicKey(), "root", "id", -time.Minute); err == nil {
+		t.Error("SignTarget with negative lifetime succeeded")
+	}
+}
