@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"sync"
 	"testing"
 
 	"github.com/posternhq/postern/bastion/policy"
@@ -20,7 +21,23 @@ import (
 type testBastion struct {
 	URL       string
 	Authority *certs.Authority
-	Config    *config.Config
+	Config    *config.Config // read-only once started
+
+	mu         sync.Mutex
+	sshAddress string
+}
+
+// SetSSHAddress changes the SSH address /v1/config advertises.
+func (b *testBastion) SetSSHAddress(addr string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sshAddress = addr
+}
+
+func (b *testBastion) sshAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sshAddress
 }
 
 // bastionOptions configures startBastion.
@@ -69,6 +86,7 @@ func startBastion(t *testing.T, o bastionOptions) *testBastion {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b := &testBastion{Authority: auth, Config: cfg, sshAddress: cfg.SSHAddress}
 	srv := httptest.NewUnstartedServer(nil)
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/certs", iss.Handler(certs.HandlerOptions{}))
@@ -83,14 +101,15 @@ func startBastion(t *testing.T, o bastionOptions) *testBastion {
 				Name: is.Name, IssuerURL: is.IssuerURL, ClientID: is.ClientID, Scopes: sc, Kind: is.Kind, Dev: o.Dev[is.Name],
 			})
 		}
-		out.SSHAddress, out.HostCA, out.PublicURL = cfg.SSHAddress, auth.HostCALine(), "http://"+r.Host
+		out.SSHAddress, out.HostCA, out.PublicURL = b.sshAddr(), auth.HostCALine(), "http://"+r.Host
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)
 	})
 	srv.Config.Handler = mux
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &testBastion{URL: srv.URL, Authority: auth, Config: cfg}
+	b.URL = srv.URL
+	return b
 }
 
 // devIssuer is the config entry for a devidp issuer at url: username from
