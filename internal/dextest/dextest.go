@@ -1,0 +1,255 @@
+package dextest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/oauth2"
+
+	"github.com/posternhq/postern/internal/testutil"
+)
+
+// DefaultClientID is the client ID used when Options.ClientID is empty.
+const DefaultClientID = "postern"
+
+const startTimeout = 60 * time.Second
+
+// User is a static Dex user.
+type User struct {
+	// Email is the login name and the email claim.
+	Email string
+	// Username is the name and preferred_username claims; the part of
+	// Email before "@" if empty.
+	Username string
+	// Password is the plain password; it is stored as a bcrypt hash.
+	Password string
+	// Groups is the groups claim (with the "groups" scope); none if empty.
+	Groups []string
+}
+
+// Options configures a test Dex.
+type Options struct {
+	// ClientID is the static client's ID; DefaultClientID if empty.
+	ClientID string
+	// ClientSecret is the static client's secret. If empty the client is
+	// public (no secret), as a CLI doing PKCE or the device flow would be.
+	ClientSecret string
+	// RedirectURIs are the client's allowed redirect URIs; none if empty
+	// (Dex still allows loopback redirects for public clients).
+	RedirectURIs []string
+	// Users are the static users.
+	Users []User
+	// IDTokenTTL is the ID token lifetime; Dex's default (24h) if zero.
+	IDTokenTTL time.Duration
+}
+
+// Dex is a running Dex provider.
+type Dex struct {
+	issuer string
+	addr   string
+	opts   Options
+	proc   *testutil.Proc
+}
+
+// Start runs Dex on a free 127.0.0.1 port and returns once its discovery
+// document is served.
+func Start(t testing.TB, opts Options) *Dex {
+	t.Helper()
+	bin := Binary(t)
+	if opts.ClientID == "" {
+		opts.ClientID = DefaultClientID
+	}
+	addr := testutil.FreeAddr(t)
+	d := &Dex{issuer: "http://" + addr + "/dex", addr: addr, opts: opts}
+
+	cfg, err := config(d.issuer, addr, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "dex.json") // JSON is YAML
+	if err := os.WriteFile(file, cfg, 0o600); err != nil {
+		t.Fatalf("write dex config: %v", err)
+	}
+	d.proc = testutil.Start(t, bin, []string{"serve", file})
+	if err := testutil.AwaitPort(addr, startTimeout, d.proc.Done()); err != nil {
+		t.Fatalf("start dex: %v\n%s", err, d.proc.Output())
+	}
+	d.waitDiscovery(t)
+	return d
+}
+
+// Binary returns the Dex binary, building it if needed (see the package
+// documentation).
+func Binary(t testing.TB) string {
+	t.Helper()
+	return testutil.Tool(t, "POSTERN_DEX", "dex", "dex", "github.com/dexidp/dex/cmd/dex")
+}
+
+// config renders Dex's configuration file.
+func config(issuer, addr string, opts Options) ([]byte, error) {
+	type password struct {
+		Email             string   `json:"email"`
+		Hash              string   `json:"hash"`
+		Username          string   `json:"username"`
+		PreferredUsername string   `json:"preferredUsername"`
+		UserID            string   `json:"userID"`
+		Groups            []string `json:"groups,omitempty"`
+	}
+	var pws []password
+	for _, u := range opts.Users {
+		// bcrypt.MinCost would be faster, but Dex rejects hashes with a
+		// cost below 10.
+		hash, err := bcrypt.GenerateFromPassword([]byte(u.Password), 10)
+		if err != nil {
+			return nil, fmt.Errorf("hash password of %s: %w", u.Email, err)
+		}
+		name := u.Username
+		if name == "" {
+			name = localPart(u.Email)
+		}
+		sum := sha256.Sum256([]byte(u.Email))
+		pws = append(pws, password{
+			Email: u.Email, Hash: string(hash), Username: name, PreferredUsername: name,
+			UserID: hex.EncodeToString(sum[:8]), Groups: u.Groups,
+		})
+	}
+	client := map[string]any{
+		"id":           opts.ClientID,
+		"name":         "postern test client",
+		"redirectURIs": opts.RedirectURIs,
+	}
+	if opts.ClientSecret != "" {
+		client["secret"] = opts.ClientSecret
+	} else {
+		client["public"] = true
+	}
+	cfg := map[string]any{
+		"issuer":  issuer,
+		"storage": map[string]any{"type": "memory"},
+		"web":     map[string]any{"http": addr},
+		"logger":  map[string]any{"level": "info", "format": "text"},
+		"oauth2": map[string]any{
+			"skipApprovalScreen": true,
+			"passwordConnector":  "local",
+		},
+		"enablePasswordDB": true,
+		"staticPasswords":  pws,
+		"staticClients":    []any{client},
+	}
+	if opts.IDTokenTTL > 0 {
+		cfg["expiry"] = map[string]any{"idTokens": opts.IDTokenTTL.String()}
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode dex config: %w", err)
+	}
+	return b, nil
+}
+
+func localPart(email string) string {
+	for i := range len(email) {
+		if email[i] == '@' {
+			return email[:i]
+		}
+	}
+	return email
+}
+
+// waitDiscovery polls the discovery document until Dex serves it.
+func (d *Dex) waitDiscovery(t testing.TB) {
+	t.Helper()
+	url := d.issuer + "/.well-known/openid-configuration"
+	deadline := time.Now().Add(startTimeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dex discovery at %s not served within %v (last: %v)\n%s", url, startTimeout, err, d.proc.Output())
+		}
+		select {
+		case <-d.proc.Done():
+			t.Fatalf("dex exited: %v\n%s", d.proc.Err(), d.proc.Output())
+		case <-time.After(20 * time.Millisecond): // polling interval, not a readiness guess
+		}
+	}
+}
+
+// Issuer returns the issuer URL, "http://127.0.0.1:PORT/dex".
+func (d *Dex) Issuer() string { return d.issuer }
+
+// Addr returns the listening address, "127.0.0.1:PORT".
+func (d *Dex) Addr() string { return d.addr }
+
+// ClientID returns the static client's ID.
+func (d *Dex) ClientID() string { return d.opts.ClientID }
+
+// ClientSecret returns the static client's secret ("" for a public client).
+func (d *Dex) ClientSecret() string { return d.opts.ClientSecret }
+
+// TokenURL returns the token endpoint.
+func (d *Dex) TokenURL() string { return d.issuer + "/token" }
+
+// AuthURL returns the authorization endpoint.
+func (d *Dex) AuthURL() string { return d.issuer + "/auth" }
+
+// Log returns what Dex has logged so far.
+func (d *Dex) Log() string { return d.proc.Output() }
+
+// Kill stops Dex at once, for outage tests.
+func (d *Dex) Kill() { d.proc.Stop() }
+
+// PasswordToken returns an ID token for the user through the password
+// grant, with scopes openid, email, profile and groups. It fails the test
+// if Dex refuses.
+func (d *Dex) PasswordToken(t testing.TB, email, password string) string {
+	t.Helper()
+	tok, err := d.Token(context.Background(), email, password)
+	if err != nil {
+		t.Fatalf("dex password grant for %s: %v", email, err)
+	}
+	return tok
+}
+
+// Token is the test-free form of [Dex.PasswordToken]; it returns Dex's
+// refusal as an error.
+func (d *Dex) Token(ctx context.Context, email, password string) (string, error) {
+	cfg := oauth2.Config{
+		ClientID:     d.opts.ClientID,
+		ClientSecret: d.opts.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   d.AuthURL(),
+			TokenURL:  d.TokenURL(),
+			AuthStyle: oauth2.AuthStyleInParams,
+		},
+		Scopes: []string{"openid", "email", "profile", "groups"},
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tok, err := cfg.PasswordCredentialsToken(ctx, email, password)
+	if err != nil {
+		return "", fmt.Errorf("password grant: %w", err)
+	}
+	id, ok := tok.Extra("id_token").(string)
+	if !ok || id == "" {
+		return "", fmt.Errorf("password grant: no id_token in the response")
+	}
+	return id, nil
+}
+
+// String describes the provider for test logs.
+func (d *Dex) String() string { return "dex " + d.issuer + " (client " + strconv.Quote(d.opts.ClientID) + ")" }
