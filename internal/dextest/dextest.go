@@ -252,4 +252,6 @@ func (d *Dex) Token(ctx context.Context, email, password string) (string, error)
 }
 
 // String describes the provider for test logs.
-func (d *Dex) String() string { return "dex " + d.issuer + " (client " + strconv.Quote(d.opts.ClientID) + ")" }
+func (d *Dex) String() string {
+	return "dex " + d.issuer + " (client " + strconv.Quote(d.opts.ClientID) + ")"
+}
