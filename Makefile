@@ -42,3 +42,20 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 
 clean: ## remove build outputs
 	rm -rf $(BIN)
+
+# --- test servers built from the tools/ modules (each its own go.mod, so
+# their dependencies stay out of postern's). The harnesses in internal/
+# find them in bin/ (or via $POSTERN_DEX / $POSTERN_VERSITYGW) and build
+# them on demand with the same command if missing.
+.PHONY: tools test-deps
+TOOL_BUILD = CGO_ENABLED=0 GOWORK=off $(GO) build
+
+tools: $(BIN)/dex $(BIN)/versitygw ## build the test servers bin/dex and bin/versitygw
+
+test-deps: tools ## alias of tools
+
+$(BIN)/dex: tools/dex/go.mod tools/dex/go.sum
+	cd tools/dex && $(TOOL_BUILD) -o $(CURDIR)/$@ github.com/dexidp/dex/cmd/dex
+
+$(BIN)/versitygw: tools/versitygw/go.mod tools/versitygw/go.sum
+	cd tools/versitygw && $(TOOL_BUILD) -o $(CURDIR)/$@ github.com/versity/versitygw/cmd/versitygw
