@@ -1,0 +1,168 @@
+// Package playtest builds what the players tests replay: a real state store
+// (SQLite), a real file store and a real recorder, and sessions recorded
+// through it. It is imported by tests only.
+package playtest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
+
+	"github.com/posternhq/postern/recorder"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// Env is a recorder with its stores in a test's temporary directory.
+type Env struct {
+	// State is the sessions index and audit log.
+	State *state.Store
+	// Store holds the recordings.
+	Store *recorder.FileStore
+	// Recorder records sessions into Store and State.
+	Recorder *recorder.Recorder
+	// Dir is the temporary directory that holds everything.
+	Dir string
+}
+
+// New builds an Env that t cleans up.
+func New(t testing.TB) *Env {
+	t.Helper()
+	dir := t.TempDir()
+	ctx := context.Background()
+	st, err := state.Open(ctx, "sqlite://"+filepath.Join(dir, "state.db"), state.Options{})
+	if err != nil {
+		t.Fatalf("open state store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	fs, err := recorder.NewFileStore(filepath.Join(dir, "recordings"))
+	if err != nil {
+		t.Fatalf("open file store: %v", err)
+	}
+	rec, err := recorder.New(recorder.Options{Store: fs, State: st, SpoolDir: filepath.Join(dir, "spool")})
+	if err != nil {
+		t.Fatalf("new recorder: %v", err)
+	}
+	return &Env{State: st, Store: fs, Recorder: rec, Dir: dir}
+}
+
+// Step is one thing a recorded session does: output or a marker.
+type Step struct {
+	// Output is written to the terminal.
+	Output string
+	// Marker is a marker label.
+	Marker string
+}
+
+// Start starts recording a session of user on target.
+func (e *Env) Start(t testing.TB, user, target, command string) *recorder.Session {
+	t.Helper()
+	s, err := e.Recorder.Start(context.Background(), recorder.Meta{
+		Identity: user, Issuer: "corp", Role: "ops", Target: target, Login: "deploy",
+		Kind: state.KindExec, Command: command, Term: "xterm-256color", Width: 80, Height: 24,
+	})
+	if err != nil {
+		t.Fatalf("start recording: %v", err)
+	}
+	return s
+}
+
+// Play performs steps on a recording session.
+func Play(t testing.TB, s *recorder.Session, steps ...Step) {
+	t.Helper()
+	for _, st := range steps {
+		switch {
+		case st.Output != "":
+			if err := s.Output([]byte(st.Output)); err != nil {
+				t.Fatalf("record output: %v", err)
+			}
+		case st.Marker != "":
+			if err := s.Marker(st.Marker); err != nil {
+				t.Fatalf("record marker: %v", err)
+			}
+		}
+	}
+}
+
+// Finish ends a recording with exit status 0.
+func Finish(t testing.TB, s *recorder.Session) *recorder.Sealed {
+	t.Helper()
+	zero := 0
+	sealed, err := s.Finish(context.Background(), recorder.Result{ExitStatus: &zero})
+	if err != nil {
+		t.Fatalf("finish recording: %v", err)
+	}
+	return sealed
+}
+
+// Record records a whole session and returns its id.
+func (e *Env) Record(t testing.TB, user, target, command string, steps ...Step) string {
+	t.Helper()
+	s := e.Start(t, user, target, command)
+	Play(t, s, steps...)
+	return Finish(t, s).ID
+}
+
+// Users signs requests as users whose certificates a test authority issued.
+type Users struct {
+	// Authority is the test CA set; APIAuth{Authority: Authority} accepts
+	// the users' requests.
+	Authority *certs.Authority
+	keys      map[string]userKey
+}
+
+type userKey struct {
+	cert   *ssh.Certificate
+	signer ssh.Signer
+}
+
+// NewUsers builds a fresh authority in a temporary directory.
+func NewUsers(t testing.TB) *Users {
+	t.Helper()
+	a, err := certs.LoadAuthority(config.CAs{}, t.TempDir())
+	if err != nil {
+		t.Fatalf("load authority: %v", err)
+	}
+	return &Users{Authority: a, keys: map[string]userKey{}}
+}
+
+// Sign adds a Postern-SSH Authorization header for user to r.
+func (u *Users) Sign(t testing.TB, r *http.Request, user string) {
+	t.Helper()
+	k, ok := u.keys[user]
+	if !ok {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := ssh.NewSignerFromKey(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		id := certs.Identity{Issuer: "corp", Subject: user, Username: user, Kind: certs.KindHuman}
+		cert := &ssh.Certificate{
+			Key: signer.PublicKey(), Serial: uint64(len(u.keys) + 1), CertType: ssh.UserCert, KeyId: user,
+			ValidPrincipals: []string{user},
+			ValidAfter:      uint64(now.Add(-time.Minute).Unix()),
+			ValidBefore:     uint64(now.Add(time.Hour).Unix()),
+			Permissions:     ssh.Permissions{Extensions: map[string]string{certs.IdentityExtension: certs.EncodeIdentity(id)}},
+		}
+		if err := cert.SignCert(rand.Reader, u.Authority.User.Signer()); err != nil {
+			t.Fatal(err)
+		}
+		k = userKey{cert: cert, signer: signer}
+		u.keys[user] = k
+	}
+	if err := certs.SignAPIRequest(r, k.cert, k.signer, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
