@@ -1,0 +1,45 @@
+// Package recorder records terminal sessions as asciicast files, stores them
+// and seals them into the audit chain. It knows nothing about SSH: the
+// bastion hands it bytes, sizes and exit statuses.
+//
+// # Lifecycle
+//
+// A [Recorder] is created once per server with [New]. [Recorder.Recover]
+// runs at start-up to seal recordings a crashed run left behind. Each
+// recorded session is a [Session] from [Recorder.Start]:
+//
+//  1. Start creates the spool file <spool>/<id>.cast, writes the cast
+//     header, inserts the sessions-index row (status running) and appends a
+//     session.start audit event.
+//  2. [Session.Output], [Session.Input], [Session.Resize] and
+//     [Session.Marker] encode events into a bounded per-session buffer; a
+//     writer goroutine appends full chunks to the spool (large writes) and
+//     fsyncs it every FsyncInterval. [Session.SetEcho] masks typed input at
+//     password prompts.
+//  3. [Session.Finish] writes the exit event, drains and fsyncs the spool,
+//     stores the cast (YYYY/MM/DD/<id>.cast) and the metadata JSON
+//     (<id>.json) in the [Store], appends session.end and session.sealed
+//     (with the cast's SHA-256) audit events and updates the index row.
+//
+// A nil *Session records nothing, so callers need no "if recording" branches.
+// While a session runs, [Recorder.Follow] tails its spool for live viewers.
+//
+// # Failure policy
+//
+// Recording never blocks the data path beyond the bounded buffer
+// (Options.BufferSize). When the writer falls behind, Options.OnOverflow
+// decides: "block" waits up to [BlockTimeout] and then fails the recording
+// (every later call returns the error, so the caller can fail closed);
+// "drop" discards data, counts it, and writes a "gap: N bytes dropped"
+// marker plus a recording.error audit event when space returns.
+//
+// # Formats
+//
+// asciicast v2 (the default, read by every player) and v3; see [Encoder]
+// for the encoding rules, the UTF-8 carry and the cost of binary output, and
+// [Decoder] for reading casts back. Specifications:
+// [asciicast v2] and [asciicast v3].
+//
+// [asciicast v2]: https://docs.asciinema.org/manual/asciicast/v2/
+// [asciicast v3]: https://docs.asciinema.org/manual/asciicast/v3/
+package recorder

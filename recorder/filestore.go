@@ -1,0 +1,185 @@
+package recorder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// FileStore is a Store in a local directory. Objects are files (mode 0600)
+// in directories (0700) under the root; Put writes a temporary file, fsyncs
+// it and renames it into place, so an object is never seen half-written.
+type FileStore struct {
+	root string
+}
+
+var _ Store = (*FileStore)(nil)
+
+// NewFileStore returns a store rooted at dir, creating it if needed.
+func NewFileStore(dir string) (*FileStore, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("recording store %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("create recording store: %w", err)
+	}
+	return &FileStore{root: abs}, nil
+}
+
+// Root returns the store's directory.
+func (s *FileStore) Root() string { return s.root }
+
+// path maps a key to a file path, refusing keys that would leave the root.
+func (s *FileStore) path(key string) (string, error) {
+	if key == "" || strings.ContainsRune(key, '\\') || strings.HasPrefix(key, "/") || path.Clean(key) != key || !filepath.IsLocal(filepath.FromSlash(key)) {
+		return "", fmt.Errorf("invalid object key %q", key)
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+// Put stores r under key atomically (temporary file, fsync, rename, fsync of
+// the directory). If size is not negative, a different length is an error
+// and nothing is stored.
+func (s *FileStore) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (err error) {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".put-*")
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	n, err := io.Copy(tmp, ctxReader{ctx, r})
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if size >= 0 && n != size {
+		return fmt.Errorf("put %s: wrote %d bytes; want %d", key, n, size)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ctxReader stops a copy when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func notFound(key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", key, err)
+}
+
+// Open returns the object's contents.
+func (s *FileStore) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, notFound(key, err)
+	}
+	return f, nil
+}
+
+// OpenRange returns n bytes from offset off (the rest of the object if n < 0).
+func (s *FileStore) OpenRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if off < 0 {
+		return nil, fmt.Errorf("open %s: negative offset", key)
+	}
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, notFound(key, err)
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	if n < 0 {
+		return f, nil
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(f, n), f}, nil
+}
+
+// Stat describes the object.
+func (s *FileStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return ObjectInfo{}, notFound(key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return ObjectInfo{}, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	return ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Delete removes the object.
+func (s *FileStore) Delete(ctx context.Context, key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}

@@ -1,0 +1,323 @@
+package recorder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// Overflow policies.
+const (
+	// OverflowBlock makes a write wait up to BlockTimeout for buffer space,
+	// then fails the recording.
+	OverflowBlock = "block"
+	// OverflowDrop drops data while the buffer is full and records the gap.
+	OverflowDrop = "drop"
+)
+
+// BlockTimeout is how long a write waits for buffer space under the block
+// policy before the recording fails.
+const BlockTimeout = 2 * time.Second
+
+// Errors returned by the data path.
+var (
+	// ErrOverflow means the buffer stayed full for BlockTimeout.
+	ErrOverflow = errors.New("recording buffer overflow")
+	// ErrFinished is returned by writes after Finish.
+	ErrFinished = errors.New("recording finished")
+)
+
+// Options configures a Recorder. The zero value of every field but Store
+// works.
+type Options struct {
+	// Store receives finished recordings and their metadata. Required.
+	Store Store
+	// State is the sessions index and audit log; without it nothing is
+	// indexed or audited (tests, players).
+	State *state.Store
+	// SpoolDir holds recordings while they are written; a directory under
+	// os.TempDir() if empty.
+	SpoolDir string
+	// Format is "v2" (default) or "v3".
+	Format string
+	// BufferSize bounds each session's in-memory buffer; 1 MiB if zero.
+	BufferSize int
+	// OnOverflow is "block" (default) or "drop".
+	OnOverflow string
+	// FsyncInterval is how often a spool file is fsynced; 1s if zero.
+	FsyncInterval time.Duration
+	// Replica names this server replica in the sessions index; Recover
+	// only touches sessions of its own replica.
+	Replica string
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// Log receives the recorder's logs; discarded if nil.
+	Log *slog.Logger
+	// Metrics registers the recorder's metrics; none are registered if nil.
+	Metrics prometheus.Registerer
+}
+
+// Recorder records terminal sessions. It owns the spool directory and every
+// Session it starts (each Session owns its spool file and writer
+// goroutine). A nil *Recorder is not valid; a nil *Session is (it records
+// nothing).
+type Recorder struct {
+	opts      Options
+	version   int
+	chunkSize int
+	nbuf      int
+	log       *slog.Logger
+	m         *metrics
+
+	mu     sync.Mutex
+	active map[string]*Session
+
+	// beforeWrite, if set (tests), runs in the writer goroutine before each
+	// spool write.
+	beforeWrite func()
+}
+
+// New returns a Recorder.
+func New(opts Options) (*Recorder, error) {
+	if opts.Store == nil {
+		return nil, errors.New("recorder: no store")
+	}
+	r := &Recorder{opts: opts, active: make(map[string]*Session)}
+	switch opts.Format {
+	case "", "v2":
+		r.version = 2
+	case "v3":
+		r.version = 3
+	default:
+		return nil, fmt.Errorf("recording format %q: want v2 or v3", opts.Format)
+	}
+	switch opts.OnOverflow {
+	case "":
+		r.opts.OnOverflow = OverflowBlock
+	case OverflowBlock, OverflowDrop:
+	default:
+		return nil, fmt.Errorf("recording on_overflow %q: want block or drop", opts.OnOverflow)
+	}
+	if r.opts.BufferSize <= 0 {
+		r.opts.BufferSize = 1 << 20
+	}
+	if r.opts.FsyncInterval <= 0 {
+		r.opts.FsyncInterval = time.Second
+	}
+	if r.opts.Now == nil {
+		r.opts.Now = time.Now
+	}
+	if r.opts.SpoolDir == "" {
+		r.opts.SpoolDir = filepath.Join(os.TempDir(), "postern-spool")
+	}
+	r.log = opts.Log
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	// The buffer is split into equal chunks: one being filled, the rest
+	// queued for or being written by the writer goroutine.
+	r.chunkSize = min(max(r.opts.BufferSize/8, 4<<10), 256<<10)
+	r.nbuf = max(r.opts.BufferSize/r.chunkSize, 2)
+	if err := os.MkdirAll(r.opts.SpoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create spool directory: %w", err)
+	}
+	m, err := newMetrics(opts.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	r.m = m
+	return r, nil
+}
+
+// Meta describes a session being recorded.
+type Meta struct {
+	// ID is the session id; a new ULID if empty.
+	ID string
+	// Identity is the user's or agent's username.
+	Identity string
+	// Issuer is the identity's issuer name.
+	Issuer string
+	// Role is the role that granted access.
+	Role string
+	// Target is the target name.
+	Target string
+	// Login is the login on the target.
+	Login string
+	// Kind is shell, exec, subsystem, forward or command.
+	Kind string
+	// Command is the exec command line or subsystem; empty for a shell.
+	Command string
+	// Term is the terminal type (TERM).
+	Term string
+	// Width and Height are the initial terminal size; 80x24 if zero.
+	Width, Height int
+	// Env holds the session environment; only SHELL and TERM are written to
+	// the cast header.
+	Env map[string]string
+}
+
+// Result is how a session ended.
+type Result struct {
+	// ExitStatus is the remote exit status, if one was received.
+	ExitStatus *int
+	// ExitSignal is the signal that ended the remote command, if any.
+	ExitSignal string
+	// BytesIn and BytesOut are the session's byte counts as the caller
+	// measured them; the recorder's own counts are used if zero.
+	BytesIn, BytesOut int64
+	// Interrupted reports whether the session was cut off (shutdown, lost
+	// connection, revocation).
+	Interrupted bool
+	// Error describes why the session failed, if it did (operators see it
+	// in the audit log).
+	Error string
+}
+
+// Sealed describes a stored, sealed recording.
+type Sealed struct {
+	// ID is the session id.
+	ID string
+	// Object is the recording's store key.
+	Object string
+	// MetaObject is the key of the metadata JSON.
+	MetaObject string
+	// Size is the recording's length in bytes.
+	Size int64
+	// SHA256 is its hex digest.
+	SHA256 string
+	// SealSeq is the audit sequence number of the session.sealed event; 0
+	// without a state store.
+	SealSeq int64
+	// Status is finished, interrupted or failed.
+	Status string
+}
+
+// Start begins recording a session: it creates the spool file, writes the
+// cast header, inserts the index row (status running) and appends a
+// session.start audit event.
+func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
+	now := r.opts.Now()
+	if m.ID == "" {
+		m.ID = ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
+	}
+	if !validID(m.ID) {
+		return nil, fmt.Errorf("start recording: invalid session id %q", m.ID)
+	}
+	if m.Width <= 0 || m.Height <= 0 {
+		m.Width, m.Height = 80, 24
+	}
+	enc, _ := NewEncoder(r.version)
+	s := &Session{
+		r:         r,
+		id:        m.ID,
+		meta:      m,
+		start:     now,
+		enc:       enc,
+		key:       CastKey(m.ID, now),
+		spoolPath: filepath.Join(r.opts.SpoolDir, m.ID+".cast"),
+		log:       r.log.With("session", m.ID, "identity", m.Identity, "target", m.Target),
+		queue:     make(chan chunk, r.nbuf+1),
+		free:      make(chan []byte, r.nbuf),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		notifyCh:  make(chan struct{}),
+	}
+	f, err := os.OpenFile(s.spoolPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create spool file: %w", err)
+	}
+	s.f = f
+	hdr, err := enc.AppendHeader(nil, r.header(m, now))
+	if err == nil {
+		_, err = f.Write(hdr)
+	}
+	if err != nil {
+		s.discard()
+		return nil, fmt.Errorf("write cast header: %w", err)
+	}
+	s.row = state.Session{
+		ID: m.ID, Identity: m.Identity, Issuer: m.Issuer, Role: m.Role, Target: m.Target, Login: m.Login,
+		Kind: m.Kind, Command: m.Command, Start: now, Status: state.StatusRunning, Object: s.key,
+		Replica: r.opts.Replica,
+		Meta: map[string]any{"format": fmt.Sprintf("v%d", r.version), "width": m.Width, "height": m.Height, "term": m.Term},
+	}
+	if st := r.opts.State; st != nil {
+		if err := st.PutSession(ctx, s.row); err != nil {
+			s.discard()
+			return nil, fmt.Errorf("index session: %w", err)
+		}
+		_, err := st.Append(ctx, state.Event{
+			Time: now, Type: state.EventSessionStart, Actor: m.Identity, Target: m.Target, Session: m.ID,
+			Details: map[string]any{"kind": m.Kind, "login": m.Login, "role": m.Role, "command": m.Command, "object": s.key},
+		})
+		if err != nil {
+			s.discard()
+			return nil, fmt.Errorf("audit session start: %w", err)
+		}
+	}
+	r.mu.Lock()
+	r.active[m.ID] = s
+	r.mu.Unlock()
+	r.m.active.Inc()
+	go s.writeLoop() // exits when Finish closes stop; Finish waits for done
+	s.log.Debug("recording started", "object", s.key)
+	return s, nil
+}
+
+// header builds the cast header for m: standard fields only.
+func (r *Recorder) header(m Meta, start time.Time) Header {
+	var env map[string]string
+	for _, k := range []string{"SHELL", "TERM"} {
+		if v := m.Env[k]; v != "" {
+			if env == nil {
+				env = map[string]string{}
+			}
+			env[k] = v
+		}
+	}
+	return Header{Width: m.Width, Height: m.Height, Timestamp: start.Unix(), Term: m.Term, Command: m.Command, Env: env}
+}
+
+// validID reports whether id is safe as a file name and object key part.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Active returns the number of sessions being recorded.
+func (r *Recorder) Active() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.active)
+}
+
+func (r *Recorder) lookup(id string) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.active[id]
+}
+
+func (r *Recorder) forget(id string) {
+	r.mu.Lock()
+	delete(r.active, id)
+	r.mu.Unlock()
+	r.m.active.Dec()
+}

@@ -1,0 +1,365 @@
+package recorder
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// Metadata is the sidecar JSON stored beside each cast (<id>.json).
+type Metadata struct {
+	ID         string     `json:"id"`
+	Identity   string     `json:"identity"`
+	Issuer     string     `json:"issuer"`
+	Role       string     `json:"role"`
+	Target     string     `json:"target"`
+	Login      string     `json:"login"`
+	Kind       string     `json:"kind"`
+	Command    string     `json:"command"`
+	Start      time.Time  `json:"start"`
+	End        *time.Time `json:"end"`
+	Duration   float64    `json:"duration"` // seconds
+	Status     string     `json:"status"`
+	ExitStatus *int       `json:"exit_status"`
+	ExitSignal string     `json:"exit_signal,omitempty"`
+	BytesIn    int64      `json:"bytes_in"`
+	BytesOut   int64      `json:"bytes_out"`
+	Size       int64      `json:"size"`
+	SHA256     string     `json:"sha256"`
+	SealSeq    int64      `json:"seal_seq"`
+	Format     string     `json:"format"`
+	Object     string     `json:"object"`
+	Replica    string     `json:"replica,omitempty"`
+	Approvals  []any      `json:"approvals"`
+	Masked     bool       `json:"masked"`
+}
+
+// seal stores the spool file as row.Object, audits session.end and
+// session.sealed, stores the metadata JSON, writes the final index row and
+// removes the spool. If the spool is gone but the object is already stored
+// (a crash after the upload), the stored object is hashed instead.
+func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string) (*Sealed, error) {
+	size, sum, err := r.upload(ctx, row.Object, spoolPath)
+	if err != nil {
+		r.m.errors.WithLabelValues("store").Inc()
+		return nil, err
+	}
+	row.Size, row.SHA256 = size, sum
+	sealed := &Sealed{ID: row.ID, Object: row.Object, MetaObject: MetaKey(row.Object), Size: size, SHA256: sum, Status: row.Status}
+
+	if st := r.opts.State; st != nil {
+		details := map[string]any{"status": row.Status, "bytes_in": row.BytesIn, "bytes_out": row.BytesOut}
+		if row.ExitStatus != nil {
+			details["exit_status"] = *row.ExitStatus
+		}
+		if sig, _ := row.Meta["exit_signal"].(string); sig != "" {
+			details["exit_signal"] = sig
+		}
+		if errText != "" {
+			details["error"] = errText
+		}
+		if _, err := st.Append(ctx, state.Event{Type: state.EventSessionEnd, Actor: row.Identity, Target: row.Target, Session: row.ID, Details: details}); err != nil {
+			return nil, fmt.Errorf("audit session end: %w", err)
+		}
+		ev, err := st.Append(ctx, state.Event{Type: state.EventSessionSealed, Actor: row.Identity, Target: row.Target, Session: row.ID,
+			Details: map[string]any{"sha256": sum, "object": row.Object, "size": size}})
+		if err != nil {
+			return nil, fmt.Errorf("audit session seal: %w", err)
+		}
+		row.SealSeq, sealed.SealSeq = ev.Seq, ev.Seq
+	}
+
+	md := Metadata{
+		ID: row.ID, Identity: row.Identity, Issuer: row.Issuer, Role: row.Role, Target: row.Target, Login: row.Login,
+		Kind: row.Kind, Command: row.Command, Start: row.Start.UTC(), End: row.End, Status: row.Status,
+		ExitStatus: row.ExitStatus, BytesIn: row.BytesIn, BytesOut: row.BytesOut, Size: size, SHA256: sum,
+		SealSeq: row.SealSeq, Object: row.Object, Replica: row.Replica, Approvals: []any{}, Masked: row.Masked,
+	}
+	md.Format, _ = row.Meta["format"].(string)
+	md.ExitSignal, _ = row.Meta["exit_signal"].(string)
+	if a, ok := row.Meta["approvals"].([]any); ok {
+		md.Approvals = a
+	}
+	if row.End != nil {
+		end := row.End.UTC()
+		md.End = &end
+		md.Duration = end.Sub(row.Start).Seconds()
+	}
+	mdJSON, err := json.MarshalIndent(md, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode metadata: %w", err)
+	}
+	mdJSON = append(mdJSON, '\n')
+	if err := r.opts.Store.Put(ctx, sealed.MetaObject, bytes.NewReader(mdJSON), int64(len(mdJSON)), ContentTypeJSON); err != nil {
+		r.m.errors.WithLabelValues("store").Inc()
+		return nil, fmt.Errorf("store metadata: %w", err)
+	}
+	if st := r.opts.State; st != nil {
+		if err := st.PutSession(ctx, row); err != nil {
+			return nil, fmt.Errorf("index sealed session: %w", err)
+		}
+	}
+	if err := os.Remove(spoolPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
+	}
+	return sealed, nil
+}
+
+// upload puts the spool file under key, hashing it on the way, and returns
+// its size and digest. Without a spool file it hashes the stored object.
+func (r *Recorder) upload(ctx context.Context, key, spoolPath string) (int64, string, error) {
+	h := sha256.New()
+	f, err := os.Open(spoolPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		rc, err := r.opts.Store.Open(ctx, key)
+		if err != nil {
+			return 0, "", fmt.Errorf("recording %s: no spool file and no stored object: %w", key, err)
+		}
+		defer rc.Close()
+		n, err := io.Copy(h, rc)
+		if err != nil {
+			return 0, "", fmt.Errorf("hash stored %s: %w", key, err)
+		}
+		return n, hex.EncodeToString(h.Sum(nil)), nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("open spool: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, "", fmt.Errorf("stat spool: %w", err)
+	}
+	if err := r.opts.Store.Put(ctx, key, io.TeeReader(f, h), fi.Size(), ContentTypeCast); err != nil {
+		return 0, "", fmt.Errorf("store recording: %w", err)
+	}
+	return fi.Size(), hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Recover seals the recordings a previous run of this replica left behind:
+// every index row still marked running for Options.Replica (and not being
+// recorded now). Each spool is truncated to its last complete line, gets an
+// "o" event if it had none and an "interrupted" marker, and is stored and
+// sealed with status interrupted. It returns how many sessions it sealed;
+// sessions it could not recover are logged, counted in
+// postern_recording_errors_total{reason="recover"} and joined in the error.
+func (r *Recorder) Recover(ctx context.Context) (int, error) {
+	st := r.opts.State
+	if st == nil {
+		return 0, nil
+	}
+	rows, err := st.ListSessions(ctx, state.SessionFilter{Status: state.StatusRunning})
+	if err != nil {
+		return 0, fmt.Errorf("recover: %w", err)
+	}
+	var errs []error
+	n := 0
+	for _, row := range rows {
+		if row.Replica != r.opts.Replica || r.lookup(row.ID) != nil {
+			continue
+		}
+		if err := r.recoverOne(ctx, row); err != nil {
+			r.m.errors.WithLabelValues("recover").Inc()
+			r.log.Error("recover recording failed", "session", row.ID, "err", err)
+			errs = append(errs, fmt.Errorf("recover %s: %w", row.ID, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+func (r *Recorder) recoverOne(ctx context.Context, row state.Session) error {
+	spool := filepath.Join(r.opts.SpoolDir, row.ID+".cast")
+	if _, err := os.Stat(spool); err == nil {
+		if err := repairSpool(spool, row); err != nil {
+			return err
+		}
+	}
+	end := r.opts.Now()
+	row.End = &end
+	row.Status = state.StatusInterrupted
+	sealed, err := r.seal(ctx, row, spool, "interrupted: the server stopped while recording")
+	if err != nil {
+		return err
+	}
+	r.log.Info("recovered interrupted recording", "session", row.ID, "object", sealed.Object, "size", sealed.Size)
+	return nil
+}
+
+// repairSpool truncates a crashed spool to its last complete line, rebuilds
+// a torn header from the index row, and appends an "o" event (if there were
+// none) and an "interrupted" marker.
+func repairSpool(path string, row state.Session) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open spool: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat spool: %w", err)
+	}
+	lastNL, err := lastNewline(f, fi.Size())
+	if err != nil {
+		return err
+	}
+	version := 2
+	if fmtName, _ := row.Meta["format"].(string); fmtName == "v3" {
+		version = 3
+	}
+	enc, _ := NewEncoder(version)
+	var tail []byte
+	events := false
+	if lastNL < 0 {
+		// Not even the header survived: write it again from the index row.
+		w, _ := row.Meta["width"].(float64)
+		h, _ := row.Meta["height"].(float64)
+		term, _ := row.Meta["term"].(string)
+		if w <= 0 || h <= 0 {
+			w, h = 80, 24
+		}
+		tail, err = enc.AppendHeader(nil, Header{Width: int(w), Height: int(h), Timestamp: row.Start.Unix(), Term: term, Command: row.Command})
+		if err != nil {
+			return err
+		}
+	} else {
+		hdrEnd, lastLine, err := headerEndAndLastLine(f, lastNL)
+		if err != nil {
+			return err
+		}
+		events = hdrEnd < lastNL
+		if events && version == 2 {
+			// v2 times are absolute: the marker goes at the last event's time.
+			var ev []json.RawMessage
+			var num json.Number
+			if json.Unmarshal(lastLine, &ev) == nil && len(ev) == 3 && json.Unmarshal(ev[0], &num) == nil {
+				if us, err := parseMicros(num.String()); err == nil {
+					enc.last = us
+				}
+			}
+		}
+	}
+	if err := f.Truncate(lastNL + 1); err != nil {
+		return fmt.Errorf("truncate spool: %w", err)
+	}
+	if !events {
+		tail = append(enc.appendPrefix(tail, 0, CodeOutput), '"', ']', '\n')
+	}
+	tail = enc.AppendMarker(tail, 0, "interrupted")
+	if _, err := f.WriteAt(tail, lastNL+1); err != nil {
+		return fmt.Errorf("repair spool: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync spool: %w", err)
+	}
+	return nil
+}
+
+// lastNewline returns the offset of the last '\n' in the first size bytes
+// of f, or -1.
+func lastNewline(f *os.File, size int64) (int64, error) {
+	buf := make([]byte, 64<<10)
+	for end := size; end > 0; {
+		start := max(end-int64(len(buf)), 0)
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("read spool: %w", err)
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			return start + int64(i), nil
+		}
+		end = start
+	}
+	return -1, nil
+}
+
+// headerEndAndLastLine returns the offset of the header's '\n' and the last
+// complete line (the one ending at lastNL), nil if the header is the only one.
+func headerEndAndLastLine(f *os.File, lastNL int64) (int64, []byte, error) {
+	hdrEnd, err := firstNewline(f, lastNL+1)
+	if err != nil {
+		return 0, nil, err
+	}
+	if hdrEnd >= lastNL {
+		return hdrEnd, nil, nil
+	}
+	prev, err := lastNewline(f, lastNL)
+	if err != nil {
+		return 0, nil, err
+	}
+	line := make([]byte, lastNL-prev-1)
+	if _, err := f.ReadAt(line, prev+1); err != nil {
+		return 0, nil, fmt.Errorf("read spool: %w", err)
+	}
+	return hdrEnd, line, nil
+}
+
+// firstNewline returns the offset of the first '\n' in the first size bytes
+// of f, or -1.
+func firstNewline(f *os.File, size int64) (int64, error) {
+	buf := make([]byte, 64<<10)
+	for off := int64(0); off < size; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+			return off + int64(i), nil
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, fmt.Errorf("read spool: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+		off += int64(n)
+	}
+	return -1, nil
+}
+
+// VerifySessions re-hashes every sealed recording in store and returns the
+// ids of sessions whose stored cast is missing or does not match the digest
+// in the index (which state.Store.Verify checks against the audit chain).
+// The error is only for an index that cannot be read.
+func VerifySessions(ctx context.Context, st *state.Store, store Store) ([]string, error) {
+	rows, err := st.ListSessions(ctx, state.SessionFilter{})
+	if err != nil {
+		return nil, fmt.Errorf("verify recordings: %w", err)
+	}
+	var bad []string
+	for _, row := range rows {
+		if row.SealSeq == 0 {
+			continue
+		}
+		if err := checkDigest(ctx, store, row.Object, row.SHA256, row.Size); err != nil {
+			bad = append(bad, row.ID)
+		}
+	}
+	return bad, nil
+}
+
+func checkDigest(ctx context.Context, store Store, key, want string, size int64) error {
+	rc, err := store.Open(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, rc)
+	if err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want || n != size {
+		return errors.New("digest mismatch")
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package recorder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"path"
+	"path/filepath"
+	"time"
+)
+
+// ErrNotFound reports an object that is not in the store.
+var ErrNotFound = errors.New("object not found")
+
+// Store holds finished recordings and their metadata under slash-separated
+// keys (YYYY/MM/DD/<id>.cast and <id>.json). The file store implements it;
+// an S3 store will implement the same interface.
+type Store interface {
+	// Put stores size bytes from r under key, replacing any object there.
+	// A negative size means unknown. The object appears atomically: readers
+	// see the old object or the whole new one.
+	Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error
+	// Open returns the object's contents; the error wraps ErrNotFound if it
+	// does not exist.
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+	// OpenRange returns n bytes of the object from offset off (to the end if
+	// n < 0).
+	OpenRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error)
+	// Stat describes the object.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// Delete removes the object; deleting a missing object is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	// Key is the object's key.
+	Key string
+	// Size is its length in bytes.
+	Size int64
+	// ModTime is when it was last written.
+	ModTime time.Time
+}
+
+// Content types of stored objects.
+const (
+	ContentTypeCast = "application/x-asciicast"
+	ContentTypeJSON = "application/json"
+)
+
+// CastKey returns the object key of the recording of session id started at
+// start: YYYY/MM/DD/<id>.cast (UTC date).
+func CastKey(id string, start time.Time) string {
+	return path.Join(start.UTC().Format("2006/01/02"), id+".cast")
+}
+
+// MetaKey returns the key of the metadata JSON beside a cast key.
+func MetaKey(castKey string) string {
+	return castKey[:len(castKey)-len(path.Ext(castKey))] + ".json"
+}
+
+// OpenStore opens the recording store named by rawURL: file:///abs/dir (or
+// file://relative/dir). s3:// URLs are not supported yet.
+func OpenStore(ctx context.Context, rawURL string) (Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("storage %q: not a URL", rawURL)
+	}
+	switch u.Scheme {
+	case "file":
+		p := u.Host + u.Path
+		if p == "" {
+			return nil, fmt.Errorf("storage %q: missing directory", rawURL)
+		}
+		return NewFileStore(filepath.FromSlash(p))
+	case "s3":
+		return nil, fmt.Errorf("storage %q: s3 storage is not supported yet", rawURL)
+	default:
+		return nil, fmt.Errorf("storage %q: unsupported scheme (want file://)", rawURL)
+	}
+}
