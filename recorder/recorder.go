@@ -249,7 +249,7 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 		ID: m.ID, Identity: m.Identity, Issuer: m.Issuer, Role: m.Role, Target: m.Target, Login: m.Login,
 		Kind: m.Kind, Command: m.Command, Start: now, Status: state.StatusRunning, Object: s.key,
 		Replica: r.opts.Replica,
-		Meta: map[string]any{"format": fmt.Sprintf("v%d", r.version), "width": m.Width, "height": m.Height, "term": m.Term},
+		Meta:    map[string]any{"format": fmt.Sprintf("v%d", r.version), "width": m.Width, "height": m.Height, "term": m.Term},
 	}
 	if st := r.opts.State; st != nil {
 		if err := st.PutSession(ctx, s.row); err != nil {
