@@ -4,11 +4,17 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +24,7 @@ import (
 	"github.com/posternhq/postern/certs/devidp/devidptest"
 	"github.com/posternhq/postern/certs/login"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/dextest"
 	"github.com/posternhq/postern/internal/sshdtest"
 	"github.com/posternhq/postern/internal/testutil"
 )
@@ -149,4 +156,175 @@ func TestEndToEndDevIssuer(t *testing.T) {
 	}
 	checkKeygenList(t, b, p, []string{"dev", "root"}, time.Hour)
 	checkSSH(t, p, tg)
+}
+
+// dexE2E is the end-to-end setting: a real Dex with alice (group sre) and
+// mallory (no role), a bastion trusting it whose sre role grants root and
+// local forwarding, a real sshd standing in for its SSH side, and an ID
+// token for alice from Dex's password grant in a file.
+type dexE2E struct {
+	dex       *dextest.Dex
+	bastion   *testBastion
+	target    *e2eTarget
+	tokenFile string
+}
+
+func startDexE2E(t *testing.T) *dexE2E {
+	t.Helper()
+	testutil.Need(t, "ssh", "ssh-keygen")
+	d := dextest.Start(t, dextest.Options{Users: []dextest.User{
+		{Email: "alice@example.com", Password: "correct horse", Groups: []string{"sre"}},
+		{Email: "mallory@example.com", Password: "battery staple", Groups: []string{"guests"}},
+	}})
+	b := startBastion(t, bastionOptions{
+		Issuers: []config.Issuer{{
+			Name: "corp", IssuerURL: d.Issuer(), ClientID: d.ClientID(), Kind: "human",
+			UsernameClaim: "email", GroupsClaim: "groups",
+		}},
+		Roles: []config.Role{{
+			Name: "sre", Match: config.RoleMatch{Groups: []string{"sre"}},
+			Targets: []config.TargetSelector{{Name: "*"}}, Logins: []string{"root"},
+			Forwarding: config.Forwarding{Local: true},
+		}},
+	})
+	e := &dexE2E{dex: d, bastion: b, target: startTarget(t, b), tokenFile: filepath.Join(t.TempDir(), "id-token")}
+	if err := os.WriteFile(e.tokenFile, []byte(d.PasswordToken(t, "alice@example.com", "correct horse")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// alicePrincipals are the principals of alice's certificates.
+var alicePrincipals = []string{"alice@example.com", "root"}
+
+// TestEndToEndDex: a real Dex issues an ID token (password grant) → the
+// bastion's certificate API in-process → Login with the token file →
+// ssh-keygen -L shows the principals, validity and extensions → a real sshd
+// trusting the user CA accepts the certificate for root (a role login),
+// directly and as a -J hop.
+func TestEndToEndDex(t *testing.T) {
+	e := startDexE2E(t)
+	p, err := login.Login(t.Context(), login.Options{
+		Bastion: e.bastion.URL, Dir: filepath.Join(t.TempDir(), "profile"),
+		Mode: login.ModeTokenFile, TokenFile: e.tokenFile, TTL: 30 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Username != "alice@example.com" || p.Issuer != "corp" {
+		t.Errorf("profile user %q issuer %q; want alice@example.com, corp", p.Username, p.Issuer)
+	}
+	checkKeygenList(t, e.bastion, p, alicePrincipals, 30*time.Minute)
+	checkSSH(t, p, e.target)
+}
+
+// dexBrowser plays a person at Dex's pages: it opens u and submits every
+// form it meets (the device code form, the local password form) until the
+// redirects end, on the login's loopback callback or Dex's device "done"
+// page, and checks that final page says wantFinal.
+func dexBrowser(t *testing.T, u, email, password, wantFinal string) {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp, err := c.Get(u)
+	for range 5 {
+		if err != nil {
+			t.Errorf("browse %s: %v", u, err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		page := resp.Request.URL
+		m := regexp.MustCompile(`(?is)<form[^>]*action="([^"]*)"(.*?)</form>`).FindSubmatch(body)
+		if m == nil {
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), wantFinal) {
+				t.Errorf("final page %s %d lacks %q:\n%s", page, resp.StatusCode, wantFinal, body)
+			}
+			return
+		}
+		action, perr := page.Parse(html.UnescapeString(string(m[1])))
+		if perr != nil {
+			t.Errorf("form action %q: %v", m[1], perr)
+			return
+		}
+		form := url.Values{}
+		for _, in := range regexp.MustCompile(`(?is)<input([^>]*)>`).FindAllSubmatch(m[2], -1) {
+			name := regexp.MustCompile(`name="([^"]*)"`).FindSubmatch(in[1])
+			value := regexp.MustCompile(`value="([^"]*)"`).FindSubmatch(in[1])
+			if name != nil && value != nil {
+				form.Set(string(name[1]), html.UnescapeString(string(value[1])))
+			}
+		}
+		form.Set("login", email)
+		form.Set("password", password)
+		u = action.String()
+		resp, err = c.PostForm(u, form)
+	}
+	t.Errorf("too many forms at %s", u)
+}
+
+// dexSetup starts Dex with alice (group sre) and a bastion trusting it with
+// an sre role granting root.
+func dexSetup(t *testing.T) (*dextest.Dex, *testBastion) {
+	t.Helper()
+	d := dextest.Start(t, dextest.Options{Users: []dextest.User{
+		{Email: "alice@example.com", Password: "correct horse", Groups: []string{"sre"}},
+	}})
+	b := startBastion(t, bastionOptions{
+		Issuers: []config.Issuer{{
+			Name: "corp", IssuerURL: d.Issuer(), ClientID: d.ClientID(), Kind: "human",
+			UsernameClaim: "email", GroupsClaim: "groups",
+		}},
+		Roles: []config.Role{{
+			Name: "sre", Match: config.RoleMatch{Groups: []string{"sre"}},
+			Targets: []config.TargetSelector{{Name: "*"}}, Logins: []string{"root"},
+		}},
+	})
+	return d, b
+}
+
+// TestLoginBrowserDex runs the browser flow (PKCE, loopback redirect, state
+// and nonce) against a real Dex, with its password form filled in.
+func TestLoginBrowserDex(t *testing.T) {
+	d, b := dexSetup(t)
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	p, err := login.Login(t.Context(), login.Options{
+		Bastion: b.URL, Dir: t.TempDir(),
+		OpenBrowser: func(u string) error {
+			wg.Go(func() { dexBrowser(t, u, "alice@example.com", "correct horse", "You can close this tab") })
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("Login: %v\n%s", err, d.Log())
+	}
+	if p.Username != "alice@example.com" || strings.Join(p.Principals, ",") != "alice@example.com,root" {
+		t.Errorf("profile %+v; want alice@example.com with root", p)
+	}
+}
+
+// TestLoginDeviceDex runs the device flow against a real Dex: the printed
+// complete verification URL is opened and Dex's forms are filled in while
+// Login polls at Dex's interval.
+func TestLoginDeviceDex(t *testing.T) {
+	d, b := dexSetup(t)
+	errb := newSyncBuffer()
+	type result struct {
+		p   *login.Profile
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := login.Login(t.Context(), login.Options{Bastion: b.URL, Dir: t.TempDir(), Mode: login.ModeDevice, Err: errb})
+		done <- result{p, err}
+	}()
+	complete := errb.await(t, regexp.MustCompile(`or open (\S+)\n`), 30*time.Second)
+	dexBrowser(t, complete, "alice@example.com", "correct horse", "Login Successful")
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Login: %v\nstderr: %s\n%s", r.err, errb, d.Log())
+	}
+	if r.p.Username != "alice@example.com" {
+		t.Errorf("profile %+v; want alice@example.com", r.p)
+	}
 }
