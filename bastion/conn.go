@@ -1,0 +1,214 @@
+package bastion
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// userError is a failure whose msg is safe to show the user; err, if any, is
+// the internal cause for logs.
+type userError struct {
+	msg string
+	err error
+}
+
+func (e *userError) Error() string {
+	if e.err != nil {
+		return e.msg + ": " + e.err.Error()
+	}
+	return e.msg
+}
+
+func (e *userError) Unwrap() error { return e.err }
+
+// Causes of a connection's end.
+var (
+	errShutdown   = &userError{msg: "postern: server shutting down"}
+	errIdle       = &userError{msg: "postern: idle timeout"}
+	errExpired    = &userError{msg: "postern: certificate or session expired"}
+	errConnClosed = errors.New("connection closed")
+)
+
+// extConnID is the Permissions extension that ties an authenticated
+// connection to the ConnInfo its auth callback created.
+const extConnID = "conn-id@postern"
+
+// serverConn is one accepted connection. Its goroutine (serve) owns nc and
+// closes it; close may be called from anywhere to end it early.
+type serverConn struct {
+	s      *Server
+	nc     net.Conn
+	ac     *activityConn
+	remote netip.AddrPort
+	id     string
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	// ci is set by the auth callbacks, which run on serve's goroutine during
+	// the handshake; it is read only after the handshake succeeded.
+	ci *ConnInfo
+
+	chans sync.WaitGroup // one per channel handler
+}
+
+func (s *Server) newConn(nc net.Conn, remote netip.AddrPort) *serverConn {
+	id := newConnID()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	c := &serverConn{
+		s:      s,
+		nc:     nc,
+		ac:     newActivityConn(nc),
+		remote: remote,
+		id:     id,
+		log:    s.log.With("conn", id, "remote", remote.String()),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	return c
+}
+
+// close ends the connection with cause.
+func (c *serverConn) close(cause error) {
+	c.cancel(cause)
+	c.nc.Close()
+}
+
+func (c *serverConn) serve() {
+	defer c.close(errConnClosed)
+	start := time.Now()
+	if err := c.nc.SetDeadline(start.Add(c.s.handshakeTimeout)); err != nil {
+		return
+	}
+	conf, err := c.serverConfig()
+	if err != nil {
+		c.log.Error("server config", "err", err)
+		return
+	}
+	sc, chans, reqs, err := ssh.NewServerConn(c.ac, conf)
+	if err != nil {
+		c.log.Debug("handshake failed", "err", err)
+		return
+	}
+	defer sc.Close()
+	ci := c.ci
+	if ci == nil || sc.Permissions == nil || sc.Permissions.Extensions[extConnID] != c.id {
+		c.log.Error("handshake succeeded without a verified certificate")
+		return
+	}
+	if err := c.nc.SetDeadline(time.Time{}); err != nil {
+		return
+	}
+	c.log = ci.Log
+	c.log.Info("connection start", "client", string(sc.ClientVersion()))
+	go c.watch(ci.Expires)
+	go c.globalRequests(reqs)
+	for nch := range chans {
+		c.chans.Add(1)
+		go func() {
+			defer c.chans.Done()
+			c.handleChannel(ci, nch)
+		}()
+	}
+	c.cancel(errConnClosed)
+	c.chans.Wait()
+	cause := context.Cause(c.ctx)
+	var ue *userError
+	reason := "closed"
+	if errors.As(cause, &ue) {
+		reason = ue.msg
+	}
+	c.log.Info("connection end", "duration", time.Since(start).Round(time.Millisecond), "reason", reason)
+}
+
+// watch ends the connection after the idle timeout without traffic, or at
+// expires (if not zero), whichever comes first.
+func (c *serverConn) watch(expires time.Time) {
+	idle := c.s.idleTimeout
+	it := time.NewTimer(idle)
+	defer it.Stop()
+	var expC <-chan time.Time
+	if !expires.IsZero() {
+		et := time.NewTimer(expires.Sub(c.s.now()))
+		defer et.Stop()
+		expC = et.C
+	}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-expC:
+			c.log.Info("connection expired")
+			c.close(errExpired)
+			return
+		case <-it.C:
+			since := time.Since(c.ac.last())
+			if since >= idle {
+				c.log.Info("idle timeout", "idle", since.Round(time.Second))
+				c.close(errIdle)
+				return
+			}
+			it.Reset(idle - since)
+		}
+	}
+}
+
+// globalRequests answers the connection's global requests: keepalives yes,
+// remote forwarding (-R) and everything else no.
+func (c *serverConn) globalRequests(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		switch req.Type {
+		case "keepalive@openssh.com":
+			req.Reply(true, nil)
+		case "tcpip-forward", "streamlocal-forward@openssh.com":
+			c.s.audit(c.ctx, c.log, state.Event{
+				Type: state.EventChannelDeny, Actor: c.ci.Identity.Username, Source: c.remote.Addr().String(),
+				Details: map[string]any{"conn": c.id, "type": req.Type, "code": "not_supported"},
+			})
+			c.s.metrics.channels.WithLabelValues(req.Type, "denied").Inc()
+			req.Reply(false, nil)
+		default:
+			req.Reply(false, nil)
+		}
+	}
+}
+
+// activityConn records when bytes last moved, for the idle timeout.
+type activityConn struct {
+	net.Conn
+	lastNano atomic.Int64
+}
+
+func newActivityConn(nc net.Conn) *activityConn {
+	a := &activityConn{Conn: nc}
+	a.lastNano.Store(time.Now().UnixNano())
+	return a
+}
+
+func (a *activityConn) Read(p []byte) (int, error) {
+	n, err := a.Conn.Read(p)
+	if n > 0 {
+		a.lastNano.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+func (a *activityConn) Write(p []byte) (int, error) {
+	n, err := a.Conn.Write(p)
+	if n > 0 {
+		a.lastNano.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+func (a *activityConn) last() time.Time { return time.Unix(0, a.lastNano.Load()) }

@@ -1,0 +1,97 @@
+// Package bastion is postern's SSH server: it authenticates users by their
+// postern user certificates, routes every channel through the role policy
+// ([policy]), forwards bytes to permitted destinations, terminates the inner
+// hop of recorded ssh targets and serves command targets.
+//
+// # Lifecycle
+//
+// [NewServer] loads (or generates) postern's host key and signs a host
+// certificate for Options.HostNames with the host CA (24 hours, re-signed
+// 12 hours before expiry; both the certificate and the plain key are
+// offered). [Server.Serve] accepts connections on a listener until
+// [Server.Shutdown], which stops accepting, lets connections drain, and
+// closes what is left when its context ends. [Server.SetPolicy] swaps the
+// role policy atomically; open connections keep their authentication and
+// every later channel is decided by the new policy.
+//
+// The server owns its listeners; each accepted connection is owned by one
+// goroutine that closes it. A connection is refused before the handshake
+// when the global or per-source limit is reached. The handshake (key
+// exchange and authentication) must finish within the handshake timeout; a
+// connection ends after the idle timeout without traffic and at the expiry of
+// its certificate. Keepalive global requests are answered; remote forwarding
+// (-R, tcpip-forward) is not supported and refused.
+//
+// # Authentication
+//
+// Only public key authentication is offered, with no banner. The decision is
+// taken once, in x/crypto's VerifiedPublicKeyCallback, which runs only for a
+// key whose signature the client produced (the plain PublicKeyCallback may
+// run for keys the client never proves it holds, CVE-2024-45337, so it
+// accepts provisionally and records nothing). The key must be a user
+// certificate accepted by [certs.Authority.CheckUserCert] for the login and
+// source address, and its serial must not be revoked (checked in the state
+// store; an unavailable store fails closed). The result is a [ConnInfo],
+// bound to the connection through a Permissions extension; channel handlers
+// read only that. Every success and failure is audited with its reason code,
+// source, key fingerprint and serial, and failures are counted in
+// postern_auth_failures_total{reason}.
+//
+// # Channels
+//
+// Every channel type is gated:
+//
+//   - direct-tcpip (ssh -J, ssh -L): the destination as the client typed it
+//     is looked up in the inventory. An inventory target must be authorized
+//     by the policy (for ssh and command targets only that some login of the
+//     matching roles reaches it: the inner hop checks the actual login). tcp
+//     targets additionally need forwarding.local; ssh targets marked
+//     passthrough are spliced as bytes (the target's sshd must then trust the
+//     user CA, and nothing is recorded); other ssh targets and command
+//     targets are handed to [InnerServer]. A destination outside the
+//     inventory goes through the SSRF guard and needs forwarding.local and a
+//     covering forwarding.allow entry.
+//   - session: the bastion runs no shell and no commands. A shell (or exec
+//     "", "whoami", "info", "targets") prints who the user is and what they
+//     may reach; exec "targets --json" prints the same as JSON ([Info]).
+//   - everything else (x11, auth-agent, streamlocal, forwarded-*) is refused
+//     with a message in the channel rejection.
+//
+// Denials are short and stable, and the same whether a target does not
+// exist or is not allowed: "postern: web-9: not allowed for
+// alice@example.com". Internal errors go only to the log. Every channel open
+// and denial is audited (channel.open, channel.deny with a code); spliced
+// forwards also emit forward.start and forward.end with byte counts and
+// duration.
+//
+// # SSRF guard
+//
+// A destination outside the inventory is parsed before any DNS: every
+// numeric spelling inet_aton or a resolver might accept (2130706433,
+// 0x7f000001, 0177.0.0.1, 127.1, [::1], ::ffff:127.0.0.1, zone ids) becomes
+// an address. A name is resolved once (Options.Resolver) and every address
+// must pass; the forward dials the checked addresses, never the name, so a
+// DNS answer that changes between check and dial cannot win. Loopback,
+// unspecified, link-local (including 169.254.169.254), multicast and the
+// bastion's own listener addresses are refused unless a role's
+// forwarding.allow names a prefix inside that range (a catch-all such as
+// 0.0.0.0/0 does not count) or exactly that listener address.
+//
+// # Forwarding
+//
+// Splices copy both directions with buffers borrowed from a pool only while
+// data flows (idle forwards hold 2 KiB per direction), pass EOF on as a
+// half-close, and count bytes in postern_forwarded_bytes_total{direction}
+// (up: client to destination). Dialing a destination times out after 10
+// seconds.
+//
+// # Metrics
+//
+// postern_connections_total, postern_connections_active,
+// postern_connections_refused_total{reason},
+// postern_auth_failures_total{reason}, postern_channels_total{type,outcome},
+// postern_forwarded_bytes_total{direction}.
+//
+// [RFC 4254]: https://www.rfc-editor.org/rfc/rfc4254
+// [draft-miller-ssh-cert]: https://datatracker.ietf.org/doc/html/draft-miller-ssh-cert
+package bastion

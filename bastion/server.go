@@ -1,0 +1,442 @@
+package bastion
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// InnerServer terminates the inner SSH hop of ssh targets that are not
+// passthrough, and serves command targets.
+type InnerServer interface {
+	// ServeChannel terminates SSH on a direct-tcpip channel addressed to t (an ssh target that is not passthrough,
+	// or a command target) and serves it until the channel or ctx ends. It owns ch and closes it.
+	ServeChannel(ctx context.Context, ci *ConnInfo, ch ssh.Channel, t *policy.Target)
+}
+
+// AuditLog is the subset of the state store the bastion writes audit events
+// to. *state.Store implements it.
+type AuditLog interface {
+	Append(ctx context.Context, e state.Event) (state.Event, error)
+}
+
+// RevocationList is the subset of the state store that says whether a
+// certificate serial is revoked. *state.Store implements it.
+type RevocationList interface {
+	IsRevoked(ctx context.Context, serial uint64) (bool, error)
+}
+
+// Defaults of config.SSH.
+const (
+	defaultHandshakeTimeout = 15 * time.Second
+	defaultIdleTimeout      = 30 * time.Minute
+	defaultMaxConns         = 10000
+	defaultMaxConnsSource   = 200
+	hostCertTTL             = 24 * time.Hour
+	// hostCertRefresh is how long before expiry the host certificate is
+	// re-signed.
+	hostCertRefresh = 12 * time.Hour
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("bastion: server closed")
+
+// Options configures a Server. Authority and Policy are required.
+type Options struct {
+	// Authority holds the user CA (user certificates are checked against it)
+	// and the host CA (which signs postern's host certificate).
+	Authority *certs.Authority
+	// Policy is the initial role policy; SetPolicy replaces it.
+	Policy *policy.Engine
+	// Audit receives audit events; events are only logged if nil.
+	Audit AuditLog
+	// Revocations is consulted for every user certificate; no certificate is
+	// considered revoked if nil.
+	Revocations RevocationList
+	// Inner serves ssh targets that are not passthrough and command targets;
+	// such targets are refused with "postern: <name>: not available" if nil.
+	Inner InnerServer
+	// HostKeyFile is postern's own ed25519 host key (OpenSSH PEM), generated
+	// with mode 0600 if missing; an in-memory key per Server if empty.
+	HostKeyFile string
+	// HostNames are the principals of postern's host certificate; no host
+	// certificate (only the plain host key) if empty.
+	HostNames []string
+	// Config holds connection hygiene settings; see config.SSH for defaults.
+	Config config.SSH
+	// Resolver resolves forward destinations outside the inventory;
+	// net.DefaultResolver if nil.
+	Resolver Resolver
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// Log receives the server's logs; nothing is logged if nil.
+	Log *slog.Logger
+	// Metrics registers the server's collectors; they are kept private if nil.
+	Metrics prometheus.Registerer
+}
+
+// Server is the bastion's SSH server. It owns its listeners (closed by
+// Shutdown) and every accepted connection (each served by one goroutine that
+// closes it). Its methods are safe for concurrent use.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	now      func() time.Time
+	resolver Resolver
+	metrics  *metrics
+
+	handshakeTimeout, idleTimeout time.Duration
+	maxConns, maxConnsSource      int
+
+	policy  atomic.Pointer[policy.Engine]
+	hostKey ssh.Signer
+
+	hostMu       sync.Mutex
+	hostCert     *ssh.Certificate
+	hostSigner   ssh.Signer // cert signer for hostCert; nil without host names
+	hostCertNext time.Time
+
+	mu          sync.Mutex
+	shutting    bool
+	listeners   map[net.Listener]struct{}
+	listenAddrs []netip.AddrPort
+	localAddrs  []netip.Addr
+	conns       map[*serverConn]struct{}
+	perSource   map[netip.Addr]int
+	wg          sync.WaitGroup // one per accepted conn
+}
+
+// NewServer checks opts, loads or generates the host key and signs the
+// host certificate.
+func NewServer(opts Options) (*Server, error) {
+	if opts.Authority == nil || opts.Authority.User == nil {
+		return nil, errors.New("bastion: Options.Authority with a user CA is required")
+	}
+	if opts.Policy == nil {
+		return nil, errors.New("bastion: Options.Policy is required")
+	}
+	s := &Server{
+		opts:      opts,
+		log:       opts.Log,
+		now:       opts.Now,
+		resolver:  opts.Resolver,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*serverConn]struct{}{},
+		perSource: map[netip.Addr]int{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.resolver == nil {
+		s.resolver = net.DefaultResolver
+	}
+	s.handshakeTimeout = orDur(opts.Config.HandshakeTimeout.D(), defaultHandshakeTimeout)
+	s.idleTimeout = orDur(opts.Config.IdleTimeout.D(), defaultIdleTimeout)
+	s.maxConns = orInt(opts.Config.MaxConnections, defaultMaxConns)
+	s.maxConnsSource = orInt(opts.Config.MaxConnectionsPerSource, defaultMaxConnsSource)
+	var err error
+	if s.metrics, err = newMetrics(opts.Metrics); err != nil {
+		return nil, fmt.Errorf("bastion: register metrics: %w", err)
+	}
+	if s.hostKey, err = loadHostKey(opts.HostKeyFile); err != nil {
+		return nil, fmt.Errorf("bastion: %w", err)
+	}
+	if _, err := s.hostSigners(); err != nil {
+		return nil, fmt.Errorf("bastion: %w", err)
+	}
+	s.policy.Store(opts.Policy)
+	return s, nil
+}
+
+func orDur(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func orInt(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// SetPolicy atomically replaces the role policy. Connections keep their
+// authentication; every channel opened afterwards is decided by e.
+func (s *Server) SetPolicy(e *policy.Engine) {
+	if e != nil {
+		s.policy.Store(e)
+	}
+}
+
+// Policy returns the role policy in force.
+func (s *Server) Policy() *policy.Engine { return s.policy.Load() }
+
+// HostKey returns postern's own public host key.
+func (s *Server) HostKey() ssh.PublicKey { return s.hostKey.PublicKey() }
+
+// loadHostKey reads the host key at path, generating an ed25519 key there
+// (mode 0600) if the file does not exist; path "" gives an in-memory key.
+func loadHostKey(path string) (ssh.Signer, error) {
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			signer, err := ssh.ParsePrivateKey(b)
+			if err != nil {
+				return nil, fmt.Errorf("parse host key %s: %w", path, err)
+			}
+			return signer, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("read host key: %w", err)
+		}
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate host key: %w", err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("generate host key: %w", err)
+	}
+	if path == "" {
+		return signer, nil
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "postern host key")
+	if err != nil {
+		return nil, fmt.Errorf("encode host key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create host key directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		// Another replica or process generated it first: use theirs.
+		return loadHostKey(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write host key: %w", err)
+	}
+	if _, err := f.Write(pem.EncodeToMemory(block)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write host key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write host key: %w", err)
+	}
+	return signer, nil
+}
+
+// hostSigners returns the host keys to offer: the host certificate (signed
+// anew when it is within hostCertRefresh of expiry) and the plain key.
+func (s *Server) hostSigners() ([]ssh.Signer, error) {
+	a := s.opts.Authority
+	if len(s.opts.HostNames) == 0 || a.Host == nil || a.Host.Signer() == nil {
+		return []ssh.Signer{s.hostKey}, nil
+	}
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if s.hostSigner == nil || !s.now().Before(s.hostCertNext) {
+		cert, err := a.SignHost(s.hostKey.PublicKey(), s.opts.HostNames, hostCertTTL)
+		if err != nil {
+			if s.hostSigner != nil {
+				s.log.Error("refresh host certificate", "err", err)
+				return []ssh.Signer{s.hostSigner, s.hostKey}, nil
+			}
+			return nil, fmt.Errorf("sign host certificate: %w", err)
+		}
+		signer, err := ssh.NewCertSigner(cert, s.hostKey)
+		if err != nil {
+			return nil, fmt.Errorf("host certificate signer: %w", err)
+		}
+		s.hostCert, s.hostSigner = cert, signer
+		s.hostCertNext = time.Unix(int64(cert.ValidBefore), 0).Add(-hostCertRefresh)
+	}
+	return []ssh.Signer{s.hostSigner, s.hostKey}, nil
+}
+
+// HostCertificate returns postern's current host certificate, or nil if
+// there are no host names.
+func (s *Server) HostCertificate() *ssh.Certificate {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	return s.hostCert
+}
+
+// Serve accepts connections on ln until Shutdown, which closes ln. It
+// returns ErrServerClosed after Shutdown and the accept error otherwise.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutting {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		s.listenAddrs = append(s.listenAddrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		if ap.Addr().IsUnspecified() && s.localAddrs == nil {
+			s.localAddrs = interfaceAddrs()
+		}
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			shutting := s.shutting
+			s.mu.Unlock()
+			if shutting {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		backoff = 0
+		s.accept(nc)
+	}
+}
+
+// accept registers nc (or refuses it at once when over a limit) and starts
+// its goroutine.
+func (s *Server) accept(nc net.Conn) {
+	remote := addrPortOf(nc.RemoteAddr())
+	s.mu.Lock()
+	reason := ""
+	switch {
+	case s.shutting:
+		reason = "shutdown"
+	case len(s.conns) >= s.maxConns:
+		reason = "limit_global"
+	case s.perSource[remote.Addr()] >= s.maxConnsSource:
+		reason = "limit_source"
+	}
+	if reason != "" {
+		s.mu.Unlock()
+		s.metrics.connsRefused.WithLabelValues(reason).Inc()
+		s.log.Warn("connection refused", "remote", remote.String(), "reason", reason)
+		nc.Close()
+		return
+	}
+	c := s.newConn(nc, remote)
+	s.conns[c] = struct{}{}
+	s.perSource[remote.Addr()]++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.metrics.connections.Inc()
+	s.metrics.connectionsOpen.Inc()
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c)
+			if s.perSource[remote.Addr()]--; s.perSource[remote.Addr()] <= 0 {
+				delete(s.perSource, remote.Addr())
+			}
+			s.mu.Unlock()
+			s.metrics.connectionsOpen.Dec()
+		}()
+		c.serve()
+	}()
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// Shutdown stops accepting, lets open connections end on their own, and at
+// ctx's end closes those still open. It returns once every connection
+// goroutine has returned: nil if they drained, ctx's error otherwise.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutting = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.close(errShutdown)
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// ActiveConnections returns the number of open connections.
+func (s *Server) ActiveConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// newConnID returns a time-sortable connection id.
+func newConnID() string { return ulid.Make().String() }
+
+// audit appends e to the audit log (logging a failure) and returns it.
+func (s *Server) audit(ctx context.Context, log *slog.Logger, e state.Event) {
+	if e.Time.IsZero() {
+		e.Time = s.now().UTC()
+	}
+	if s.opts.Audit == nil {
+		log.Debug("audit", "type", e.Type, "details", e.Details)
+		return
+	}
+	if _, err := s.opts.Audit.Append(context.WithoutCancel(ctx), e); err != nil {
+		log.Error("append audit event", "type", e.Type, "err", err)
+	}
+}
