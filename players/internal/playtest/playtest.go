@@ -7,7 +7,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/certs/login"
 	"github.com/posternhq/postern/internal/config"
 
 	"github.com/posternhq/postern/recorder"
@@ -122,6 +126,7 @@ type Users struct {
 type userKey struct {
 	cert   *ssh.Certificate
 	signer ssh.Signer
+	priv   ed25519.PrivateKey
 }
 
 // NewUsers builds a fresh authority in a temporary directory.
@@ -134,35 +139,74 @@ func NewUsers(t testing.TB) *Users {
 	return &Users{Authority: a, keys: map[string]userKey{}}
 }
 
-// Sign adds a Postern-SSH Authorization header for user to r.
+// key returns user's key and certificate, issuing them on first use.
+func (u *Users) key(t testing.TB, user string) userKey {
+	t.Helper()
+	if k, ok := u.keys[user]; ok {
+		return k
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	id := certs.Identity{Issuer: "corp", Subject: user, Username: user, Kind: certs.KindHuman}
+	cert := &ssh.Certificate{
+		Key: signer.PublicKey(), Serial: uint64(len(u.keys) + 1), CertType: ssh.UserCert, KeyId: user,
+		ValidPrincipals: []string{user},
+		ValidAfter:      uint64(now.Add(-time.Minute).Unix()),
+		ValidBefore:     uint64(now.Add(time.Hour).Unix()),
+		Permissions:     ssh.Permissions{Extensions: map[string]string{certs.IdentityExtension: certs.EncodeIdentity(id)}},
+	}
+	if err := cert.SignCert(rand.Reader, u.Authority.User.Signer()); err != nil {
+		t.Fatal(err)
+	}
+	k := userKey{cert: cert, signer: signer, priv: priv}
+	u.keys[user] = k
+	return k
+}
+
+// Sign adds a Postern-SSH Authorization header for user to r. Users is not
+// safe for concurrent use.
 func (u *Users) Sign(t testing.TB, r *http.Request, user string) {
 	t.Helper()
-	k, ok := u.keys[user]
-	if !ok {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		signer, err := ssh.NewSignerFromKey(priv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		now := time.Now()
-		id := certs.Identity{Issuer: "corp", Subject: user, Username: user, Kind: certs.KindHuman}
-		cert := &ssh.Certificate{
-			Key: signer.PublicKey(), Serial: uint64(len(u.keys) + 1), CertType: ssh.UserCert, KeyId: user,
-			ValidPrincipals: []string{user},
-			ValidAfter:      uint64(now.Add(-time.Minute).Unix()),
-			ValidBefore:     uint64(now.Add(time.Hour).Unix()),
-			Permissions:     ssh.Permissions{Extensions: map[string]string{certs.IdentityExtension: certs.EncodeIdentity(id)}},
-		}
-		if err := cert.SignCert(rand.Reader, u.Authority.User.Signer()); err != nil {
-			t.Fatal(err)
-		}
-		k = userKey{cert: cert, signer: signer}
-		u.keys[user] = k
-	}
+	k := u.key(t, user)
 	if err := certs.SignAPIRequest(r, k.cert, k.signer, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Profile writes a login profile directory for user against the bastion
+// at base, as postern login would, and returns it.
+func (u *Users) Profile(t testing.TB, user, base string) string {
+	t.Helper()
+	k := u.key(t, user)
+	dir := t.TempDir()
+	blk, err := ssh.MarshalPrivateKey(k.priv, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := map[string]any{
+		"bastion": base, "bastion_host": "127.0.0.1", "ssh_address": "127.0.0.1:2222", "username": user,
+		"principals":  k.cert.ValidPrincipals,
+		"valid_after": time.Unix(int64(k.cert.ValidAfter), 0).UTC(), "valid_before": time.Unix(int64(k.cert.ValidBefore), 0).UTC(),
+	}
+	pj, err := json.Marshal(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		login.KeyFileName:     pem.EncodeToMemory(blk),
+		login.CertFileName:    ssh.MarshalAuthorizedKey(k.cert),
+		login.ProfileFileName: pj,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
