@@ -1,5 +1,3 @@
-//go:build h6wip
-
 package bastion
 
 import (

@@ -1,5 +1,3 @@
-//go:build h6wip
-
 package bastion
 
 import (
@@ -48,7 +46,7 @@ const (
 )
 
 const (
-	hostCertTTL         = time.Hour
+	innerHostCertTTL    = time.Hour
 	targetCertTTL       = 2 * time.Minute
 	defaultDialTimeout  = 10 * time.Second
 	defaultHandshakeTTL = 15 * time.Second
@@ -178,7 +176,7 @@ func (h *InnerHop) hostSigner(t *policy.Target) (ssh.Signer, error) {
 	if e := h.hostCerts[key]; e != nil && now.Before(e.issued.Add(e.expires.Sub(e.issued)/2)) {
 		return e.signer, nil
 	}
-	cert, err := h.opts.Authority.SignHost(h.hostKey.PublicKey(), principals, hostCertTTL)
+	cert, err := h.opts.Authority.SignHost(h.hostKey.PublicKey(), principals, innerHostCertTTL)
 	if err != nil {
 		return nil, fmt.Errorf("sign host certificate for %s: %w", t.Name, err)
 	}
@@ -186,7 +184,7 @@ func (h *InnerHop) hostSigner(t *policy.Target) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host certificate signer: %w", err)
 	}
-	h.hostCerts[key] = &hostCertEntry{signer: s, issued: now, expires: now.Add(hostCertTTL)}
+	h.hostCerts[key] = &hostCertEntry{signer: s, issued: now, expires: now.Add(innerHostCertTTL)}
 	return s, nil
 }
 

@@ -1,5 +1,3 @@
-//go:build h6wip
-
 package bastion
 
 import (
@@ -9,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -56,14 +55,28 @@ type hopFixture struct {
 
 // eventLog collects audit events.
 type eventLog struct {
-	mu     sync.Mutex
-	events []state.Event
+	mu      sync.Mutex
+	events  []state.Event
+	changed chan struct{} // closed and replaced on every add
 }
 
 func (l *eventLog) add(_ context.Context, e state.Event) {
 	l.mu.Lock()
 	l.events = append(l.events, e)
+	if l.changed != nil {
+		close(l.changed)
+	}
+	l.changed = make(chan struct{})
 	l.mu.Unlock()
+}
+
+func (l *eventLog) watch() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.changed == nil {
+		l.changed = make(chan struct{})
+	}
+	return l.changed
 }
 
 func (l *eventLog) ofType(typ string) []state.Event {
@@ -191,15 +204,24 @@ func (f *hopFixture) signUser(pub ssh.PublicKey) *ssh.Certificate {
 // outer server with -J semantics (ProxyJump), using keyFile and certFile for
 // both hops.
 func (f *hopFixture) writeSSHConfig(keyFile, certFile string) string {
+	return f.writeSSHConfigKeys(keyFile, certFile, keyFile, certFile)
+}
+
+// writeSSHConfigKeys is writeSSHConfig with one identity for the outer hop
+// and another for the targets.
+func (f *hopFixture) writeSSHConfigKeys(outerKey, outerCert, innerKey, innerCert string) string {
 	host, port, _ := net.SplitHostPort(f.outer)
 	var b strings.Builder
-	fmt.Fprintf(&b, "Host bastion\n  HostName %s\n  Port %s\n  User alice\n", host, port)
-	fmt.Fprintf(&b, "Host * !bastion\n  ProxyJump bastion\n  User %s\n", f.login)
-	fmt.Fprintf(&b, "Host *\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n", f.known)
-	fmt.Fprintf(&b, "  BatchMode yes\n  IdentitiesOnly yes\n  IdentityAgent none\n  IdentityFile %s\n", keyFile)
-	if certFile != "" {
-		fmt.Fprintf(&b, "  CertificateFile %s\n", certFile)
+	fmt.Fprintf(&b, "Host bastion\n  HostName %s\n  Port %s\n  User alice\n  IdentityFile %s\n", host, port, outerKey)
+	if outerCert != "" {
+		fmt.Fprintf(&b, "  CertificateFile %s\n", outerCert)
 	}
+	fmt.Fprintf(&b, "Host * !bastion\n  ProxyJump bastion\n  User %s\n  IdentityFile %s\n", f.login, innerKey)
+	if innerCert != "" {
+		fmt.Fprintf(&b, "  CertificateFile %s\n", innerCert)
+	}
+	fmt.Fprintf(&b, "Host *\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n", f.known)
+	b.WriteString("  BatchMode yes\n  IdentitiesOnly yes\n  IdentityAgent none\n")
 	b.WriteString("  LogLevel ERROR\n  ConnectTimeout 10\n  ControlMaster no\n  ControlPath none\n  UpdateHostKeys no\n")
 	p := filepath.Join(f.t.TempDir(), "ssh_config")
 	writeTestFile(f.t, p, b.String())
@@ -353,4 +375,127 @@ func startTestOuter(t *testing.T, f *hopFixture) string {
 		}
 	})
 	return ln.Addr().String()
+}
+
+// castFile returns the path of the recording of session id.
+func (f *hopFixture) castFile(id string) string {
+	f.t.Helper()
+	var found string
+	_ = filepath.WalkDir(f.recDir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && filepath.Base(p) == id+".cast" {
+			found = p
+		}
+		return nil
+	})
+	if found == "" {
+		f.t.Fatalf("no recording %s.cast under the store", id)
+	}
+	return found
+}
+
+// lastSession returns the id of the last session.start event.
+func (f *hopFixture) lastSession() string {
+	f.t.Helper()
+	ev := f.events.ofType(state.EventSessionStart)
+	if len(ev) == 0 {
+		f.t.Fatalf("no session.start audit event")
+	}
+	return ev[len(ev)-1].Session
+}
+
+// waitEvent waits until an audit event of typ has been seen n times.
+func (f *hopFixture) waitEvent(typ string, n int) []state.Event {
+	f.t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		ch := f.events.watch()
+		if ev := f.events.ofType(typ); len(ev) >= n {
+			return ev
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			f.t.Fatalf("no %d %s audit events", n, typ)
+		}
+	}
+}
+
+// innerClient dials the outer server and, through a direct-tcpip channel to
+// target, runs an x/crypto SSH client on the inner hop.
+func (f *hopFixture) innerClient(t testing.TB, target string) *ssh.Client {
+	t.Helper()
+	signer, _ := ssh.NewSignerFromKey(f.userKey)
+	cs, _ := ssh.NewCertSigner(f.userCert, signer)
+	hostCA := f.auth.Host.PublicKey()
+	hkcb := (&ssh.CertChecker{IsHostAuthority: func(k ssh.PublicKey, _ string) bool {
+		return bytes.Equal(k.Marshal(), hostCA.Marshal())
+	}}).CheckHostKey
+	outer, err := ssh.Dial("tcp", f.outer, &ssh.ClientConfig{User: "alice", Auth: []ssh.AuthMethod{ssh.PublicKeys(cs)},
+		HostKeyCallback: hkcb, Config: ssh.Config{Ciphers: []string{ssh.CipherAES128GCM}}})
+	if err != nil {
+		t.Fatalf("dial outer: %v", err)
+	}
+	t.Cleanup(func() { outer.Close() })
+	nc, err := outer.Dial("tcp", net.JoinHostPort(target, "22"))
+	if err != nil {
+		t.Fatalf("direct-tcpip to %s: %v", target, err)
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(nc, net.JoinHostPort(target, "22"), &ssh.ClientConfig{User: f.login,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(cs)}, HostKeyCallback: hkcb, Config: ssh.Config{Ciphers: []string{ssh.CipherAES128GCM}}})
+	if err != nil {
+		t.Fatalf("inner handshake: %v", err)
+	}
+	c := ssh.NewClient(conn, chans, reqs)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// cutProxy is a TCP proxy to a target whose connections a test can cut, to
+// simulate a lost target.
+type cutProxy struct {
+	addr  string
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startCutProxy(t *testing.T, to string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: ln.Addr().String()}
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut closes every proxied connection.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }

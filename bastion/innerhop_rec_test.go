@@ -1,5 +1,3 @@
-//go:build h6wip
-
 package bastion
 
 import (
@@ -8,6 +6,16 @@ import (
 	"github.com/posternhq/postern/recorder"
 )
 
+// newTestRecorder returns a recorder with a file store in dir.
 func newTestRecorder(t *testing.T, dir string) *recorder.Recorder {
-	return &recorder.Recorder{}
+	t.Helper()
+	store, err := recorder.NewFileStore(dir)
+	if err != nil {
+		t.Fatalf("file store: %v", err)
+	}
+	r, err := recorder.New(recorder.Options{Store: store, SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("recorder: %v", err)
+	}
+	return r
 }

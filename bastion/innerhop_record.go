@@ -1,5 +1,3 @@
-//go:build h6wip
-
 package bastion
 
 import (
@@ -17,7 +15,7 @@ const promptTail = 128
 // hopTap feeds one session's data to its recording.
 //
 // Input masking. Input typed at a no-echo prompt is recorded as '*', one per
-// byte, with CR and LF kept. On an ssh target the inner hop sees the pty
+// character, with control keys (Enter, backspace) kept. On an ssh target the inner hop sees the pty
 // modes only once, in pty-req, and never sees later termios changes, so it
 // uses a heuristic: after output whose tail matches
 // (?i)(password|passphrase|pin)[^\n]*:\s*$ the input is masked until the next
@@ -112,20 +110,24 @@ func (t *hopTap) input(p []byte) error {
 	data := p
 	echoOff := t.echoOff != nil && t.echoOff()
 	if t.masking || echoOff {
-		if cap(t.scratch) < len(p) {
-			t.scratch = make([]byte, len(p))
-		}
-		data = t.scratch[:len(p)]
-		for i, b := range p {
+		data = t.scratch[:0]
+		for _, b := range p {
 			switch {
 			case b == '\r' || b == '\n':
-				data[i] = b
+				data = append(data, b)
 				t.masking = false
-			case t.masking || echoOff:
-				data[i] = '*'
+			case !t.masking && !echoOff:
+				data = append(data, b)
+			case b < 0x20 || b == 0x7f:
+				data = append(data, b) // control keys (backspace) stay
+			case b >= 0x80 && b < 0xc0:
+				// a UTF-8 continuation byte: its character is masked already
 			default:
-				data[i] = b
+				data = append(data, '*')
 			}
+		}
+		if cap(data) <= 64<<10 {
+			t.scratch = data
 		}
 	}
 	err := t.s.Input(data)

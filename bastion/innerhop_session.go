@@ -1,5 +1,3 @@
-//go:build h6wip
-
 package bastion
 
 import (
@@ -58,6 +56,7 @@ type hopSession struct {
 
 	bytesIn, bytesOut atomic.Int64
 
+	notifyMu   sync.Mutex // held by abort while it tells the user; endChannel waits for it
 	mu         sync.Mutex
 	ended      bool
 	aborted    *hopUserError
@@ -354,6 +353,8 @@ func (s *hopSession) notify(ue *hopUserError) {
 // upstream side is stopped, and endChannel reports ue's exit status. Only the
 // first call counts, and none after endChannel.
 func (s *hopSession) abort(ue *hopUserError) {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
 	s.mu.Lock()
 	if s.ended || s.aborted != nil {
 		s.mu.Unlock()
@@ -400,6 +401,8 @@ func (s *hopSession) setExitSignal(name string, payload []byte) {
 // endChannel ends the session towards the client: exit status (or signal),
 // then EOF, then close. It returns the exit status sent, if any.
 func (s *hopSession) endChannel() {
+	s.notifyMu.Lock() // an abort in progress finishes its notice first
+	defer s.notifyMu.Unlock()
 	s.mu.Lock()
 	s.ended = true
 	ab, st, sigPayload := s.aborted, s.exitStatus, s.exitSignal
@@ -662,7 +665,16 @@ func (s *hopSession) fromClient(req *ssh.Request, upCh ssh.Channel) {
 			s.abort(ue)
 			return
 		}
-		forward(req, upCh)
+		ok, err := upCh.SendRequest(req.Type, req.WantReply, req.Payload)
+		if err != nil {
+			// The target is gone: say so rather than "request failed".
+			_ = req.Reply(true, nil)
+			s.abort(&hopUserError{msg: "connection lost", code: "connection_lost", exit: ExitUpstreamFailed, err: err})
+			return
+		}
+		if req.WantReply {
+			_ = req.Reply(ok, nil)
+		}
 	case "window-change":
 		if _, _, ok := s.handleResize(req); ok {
 			forward(req, upCh)

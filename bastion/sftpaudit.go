@@ -1,5 +1,3 @@
-//go:build h6wip
-
 package bastion
 
 import (
@@ -22,7 +20,8 @@ import (
 //
 // Packets (draft-ietf-secsh-filexfer-02, the version OpenSSH speaks): uint32
 // length, byte type, then for requests uint32 id. From the client: OPEN,
-// CLOSE, READ, WRITE, REMOVE, MKDIR, RMDIR, RENAME; from the server: HANDLE
+// CLOSE, READ, WRITE, REMOVE, MKDIR, RMDIR, RENAME and the
+// posix-rename@openssh.com extension; from the server: HANDLE
 // (binds a handle to the OPEN it answers) and DATA (counts bytes read).
 // Events (type sftp.op): remove, mkdir, rmdir and rename when the client asks
 // for them; a file's open flags and read/written byte counts when it is
@@ -37,6 +36,7 @@ const (
 	sshFxpMkdir   = 14
 	sshFxpRmdir   = 15
 	sshFxpRename  = 18
+	sshFxpExt     = 200
 	sshFxpHandle  = 102
 	sshFxpData    = 103
 	sftpHeadLimit = 8 << 10  // bytes of a packet kept for parsing
@@ -235,6 +235,15 @@ func (a *sftpAudit) clientPacket(head []byte, total int) {
 		to := r.str()
 		if r.ok {
 			a.emit(map[string]any{"op": "rename", "path": from, "to": to})
+		}
+	case sshFxpExt:
+		// OpenSSH's sftp renames with posix-rename@openssh.com.
+		if r.str() == "posix-rename@openssh.com" {
+			from := r.str()
+			to := r.str()
+			if r.ok {
+				a.emit(map[string]any{"op": "rename", "path": from, "to": to})
+			}
 		}
 	}
 }
