@@ -125,6 +125,10 @@ type VerifierOptions struct {
 // issuer, shared by concurrent callers); if the key is still unknown, or the
 // refresh fails, the token fails with unknown_key.
 //
+// Usernames: with the default username claim of humans (email), a token
+// whose email_verified claim is false is refused; an absent email_verified
+// is accepted, as several providers only issue verified addresses and omit it.
+//
 // Every failure is a *Error with Status 401 (503 for issuer_unavailable) and
 // one of the Code* constants; messages never contain the token.
 type Verifier struct {
@@ -229,8 +233,11 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOpti
 	return v, nil
 }
 
-// Verify checks rawIDToken and returns the identity it vouches for. It
-// satisfies the certificate issuance pipeline's token verifier contract.
+// Verifier is the OIDC implementation of the issuance pipeline's verifier.
+var _ TokenVerifier = (*Verifier)(nil)
+
+// Verify checks rawIDToken and returns the identity it vouches for; every
+// error is a *Error (see Verifier).
 func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (Identity, error) {
 	is, id, err := v.verify(ctx, rawIDToken)
 	name := metricIssuerUnknown
@@ -525,6 +532,7 @@ type keySet struct {
 	keys        []jose.JSONWebKey
 	fetched     bool      // keys has been loaded at least once
 	lastAttempt time.Time // of the last fetch, failed or not
+	lastErr     error     // of the last fetch; nil if it succeeded
 	refresh     singleflight.Group
 }
 
@@ -604,22 +612,23 @@ func matchingKeys(keys []jose.JSONWebKey, kid, alg string) []jose.JSONWebKey {
 }
 
 // refreshKeys fetches the key set unless that was tried less than minRefresh
-// ago, and returns the keys now cached. Concurrent callers share one fetch.
+// ago, and returns the keys now cached with the error of the latest fetch.
+// Concurrent callers share one fetch.
 func (k *keySet) refreshKeys(ctx context.Context) ([]jose.JSONWebKey, error) {
 	ch := k.refresh.DoChan("refresh", func() (any, error) {
 		k.mu.RLock()
-		recent := k.fetched && k.now().Sub(k.lastAttempt) < k.minRefresh
-		keys := k.keys
+		recent := !k.lastAttempt.IsZero() && k.now().Sub(k.lastAttempt) < k.minRefresh
+		keys, lastErr := k.keys, k.lastErr
 		k.mu.RUnlock()
 		if recent {
-			return keys, nil
+			return keys, lastErr
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discoveryTimeout)
 		defer cancel()
 		fresh, err := k.fetch(fctx)
 		k.mu.Lock()
 		defer k.mu.Unlock()
-		k.lastAttempt = k.now()
+		k.lastAttempt, k.lastErr = k.now(), err
 		if err != nil {
 			k.log.Warn("JWKS fetch failed; keeping cached keys", slog.Int("cached", len(k.keys)), slog.Any("err", err))
 			return k.keys, err

@@ -503,9 +503,10 @@ func TestVerifyCachedKeysSurviveOutage(t *testing.T) {
 
 // gatedIssuer serves a development provider that answers 503 while down.
 type gatedIssuer struct {
-	p    *devidp.Provider
-	url  string
-	down atomic.Bool
+	p        *devidp.Provider
+	url      string
+	down     atomic.Bool // everything answers 503
+	keysDown atomic.Bool // the key set answers 503
 }
 
 func startGatedIssuer(t *testing.T, now func() time.Time) *gatedIssuer {
@@ -521,7 +522,7 @@ func startGatedIssuer(t *testing.T, now func() time.Time) *gatedIssuer {
 		t.Fatal(err)
 	}
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.down.Load() {
+		if g.down.Load() || (g.keysDown.Load() && r.URL.Path == "/keys") {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
@@ -577,6 +578,35 @@ func TestVerifyLazyDiscoveryWithBackoff(t *testing.T) {
 	}
 	if after := counter.count("/.well-known/openid-configuration") + counter.count("/keys"); after != before {
 		t.Errorf("cached verifications made %d requests; want 0", after-before)
+	}
+}
+
+func TestVerifyKeySetNeverFetched(t *testing.T) {
+	clock := newVerifyClock()
+	g := startGatedIssuer(t, clock.Now)
+	g.keysDown.Store(true)
+	counter := &countingTransport{}
+	v, err := NewVerifier(context.Background(), humanIssuer(g.url), VerifierOptions{
+		Now: clock.Now, HTTPClient: &http.Client{Transport: counter},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := g.p.MintIDToken(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for range 3 {
+		assertCode(t, mustFail(v.Verify(ctx, tok)), CodeIssuerUnavailable)
+	}
+	if n := counter.count("/keys"); n != 1 {
+		t.Fatalf("JWKS requests = %d; want 1 (retries wait for the refresh interval)", n)
+	}
+	g.keysDown.Store(false)
+	clock.Advance(defaultMinKeyRefresh)
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("Verify once the key set answers: %v", err)
 	}
 }
 
