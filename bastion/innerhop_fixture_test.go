@@ -41,6 +41,7 @@ type hopFixture struct {
 	engine   *policy.Engine
 	hop      *InnerHop
 	recDir   string
+	spoolDir string
 	outer    string // outer server address
 	userKey  ed25519.PrivateKey
 	userPub  ssh.PublicKey
@@ -149,7 +150,8 @@ func newHopFixture(t *testing.T, o fixtureOpts) *hopFixture {
 		Log:   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if !o.noRecorder {
-		opts.Recorder = newTestRecorder(t, f.recDir)
+		f.spoolDir = filepath.Join(t.TempDir(), "spool")
+		opts.Recorder = newTestRecorder(t, f.recDir, f.spoolDir)
 	}
 	f.hop, err = NewInnerHop(opts)
 	if err != nil {
@@ -498,4 +500,14 @@ func (p *cutProxy) cut() {
 		c.Close()
 	}
 	p.conns = nil
+}
+
+// breakRecorderSpool makes the recorder's spool directory unusable: it is
+// replaced by a file (root ignores permissions, so chmod would not do).
+func breakRecorderSpool(t *testing.T, f *hopFixture) {
+	t.Helper()
+	if err := os.RemoveAll(f.spoolDir); err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, f.spoolDir, "not a directory")
 }

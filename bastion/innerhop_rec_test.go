@@ -6,14 +6,15 @@ import (
 	"github.com/posternhq/postern/recorder"
 )
 
-// newTestRecorder returns a recorder with a file store in dir.
-func newTestRecorder(t *testing.T, dir string) *recorder.Recorder {
+// newTestRecorder returns a recorder with a file store in dir and its spool
+// in spool.
+func newTestRecorder(t *testing.T, dir, spool string) *recorder.Recorder {
 	t.Helper()
 	store, err := recorder.NewFileStore(dir)
 	if err != nil {
 		t.Fatalf("file store: %v", err)
 	}
-	r, err := recorder.New(recorder.Options{Store: store, SpoolDir: t.TempDir()})
+	r, err := recorder.New(recorder.Options{Store: store, SpoolDir: spool})
 	if err != nil {
 		t.Fatalf("recorder: %v", err)
 	}
