@@ -146,27 +146,28 @@ func Login(ctx context.Context, opts Options) (*Profile, error) {
 		}
 	}
 
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create profile directory: %w", err)
-	}
-	api := &apiClient{base: base, hc: o.HTTPClient}
-	cfg, err := api.fetchConfig(ctx)
-	if err != nil {
-		return nil, err
-	}
-
-	var (
-		token  string
-		issuer string
-	)
+	// A token given as input is read first, so a missing one fails fast.
+	var token, issuer string
 	switch o.Mode {
 	case ModeTokenFile:
 		token, err = tokenFromFile(o.TokenFile)
 	case ModeTokenEnv:
 		token, err = tokenFromEnv(o.TokenEnv)
 	case ModeBrowser, ModeDevice:
-		var iss IssuerInfo
-		if iss, err = pickIssuer(cfg.Issuers, o.Issuer); err != nil {
+	default:
+		err = fmt.Errorf("unknown login mode %v", o.Mode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	api := &apiClient{base: base, hc: o.HTTPClient}
+	cfg, err := api.fetchConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if o.Mode == ModeBrowser || o.Mode == ModeDevice {
+		iss, err := pickIssuer(cfg.Issuers, o.Issuer)
+		if err != nil {
 			return nil, err
 		}
 		issuer = iss.Name
@@ -175,13 +176,14 @@ func Login(ctx context.Context, opts Options) (*Profile, error) {
 		} else {
 			token, err = browserToken(ctx, &o, iss)
 		}
-	default:
-		err = fmt.Errorf("unknown login mode %v", o.Mode)
-	}
-	if err != nil {
-		return nil, err
+		if err != nil {
+			return nil, err
+		}
 	}
 
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create profile directory: %w", err)
+	}
 	signer, err := loadOrCreateKey(dir, "postern@"+u.Hostname())
 	if err != nil {
 		return nil, err

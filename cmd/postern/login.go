@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/posternhq/postern/certs/login"
 )
@@ -56,7 +57,13 @@ says until when it is valid and does nothing else; --force renews it.`,
 			return nil
 		},
 	}
-	fl := cmd.Flags()
+	bindLoginFlags(cmd.Flags(), &f)
+	cmd.MarkFlagsMutuallyExclusive("device", "token-file", "token-env")
+	return cmd
+}
+
+// bindLoginFlags defines login's flags on fl, stored in f.
+func bindLoginFlags(fl *pflag.FlagSet, f *loginFlags) {
 	fl.StringVar(&f.bastion, "bastion", os.Getenv("POSTERN_BASTION"), "bastion URL, e.g. https://bastion.example.com (default $POSTERN_BASTION)")
 	fl.BoolVar(&f.device, "device", false, "sign in with a code on another device (RFC 8628) instead of a local browser")
 	fl.StringVar(&f.tokenFile, "token-file", "", "read an OIDC ID token from this file (agents)")
@@ -67,17 +74,25 @@ says until when it is valid and does nothing else; --force renews it.`,
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print nothing on success")
 	fl.BoolVar(&f.force, "force", false, "renew even if the current certificate is still fresh")
 	fl.BoolVar(&f.noBrowser, "no-browser", false, "print the sign-in URL instead of opening a browser")
-	cmd.MarkFlagsMutuallyExclusive("device", "token-file", "token-env")
-	return cmd
 }
 
-// runLogin maps the flags to login.Options and runs the login.
+// runLogin runs the login the flags describe.
 func runLogin(cmd *cobra.Command, g *globalFlags, f loginFlags) error {
+	o, err := loginOptions(g, f)
+	if err != nil {
+		return err
+	}
+	_, err = login.Login(cmd.Context(), o)
+	return err
+}
+
+// loginOptions maps the flags to login.Options.
+func loginOptions(g *globalFlags, f loginFlags) (login.Options, error) {
 	if f.bastion == "" {
-		return errors.New("no bastion: pass --bastion URL or set POSTERN_BASTION")
+		return login.Options{}, errors.New("no bastion: pass --bastion URL or set POSTERN_BASTION")
 	}
 	if f.ttl < 0 {
-		return errors.New("--ttl must be positive")
+		return login.Options{}, errors.New("--ttl must be positive")
 	}
 	o := login.Options{
 		Bastion:   f.bastion,
@@ -98,6 +113,5 @@ func runLogin(cmd *cobra.Command, g *globalFlags, f loginFlags) error {
 	case f.tokenEnv != "":
 		o.Mode, o.TokenEnv = login.ModeTokenEnv, f.tokenEnv
 	}
-	_, err := login.Login(cmd.Context(), o)
-	return err
+	return o, nil
 }
