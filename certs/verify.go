@@ -223,17 +223,22 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOpti
 	}, []string{"issuer", "result"})
 	if opts.Metrics != nil {
 		if err := opts.Metrics.Register(v.results); err != nil {
+			// Several Verifiers (e.g. after a reload) share one counter.
 			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
+			existing, ok := (*prometheus.CounterVec)(nil), false
+			if errors.As(err, &are) {
+				existing, ok = are.ExistingCollector.(*prometheus.CounterVec)
+			}
+			if !ok {
 				return nil, fmt.Errorf("register token verification metric: %w", err)
 			}
-			v.results = are.ExistingCollector.(*prometheus.CounterVec)
+			v.results = existing
 		}
 	}
 	return v, nil
 }
 
-// Verifier is the OIDC implementation of the issuance pipeline's verifier.
+// The issuance pipeline takes a *Verifier as its TokenVerifier.
 var _ TokenVerifier = (*Verifier)(nil)
 
 // Verify checks rawIDToken and returns the identity it vouches for; every

@@ -2,9 +2,13 @@ package devidp_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 
 	"github.com/posternhq/postern/certs/devidp"
@@ -450,5 +455,51 @@ func decode(t *testing.T, seg string, v any) {
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestWarnsAtStart(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	if _, err := devidp.New(devidp.Options{Issuer: "http://127.0.0.1:1", Log: log}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "level=WARN") || !strings.Contains(buf.String(), "development OIDC issuer: insecure, loopback only") {
+		t.Fatalf("start log = %q; want the insecure warning", buf.String())
+	}
+}
+
+func TestKeySetPublishesVerificationKeys(t *testing.T) {
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := devidptest.Start(t, devidp.Options{VerificationKeys: []jose.JSONWebKey{{Key: &ec.PublicKey, KeyID: "ec-1", Algorithm: "ES256"}}})
+	resp, err := http.Get(srv.Issuer() + "/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var set jose.JSONWebKeySet
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Key(srv.KeyID())) != 1 || len(set.Key("ec-1")) != 1 || len(set.Keys) != 2 {
+		t.Fatalf("JWKS = %+v; want the signing key and ec-1", set.Keys)
+	}
+	for _, k := range set.Keys {
+		if !k.IsPublic() {
+			t.Errorf("key %s is not public", k.KeyID)
+		}
+	}
+	// A token minted with the extra key verifies through discovery.
+	prov, err := oidc.NewProvider(context.Background(), srv.Issuer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := srv.Mint(t, nil, devidp.WithSigner(ec, "ec-1", jose.ES256))
+	v := prov.Verifier(&oidc.Config{ClientID: srv.ClientID(), SupportedSigningAlgs: []string{"RS256", "ES256"}})
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("verify ES256 token: %v", err)
 	}
 }
