@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -498,5 +500,40 @@ func TestLoginErrors(t *testing.T) {
 	// A failed login leaves no certificate behind.
 	if _, err := os.Stat(filepath.Join(dir, login.CertFileName)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("certificate written by a failed login: %v", err)
+	}
+}
+
+// TestLoginBrowserForgedCode delivers a made-up code with the right state
+// (as a page that learnt the state might): the issuer refuses the exchange,
+// the login fails, and the page says so without details.
+func TestLoginBrowserForgedCode(t *testing.T) {
+	_, b := setup(t, false)
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	page := make(chan string, 1)
+	_, err := login.Login(t.Context(), login.Options{
+		Bastion: b.URL, Dir: t.TempDir(),
+		OpenBrowser: func(authURL string) error {
+			wg.Go(func() {
+				u, _ := url.Parse(authURL)
+				q := u.Query()
+				resp, err := http.Get(q.Get("redirect_uri") + "?" + url.Values{"state": {q.Get("state")}, "code": {"made-up"}}.Encode())
+				if err != nil {
+					t.Errorf("callback: %v", err)
+					page <- ""
+					return
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				page <- fmt.Sprint(resp.StatusCode, " ", string(body))
+			})
+			return nil
+		},
+	})
+	if err == nil || !strings.Contains(err.Error(), "exchange the authorization code") {
+		t.Errorf("err = %v; want the exchange refused", err)
+	}
+	if p := <-page; !strings.HasPrefix(p, "403 ") || !strings.Contains(p, "could not complete the sign-in") {
+		t.Errorf("page = %q; want 403 saying the sign-in failed", p)
 	}
 }

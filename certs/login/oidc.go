@@ -98,7 +98,9 @@ func browserToken(ctx context.Context, o *Options, iss IssuerInfo) (string, erro
 	defer func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		_ = srv.Shutdown(sctx)
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close() // a callback still waiting: cut it off
+		}
 		<-serveDone
 	}()
 
