@@ -422,7 +422,10 @@ func (p *hopProcess) resize(cols, rows int) {
 	}
 }
 
-// echoOff reports whether the pty's ECHO flag is off (a password prompt).
+// echoOff reports whether the pty is at a no-echo prompt: ECHO off in
+// canonical mode, as getpass, sudo and `read -s` set it. Line editors
+// (readline, vim) turn ECHO off too, but also leave canonical mode and echo
+// themselves, so a pty with ICANON off is not treated as a secret prompt.
 func (p *hopProcess) echoOff() bool {
 	rc, err := p.pty.SyscallConn()
 	if err != nil {
@@ -431,7 +434,7 @@ func (p *hopProcess) echoOff() bool {
 	off := false
 	_ = rc.Control(func(fd uintptr) {
 		t, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
-		off = err == nil && t.Lflag&unix.ECHO == 0
+		off = err == nil && t.Lflag&unix.ECHO == 0 && t.Lflag&unix.ICANON != 0
 	})
 	return off
 }

@@ -52,6 +52,25 @@ type hopFixture struct {
 	known    string
 	events   *eventLog
 	login    string
+	logs     *lockedBuffer
+}
+
+// lockedBuffer is a log sink tests read.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // eventLog collects audit events.
@@ -111,7 +130,7 @@ type fixtureOpts struct {
 
 func newHopFixture(t *testing.T, o fixtureOpts) *hopFixture {
 	t.Helper()
-	f := &hopFixture{t: t, events: &eventLog{}, login: testLogin(t)}
+	f := &hopFixture{t: t, events: &eventLog{}, login: testLogin(t), logs: &lockedBuffer{}}
 	var err error
 	f.auth, err = certs.LoadAuthority(config.CAs{}, t.TempDir())
 	if err != nil {
@@ -147,7 +166,7 @@ func newHopFixture(t *testing.T, o fixtureOpts) *hopFixture {
 			return f.engine
 		},
 		Audit: f.events.add,
-		Log:   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:   slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, f.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if !o.noRecorder {
 		f.spoolDir = filepath.Join(t.TempDir(), "spool")

@@ -20,8 +20,8 @@ const promptTail = 128
 // uses a heuristic: after output whose tail matches
 // (?i)(password|passphrase|pin)[^\n]*:\s*$ the input is masked until the next
 // CR or LF typed. On a command target the pty is postern's own, and input is
-// masked whenever the pty's ECHO flag is off (echoOff), in addition to the
-// heuristic.
+// masked whenever the pty is at a no-echo prompt (echoOff: ECHO off in
+// canonical mode), in addition to the heuristic.
 //
 // The tap never blocks beyond the recorder's bounded buffer. The first
 // recording error stops recording and is reported to onFail. With required
