@@ -429,3 +429,39 @@ func TestNewIssuerNeedsParts(t *testing.T) {
 		}
 	}
 }
+
+func TestIssuePrincipals(t *testing.T) {
+	tests := []struct {
+		name   string
+		grant  certs.Grant
+		want   string
+		refuse bool
+	}{
+		{"username always included", certs.Grant{Logins: []string{"deploy"}}, "alice@example.com,deploy", false},
+		{"deduplicated and sorted", certs.Grant{Logins: []string{"web", "app", "web", "alice@example.com"}}, "alice@example.com,app,web", false},
+		{"empty logins ignored", certs.Grant{Logins: []string{"", "deploy", ""}}, "alice@example.com,deploy", false},
+		{"only empty logins", certs.Grant{Logins: []string{""}}, "", true},
+		{"roles without logins", certs.Grant{Roles: []string{"auditors"}}, "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newIssuerFixture(t, func(o *certs.IssuerOptions) {
+				o.Policy = grantStub{"alice@example.com": tc.grant}
+			})
+			_, key := newEd25519(t)
+			got, err := f.issuer.Issue(context.Background(), certs.Request{Token: "tok-alice", PublicKey: key.PublicKey(), Source: loopback})
+			if tc.refuse {
+				if e := certs.AsError(err); e == nil || e.Code != certs.CodeNoAccess || e.HTTPStatus() != http.StatusForbidden {
+					t.Fatalf("got %v; want no_access 403", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := strings.Join(got.Cert.ValidPrincipals, ","); s != tc.want {
+				t.Errorf("principals = %s; want %s", s, tc.want)
+			}
+		})
+	}
+}
