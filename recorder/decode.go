@@ -202,7 +202,7 @@ func (d *Decoder) parseEvent(line []byte) (Event, error) {
 		ev.Data = n.String()
 	}
 	if d.header.Version == 3 {
-		if d.us > math.MaxInt64-us {
+		if d.us > maxMicros-us {
 			return Event{}, fmt.Errorf("asciicast line %d: time overflows", d.line)
 		}
 		d.us += us
@@ -235,6 +235,10 @@ func parseMicros(s string) (int64, error) {
 	}
 	return int64(math.Round(f * 1e6)), nil
 }
+
+// maxMicros is the largest time a decoded event may have (a time.Duration
+// of microseconds must not overflow).
+const maxMicros = math.MaxInt64 / int64(time.Microsecond)
 
 var pow10 = [6]int64{1, 10, 100, 1000, 10000, 100000}
 

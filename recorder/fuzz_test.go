@@ -1,0 +1,93 @@
+package recorder
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+func FuzzDecoder(f *testing.F) {
+	for _, seed := range []string{
+		"{\"version\": 2, \"width\": 80, \"height\": 24}\n[0.5, \"o\", \"a\"]\n[1.0, \"o\", \"b",
+		"{\"version\": 3, \"term\": {\"cols\": 100, \"rows\": 50}}\n# c\n[0.5, \"o\", \"a\"]\n\n[0.25, \"x\", 0]\n",
+		"{\"version\": 2, \"width\": 1, \"height\": 1}\n[1e3, \"r\", \"80x24\"]\n[-1, \"o\", \"\"]\n",
+		"",
+		"{}",
+		"[1, \"o\", \"x\"]\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	e, _ := NewEncoder(2)
+	golden, _ := e.AppendHeader(nil, goldenHeader())
+	f.Add(castScript(e, golden))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := NewDecoder(bytes.NewReader(b))
+		var last time.Duration
+		for i := 0; ; i++ {
+			ev, err := d.Next()
+			if err != nil {
+				return
+			}
+			if ev.Time < 0 || (d.header.Version == 3 && ev.Time < last) {
+				t.Fatalf("event %d time %v (previous %v)", i, ev.Time, last)
+			}
+			last = ev.Time
+		}
+	})
+}
+
+func FuzzEncodeRoundTrip(f *testing.F) {
+	for _, s := range utf8Samples {
+		f.Add([]byte(s), uint16(3), true)
+	}
+	f.Add([]byte("bad \xff\xfe utf8 \xe4\xb8\x96\x00\x1b\"\\"), uint16(1), false)
+	f.Add([]byte{}, uint16(0), false)
+	f.Fuzz(func(t *testing.T, p []byte, split uint16, v3 bool) {
+		version := 2
+		if v3 {
+			version = 3
+		}
+		e, _ := NewEncoder(version)
+		b, _ := e.AppendHeader(nil, Header{Width: 80, Height: 24})
+		cut := 0
+		if len(p) > 0 {
+			cut = int(split) % (len(p) + 1)
+		}
+		b = e.AppendOutput(b, time.Millisecond, p[:cut])
+		b = e.AppendInput(b, time.Millisecond, p)
+		b = e.AppendOutput(b, 2*time.Millisecond, p[cut:])
+		b = e.AppendFlush(b, 3*time.Millisecond)
+		if !utf8.Valid(b) {
+			t.Fatal("cast is not valid UTF-8")
+		}
+		d := NewDecoder(bytes.NewReader(b))
+		var out, in strings.Builder
+		for {
+			ev, err := d.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("decode: %v\n%s", err, b)
+			}
+			switch ev.Code {
+			case CodeOutput:
+				out.WriteString(ev.Data)
+			case CodeInput:
+				in.WriteString(ev.Data)
+			}
+		}
+		want := strings.ToValidUTF8(string(p), "\uFFFD")
+		// Invalid bytes become one U+FFFD each, valid text is unchanged.
+		if utf8.Valid(p) && (out.String() != want || in.String() != want) {
+			t.Fatalf("round trip: out %q in %q; want %q", out.String(), in.String(), want)
+		}
+		if !utf8.Valid(p) && strings.ReplaceAll(out.String(), "\uFFFD", "") != strings.ReplaceAll(want, "\uFFFD", "") {
+			t.Fatalf("round trip lost valid text: %q vs %q", out.String(), want)
+		}
+	})
+}
