@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,4 +262,38 @@ func TestHandlerSource(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestHandlerNeverLogsToken(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	s := newCertServer(t, certs.HandlerOptions{}, func(o *certs.IssuerOptions) {
+		o.Log = slog.New(slog.NewJSONHandler(&lockedWriter{mu: &mu, w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	_, key := newEd25519(t)
+	for _, tok := range []string{"secret-token-value", "broken", "tok-alice", "tok-nobody"} {
+		s.do(t, httpCase{auth: "Bearer " + tok, body: keyBody(t, key.PublicKey(), "")})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	out := logs.String()
+	if !strings.Contains(out, "certificate issued") || !strings.Contains(out, "certificate refused") {
+		t.Fatalf("expected issue and refusal lines, got:\n%s", out)
+	}
+	for _, tok := range []string{"secret-token-value", "tok-alice", "tok-nobody"} {
+		if strings.Contains(out, tok) {
+			t.Errorf("log contains the token %q:\n%s", tok, out)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

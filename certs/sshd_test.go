@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/sshdtest"
 	"github.com/posternhq/postern/internal/testutil"
 )
@@ -79,5 +81,34 @@ func TestSignTargetAcceptedBySSHD(t *testing.T) {
 	keyFile3, certFile3 := sshdtest.WriteClientKey(t, priv, other)
 	if out, err := runSSH(t, srv, keyFile3, certFile3, knownHosts, "root", "true"); err == nil {
 		t.Errorf("certificate for deploy logged in as root:\n%s", out)
+	}
+}
+
+// TestIssuedCertAcceptedBySSHD proves a certificate from the issuance
+// pipeline (explicit principals, the identity extension, no critical
+// options) is accepted by a stock sshd that trusts the user CA, as a
+// passthrough target does, for a granted login and refused for others.
+func TestIssuedCertAcceptedBySSHD(t *testing.T) {
+	testutil.Need(t, "ssh")
+	f := newIssuerFixture(t, func(o *certs.IssuerOptions) {
+		o.Now = nil
+		o.Policy = grantStub{"alice@example.com": {Logins: []string{"root"}, PermitPTY: true}}
+	})
+	srv := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: f.authority.User.Trusted()})
+	knownHosts := srv.WriteKnownHosts(t)
+	priv, key := newEd25519(t)
+	got, err := f.issuer.Issue(context.Background(), certs.Request{Token: "tok-alice", PublicKey: key.PublicKey(), Source: loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, certFile := sshdtest.WriteClientKey(t, priv, got.Cert)
+	out, err := runSSH(t, srv, keyFile, certFile, knownHosts, "root", "echo", "postern-issued-ok")
+	if err != nil || !strings.Contains(out, "postern-issued-ok") {
+		t.Fatalf("ssh with an issued cert: %v\n%s\nsshd log:\n%s", err, out, srv.Log())
+	}
+	// sshd logs the key id, which names the identity and serial.
+	srv.WaitLog(t, regexp.MustCompile(regexp.QuoteMeta(got.Cert.KeyId)), 10*time.Second)
+	if out, err := runSSH(t, srv, keyFile, certFile, knownHosts, "nobody", "true"); err == nil {
+		t.Errorf("issued cert logged in as a login it does not name:\n%s", out)
 	}
 }
