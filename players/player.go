@@ -42,7 +42,8 @@ type Options struct {
 	// Speed multiplies playback speed; 1 if zero.
 	Speed float64
 	// IdleTimeLimit shortens every pause longer than it to it; the cast
-	// header's idle_time_limit if zero, none if both are zero.
+	// header's idle_time_limit if zero, none if both are zero; none at all
+	// if negative.
 	IdleTimeLimit time.Duration
 	// Clock schedules playback; the real clock if nil.
 	Clock Clock

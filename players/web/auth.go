@@ -1,0 +1,382 @@
+package web
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/posternhq/postern/certs"
+)
+
+// Cookie names. With an https public URL the session cookie takes the
+// __Host- prefix, which browsers accept only when Secure, with Path=/ and
+// no Domain: another site on the same domain cannot plant it.
+const (
+	sessionCookie       = "postern_session"
+	secureSessionCookie = "__Host-postern_session"
+	loginCookie         = "postern_login"
+	secureLoginCookie   = "__Host-postern_login"
+)
+
+// loginTTL bounds the time between starting a login and its callback.
+const loginTTL = 10 * time.Minute
+
+// sealer encrypts and authenticates cookie values with AES-256-GCM. The
+// cookie name is the additional data, so one cookie's value cannot be
+// replayed as another's.
+type sealer struct{ aead cipher.AEAD }
+
+func newSealer(key []byte) (*sealer, error) {
+	if len(key) != 32 {
+		return nil, fmt.Errorf("cookie key: want 32 bytes, have %d", len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("cookie key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("cookie key: %w", err)
+	}
+	return &sealer{aead: aead}, nil
+}
+
+func (s *sealer) seal(name string, v any) (string, error) {
+	plain, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode cookie: %w", err)
+	}
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", fmt.Errorf("cookie nonce: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, []byte(name))), nil
+}
+
+func (s *sealer) open(name, value string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(value)
+	if err != nil || len(b) < s.aead.NonceSize() {
+		return errors.New("malformed cookie")
+	}
+	plain, err := s.aead.Open(nil, b[:s.aead.NonceSize()], b[s.aead.NonceSize():], []byte(name))
+	if err != nil {
+		return errors.New("cookie does not authenticate")
+	}
+	return json.Unmarshal(plain, v)
+}
+
+// LoadCookieKey reads the 32-byte cookie key from path, creating it (mode
+// 0600) with a random key if it does not exist.
+func LoadCookieKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) != 32 {
+			return nil, fmt.Errorf("cookie key %s: want 32 bytes, have %d (remove it to generate a new one)", path, len(b))
+		}
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read cookie key: %w", err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate cookie key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("write cookie key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		// Another process created it first: use theirs.
+		return LoadCookieKey(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write cookie key: %w", err)
+	}
+	if _, err := f.Write(key); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write cookie key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write cookie key: %w", err)
+	}
+	return key, nil
+}
+
+// session is the content of the session cookie.
+type session struct {
+	Identity certs.Identity `json:"id"`
+	Expires  int64          `json:"exp"`
+	CSRF     string         `json:"csrf"`
+}
+
+// pendingLogin is the content of the login cookie between the redirect to
+// the issuer and the callback.
+type pendingLogin struct {
+	State    string `json:"state"`
+	Nonce    string `json:"nonce"`
+	Verifier string `json:"verifier"`
+	Return   string `json:"return"`
+	Expires  int64  `json:"exp"`
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random token: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// oidcClient discovers the issuer once (retrying after failures) and holds
+// the OAuth configuration.
+type oidcClient struct {
+	issuer, clientID, secret, redirect string
+	scopes                             []string
+	hc                                 *http.Client
+
+	mu   sync.Mutex
+	conf *oauth2.Config
+}
+
+func (o *oidcClient) ctx(ctx context.Context) context.Context {
+	if o.hc != nil {
+		return oidc.ClientContext(ctx, o.hc)
+	}
+	return ctx
+}
+
+func (o *oidcClient) config(ctx context.Context) (*oauth2.Config, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.conf != nil {
+		return o.conf, nil
+	}
+	p, err := oidc.NewProvider(o.ctx(ctx), o.issuer)
+	if err != nil {
+		return nil, fmt.Errorf("discover issuer %s: %w", o.issuer, err)
+	}
+	o.conf = &oauth2.Config{
+		ClientID:     o.clientID,
+		ClientSecret: o.secret,
+		Endpoint:     p.Endpoint(),
+		RedirectURL:  o.redirect,
+		Scopes:       o.scopes,
+	}
+	return o.conf, nil
+}
+
+// startLogin redirects the browser to the issuer with a fresh state, nonce
+// and PKCE verifier, remembered in the login cookie.
+func (u *UI) startLogin(w http.ResponseWriter, r *http.Request) {
+	conf, err := u.oidc.config(r.Context())
+	if err != nil {
+		u.log.Warn("web login: issuer unavailable", "err", err)
+		u.errorPage(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Try again shortly.")
+		return
+	}
+	var pl pendingLogin
+	if pl.State, err = randomToken(); err == nil {
+		if pl.Nonce, err = randomToken(); err == nil {
+			pl.Verifier = oauth2.GenerateVerifier()
+		}
+	}
+	if err != nil {
+		u.internalError(w, r, err)
+		return
+	}
+	pl.Return = safeReturn(r.URL.Query().Get("return"))
+	pl.Expires = u.now().Add(loginTTL).Unix()
+	if err := u.setCookie(w, u.loginCookieName(), pl, loginTTL); err != nil {
+		u.internalError(w, r, err)
+		return
+	}
+	target := conf.AuthCodeURL(pl.State, oauth2.S256ChallengeOption(pl.Verifier), oidc.Nonce(pl.Nonce))
+	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// finishLogin finishes a login: it checks state, exchanges the code with the
+// PKCE verifier, verifies the ID token and its nonce, and sets the session
+// cookie.
+func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
+	var pl pendingLogin
+	c, err := r.Cookie(u.loginCookieName())
+	if err != nil || u.sealer.open(u.loginCookieName(), c.Value, &pl) != nil || pl.Expires < u.now().Unix() {
+		u.errorPage(w, r, http.StatusBadRequest, "This login has expired or was started elsewhere. Start again.")
+		return
+	}
+	u.clearCookie(w, u.loginCookieName())
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		u.errorPage(w, r, http.StatusUnauthorized, "The identity provider refused the login.")
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(pl.State)) != 1 {
+		u.errorPage(w, r, http.StatusBadRequest, "This login has expired or was started elsewhere. Start again.")
+		return
+	}
+	conf, err := u.oidc.config(r.Context())
+	if err != nil {
+		u.errorPage(w, r, http.StatusServiceUnavailable, "The identity provider is unavailable. Try again shortly.")
+		return
+	}
+	tok, err := conf.Exchange(u.oidc.ctx(r.Context()), q.Get("code"), oauth2.VerifierOption(pl.Verifier))
+	if err != nil {
+		u.log.Warn("web login: code exchange failed", "err", err)
+		u.errorPage(w, r, http.StatusUnauthorized, "The login could not be completed. Start again.")
+		return
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		u.errorPage(w, r, http.StatusUnauthorized, "The identity provider sent no ID token.")
+		return
+	}
+	id, err := u.opts.Verifier.Verify(r.Context(), raw)
+	if err != nil {
+		msg := "Your identity could not be verified."
+		if e := certs.AsError(err); e != nil {
+			msg = e.Msg
+		}
+		u.log.Info("web login refused", "err", err)
+		u.errorPage(w, r, http.StatusUnauthorized, msg)
+		return
+	}
+	if nonce, err := tokenNonce(raw); err != nil || subtle.ConstantTimeCompare([]byte(nonce), []byte(pl.Nonce)) != 1 {
+		u.errorPage(w, r, http.StatusUnauthorized, "The login could not be completed. Start again.")
+		return
+	}
+	csrf, err := randomToken()
+	if err != nil {
+		u.internalError(w, r, err)
+		return
+	}
+	s := session{Identity: id, Expires: u.now().Add(u.ttl).Unix(), CSRF: csrf}
+	if err := u.setCookie(w, u.sessionCookieName(), s, u.ttl); err != nil {
+		u.internalError(w, r, err)
+		return
+	}
+	u.log.Info("web login", "identity", id.Username, "issuer", id.Issuer)
+	http.Redirect(w, r, u.base+pl.Return, http.StatusFound)
+}
+
+// tokenNonce returns the nonce claim of an ID token whose signature the
+// verifier has already checked.
+func tokenNonce(raw string) (string, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return "", errors.New("malformed token")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return "", err
+	}
+	return c.Nonce, nil
+}
+
+// safeReturn keeps a post-login return path only if it is a path inside
+// the UI, so the login cannot be turned into an open redirect.
+func safeReturn(p string) string {
+	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") {
+		return "/"
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Host != "" || u.Scheme != "" {
+		return "/"
+	}
+	return p
+}
+
+// currentSession returns the request's valid session, if any.
+func (u *UI) currentSession(r *http.Request) (session, bool) {
+	var s session
+	c, err := r.Cookie(u.sessionCookieName())
+	if err != nil {
+		return s, false
+	}
+	if u.sealer.open(u.sessionCookieName(), c.Value, &s) != nil || s.Expires < u.now().Unix() {
+		return session{}, false
+	}
+	return s, true
+}
+
+// checkCSRF accepts a state-changing request only with the session's CSRF
+// token in the csrf form field (or X-CSRF-Token header), and, when the
+// browser says where the request came from, only from this origin.
+func (u *UI) checkCSRF(r *http.Request, s session) bool {
+	if o := r.Header.Get("Origin"); o != "" && o != u.origin {
+		return false
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		return false
+	}
+	tok := r.Header.Get("X-CSRF-Token")
+	if tok == "" {
+		tok = r.PostFormValue("csrf")
+	}
+	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.CSRF)) == 1
+}
+
+func (u *UI) sessionCookieName() string {
+	if u.secure {
+		return secureSessionCookie
+	}
+	return sessionCookie
+}
+
+func (u *UI) loginCookieName() string {
+	if u.secure {
+		return secureLoginCookie
+	}
+	return loginCookie
+}
+
+func (u *UI) setCookie(w http.ResponseWriter, name string, v any, ttl time.Duration) error {
+	val, err := u.sealer.seal(name, v)
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: name, Value: val, Path: "/", MaxAge: int(ttl.Seconds()),
+		Secure: u.secure, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	})
+	return nil
+}
+
+func (u *UI) clearCookie(w http.ResponseWriter, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1,
+		Secure: u.secure, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+}
+
+// cookieAuth authenticates requests for the sessions API by the session
+// cookie (the web UI's own cast and live endpoints).
+type cookieAuth struct{ u *UI }
+
+func (c cookieAuth) Authenticate(r *http.Request) (certs.Identity, error) {
+	s, ok := c.u.currentSession(r)
+	if !ok {
+		return certs.Identity{}, &certs.Error{Status: http.StatusUnauthorized, Code: certs.CodeAuthRequired, Msg: "log in first"}
+	}
+	return s.Identity, nil
+}

@@ -1,0 +1,41 @@
+// Package web is postern's browser UI, served at /ui/: a sessions list with
+// the filters of `postern sessions ls`, a replay page built on
+// asciinema-player (with the metadata panel, the integrity status and a
+// marker list that seeks the player), and a live view of running sessions.
+//
+// # Login
+//
+// Users log in with the configured OIDC issuer: authorization code flow
+// with PKCE (S256), state and nonce, kept between the redirect and the
+// callback in a short-lived sealed cookie. The ID token is verified by the
+// same verifier as POST /v1/certs, and the resulting identity is kept in the
+// session cookie: AES-256-GCM sealed with a key from the data directory
+// (LoadCookieKey), HttpOnly, SameSite=Lax, Secure (and __Host- prefixed)
+// when the public URL is https. Permissions are evaluated on every request
+// from the identity's roles: only auditors and admins see sessions; anyone
+// else gets a 403 page.
+//
+// # Browser security
+//
+// Every answer carries a Content-Security-Policy without 'unsafe-inline':
+// scripts and styles are files (static/app.js mounts the player),
+// 'wasm-unsafe-eval' lets the player compile its WebAssembly terminal.
+// State-changing requests (POST; today only logout) need the session's CSRF
+// token and, when the browser sends them, a same-origin Origin and
+// Sec-Fetch-Site.
+//
+// # Assets
+//
+// asciinema-player comes from npm (package.json, package-lock.json); `make
+// web` runs npm ci and build.mjs, which copies its bundle into assets/,
+// embedded with go:embed. Without them the pages still load and the replay
+// page says "player assets not built: run make web".
+//
+// # Live view
+//
+// A running session is streamed to asciinema-player's eventsource driver as
+// server-sent events: a {"cols","rows"} reset, then [time, code, data]
+// events as the recorder writes them, then a "done" event.
+//
+// Pending approvals are not shown yet; they come with the approvals work.
+package web
