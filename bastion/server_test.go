@@ -180,10 +180,30 @@ func (f *bxFixture) newCert(pub ssh.PublicKey, spec certSpec) *ssh.Certificate {
 	if signer == nil {
 		signer = f.auth.User.Signer()
 	}
+	if len(cert.ValidPrincipals) == 0 {
+		signCertRaw(f.t, cert, signer)
+		return cert
+	}
 	if err := cert.SignCert(rand.Reader, signer); err != nil {
 		f.t.Fatalf("sign: %v", err)
 	}
 	return cert
+}
+
+// signCertRaw signs cert as SignCert does, without its refusal of empty
+// principal lists, to test that the bastion refuses such certificates.
+func signCertRaw(t *testing.T, cert *ssh.Certificate, signer ssh.Signer) {
+	t.Helper()
+	cert.Nonce = make([]byte, 32)
+	rand.Read(cert.Nonce)
+	cert.SignatureKey = signer.PublicKey()
+	cert.Signature = nil
+	b := cert.Marshal()
+	sig, err := signer.Sign(rand.Reader, b[:len(b)-4]) // without the empty signature string
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.Signature = sig
 }
 
 // sshConfig writes an ssh_config using keyFile/certFile for every hop, so
