@@ -22,7 +22,7 @@ import (
 // TokenVerifier turns a raw OIDC ID token into an identity. *Verifier
 // implements it. An error that is an *Error is passed to the caller as is
 // (with status 401 if it has none); any other error is answered with
-// "token_invalid".
+// "invalid_token".
 type TokenVerifier interface {
 	Verify(ctx context.Context, rawIDToken string) (Identity, error)
 }
@@ -511,10 +511,13 @@ func rateLimited(wait time.Duration, what string) *Error {
 // RetryAfterError is the cause inside a rate_limited *Error: how long until a
 // request would be allowed, and which limit (source or identity) was hit.
 type RetryAfterError struct {
-	Wait  time.Duration
+	// Wait is how long until a request would be allowed.
+	Wait time.Duration
+	// Scope is "source" or "identity".
 	Scope string
 }
 
+// Error describes the limit that was hit, for logs.
 func (e *RetryAfterError) Error() string {
 	return "rate limited per " + e.Scope + " for " + e.Wait.String()
 }
