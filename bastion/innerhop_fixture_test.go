@@ -34,7 +34,7 @@ import (
 // direct-tcpip channels to the InnerHop, a user key with a user certificate
 // and an ssh_config for the stock client.
 type hopFixture struct {
-	t        *testing.T
+	t        testing.TB
 	auth     *certs.Authority
 	cfg      *config.Config
 	mu       sync.Mutex
@@ -112,7 +112,7 @@ func (l *eventLog) ofType(typ string) []state.Event {
 }
 
 // testLogin is the login used on targets: sshd runs as root in CI.
-func testLogin(t *testing.T) string {
+func testLogin(t testing.TB) string {
 	u, err := user.Current()
 	if err != nil {
 		t.Fatalf("current user: %v", err)
@@ -126,9 +126,10 @@ type fixtureOpts struct {
 	forwarding config.Forwarding
 	noRecorder bool
 	recDir     string // recording dir; a temp dir if empty
+	quiet      bool   // no logs (benchmarks)
 }
 
-func newHopFixture(t *testing.T, o fixtureOpts) *hopFixture {
+func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 	t.Helper()
 	f := &hopFixture{t: t, events: &eventLog{}, login: testLogin(t), logs: &lockedBuffer{}}
 	var err error
@@ -167,6 +168,9 @@ func newHopFixture(t *testing.T, o fixtureOpts) *hopFixture {
 		},
 		Audit: f.events.add,
 		Log:   slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, f.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if o.quiet {
+		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if !o.noRecorder {
 		f.spoolDir = filepath.Join(t.TempDir(), "spool")
@@ -256,7 +260,7 @@ func sshTarget(name string, s *sshdtest.Server) config.Target {
 }
 
 // startSSHD starts a test sshd trusting only the target CA.
-func startSSHD(t *testing.T, auth *certs.Authority) *sshdtest.Server {
+func startSSHD(t testing.TB, auth *certs.Authority) *sshdtest.Server {
 	return sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: []ssh.PublicKey{auth.Target.PublicKey()}})
 }
 
@@ -271,7 +275,7 @@ func (f *hopFixture) ssh(stdin []byte, args ...string) sshResult {
 	return runClient(f.t, "ssh", stdin, append([]string{"-F", f.sshCfg}, args...)...)
 }
 
-func runClient(t *testing.T, bin string, stdin []byte, args ...string) sshResult {
+func runClient(t testing.TB, bin string, stdin []byte, args ...string) sshResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -296,7 +300,7 @@ func runClient(t *testing.T, bin string, stdin []byte, args ...string) sshResult
 	return sshResult{stdout: out.Bytes(), stderr: errb.Bytes(), code: code}
 }
 
-func writeTestFile(t *testing.T, path, data string) {
+func writeTestFile(t testing.TB, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatalf("write %s: %v", path, err)
@@ -304,7 +308,7 @@ func writeTestFile(t *testing.T, path, data string) {
 }
 
 // testWriter sends log output to t.Log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -314,7 +318,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // startTestOuter runs a minimal outer SSH server: user certificates from the
 // user CA, direct-tcpip channels to inventory targets handed to f.hop.
-func startTestOuter(t *testing.T, f *hopFixture) string {
+func startTestOuter(t testing.TB, f *hopFixture) string {
 	t.Helper()
 	_, hk, _ := ed25519.GenerateKey(rand.Reader)
 	hs, _ := ssh.NewSignerFromKey(hk)
@@ -479,7 +483,7 @@ type cutProxy struct {
 	conns []net.Conn
 }
 
-func startCutProxy(t *testing.T, to string) *cutProxy {
+func startCutProxy(t testing.TB, to string) *cutProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -523,7 +527,7 @@ func (p *cutProxy) cut() {
 
 // breakRecorderSpool makes the recorder's spool directory unusable: it is
 // replaced by a file (root ignores permissions, so chmod would not do).
-func breakRecorderSpool(t *testing.T, f *hopFixture) {
+func breakRecorderSpool(t testing.TB, f *hopFixture) {
 	t.Helper()
 	if err := os.RemoveAll(f.spoolDir); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 
 // newTestRecorder returns a recorder with a file store in dir and its spool
 // in spool.
-func newTestRecorder(t *testing.T, dir, spool string) *recorder.Recorder {
+func newTestRecorder(t testing.TB, dir, spool string) *recorder.Recorder {
 	t.Helper()
 	store, err := recorder.NewFileStore(dir)
 	if err != nil {
