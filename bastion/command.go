@@ -33,10 +33,11 @@ import (
 //
 //   - shell (ssh -J bastion psql-prod): the configured command, in a pty when
 //     the client asked for one (creack/pty; window-change resizes it);
-//   - exec (ssh -J bastion psql-prod 'select 1'): the configured command with
-//     the exec string appended as one final argument, so a target configured
-//     as [psql, --no-psqlrc, -c] runs `psql --no-psqlrc -c 'select 1'`. The
-//     string is never split or given to a shell.
+//   - exec (ssh -J bastion psql-prod 'select 1'): the target's exec command
+//     (its command if exec is empty) with the exec string appended as one
+//     final argument, so a target with exec [psql, --no-psqlrc, -c] runs
+//     `psql --no-psqlrc -c 'select 1'`. The string is never split; it reaches
+//     a shell only if the exec command is one (the demo target's bash -c).
 //
 // The program runs in its own process group (its own session with a pty),
 // as RunAs when set, in Dir or a fresh temporary directory removed at the
@@ -265,6 +266,9 @@ func (s *hopSession) commandEnv(ra runAs) []string {
 func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, error) {
 	argv := slices.Clone(c.t.Command)
 	if command != "" {
+		if len(c.t.Exec) > 0 {
+			argv = slices.Clone(c.t.Exec)
+		}
 		argv = append(argv, command)
 	}
 	if len(argv) == 0 {

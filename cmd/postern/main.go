@@ -54,6 +54,9 @@ type globalFlags struct {
 	LogFormat string // --log-format text|json
 	LogLevel  string // --log-level debug|info|warn|error
 
+	// sshListen and httpListen override the listen addresses (serve only).
+	sshListen, httpListen string
+
 	stdout, stderr io.Writer
 }
 
@@ -86,6 +89,12 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 
 	root.AddCommand(
 		newServeCmd(g),
+		newLoginCmd(g),
+		newCACmd(g),
+		newAuditCmd(g),
+		newSessionsCmd(g),
+		newPlayCmd(g),
+		newWatchCmd(g),
 		newVersionCmd(g),
 	)
 	for _, c := range laterCommands(g) {
@@ -103,9 +112,29 @@ func loadConfig(g *globalFlags) (*config.Config, error) {
 			if g.DataDir != "" {
 				c.DataDir = g.DataDir
 			}
+			if g.sshListen != "" {
+				c.Listen.SSH = g.sshListen
+			}
+			if g.httpListen != "" {
+				c.Listen.HTTP = g.httpListen
+			}
 		})
 	case g.Dev:
-		return config.Dev(g.DataDir)
+		c, err := config.Dev(g.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		if g.sshListen != "" || g.httpListen != "" {
+			ssh, http := c.Listen.SSH, c.Listen.HTTP
+			if g.sshListen != "" {
+				ssh = g.sshListen
+			}
+			if g.httpListen != "" {
+				http = g.httpListen
+			}
+			c.ReloadDev(http, ssh)
+		}
+		return c, nil
 	}
 	return nil, errors.New("no configuration: pass --config FILE (or set POSTERN_CONFIG), or use --dev for the embedded development defaults")
 }

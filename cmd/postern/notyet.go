@@ -11,9 +11,6 @@ import (
 // from "failed".
 func laterCommands(g *globalFlags) []*cobra.Command {
 	later := []struct{ use, short, issue string }{
-		{"sessions", "List, show and export recorded sessions", "players"},
-		{"play ID|FILE", "Replay a recorded session in the terminal", "players"},
-		{"watch ID", "Follow a live session read-only", "players"},
 		{"approvals", "List and decide pending approvals", "approvals"},
 		{"request TARGET", "Ask for just-in-time access to a target", "approvals"},
 	}

@@ -185,8 +185,12 @@ type Target struct {
 	Passthrough bool `yaml:"passthrough"`
 	// Protocol is an application protocol of a tcp target (postgres).
 	Protocol string `yaml:"protocol"`
-	// Command is the program (and arguments) of a command target.
+	// Command is the program (and arguments) a command target runs for an
+	// interactive session.
 	Command []string `yaml:"command"`
+	// Exec is the program (and arguments) for an exec request; the exec
+	// string is appended as one final argument. Command if empty.
+	Exec []string `yaml:"exec"`
 	// Env is injected into a command target's environment (secrets allowed).
 	Env map[string]string `yaml:"env"`
 	// RunAs is the OS user a command target runs as; postern's own user if empty.

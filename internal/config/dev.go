@@ -63,6 +63,7 @@ func DemoTarget() Target {
 		Name:    "demo",
 		Kind:    KindCommand,
 		Command: []string{"/bin/bash", "--noprofile", "--norc", "-i"},
+		Exec:    []string{"/bin/bash", "--noprofile", "--norc", "-c"},
 		Env:     map[string]string{"PS1": `demo:\w\$ `},
 		Labels:  map[string]string{"env": "dev"},
 	}

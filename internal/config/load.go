@@ -386,7 +386,7 @@ func (c *Config) validateTargets(v *validator) map[string]bool {
 			} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 				v.add(p+".address", "port must be 1-65535")
 			}
-			if len(t.Command) > 0 {
+			if len(t.Command)+len(t.Exec) > 0 {
 				v.add(p+".command", "only command targets run a command")
 			}
 		case KindCommand:

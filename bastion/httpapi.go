@@ -1,0 +1,117 @@
+package bastion
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/posternhq/postern/internal/config"
+)
+
+// apiError is the body of every HTTP API error (DESIGN §4).
+type apiError struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// writeJSON answers with v as JSON and the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// writeError answers with a short message and a stable code; never an
+// internal error text.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Error: msg, Code: code})
+}
+
+// issuerInfo is one issuer as /v1/config describes it to clients.
+type issuerInfo struct {
+	Name      string   `json:"name"`
+	IssuerURL string   `json:"issuer_url"`
+	ClientID  string   `json:"client_id"`
+	Scopes    []string `json:"scopes"`
+	Kind      string   `json:"kind"`
+	Dev       bool     `json:"dev,omitempty"`
+}
+
+// publicConfig is the body of GET /v1/config: what a client needs to log in.
+type publicConfig struct {
+	Issuers    []issuerInfo `json:"issuers"`
+	SSHAddress string       `json:"ssh_address"`
+	HostCA     string       `json:"host_ca"`
+	PublicURL  string       `json:"public_url"`
+	Version    string       `json:"version,omitempty"`
+}
+
+func newPublicConfig(cfg *config.Config, hostCA, version string) publicConfig {
+	pc := publicConfig{SSHAddress: cfg.SSHAddress, HostCA: hostCA, PublicURL: cfg.PublicURL, Version: version}
+	for _, is := range cfg.Identity.Issuers {
+		scopes := is.Scopes
+		if len(scopes) == 0 {
+			scopes = []string{"openid", "email", "profile"}
+			if is.GroupsClaim == "groups" {
+				scopes = append(scopes, "groups")
+			}
+		}
+		pc.Issuers = append(pc.Issuers, issuerInfo{
+			Name: is.Name, IssuerURL: is.IssuerURL, ClientID: is.ClientID, Scopes: scopes, Kind: is.Kind,
+			Dev: cfg.Dev && is.Name == "dev",
+		})
+	}
+	return pc
+}
+
+// httpHandlers are the pieces the API mux routes to.
+type httpHandlers struct {
+	certs    http.Handler // POST /v1/certs
+	sessions http.Handler // /v1/sessions…
+	devIdP   http.Handler // the development issuer, nil outside --dev
+	registry *prometheus.Registry
+	ready    func(ctx context.Context) error
+	config   func() publicConfig
+	log      *slog.Logger
+}
+
+// newMux routes the HTTP API (DESIGN §4).
+func newMux(h httpHandlers) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := h.ready(ctx); err != nil {
+			h.log.Warn("not ready", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "not_ready", "not ready")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(h.registry, promhttp.HandlerOpts{Registry: h.registry}))
+	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, h.config())
+	})
+	mux.Handle("/v1/certs", h.certs)
+	mux.Handle("/v1/sessions", h.sessions)
+	mux.Handle("/v1/sessions/", h.sessions)
+	if h.devIdP != nil {
+		mux.Handle(config.DevIssuerPath+"/", h.devIdP)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	return mux
+}

@@ -1,0 +1,323 @@
+package bastion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/certs/devidp"
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/players"
+	"github.com/posternhq/postern/recorder"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// ServiceOptions are the process-level inputs of a Service.
+type ServiceOptions struct {
+	// Version is reported by /v1/config.
+	Version string
+	// Log is the process logger; required.
+	Log *slog.Logger
+	// Reload re-reads the configuration (SIGHUP); nil disables reloading.
+	Reload func() (*config.Config, error)
+	// Ready, if set, is called once both listeners are up, with their addresses.
+	Ready func(sshAddr, httpAddr net.Addr)
+}
+
+// Service is a whole postern: the HTTP API, the SSH bastion, the recorder and
+// the state store, wired from one configuration. Run owns all of them: it
+// opens them, serves until its context ends, then shuts them down in order
+// (stop accepting, drain sessions, seal recordings, close the store).
+type Service struct {
+	opts ServiceOptions
+	log  *slog.Logger
+
+	mu  sync.Mutex
+	cfg *config.Config
+
+	reg       *prometheus.Registry
+	state     *state.Store
+	authority *certs.Authority
+	policy    *policy.Engine
+	recorder  *recorder.Recorder
+	ssh       *Server
+	http      *http.Server
+	devIdP    *devidp.Provider
+}
+
+// NewService validates what can be checked without side effects. Run does the rest.
+func NewService(cfg *config.Config, opts ServiceOptions) (*Service, error) {
+	if opts.Log == nil {
+		return nil, errors.New("bastion: ServiceOptions.Log is required")
+	}
+	if cfg.Dev {
+		for _, a := range []string{cfg.Listen.HTTP, cfg.Listen.SSH} {
+			if !isLoopbackListen(a) {
+				return nil, fmt.Errorf("development mode listens on loopback only; %s is not a loopback address", a)
+			}
+		}
+	}
+	return &Service{opts: opts, log: opts.Log, cfg: cfg}, nil
+}
+
+func isLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// Run opens every component, serves until ctx ends, then shuts down within
+// drain. The SIGHUP channel, if non-nil, triggers a configuration reload.
+func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
+	cfg := s.cfg
+	s.reg = prometheus.NewRegistry()
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Listeners first: in dev mode the issuer URL must carry the real port.
+	sshLn, err := net.Listen("tcp", cfg.Listen.SSH)
+	if err != nil {
+		return fmt.Errorf("listen ssh %s: %w", cfg.Listen.SSH, err)
+	}
+	defer sshLn.Close()
+	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		return fmt.Errorf("listen http %s: %w", cfg.Listen.HTTP, err)
+	}
+	defer httpLn.Close()
+	if cfg.Dev {
+		cfg.ReloadDev(httpLn.Addr().String(), sshLn.Addr().String())
+	}
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if s.state, err = state.Open(ctx, cfg.State, state.Options{AuditFile: cfg.Audit.File, Log: s.log}); err != nil {
+		return fmt.Errorf("open state store: %w", err)
+	}
+	defer s.state.Close()
+	if s.authority, err = certs.LoadAuthority(cfg.CA, cfg.DataDir); err != nil {
+		return fmt.Errorf("load certificate authorities: %w", err)
+	}
+	if s.policy, err = policy.New(cfg); err != nil {
+		return err
+	}
+	store, err := recorder.OpenStore(ctx, cfg.Storage)
+	if err != nil {
+		return fmt.Errorf("open recording store: %w", err)
+	}
+	s.recorder, err = recorder.New(recorder.Options{
+		Store: store, State: s.state, SpoolDir: filepath.Join(cfg.DataDir, "spool"),
+		Format: cfg.Recording.Format, BufferSize: cfg.Recording.BufferSize, OnOverflow: cfg.Recording.OnOverflow,
+		FsyncInterval: cfg.Recording.FsyncInterval.D(), Log: s.log, Metrics: s.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("start recorder: %w", err)
+	}
+	if n, err := s.recorder.Recover(ctx); err != nil {
+		s.log.Error("recovering interrupted recordings", "err", err)
+	} else if n > 0 {
+		s.log.Warn("recovered interrupted recordings", "count", n)
+	}
+
+	if cfg.Dev {
+		s.log.Warn("DEVELOPMENT MODE: embedded OIDC issuer auto-approves logins; insecure, loopback only", "issuer", cfg.PublicURL+config.DevIssuerPath)
+		s.devIdP, err = devidp.New(devidp.Options{
+			Issuer: cfg.PublicURL + config.DevIssuerPath, ClientID: config.DevClientID,
+			Users:       []devidp.User{{Username: "dev", Email: "dev@example.com", Groups: []string{"dev", "auditors", "approvers", "admins"}}},
+			DefaultUser: "dev", Log: s.log.With("component", "devidp"),
+		})
+		if err != nil {
+			return fmt.Errorf("start development issuer: %w", err)
+		}
+	}
+
+	audit := func(ctx context.Context, e state.Event) {
+		if _, err := s.state.Append(ctx, e); err != nil {
+			s.log.Error("audit append failed", "type", e.Type, "err", err)
+		}
+	}
+	verifier, err := certs.NewVerifier(ctx, cfg.Identity.Issuers, certs.VerifierOptions{Log: s.log, Metrics: s.reg})
+	if err != nil {
+		return fmt.Errorf("identity issuers: %w", err)
+	}
+	issuer, err := certs.NewIssuer(certs.IssuerOptions{
+		Authority: s.authority, Verifier: verifier, Policy: policyGrant{s}, TTL: cfg.Identity.CertTTL,
+		RateLimit: cfg.Identity.RateLimit, Audit: audit, Log: s.log, Metrics: s.reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	inner, err := NewInnerHop(InnerHopOptions{
+		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
+		Log: s.log, Metrics: s.reg,
+	})
+	if err != nil {
+		return err
+	}
+	s.ssh, err = NewServer(Options{
+		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state, Inner: inner,
+		HostKeyFile: filepath.Join(cfg.DataDir, "host_key"), HostNames: hostNames(cfg),
+		Config: cfg.SSH, Log: s.log, Metrics: s.reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	apiAuth := &certs.APIAuth{
+		Authority: s.authority, Verifier: verifier,
+		Revoked: func(serial uint64) (bool, error) { return s.state.IsRevoked(context.Background(), serial) },
+	}
+	s.http = &http.Server{
+		Handler: newMux(httpHandlers{
+			certs: issuer.Handler(certs.HandlerOptions{}), devIdP: s.devIdP, registry: s.reg, log: s.log,
+			sessions: players.NewAPI(players.APIOptions{
+				Auth: apiAuth, Permissions: func(id certs.Identity) []string { return s.currentPolicy().Permissions(id) },
+				State: s.state, Store: store, Follow: s.recorder.Follow, Log: s.log,
+			}),
+			ready: func(ctx context.Context) error { _, err := s.state.Events(ctx, 0, 1); return err },
+			config: func() publicConfig {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return newPublicConfig(s.cfg, s.authority.HostCALine(), s.opts.Version)
+			},
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.ssh.Serve(sshLn); err != nil && !errors.Is(err, ErrServerClosed) {
+			return fmt.Errorf("ssh server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.http.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				s.reload(gctx)
+			}
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		return s.shutdown()
+	})
+	s.log.Info("postern serving", "ssh", sshLn.Addr().String(), "http", httpLn.Addr().String(), "public_url", cfg.PublicURL)
+	if s.opts.Ready != nil {
+		s.opts.Ready(sshLn.Addr(), httpLn.Addr())
+	}
+	return g.Wait()
+}
+
+// shutdown stops accepting, drains sessions for up to 30 s, then closes.
+func (s *Service) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.log.Info("shutting down")
+	return errors.Join(s.http.Shutdown(ctx), s.ssh.Shutdown(ctx))
+}
+
+// reload re-reads the configuration and swaps the policy. A bad
+// configuration keeps the old one and says why.
+func (s *Service) reload(ctx context.Context) {
+	if s.opts.Reload == nil {
+		s.log.Warn("reload requested but no configuration file to reload")
+		return
+	}
+	cfg, err := s.opts.Reload()
+	var eng *policy.Engine
+	if err == nil {
+		eng, err = policy.New(cfg)
+	}
+	outcome := "applied"
+	if err != nil {
+		outcome = "rejected"
+		s.log.Error("configuration reload rejected; keeping the running configuration", "err", err)
+	} else {
+		s.mu.Lock()
+		cfg.Listen, cfg.PublicURL, cfg.SSHAddress = s.cfg.Listen, s.cfg.PublicURL, s.cfg.SSHAddress
+		s.cfg, s.policy = cfg, eng
+		s.mu.Unlock()
+		s.ssh.SetPolicy(eng)
+		s.log.Info("configuration reloaded", "targets", len(cfg.Targets), "roles", len(cfg.Roles))
+	}
+	details := map[string]any{"outcome": outcome}
+	if err != nil {
+		details["error"] = err.Error()
+	}
+	if _, aerr := s.state.Append(ctx, state.Event{Type: state.EventConfigReload, Actor: "postern", Details: details}); aerr != nil {
+		s.log.Error("audit append failed", "err", aerr)
+	}
+}
+
+func (s *Service) currentPolicy() *policy.Engine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.policy
+}
+
+// policyGrant lets issuance always see the current policy.
+type policyGrant struct{ s *Service }
+
+func (p policyGrant) Grant(id certs.Identity) certs.Grant { return p.s.currentPolicy().Grant(id) }
+
+// hostNames are the principals of postern's own host certificate: the names a
+// client may type for the bastion.
+func hostNames(cfg *config.Config) []string {
+	seen := map[string]bool{}
+	var names []string
+	add := func(h string) {
+		if h != "" && !seen[h] {
+			seen[h] = true
+			names = append(names, h)
+		}
+	}
+	if h, _, err := net.SplitHostPort(cfg.SSHAddress); err == nil {
+		add(h)
+	}
+	if u, err := urlHost(cfg.PublicURL); err == nil {
+		add(u)
+	}
+	add("localhost")
+	add("127.0.0.1")
+	return names
+}
+
+func urlHost(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	return u.Hostname(), nil
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"os/user"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// newCARevokeCmd is `postern ca revoke SERIAL`: the bastion refuses the
+// certificate from the next authentication on (it checks every connection).
+func newCARevokeCmd(g *globalFlags) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke SERIAL",
+		Short: "Revoke a user certificate by serial number",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			serial, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || serial == 0 {
+				return fmt.Errorf("%q is not a certificate serial (a positive decimal number, as ssh-keygen -L shows)", args[0])
+			}
+			cfg, err := loadConfig(g)
+			if err != nil {
+				return err
+			}
+			st, err := state.Open(cmd.Context(), cfg.State, state.Options{AuditFile: cfg.Audit.File})
+			if err != nil {
+				return fmt.Errorf("open state store: %w", err)
+			}
+			defer st.Close()
+			by := "postern-cli"
+			if u, err := user.Current(); err == nil {
+				by = u.Username
+			}
+			if err := st.Revoke(cmd.Context(), serial, reason, by); err != nil {
+				return fmt.Errorf("revoke: %w", err)
+			}
+			if _, err := st.Append(cmd.Context(), state.Event{
+				Type: state.EventCertRevoked, Actor: by,
+				Details: map[string]any{"serial": strconv.FormatUint(serial, 10), "reason": reason},
+			}); err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			fmt.Fprintf(g.stdout, "revoked certificate serial %d\n", serial)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why the certificate is revoked (recorded in the audit log)")
+	return cmd
+}

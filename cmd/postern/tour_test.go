@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/posternhq/postern/internal/testutil"
+	"github.com/posternhq/postern/recorder"
+)
+
+// buildPostern builds the postern binary once per test run.
+func buildPostern(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "postern")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// servingLine matches the JSON log line that names the bound addresses.
+var servingLine = regexp.MustCompile(`"msg":"postern serving".*`)
+
+// TestDevTour walks the README's five-minute tour with the real binary, the
+// stock OpenSSH client and asciinema: serve --dev, login, a recorded exec and a
+// recorded interactive session on the demo target, then audit verify.
+func TestDevTour(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts postern and runs ssh")
+	}
+	testutil.Need(t, "ssh", "asciinema")
+	bin := buildPostern(t)
+	data := t.TempDir()
+	profile := t.TempDir()
+
+	srv := testutil.Start(t, bin, []string{"serve", "--dev", "--data-dir", data,
+		"--ssh-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-format", "json"})
+	line := srv.WaitLine(t, servingLine, 30*time.Second)
+	var serving struct{ SSH, HTTP string }
+	if err := json.Unmarshal([]byte(line), &serving); err != nil {
+		t.Fatalf("parse %q: %v", line, err)
+	}
+	bastionURL := "http://" + serving.HTTP
+
+	login := exec.Command(bin, "login", "--bastion", bastionURL, "--dir", profile, "--no-browser")
+	if out, err := login.CombinedOutput(); err != nil {
+		t.Fatalf("postern login: %v\n%s", err, out)
+	}
+	sshConfig := filepath.Join(profile, "ssh_config")
+	jump := "127.0.0.1"
+
+	// A recorded exec: output, stderr and exit status pass through.
+	var stdout, stderr bytes.Buffer
+	run := exec.Command("ssh", "-F", sshConfig, "-o", "BatchMode=yes", "-J", jump, "dev@demo",
+		"echo hello from the demo; echo to-stderr >&2; exit 3")
+	run.Stdout, run.Stderr = &stdout, &stderr
+	err := run.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("ssh exec: err = %v; want exit status 3\nstdout: %s\nstderr: %s\nserver log:\n%s", err, stdout.String(), stderr.String(), srv.Output())
+	}
+	if got := stdout.String(); !strings.Contains(got, "hello from the demo") {
+		t.Errorf("stdout = %q; want the echo", got)
+	}
+	if !strings.Contains(stderr.String(), "to-stderr") {
+		t.Errorf("stderr = %q; want to-stderr", stderr.String())
+	}
+
+	// A recorded interactive shell (a pty forced with -tt).
+	shell := exec.Command("ssh", "-F", sshConfig, "-o", "BatchMode=yes", "-tt", "-J", jump, "dev@demo")
+	shell.Stdin = strings.NewReader("echo typed-in-the-shell\nexit\n")
+	if out, err := shell.CombinedOutput(); err != nil || !strings.Contains(string(out), "typed-in-the-shell") {
+		t.Fatalf("interactive ssh: %v\n%s", err, out)
+	}
+
+	// A session is sealed just after the client sees it end: wait for both
+	// metadata files (written last) rather than assume.
+	var casts []string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		metas, _ := filepath.Glob(filepath.Join(data, "recordings", "*", "*", "*", "*.json"))
+		casts, _ = filepath.Glob(filepath.Join(data, "recordings", "*", "*", "*", "*.cast"))
+		if len(metas) >= 2 && len(casts) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("recordings = %v; want 2 sealed casts\nserver log:\n%s", casts, srv.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var sawExec, sawShell bool
+	for _, c := range casts {
+		out := castOutput(t, c)
+		sawExec = sawExec || strings.Contains(out, "hello from the demo")
+		sawShell = sawShell || strings.Contains(out, "typed-in-the-shell")
+		if meta, err := os.ReadFile(strings.TrimSuffix(c, ".cast") + ".json"); err != nil || !bytes.Contains(meta, []byte(`"sha256"`)) {
+			t.Errorf("metadata of %s: %v %s", c, err, meta)
+		}
+		play := exec.Command("asciinema", "play", "-i", "0.01", c)
+		if out, err := play.CombinedOutput(); err != nil {
+			t.Errorf("asciinema play %s: %v\n%s", c, err, out)
+		}
+	}
+	if !sawExec || !sawShell {
+		t.Errorf("recordings lack the session output (exec %v, shell %v)", sawExec, sawShell)
+	}
+
+	verify := exec.Command(bin, "audit", "verify", "--dev", "--data-dir", data)
+	out, err := verify.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "intact") {
+		t.Errorf("audit verify: %v\n%s", err, out)
+	}
+}
+
+// castOutput returns the concatenated "o" data of a cast file.
+func castOutput(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := recorder.NewDecoder(bufio.NewReader(f))
+	var b strings.Builder
+	for {
+		ev, err := dec.Next()
+		if err != nil {
+			break
+		}
+		if ev.Code == "o" {
+			b.WriteString(ev.Data)
+		}
+	}
+	return b.String()
+}
