@@ -148,8 +148,8 @@ func TestCommandTargetInteractive(t *testing.T) {
 	c.send("stty size\r")
 	c.expect(`40 120`)
 	// The pty is postern's own: input is masked exactly while echo is off.
-	c.send("stty -echo; read -r pw; stty echo; echo len-${#pw}\r")
-	c.expect(`stty -echo; read -r pw; stty echo; echo len-\$\{#pw\}\r\n`)
+	c.send("stty -echo; printf '%s? ' pw; read -r pw; stty echo; echo len-${#pw}\r")
+	c.expect(`pw\? `)
 	c.send("topsecret\r")
 	c.expect(`len-9`)
 	c.send("exit 3\r")

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -53,6 +52,7 @@ type hopFixture struct {
 	events   *eventLog
 	login    string
 	logs     *lockedBuffer
+	server   *Server
 }
 
 // lockedBuffer is a log sink tests read.
@@ -88,6 +88,12 @@ func (l *eventLog) add(_ context.Context, e state.Event) {
 	}
 	l.changed = make(chan struct{})
 	l.mu.Unlock()
+}
+
+// Append implements the server's AuditLog.
+func (l *eventLog) Append(ctx context.Context, e state.Event) (state.Event, error) {
+	l.add(ctx, e)
+	return e, nil
 }
 
 func (l *eventLog) watch() <-chan struct{} {
@@ -205,6 +211,7 @@ func (f *hopFixture) setTargets(targets ...config.Target) {
 	f.cfg = &cfg
 	f.engine = eng
 	f.mu.Unlock()
+	f.server.SetPolicy(eng)
 }
 
 // signUser issues a user certificate for alice from the user CA.
@@ -316,88 +323,33 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// startTestOuter runs a minimal outer SSH server: user certificates from the
-// user CA, direct-tcpip channels to inventory targets handed to f.hop.
+// startTestOuter runs the bastion's real outer server (NewServer) on
+// 127.0.0.1 with f.hop as its inner server.
 func startTestOuter(t testing.TB, f *hopFixture) string {
 	t.Helper()
-	_, hk, _ := ed25519.GenerateKey(rand.Reader)
-	hs, _ := ssh.NewSignerFromKey(hk)
-	hc, err := f.auth.SignHost(hs.PublicKey(), []string{"127.0.0.1", "bastion"}, time.Hour)
+	srv, err := NewServer(Options{
+		Authority: f.auth,
+		Policy:    f.engine,
+		Audit:     f.events,
+		Inner:     f.hop,
+		HostNames: []string{"127.0.0.1", "bastion"},
+		Log:       f.hop.log,
+	})
 	if err != nil {
-		t.Fatalf("sign outer host cert: %v", err)
+		t.Fatalf("NewServer: %v", err)
 	}
-	hcs, _ := ssh.NewCertSigner(hc, hs)
-	cfg := &ssh.ServerConfig{
-		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			cert, ok := key.(*ssh.Certificate)
-			if !ok {
-				return nil, errors.New("certificate required")
-			}
-			if _, err := f.auth.CheckUserCert(cert, meta.User(), netip.Addr{}, time.Now()); err != nil {
-				return nil, err
-			}
-			return &ssh.Permissions{}, nil
-		},
-		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
-			cert := key.(*ssh.Certificate)
-			return &ssh.Permissions{Extensions: map[string]string{"cert": string(cert.Marshal())}}, nil
-		},
-	}
-	cfg.AddHostKey(hcs)
+	f.server = srv
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
-		cancel()
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				stop := context.AfterFunc(ctx, func() { nc.Close() })
-				defer stop()
-				defer nc.Close()
-				conn, chans, reqs, err := ssh.NewServerConn(nc, cfg)
-				if err != nil {
-					return
-				}
-				go ssh.DiscardRequests(reqs)
-				pk, _ := ssh.ParsePublicKey([]byte(conn.Permissions.Extensions["cert"]))
-				cert := pk.(*ssh.Certificate)
-				id, _ := certs.IdentityFromCert(cert)
-				ci := &ConnInfo{ID: "c1", Identity: id, Cert: cert, Key: cert.Key, Login: conn.User(),
-					Expires: time.Unix(int64(cert.ValidBefore), 0), Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
-				var cwg sync.WaitGroup
-				defer cwg.Wait()
-				for nch := range chans {
-					if nch.ChannelType() != "direct-tcpip" {
-						_ = nch.Reject(ssh.Prohibited, "no")
-						continue
-					}
-					var p hopDirectTCPIP
-					_ = ssh.Unmarshal(nch.ExtraData(), &p)
-					tg, ok := f.hop.opts.Policy().Lookup(p.Host)
-					if !ok {
-						_ = nch.Reject(ssh.Prohibited, "unknown target")
-						continue
-					}
-					ch, creqs, err := nch.Accept()
-					if err != nil {
-						continue
-					}
-					go ssh.DiscardRequests(creqs)
-					cwg.Go(func() { f.hop.ServeChannel(ctx, ci, ch, tg) })
-				}
-			})
-		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
 	})
 	return ln.Addr().String()
 }
