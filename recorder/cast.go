@@ -2,8 +2,10 @@ package recorder
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -338,7 +340,7 @@ func appendSeconds(dst []byte, us int64) []byte {
 	return append(dst, digits[:n]...)
 }
 
-// safe[b] reports whether ASCII byte b is copied into a JSON string as is.
+// safe[b] reports whether byte b is copied into a JSON string as is.
 var safe = func() (t [256]bool) {
 	for b := 0x20; b < 0x80; b++ {
 		t[b] = b != '"' && b != '\\'
@@ -346,60 +348,94 @@ var safe = func() (t [256]bool) {
 	return t
 }()
 
-// escapes[b] is the JSON escape of an ASCII byte that is not safe.
-var escapes = func() (t [utf8.RuneSelf]string) {
+// escapes[b] is the JSON escape of an ASCII byte that is not safe, padded to
+// 6 bytes so it is stored with one 6-byte copy; escLen[b] is its length.
+var escapes, escLen = func() (t [utf8.RuneSelf][6]byte, n [utf8.RuneSelf]uint8) {
 	const hex = "0123456789abcdef"
 	for b := range t {
-		t[b] = string([]byte{'\\', 'u', '0', '0', hex[b>>4], hex[b&0xF]})
+		t[b] = [6]byte{'\\', 'u', '0', '0', hex[b>>4], hex[b&0xF]}
+		n[b] = 6
 	}
-	t['"'], t['\\'] = `\"`, `\\`
-	t['\n'], t['\r'], t['\t'], t['\b'], t['\f'] = `\n`, `\r`, `\t`, `\b`, `\f`
-	return t
+	for b, c := range map[byte]byte{'"': '"', '\\': '\\', '\n': 'n', '\r': 'r', '\t': 't', '\b': 'b', '\f': 'f'} {
+		t[b], n[b] = [6]byte{'\\', c}, 2
+	}
+	return t, n
 }()
+
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+// unsafeWord reports whether any of the 8 bytes in w needs escaping or is not
+// ASCII: a byte < 0x20, ≥ 0x80, '"' or '\\' (word-at-a-time tests).
+func unsafeWord(w uint64) bool {
+	quote, bslash := w^(lsb*'"'), w^(lsb*'\\')
+	return ((w-lsb*0x20)&^w|w|(quote-lsb)&^quote|(bslash-lsb)&^bslash)&msb != 0
+}
 
 // appendEscaped appends p escaped as the contents of a JSON string, stopping
 // before len(dst) would exceed limit (-1: no limit), and returns how many
 // bytes of p it consumed. It stops without consuming an incomplete UTF-8
-// sequence at the end of p, so the caller can carry it.
+// sequence at the end of p, so the caller can carry it. It writes into dst's
+// spare capacity directly; with a limit beyond cap(dst) or no limit, dst is
+// grown first (the recorder always passes limit = cap(dst)).
 func appendEscaped(dst, p []byte, limit int) ([]byte, int) {
+	if limit < 0 {
+		limit = len(dst) + 6*len(p)
+	}
+	if limit > cap(dst) {
+		dst = slices.Grow(dst, limit-len(dst))
+	}
+	n := len(dst)
+	buf := dst[:limit]
 	i := 0
 	for i < len(p) {
-		// Bulk-copy a run of safe ASCII.
-		j := i
-		for j < len(p) && safe[p[j]] {
-			j++
-		}
-		if j > i {
-			if limit >= 0 && j-i > limit-len(dst) {
-				j = i + max(limit-len(dst), 0)
-				return append(dst, p[i:j]...), j
+		if safe[p[i]] {
+			// Copy a run of safe ASCII, 8 bytes at a time where possible.
+			j := i + 1
+			for j+8 <= len(p) && !unsafeWord(binary.LittleEndian.Uint64(p[j:])) {
+				j += 8
 			}
-			dst = append(dst, p[i:j]...)
+			for j < len(p) && safe[p[j]] {
+				j++
+			}
+			if room := limit - n; j-i > room {
+				n += copy(buf[n:], p[i:i+room])
+				return buf[:n], i + room
+			}
+			n += copy(buf[n:], p[i:j])
 			i = j
-			if i == len(p) {
-				break
-			}
+			continue
 		}
-		if limit >= 0 && limit-len(dst) < 6 {
-			return dst, i
+		if limit-n < 6 {
+			break
 		}
 		b := p[i]
 		if b < utf8.RuneSelf {
-			dst = append(dst, escapes[b]...)
+			*(*[6]byte)(buf[n:]) = escapes[b]
+			n += int(escLen[b])
+			i++
+			continue
+		}
+		if b < 0xC2 || b > 0xF4 {
+			// Never the start of a valid sequence (continuation byte,
+			// overlong lead or out of range): one U+FFFD, no decoding.
+			n += copy(buf[n:], "\uFFFD")
 			i++
 			continue
 		}
 		r, size := utf8.DecodeRune(p[i:])
 		if r == utf8.RuneError && size == 1 {
 			if len(p)-i < utf8.UTFMax && !utf8.FullRune(p[i:]) {
-				return dst, i // incomplete sequence at the end
+				break // incomplete sequence at the end
 			}
-			dst = append(dst, "\uFFFD"...)
+			n += copy(buf[n:], "\uFFFD")
 			i++
 			continue
 		}
-		dst = append(dst, p[i:i+size]...)
+		n += copy(buf[n:], p[i:i+size])
 		i += size
 	}
-	return dst, i
+	return buf[:n], i
 }
