@@ -234,9 +234,10 @@ func readPublicKeyFile(path string) (ssh.PublicKey, error) {
 	return pub, nil
 }
 
-// generateKeyFile creates a key of the given algorithm at path. O_EXCL keeps
-// two replicas starting at once from overwriting each other's key: the loser
-// reads the winner's.
+// generateKeyFile creates a key of the given algorithm at path. The key is
+// written to a temporary file and hard-linked into place, which fails if path
+// exists: two replicas starting at once on a shared volume never overwrite
+// each other's key nor read a half-written one; the loser reads the winner's.
 func generateKeyFile(path, algorithm string) (ssh.Signer, error) {
 	var key crypto.Signer
 	var err error
@@ -253,11 +254,12 @@ func generateKeyFile(path, algorithm string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	// MkdirAll leaves an existing directory's mode alone; tighten ours.
-	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
 	block, err := ssh.MarshalPrivateKey(key, "postern "+filepath.Base(path))
@@ -268,29 +270,56 @@ func generateKeyFile(path, algorithm string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return readKeyFile(path)
-	}
+	tmp, err := writeTemp(dir, filepath.Base(path), pem.EncodeToMemory(block), 0o600)
 	if err != nil {
 		return nil, err
 	}
-	werr := pem.Encode(f, block)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		os.Remove(path)
-		return nil, werr
-	}
-	pub := keyLine(signer.PublicKey()) + " postern " + filepath.Base(path) + "\n"
-	if err := os.WriteFile(path+".pub", []byte(pub), 0o644); err != nil {
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return readKeyFile(path)
+		}
 		return nil, err
 	}
+	pub := keyLine(signer.PublicKey()) + " postern " + filepath.Base(path) + "\n"
+	tmpPub, err := writeTemp(dir, filepath.Base(path)+".pub", []byte(pub), 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmpPub, path+".pub"); err != nil {
+		os.Remove(tmpPub)
+		return nil, err
+	}
+	if d, err := os.Open(dir); err == nil {
+		// Make the new names durable; a failure here loses nothing yet.
+		_ = d.Sync()
+		d.Close()
+	}
 	return signer, nil
+}
+
+// writeTemp writes data to a new hidden file in dir with the given mode,
+// synced to disk, and returns its path.
+func writeTemp(dir, base string, data []byte, mode os.FileMode) (string, error) {
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // algorithmKeyType returns the SSH key type a generated key of algorithm

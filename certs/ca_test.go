@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -563,5 +564,48 @@ func TestSignRefusesBadInput(t *testing.T) {
 	}
 	if _, err := a.SignTarget(key.PublicKey(), "root", "id", -time.Minute); err == nil {
 		t.Error("SignTarget with negative lifetime succeeded")
+	}
+}
+
+func TestLoadCAConcurrentFirstStart(t *testing.T) {
+	dir := t.TempDir()
+	const n = 8
+	keys := make(chan ssh.PublicKey, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			ca, err := certs.LoadCA("user", config.CA{}, dir)
+			if err != nil {
+				errs <- err
+				return
+			}
+			keys <- ca.PublicKey()
+		})
+	}
+	wg.Wait()
+	close(keys)
+	close(errs)
+	for err := range errs {
+		t.Errorf("LoadCA: %v", err)
+	}
+	var first ssh.PublicKey
+	for k := range keys {
+		if first == nil {
+			first = k
+		} else if !bytes.Equal(k.Marshal(), first.Marshal()) {
+			t.Error("concurrent first starts generated different keys")
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, ",") != "user_ca,user_ca.pub" {
+		t.Errorf("ca dir holds %q; want only user_ca and user_ca.pub", names)
 	}
 }
