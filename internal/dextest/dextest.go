@@ -10,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/posternhq/postern/internal/testutil"
 )
@@ -105,21 +107,31 @@ func config(issuer, addr string, opts Options) ([]byte, error) {
 		UserID            string   `json:"userID"`
 		Groups            []string `json:"groups,omitempty"`
 	}
+	hashes := make([]string, len(opts.Users))
+	var g errgroup.Group
+	for i, u := range opts.Users {
+		g.Go(func() error {
+			h, err := hashPassword(u.Password)
+			if err != nil {
+				return fmt.Errorf("hash password of %s: %w", u.Email, err)
+			}
+			hashes[i] = h
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	var pws []password
-	for _, u := range opts.Users {
-		// bcrypt.MinCost would be faster, but Dex rejects hashes with a
-		// cost below 10.
-		hash, err := bcrypt.GenerateFromPassword([]byte(u.Password), 10)
-		if err != nil {
-			return nil, fmt.Errorf("hash password of %s: %w", u.Email, err)
-		}
+	for i, u := range opts.Users {
+		hash := hashes[i]
 		name := u.Username
 		if name == "" {
 			name = localPart(u.Email)
 		}
 		sum := sha256.Sum256([]byte(u.Email))
 		pws = append(pws, password{
-			Email: u.Email, Hash: string(hash), Username: name, PreferredUsername: name,
+			Email: u.Email, Hash: hash, Username: name, PreferredUsername: name,
 			UserID: hex.EncodeToString(sum[:8]), Groups: u.Groups,
 		})
 	}
@@ -154,6 +166,59 @@ func config(issuer, addr string, opts Options) ([]byte, error) {
 		return nil, fmt.Errorf("encode dex config: %w", err)
 	}
 	return b, nil
+}
+
+// hashCache maps a password to its bcrypt hash. Dex rejects hashes with a
+// cost below 10, and one such hash takes seconds under the race detector,
+// so each distinct password is hashed once per machine: kept in memory and
+// in a file under the system temporary directory (these are test passwords).
+var hashCache sync.Map // string -> string
+
+func hashPassword(pw string) (string, error) {
+	if h, ok := hashCache.Load(pw); ok {
+		return h.(string), nil
+	}
+	sum := sha256.Sum256([]byte("postern-dextest|" + pw))
+	file := filepath.Join(os.TempDir(), "postern-dextest-bcrypt", hex.EncodeToString(sum[:16]))
+	// The file is named by a digest of the password; checking the hash
+	// against the password would cost as much as making it, so only its
+	// form is checked.
+	if b, err := os.ReadFile(file); err == nil && validHash(b) {
+		h, _ := hashCache.LoadOrStore(pw, string(b))
+		return h.(string), nil
+	}
+	b, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if err != nil {
+		return "", err
+	}
+	storeHash(file, b)
+	h, _ := hashCache.LoadOrStore(pw, string(b))
+	return h.(string), nil
+}
+
+func validHash(b []byte) bool {
+	cost, err := bcrypt.Cost(b)
+	return err == nil && cost == bcrypt.DefaultCost && len(b) == 60
+}
+
+// storeHash writes a hash to the machine-wide cache. Failures only cost
+// time later, so they are ignored.
+func storeHash(file string, hash []byte) {
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), "tmp")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.Write(hash)
+	if cerr := tmp.Close(); werr != nil || cerr != nil {
+		os.Remove(tmp.Name())
+		return
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		os.Remove(tmp.Name())
+	}
 }
 
 func localPart(email string) string {

@@ -13,6 +13,7 @@ import (
 )
 
 func TestPasswordToken(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		secret string
@@ -22,6 +23,7 @@ func TestPasswordToken(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			d := Start(t, Options{
 				ClientID:     "postern-cli",
 				ClientSecret: tt.secret,
@@ -77,18 +79,20 @@ func TestPasswordToken(t *testing.T) {
 }
 
 func TestWrongPasswordRefused(t *testing.T) {
-	d := Start(t, Options{Users: []User{{Email: "alice@example.com", Password: "right"}}})
-	if _, err := d.Token(context.Background(), "alice@example.com", "wrong"); err == nil {
+	t.Parallel()
+	d := Start(t, Options{Users: []User{{Email: "alice@example.com", Password: "alice-pw"}}})
+	if _, err := d.Token(context.Background(), "alice@example.com", "not-alice-pw"); err == nil {
 		t.Fatal("password grant with a wrong password succeeded")
 	}
-	if _, err := d.Token(context.Background(), "nobody@example.com", "right"); err == nil {
+	if _, err := d.Token(context.Background(), "nobody@example.com", "alice-pw"); err == nil {
 		t.Fatal("password grant for an unknown user succeeded")
 	}
 }
 
 func TestIDTokenTTL(t *testing.T) {
-	d := Start(t, Options{IDTokenTTL: 2 * time.Minute, Users: []User{{Email: "a@example.com", Password: "pw"}}})
-	p := payload(t, d.PasswordToken(t, "a@example.com", "pw"))
+	t.Parallel()
+	d := Start(t, Options{IDTokenTTL: 2 * time.Minute, Users: []User{{Email: "a@example.com", Password: "alice-pw"}}})
+	p := payload(t, d.PasswordToken(t, "a@example.com", "alice-pw"))
 	exp, iat := p["exp"].(float64), p["iat"].(float64)
 	if got := time.Duration(exp-iat) * time.Second; got != 2*time.Minute {
 		t.Fatalf("exp-iat = %v; want 2m", got)
@@ -99,9 +103,10 @@ func TestIDTokenTTL(t *testing.T) {
 }
 
 func TestKill(t *testing.T) {
-	d := Start(t, Options{Users: []User{{Email: "a@example.com", Password: "pw"}}})
+	t.Parallel()
+	d := Start(t, Options{Users: []User{{Email: "a@example.com", Password: "alice-pw"}}})
 	d.Kill()
-	if _, err := d.Token(context.Background(), "a@example.com", "pw"); err == nil {
+	if _, err := d.Token(context.Background(), "a@example.com", "alice-pw"); err == nil {
 		t.Fatal("token after Kill succeeded")
 	}
 }
