@@ -22,6 +22,7 @@ import (
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/internal/playtest"
+	"github.com/posternhq/postern/recorder"
 )
 
 // uiFixture is the web UI over a real recorder and stores, logging in
@@ -394,15 +395,15 @@ func TestSafeReturn(t *testing.T) {
 	}
 }
 
-// TestBrowserReplay logs in with a real browser (Debian chromium driven by
-// playwright-core), opens a recorded session and checks that
-// asciinema-player rendered text from the recording.
-func TestBrowserReplay(t *testing.T) {
+// browserPrereqs returns node and chromium, or skips the test when they
+// or playwright-core are genuinely absent.
+func browserPrereqs(t *testing.T) (node, chromium string) {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("node is not installed (apt-get install nodejs npm)")
 	}
-	chromium := os.Getenv("CHROMIUM")
+	chromium = os.Getenv("CHROMIUM")
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"
 	}
@@ -412,6 +413,56 @@ func TestBrowserReplay(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("node_modules", "playwright-core")); err != nil {
 		t.Skip("playwright-core is not installed (npm ci in players/web)")
 	}
+	return node, chromium
+}
+
+// TestBrowserLive opens the live view of a running session in chromium and
+// checks that output recorded while the page is open appears.
+func TestBrowserLive(t *testing.T) {
+	node, chromium := browserPrereqs(t)
+	f := newUIFixture(t)
+	if !f.ui.AssetsBuilt() {
+		t.Fatal("asciinema-player assets were not embedded: run make web before go test")
+	}
+	s := f.env.Start(t, "alice@example.com", "web-1", "")
+	t.Cleanup(func() { s.Finish(context.Background(), recorder.Result{}) })
+	playtest.Play(t, s, playtest.Step{Output: "already recorded\r\n"})
+
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "live.mjs"), f.srv.URL, "already recorded", "typed while watched",
+		filepath.Join(dir, "live.png"), filepath.Join(dir, "chromium-profile"))
+	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if sc.Text() == "READY" {
+			playtest.Play(t, s, playtest.Step{Output: "typed while watched\r\n"})
+		}
+	}
+	err = cmd.Wait()
+	t.Logf("live.mjs output:\n%s\n%s", strings.Join(lines, "\n"), stderr.String())
+	if err != nil {
+		t.Fatalf("browser live test failed: %v", err)
+	}
+}
+
+// TestBrowserReplay logs in with a real browser (Debian chromium driven by
+// playwright-core), opens a recorded session and checks that
+// asciinema-player rendered text from the recording.
+func TestBrowserReplay(t *testing.T) {
+	node, chromium := browserPrereqs(t)
 	f := newUIFixture(t)
 	if !f.ui.AssetsBuilt() {
 		t.Fatal("asciinema-player assets were not embedded: run make web before go test")
