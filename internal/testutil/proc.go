@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -90,7 +91,7 @@ func Launch(name string, args []string, opts ...Option) (*Proc, error) {
 	// A grandchild that outlives the leader keeps the output pipe open;
 	// don't let that hold up Wait for long.
 	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
+	if err := startLocked(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &Proc{Cmd: cmd, name: shortName(name), out: out, done: make(chan struct{})}
@@ -100,6 +101,37 @@ func Launch(name string, args []string, opts ...Option) (*Proc, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// The parent-death signal fires when the forking OS *thread* exits, not the
+// process. Go may end a thread (a goroutine that exits while locked to its
+// thread takes the thread with it), which would kill a healthy child mid
+// test. So every child is forked from one goroutine locked to its thread
+// for the life of the test binary.
+var (
+	spawnOnce sync.Once
+	spawnReq  chan spawnCall
+)
+
+type spawnCall struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startLocked(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReq = make(chan spawnCall)
+		// Deliberately never ends: its thread is the parent of every child.
+		go func() {
+			runtime.LockOSThread()
+			for c := range spawnReq {
+				c.done <- c.cmd.Start()
+			}
+		}()
+	})
+	c := spawnCall{cmd: cmd, done: make(chan error, 1)}
+	spawnReq <- c
+	return <-c.done
 }
 
 func shortName(name string) string {
