@@ -36,7 +36,7 @@ import (
 // SQLite state store (audit log and revocations) and its own metrics
 // registry. The server is shut down when the test ends.
 type bxFixture struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	auth   *certs.Authority
 	store  *state.Store
@@ -55,7 +55,7 @@ type bxOptions struct {
 	mod        func(*Options)
 }
 
-func newBX(t *testing.T, o bxOptions) *bxFixture {
+func newBX(t testing.TB, o bxOptions) *bxFixture {
 	t.Helper()
 	f := &bxFixture{t: t, dir: t.TempDir(), reg: prometheus.NewRegistry(), logBuf: &syncBuffer{}}
 	u, err := user.Current()
@@ -192,7 +192,7 @@ func (f *bxFixture) newCert(pub ssh.PublicKey, spec certSpec) *ssh.Certificate {
 
 // signCertRaw signs cert as SignCert does, without its refusal of empty
 // principal lists, to test that the bastion refuses such certificates.
-func signCertRaw(t *testing.T, cert *ssh.Certificate, signer ssh.Signer) {
+func signCertRaw(t testing.TB, cert *ssh.Certificate, signer ssh.Signer) {
 	t.Helper()
 	cert.Nonce = make([]byte, 32)
 	rand.Read(cert.Nonce)
