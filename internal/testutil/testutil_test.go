@@ -140,3 +140,28 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+func TestToolFromEnv(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "fake-tool")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("POSTERN_FAKE_TOOL", bin)
+	if got := Tool(t, "POSTERN_FAKE_TOOL", "fake-tool", "fake", "example.com/fake"); got != bin {
+		t.Fatalf("got %q; want %q", got, bin)
+	}
+}
+
+func TestBuildToolFailsClearly(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "tools", "empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := buildTool(root, filepath.Join(root, "bin", "nothing"), "empty", "example.com/does/not/exist")
+	if err == nil || !strings.Contains(err.Error(), "make tools") {
+		t.Fatalf("got %v; want a build error pointing at make tools", err)
+	}
+	if _, serr := os.Stat(filepath.Join(root, "bin", "nothing")); serr == nil {
+		t.Fatal("a failed build left a binary behind")
+	}
+}
