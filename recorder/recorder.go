@@ -79,6 +79,11 @@ type Recorder struct {
 	log       *slog.Logger
 	m         *metrics
 
+	// pool holds chunk buffers (*[]byte of cap chunkSize) shared by all
+	// sessions, so an idle session holds no buffer; each session's tokens
+	// bound how many it may hold at once.
+	pool sync.Pool
+
 	mu     sync.Mutex
 	active map[string]*Session
 
@@ -130,6 +135,10 @@ func New(opts Options) (*Recorder, error) {
 	r.nbuf = max(r.opts.BufferSize/r.chunkSize, 2)
 	if err := os.MkdirAll(r.opts.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create spool directory: %w", err)
+	}
+	r.pool.New = func() any {
+		b := make([]byte, 0, r.chunkSize)
+		return &b
 	}
 	m, err := newMetrics(opts.Metrics)
 	if err != nil {
@@ -227,10 +236,13 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 		spoolPath: filepath.Join(r.opts.SpoolDir, m.ID+".cast"),
 		log:       r.log.With("session", m.ID, "identity", m.Identity, "target", m.Target),
 		queue:     make(chan chunk, r.nbuf+1),
-		free:      make(chan []byte, r.nbuf),
+		tokens:    make(chan struct{}, r.nbuf),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		notifyCh:  make(chan struct{}),
+	}
+	for range r.nbuf {
+		s.tokens <- struct{}{}
 	}
 	f, err := os.OpenFile(s.spoolPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -307,6 +319,13 @@ func (r *Recorder) Active() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.active)
+}
+
+// release returns a chunk buffer to the pool and its token to the session.
+func (r *Recorder) release(buf *[]byte, tokens chan struct{}) {
+	*buf = (*buf)[:0]
+	r.pool.Put(buf)
+	tokens <- struct{}{}
 }
 
 func (r *Recorder) lookup(id string) *Session {

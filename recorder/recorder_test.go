@@ -320,7 +320,7 @@ func TestOverflowDropRecordsGap(t *testing.T) {
 	}
 	g.open()
 	// Wait until the writer has returned a chunk: space is back.
-	for deadline := time.Now().Add(10 * time.Second); len(s.free) == 0; runtime.Gosched() {
+	for deadline := time.Now().Add(10 * time.Second); len(s.tokens) == 0; runtime.Gosched() {
 		if time.Now().After(deadline) {
 			t.Fatal("writer never freed a chunk")
 		}

@@ -35,9 +35,9 @@ type Session struct {
 
 	mu        sync.Mutex // guards the fields below and the encoder
 	enc       *Encoder
-	cur       []byte // chunk being filled; nil if none
+	cur       []byte  // chunk being filled; nil if none
+	curBuf    *[]byte // pool handle of cur
 	curGap    int64  // bytes dropped before cur's gap marker
-	allocated int    // chunks allocated so far (≤ r.nbuf)
 	dropped   int64  // bytes dropped since the last gap marker
 	echoOff   bool
 	finished  bool
@@ -45,8 +45,8 @@ type Session struct {
 	bytesOut  int64
 	scratch   []byte // masked input
 
-	queue chan chunk  // full chunks to the writer; never blocks (cap nbuf+1)
-	free  chan []byte // chunks the writer is done with
+	queue  chan chunk    // full chunks to the writer; never blocks (cap nbuf+1)
+	tokens chan struct{} // one per chunk the session may hold (cap nbuf)
 	f     *os.File    // spool file, owned by the writer goroutine after Start
 	stop  chan struct{}
 	done  chan struct{} // closed when the writer has written, synced and exited
@@ -60,8 +60,9 @@ type Session struct {
 
 // chunk is a buffer of whole cast lines handed to the writer.
 type chunk struct {
-	buf []byte
-	gap int64 // bytes dropped before a gap marker in buf (audited)
+	buf    *[]byte
+	gap    int64 // bytes dropped before a gap marker in buf (audited)
+	pooled bool  // buf came from the pool with a token, both returned after the write
 }
 
 // ID returns the session id ("" for a nil session).
@@ -134,7 +135,7 @@ func (s *Session) Resize(cols, rows int) error {
 }
 
 // maxLabel bounds a marker label (longer labels are cut).
-const maxLabel = 1024
+const maxLabel = 512
 
 // Marker records a marker ('m') with label.
 func (s *Session) Marker(label string) error {
@@ -236,45 +237,44 @@ func (s *Session) mask(p []byte) []byte {
 
 // handOff queues the current chunk for the writer. Called with mu held.
 func (s *Session) handOff() {
-	if len(s.cur) > 0 {
-		s.queue <- chunk{buf: s.cur, gap: s.curGap} // never blocks: cap(queue) > number of chunks
-	} else if s.cur != nil {
-		s.free <- s.cur
+	if s.cur == nil {
+		return
 	}
-	s.cur, s.curGap = nil, 0
+	*s.curBuf = s.cur
+	if len(s.cur) > 0 {
+		s.queue <- chunk{buf: s.curBuf, gap: s.curGap, pooled: true} // never blocks: cap(queue) > number of chunks
+	} else {
+		s.r.release(s.curBuf, s.tokens)
+	}
+	s.cur, s.curBuf, s.curGap = nil, nil, 0
 }
 
 // nextChunk makes a fresh chunk current, applying the overflow policy when
-// none is free. A pending gap is recorded as a marker at its start. Called
-// with mu held.
+// the session already holds all BufferSize bytes of chunks. A pending gap is
+// recorded as a marker at its start. Called with mu held.
 func (s *Session) nextChunk(t time.Duration) error {
-	var buf []byte
 	select {
-	case buf = <-s.free:
+	case <-s.tokens:
 	default:
-		switch {
-		case s.allocated < s.r.nbuf:
-			s.allocated++
-			buf = make([]byte, 0, s.r.chunkSize)
-		case s.r.opts.OnOverflow == OverflowDrop:
+		if s.r.opts.OnOverflow == OverflowDrop {
 			return errDrop
-		default:
-			timer := time.NewTimer(BlockTimeout)
-			defer timer.Stop()
-			select {
-			case buf = <-s.free:
-			case <-timer.C:
-				s.fail("overflow", ErrOverflow)
-				return s.Err()
-			case <-s.done:
-				if err := s.Err(); err != nil {
-					return err
-				}
-				return ErrFinished
+		}
+		timer := time.NewTimer(BlockTimeout)
+		defer timer.Stop()
+		select {
+		case <-s.tokens:
+		case <-timer.C:
+			s.fail("overflow", ErrOverflow)
+			return s.Err()
+		case <-s.done:
+			if err := s.Err(); err != nil {
+				return err
 			}
+			return ErrFinished
 		}
 	}
-	s.cur = buf[:0]
+	s.curBuf = s.r.pool.Get().(*[]byte)
+	s.cur = (*s.curBuf)[:0]
 	if s.dropped > 0 {
 		s.cur = s.enc.AppendMarker(s.cur, t, "gap: "+strconv.FormatInt(s.dropped, 10)+" bytes dropped")
 		s.curGap, s.dropped = s.dropped, 0
@@ -312,7 +312,7 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 		tail = s.enc.AppendExit(tail, t, *res.ExitStatus)
 	}
 	if len(tail) > 0 {
-		s.queue <- chunk{buf: tail, gap: gap}
+		s.queue <- chunk{buf: &tail, gap: gap}
 	}
 	bytesIn, bytesOut := s.bytesIn, s.bytesOut
 	s.mu.Unlock()

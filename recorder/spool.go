@@ -71,9 +71,8 @@ func (s *Session) flushCurrent() {
 // whether anything was written.
 func (s *Session) writeChunk(c chunk) bool {
 	defer func() {
-		select {
-		case s.free <- c.buf[:0]:
-		default: // Finish's small tail buffer: let it go
+		if c.pooled {
+			s.r.release(c.buf, s.tokens)
 		}
 	}()
 	if s.Err() != nil {
@@ -82,7 +81,7 @@ func (s *Session) writeChunk(c chunk) bool {
 	if s.r.beforeWrite != nil {
 		s.r.beforeWrite()
 	}
-	if _, err := s.f.Write(c.buf); err != nil {
+	if _, err := s.f.Write(*c.buf); err != nil {
 		s.fail("write", err)
 		return false
 	}
