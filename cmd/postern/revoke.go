@@ -10,14 +10,20 @@ import (
 	"github.com/posternhq/postern/recorder/state"
 )
 
-// newCARevokeCmd is `postern ca revoke SERIAL`: the bastion refuses the
-// certificate from the next authentication on (it checks every connection).
+// newCARevokeCmd is `postern ca revoke SERIAL [--reason R]`: it records the
+// serial as revoked in the state store, which appends the cert.revoked audit
+// event. The bastion checks every authentication against the store, so the
+// certificate is refused from the next connection on (open connections are
+// not cut).
 func newCARevokeCmd(g *globalFlags) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
 		Use:   "revoke SERIAL",
 		Short: "Revoke a user certificate by serial number",
-		Args:  cobra.ExactArgs(1),
+		Long: `revoke records a certificate serial (decimal, as ssh-keygen -L -f CERT shows it
+and as auth events report it) as revoked. The bastion refuses the certificate
+from the next authentication on. Revoking a serial twice keeps the first record.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			serial, err := strconv.ParseUint(args[0], 10, 64)
 			if err != nil || serial == 0 {
@@ -36,14 +42,9 @@ func newCARevokeCmd(g *globalFlags) *cobra.Command {
 			if u, err := user.Current(); err == nil {
 				by = u.Username
 			}
+			// Revoke appends the cert.revoked audit event itself.
 			if err := st.Revoke(cmd.Context(), serial, reason, by); err != nil {
 				return fmt.Errorf("revoke: %w", err)
-			}
-			if _, err := st.Append(cmd.Context(), state.Event{
-				Type: state.EventCertRevoked, Actor: by,
-				Details: map[string]any{"serial": strconv.FormatUint(serial, 10), "reason": reason},
-			}); err != nil {
-				return fmt.Errorf("audit: %w", err)
 			}
 			fmt.Fprintf(g.stdout, "revoked certificate serial %d\n", serial)
 			return nil
