@@ -33,23 +33,23 @@ type Session struct {
 	spoolPath string
 	log       *slog.Logger
 
-	mu        sync.Mutex // guards the fields below and the encoder
-	enc       *Encoder
-	cur       []byte  // chunk being filled; nil if none
-	curBuf    *[]byte // pool handle of cur
-	curGap    int64  // bytes dropped before cur's gap marker
-	dropped   int64  // bytes dropped since the last gap marker
-	echoOff   bool
-	finished  bool
-	bytesIn   int64
-	bytesOut  int64
-	scratch   []byte // masked input
+	mu       sync.Mutex // guards the fields below and the encoder
+	enc      *Encoder
+	cur      []byte  // chunk being filled; nil if none
+	curBuf   *[]byte // pool handle of cur
+	curGap   int64   // bytes dropped before cur's gap marker
+	dropped  int64   // bytes dropped since the last gap marker
+	echoOff  bool
+	finished bool
+	bytesIn  int64
+	bytesOut int64
+	scratch  []byte // masked input
 
 	queue  chan chunk    // full chunks to the writer; never blocks (cap nbuf+1)
 	tokens chan struct{} // one per chunk the session may hold (cap nbuf)
-	f     *os.File    // spool file, owned by the writer goroutine after Start
-	stop  chan struct{}
-	done  chan struct{} // closed when the writer has written, synced and exited
+	f      *os.File      // spool file, owned by the writer goroutine after Start
+	stop   chan struct{}
+	done   chan struct{} // closed when the writer has written, synced and exited
 
 	errMu sync.Mutex
 	err   error
