@@ -234,9 +234,10 @@ func localPart(email string) string {
 func (d *Dex) waitDiscovery(t testing.TB) {
 	t.Helper()
 	url := d.issuer + "/.well-known/openid-configuration"
+	probe := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(startTimeout)
 	for {
-		resp, err := http.Get(url)
+		resp, err := probe.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -76,7 +76,7 @@ func (s *Server) launch(t testing.TB) {
 	if err := testutil.AwaitPort(s.addr, startTimeout, p.Done()); err != nil {
 		t.Fatalf("start versitygw: %v\n%s", err, p.Output())
 	}
-	resp, err := http.Get(s.Endpoint() + healthPath)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(s.Endpoint() + healthPath)
 	if err != nil {
 		t.Fatalf("versitygw health check: %v\n%s", err, p.Output())
 	}
