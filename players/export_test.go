@@ -160,3 +160,36 @@ func TestExportAsciinemaPlay(t *testing.T) {
 		})
 	}
 }
+
+// FuzzExport checks that any input either fails cleanly or exports to a
+// cast that decodes again, in both versions.
+func FuzzExport(f *testing.F) {
+	for _, name := range []string{"session_v2.cast", "session_v3.cast", "idle_limit.cast", "torn.cast"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		for _, v := range []int{2, 3} {
+			var out bytes.Buffer
+			if err := Export(&out, bytes.NewReader(in), ExportOptions{Version: v}); err != nil {
+				continue
+			}
+			p, err := New(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(out.Bytes())), nil }, Options{})
+			if err != nil {
+				t.Fatalf("v%d export does not decode: %v\n%q", v, err, out.Bytes())
+			}
+			for {
+				_, err := p.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("v%d export has a bad event: %v\n%q", v, err, out.Bytes())
+				}
+			}
+		}
+	})
+}

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
 )
 
 // Cookie names. With an https public URL the session cookie takes the
@@ -379,4 +380,16 @@ func (c cookieAuth) Authenticate(r *http.Request) (certs.Identity, error) {
 		return certs.Identity{}, &certs.Error{Status: http.StatusUnauthorized, Code: certs.CodeAuthRequired, Msg: "log in first"}
 	}
 	return s.Identity, nil
+}
+
+// PickIssuer returns the issuer the web UI logs people in with: the first
+// issuer for humans (kind human or unset) that has a client id. It reports
+// false when there is none (agents-only configurations have no UI login).
+func PickIssuer(issuers []config.Issuer) (config.Issuer, bool) {
+	for _, is := range issuers {
+		if (is.Kind == "" || is.Kind == string(certs.KindHuman)) && is.ClientID != "" && is.IssuerURL != "" {
+			return is, true
+		}
+	}
+	return config.Issuer{}, false
 }

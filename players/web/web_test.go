@@ -503,3 +503,29 @@ func TestBrowserReplay(t *testing.T) {
 		t.Logf("screenshot kept: %s", filepath.Join(dst, "web-replay.png"))
 	}
 }
+
+func TestPickIssuer(t *testing.T) {
+	tests := []struct {
+		name    string
+		issuers []config.Issuer
+		want    string
+		ok      bool
+	}{
+		{name: "none"},
+		{name: "agents only", issuers: []config.Issuer{{Name: "gh", IssuerURL: "https://gh", Kind: "agent", Audience: "postern"}}},
+		{name: "first human with a client", ok: true, want: "corp", issuers: []config.Issuer{
+			{Name: "gh", IssuerURL: "https://gh", Kind: "agent", ClientID: "x"},
+			{Name: "noclient", IssuerURL: "https://a", Kind: "human"},
+			{Name: "corp", IssuerURL: "https://dex", ClientID: "postern"},
+			{Name: "later", IssuerURL: "https://b", ClientID: "postern", Kind: "human"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := PickIssuer(tt.issuers)
+			if ok != tt.ok || got.Name != tt.want {
+				t.Errorf("got %q, %v; want %q, %v", got.Name, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
