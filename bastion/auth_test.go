@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"database/sql"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -188,4 +190,42 @@ func (l *lyingSigner) PublicKey() ssh.PublicKey { return l.pub }
 
 func (l *lyingSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
 	return l.signer.Sign(r, data)
+}
+
+// TestAuditChainOfBastionEvents: the events the bastion appends form the
+// state store's hash chain; editing one is found by Verify, naming its seq.
+func TestAuditChainOfBastionEvents(t *testing.T) {
+	f := newBX(t, bxOptions{})
+	c, _, err := f.dial(certSpec{}, f.login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openDirect(c, "web-9", 22); err == nil {
+		t.Fatal("channel to an unknown target opened")
+	}
+	ctx := context.Background()
+	deny := f.waitEvent(state.EventChannelDeny, hasDetail("dest", "web-9:22"))
+	rep, err := f.store.Verify(ctx)
+	if err != nil || !rep.OK() {
+		t.Fatalf("Verify before tampering = %+v, %v", rep, err)
+	}
+	success := f.events(state.EventAuthSuccess)[0]
+	db, err := sql.Open("sqlite", filepath.Join(f.dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE audit_events SET actor = 'mallory' WHERE seq = ?`, success.Seq); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = f.store.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.FirstBroken != success.Seq {
+		t.Errorf("FirstBroken = %d (%s); want %d, the edited auth.success", rep.FirstBroken, rep.Reason, success.Seq)
+	}
+	if deny.Seq <= success.Seq {
+		t.Errorf("channel.deny seq %d not after auth.success seq %d", deny.Seq, success.Seq)
+	}
 }
