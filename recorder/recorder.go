@@ -274,6 +274,11 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 		})
 		if err != nil {
 			s.discard()
+			failed := s.row
+			failed.Status = state.StatusFailed
+			if perr := st.PutSession(ctx, failed); perr != nil {
+				s.log.Error("marking unstarted session failed", "err", perr)
+			}
 			return nil, fmt.Errorf("audit session start: %w", err)
 		}
 	}

@@ -185,6 +185,9 @@ func TestSessionFinishSeals(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(e.spool, s.ID()+".cast")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("spool file left behind: %v", err)
 			}
+			if got := e.metric(t, "postern_recording_bytes_total", ""); got != 18 {
+				t.Errorf("bytes_total = %v; want 18", got)
+			}
 			if e.metric(t, "postern_recordings_active", "") != 0 {
 				t.Errorf("active gauge != 0")
 			}
@@ -665,5 +668,63 @@ func BenchmarkSessionOutput(b *testing.B) {
 	b.StopTimer()
 	if _, err := s.Finish(context.Background(), Result{}); err != nil {
 		b.Fatal(err)
+	}
+}
+
+func TestRecoverAlreadyStored(t *testing.T) {
+	// A crash after the upload but before the index update: the spool is
+	// gone, the object is stored; Recover seals the stored object.
+	ctx := context.Background()
+	e := newEnv(t, Options{})
+	start := time.Now()
+	key := CastKey("stored", start)
+	cast := "{\"version\":2,\"width\":80,\"height\":24}\n[0.1, \"o\", \"x\"]\n"
+	if err := e.store.Put(ctx, key, strings.NewReader(cast), int64(len(cast)), ContentTypeCast); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.PutSession(ctx, state.Session{ID: "stored", Start: start, Status: state.StatusRunning, Object: key}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.rec.Recover(ctx); n != 1 || err != nil {
+		t.Fatalf("Recover = %d, %v", n, err)
+	}
+	row, _ := e.st.GetSession(ctx, "stored")
+	sum := sha256.Sum256([]byte(cast))
+	if row.Status != state.StatusInterrupted || row.SHA256 != hex.EncodeToString(sum[:]) || row.Size != int64(len(cast)) {
+		t.Errorf("row = %+v", row)
+	}
+	if rep, err := e.st.Verify(ctx); err != nil || !rep.OK() {
+		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}
+
+func TestFollowDuringSeal(t *testing.T) {
+	// Follow opened at any point around Finish returns the whole cast.
+	ctx := context.Background()
+	e := newEnv(t, Options{})
+	for i := range 20 {
+		id := fmt.Sprintf("seal%d", i)
+		s, err := e.rec.Start(ctx, Meta{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Output([]byte("payload"))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if _, err := s.Finish(ctx, Result{}); err != nil {
+				t.Errorf("Finish: %v", err)
+			}
+		}()
+		rc, err := e.rec.Follow(ctx, id)
+		if err != nil {
+			t.Fatalf("Follow during seal: %v", err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		<-done
+		if err != nil || !strings.Contains(string(b), "payload") {
+			t.Fatalf("followed %q, %v", b, err)
+		}
 	}
 }

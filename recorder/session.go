@@ -319,7 +319,9 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 
 	close(s.stop)
 	<-s.done
-	s.r.forget(s.id)
+	// The session stays in the active map until it is sealed, so Follow
+	// finds either the spool or the finished index row.
+	defer s.r.forget(s.id)
 	closeErr := s.f.Close()
 	if closeErr != nil {
 		s.fail("write", closeErr)
