@@ -25,9 +25,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/oauth2"
 
 	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/certs/devidp/devidptest"
@@ -802,4 +804,82 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verifications/s")
 	})
+}
+
+func TestVerifyKeyRollover(t *testing.T) {
+	f := newVerifyFixture(t, humanIssuer)
+	ctx := context.Background()
+	if _, err := f.v.Verify(ctx, f.srv.Mint(t, nil)); err != nil {
+		t.Fatal(err)
+	}
+	next, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv.AddVerificationKey(jose.JSONWebKey{Key: &next.PublicKey, KeyID: "next", Algorithm: "ES384", Use: "sig"})
+	tok := f.srv.Mint(t, nil, devidp.WithSigner(next, "next", jose.ES384))
+	// Keys were fetched just now: the new kid waits for the refresh interval.
+	assertCode(t, mustFail(f.v.Verify(ctx, tok)), CodeUnknownKey)
+	f.clock.Advance(defaultMinKeyRefresh)
+	id, err := f.v.Verify(ctx, tok)
+	if err != nil {
+		t.Fatalf("Verify with the rolled-over key: %v", err)
+	}
+	if id.Username != "dev@example.com" {
+		t.Errorf("username = %q; want dev@example.com", id.Username)
+	}
+	// The old key still verifies: it is still published and cached.
+	if _, err := f.v.Verify(ctx, f.srv.Mint(t, nil)); err != nil {
+		t.Fatalf("Verify with the old key after rollover: %v", err)
+	}
+}
+
+// TestVerifyTokenFromCodeFlow verifies an ID token obtained the way `postern
+// login` obtains one: authorization code with PKCE over a loopback redirect.
+func TestVerifyTokenFromCodeFlow(t *testing.T) {
+	srv := devidptest.Start(t, devidp.Options{Users: verifyUsers})
+	v, err := NewVerifier(context.Background(), humanIssuer(srv.URL), VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	prov, err := oidc.NewProvider(ctx, srv.Issuer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := make(chan string, 1)
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case codes <- r.URL.Query().Get("code"):
+		default:
+		}
+	}))
+	t.Cleanup(cb.Close)
+	cfg := oauth2.Config{ClientID: srv.ClientID(), Endpoint: prov.Endpoint(), RedirectURL: cb.URL + "/callback",
+		Scopes: []string{oidc.ScopeOpenID, "email", "profile", "groups"}}
+	verifier := oauth2.GenerateVerifier()
+	resp, err := http.Get(cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("login_hint", "alice")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var code string
+	select {
+	case code = <-codes:
+	default:
+		t.Fatalf("callback not reached (%s)", resp.Status)
+	}
+	tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	id, err := v.Verify(ctx, raw)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	want := Identity{Issuer: "dev", Subject: "alice", Username: "alice@example.com", Kind: KindHuman, Groups: []string{"sre"}}
+	if id.Issuer != want.Issuer || id.Subject != want.Subject || id.Username != want.Username || !slices.Equal(id.Groups, want.Groups) {
+		t.Fatalf("identity %+v; want %+v", id, want)
+	}
 }

@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -93,7 +95,8 @@ type Provider struct {
 	defUser  User
 	key      *rsa.PrivateKey
 	keyID    string
-	extra    []jose.JSONWebKey
+	extraMu  sync.Mutex
+	extra    []jose.JSONWebKey // guarded by extraMu
 	ttl      time.Duration
 	now      func() time.Time
 	log      *slog.Logger
@@ -122,7 +125,7 @@ func New(opts Options) (*Provider, error) {
 		users:    opts.Users,
 		key:      opts.SigningKey,
 		keyID:    opts.KeyID,
-		extra:    opts.VerificationKeys,
+		extra:    slices.Clone(opts.VerificationKeys),
 		ttl:      opts.TokenTTL,
 		now:      opts.Now,
 		log:      opts.Log,
@@ -213,6 +216,22 @@ func (p *Provider) KeyID() string { return p.keyID }
 
 // PublicKey returns the public half of the signing key.
 func (p *Provider) PublicKey() *rsa.PublicKey { return &p.key.PublicKey }
+
+// AddVerificationKey publishes another public key in the JWKS from now on,
+// as an identity provider does before it rolls over to a new signing key.
+// Only the public part of k is served.
+func (p *Provider) AddVerificationKey(k jose.JSONWebKey) {
+	p.extraMu.Lock()
+	defer p.extraMu.Unlock()
+	p.extra = append(p.extra, k)
+}
+
+// verificationKeys returns a copy of the extra published keys.
+func (p *Provider) verificationKeys() []jose.JSONWebKey {
+	p.extraMu.Lock()
+	defer p.extraMu.Unlock()
+	return slices.Clone(p.extra)
+}
 
 // ServeHTTP serves the provider. Mount it at the issuer's path: for an issuer
 // http://127.0.0.1:8080/oidc, mux.Handle("/oidc/", p); at the root, "/".

@@ -311,7 +311,7 @@ func (s *storage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorith
 // KeySet returns the public keys served at the JWKS endpoint.
 func (s *storage) KeySet(context.Context) ([]op.Key, error) {
 	keys := []op.Key{publicKey{signingKey{s.p}}}
-	for _, k := range s.p.extra {
+	for _, k := range s.p.verificationKeys() {
 		keys = append(keys, extraKey{k})
 	}
 	return keys, nil
