@@ -17,32 +17,57 @@ import (
 	"github.com/posternhq/postern/recorder/state"
 )
 
-// Metadata is the sidecar JSON stored beside each cast (<id>.json).
+// Metadata is the sidecar JSON stored beside each cast (<id>.json): who
+// recorded what, and the digest and audit sequence number that seal it.
 type Metadata struct {
-	ID         string     `json:"id"`
-	Identity   string     `json:"identity"`
-	Issuer     string     `json:"issuer"`
-	Role       string     `json:"role"`
-	Target     string     `json:"target"`
-	Login      string     `json:"login"`
-	Kind       string     `json:"kind"`
-	Command    string     `json:"command"`
-	Start      time.Time  `json:"start"`
-	End        *time.Time `json:"end"`
-	Duration   float64    `json:"duration"` // seconds
-	Status     string     `json:"status"`
-	ExitStatus *int       `json:"exit_status"`
-	ExitSignal string     `json:"exit_signal,omitempty"`
-	BytesIn    int64      `json:"bytes_in"`
-	BytesOut   int64      `json:"bytes_out"`
-	Size       int64      `json:"size"`
-	SHA256     string     `json:"sha256"`
-	SealSeq    int64      `json:"seal_seq"`
-	Format     string     `json:"format"`
-	Object     string     `json:"object"`
-	Replica    string     `json:"replica,omitempty"`
-	Approvals  []any      `json:"approvals"`
-	Masked     bool       `json:"masked"`
+	// ID is the session id.
+	ID string `json:"id"`
+	// Identity is the user's or agent's username.
+	Identity string `json:"identity"`
+	// Issuer is the identity's issuer name.
+	Issuer string `json:"issuer"`
+	// Role is the role that granted access.
+	Role string `json:"role"`
+	// Target is the target name.
+	Target string `json:"target"`
+	// Login is the login on the target.
+	Login string `json:"login"`
+	// Kind is shell, exec, subsystem, forward or command.
+	Kind string `json:"kind"`
+	// Command is the exec command line or subsystem.
+	Command string `json:"command"`
+	// Start is when the session started.
+	Start time.Time `json:"start"`
+	// End is when it ended.
+	End *time.Time `json:"end"`
+	// Duration is End - Start in seconds.
+	Duration float64 `json:"duration"`
+	// Status is finished, interrupted or failed.
+	Status string `json:"status"`
+	// ExitStatus is the remote exit status, null if none was received.
+	ExitStatus *int `json:"exit_status"`
+	// ExitSignal is the signal that ended the remote command, if any.
+	ExitSignal string `json:"exit_signal,omitempty"`
+	// BytesIn counts bytes the user sent.
+	BytesIn int64 `json:"bytes_in"`
+	// BytesOut counts bytes sent to the user.
+	BytesOut int64 `json:"bytes_out"`
+	// Size is the cast's length in bytes.
+	Size int64 `json:"size"`
+	// SHA256 is the cast's hex digest.
+	SHA256 string `json:"sha256"`
+	// SealSeq is the sequence number of the session.sealed audit event.
+	SealSeq int64 `json:"seal_seq"`
+	// Format is the asciicast version, "v2" or "v3".
+	Format string `json:"format"`
+	// Object is the cast's store key.
+	Object string `json:"object"`
+	// Replica is the server replica that recorded the session.
+	Replica string `json:"replica,omitempty"`
+	// Approvals lists approval decisions taken during the session.
+	Approvals []any `json:"approvals"`
+	// Masked reports whether parts of the recording were masked.
+	Masked bool `json:"masked"`
 }
 
 // seal stores the spool file as row.Object, audits session.end and

@@ -137,7 +137,7 @@ func (s *Session) Resize(cols, rows int) error {
 // maxLabel bounds a marker label (longer labels are cut).
 const maxLabel = 512
 
-// Marker records a marker ('m') with label.
+// Marker records a marker ('m') with label (cut to 512 bytes).
 func (s *Session) Marker(label string) error {
 	if s == nil {
 		return nil

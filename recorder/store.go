@@ -46,7 +46,9 @@ type ObjectInfo struct {
 
 // Content types of stored objects.
 const (
+	// ContentTypeCast is the content type of a cast.
 	ContentTypeCast = "application/x-asciicast"
+	// ContentTypeJSON is the content type of the metadata JSON.
 	ContentTypeJSON = "application/json"
 )
 
