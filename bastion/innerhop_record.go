@@ -29,7 +29,7 @@ const promptTail = 128
 // loops stop before unrecorded data reaches the user; otherwise (record:
 // optional) the session goes on unrecorded.
 type hopTap struct {
-	s        *recorder.Session
+	s        tapSink
 	required bool
 	echoOff  func() bool // nil on ssh targets
 	onFail   func(error)
@@ -43,7 +43,18 @@ type hopTap struct {
 	scratch  []byte
 }
 
-func newHopTap(s *recorder.Session, required bool, onFail func(error)) *hopTap {
+// tapSink is the part of *recorder.Session the tap uses.
+type tapSink interface {
+	Output(p []byte) error
+	Input(p []byte) error
+	Resize(cols, rows int) error
+	Marker(label string) error
+	Err() error
+}
+
+var _ tapSink = (*recorder.Session)(nil)
+
+func newHopTap(s tapSink, required bool, onFail func(error)) *hopTap {
 	return &hopTap{s: s, required: required, onFail: onFail}
 }
 
