@@ -1,0 +1,226 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Samples are repeated measurements of one figure.
+type Samples []float64
+
+// Median returns the median of s, NaN if s is empty.
+func (s Samples) Median() float64 {
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	c := slices.Clone(s)
+	slices.Sort(c)
+	if len(c)%2 == 1 {
+		return c[len(c)/2]
+	}
+	return (c[len(c)/2-1] + c[len(c)/2]) / 2
+}
+
+// Min returns the smallest sample, NaN if s is empty.
+func (s Samples) Min() float64 {
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	return slices.Min(s)
+}
+
+// Max returns the largest sample, NaN if s is empty.
+func (s Samples) Max() float64 {
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	return slices.Max(s)
+}
+
+// Quantile returns the q-quantile (0 ≤ q ≤ 1) of s by the nearest-rank
+// method, NaN if s is empty.
+func (s Samples) Quantile(q float64) float64 {
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	c := slices.Clone(s)
+	slices.Sort(c)
+	i := int(math.Ceil(q*float64(len(c)))) - 1
+	return c[max(0, min(i, len(c)-1))]
+}
+
+// Figure is one measured quantity with its samples, summarised.
+type Figure struct {
+	// Median of the samples.
+	Median float64 `json:"median"`
+	// Min and Max bound the spread of the samples.
+	Min float64 `json:"min"`
+	Max float64 `json:"max"`
+	// N is the number of samples.
+	N int `json:"n"`
+	// Unit names the unit of the figure (MB/s, ms, sessions/s, KiB).
+	Unit string `json:"unit"`
+}
+
+// NewFigure summarises samples in unit.
+func NewFigure(unit string, s Samples) Figure {
+	if len(s) == 0 {
+		return Figure{Unit: unit}
+	}
+	return Figure{Median: s.Median(), Min: s.Min(), Max: s.Max(), N: len(s), Unit: unit}
+}
+
+// String formats the figure as "median (min–max) unit".
+func (f Figure) String() string {
+	if f.N == 0 {
+		return "—"
+	}
+	if f.N == 1 || f.Min == f.Max {
+		return fmt.Sprintf("%s %s", num(f.Median), f.Unit)
+	}
+	return fmt.Sprintf("%s (%s–%s) %s", num(f.Median), num(f.Min), num(f.Max), f.Unit)
+}
+
+// Row is one line of the comparison: a figure of the issue's table, its
+// target, what was measured on each side and the resulting ratio (or, for
+// rows with no OpenSSH side, postern's own figure against the target).
+type Row struct {
+	// Name is the figure, as in the table of targets.
+	Name string `json:"name"`
+	// Variant qualifies the row: cipher and workload.
+	Variant string `json:"variant,omitempty"`
+	// Client says which load generator drove the row (x/crypto or stock ssh).
+	Client string `json:"client"`
+	// Postern is postern's figure.
+	Postern Figure `json:"postern"`
+	// OpenSSH is the OpenSSH baseline; zero N when the row has none.
+	OpenSSH Figure `json:"openssh"`
+	// Value is the figure compared with the target: a ratio, a difference or
+	// postern's own number.
+	Value float64 `json:"value"`
+	// ValueUnit names Value's unit ("×", "ms", "/s", "KiB").
+	ValueUnit string `json:"value_unit"`
+	// Target is the goal, e.g. "≥ 1.25".
+	Target string `json:"target"`
+	// Met reports whether Value meets Target; nil for rows reported only.
+	Met *bool `json:"met,omitempty"`
+	// Note explains how the row was measured.
+	Note string `json:"note,omitempty"`
+}
+
+// Check sets Met from Value against a lower (atLeast) or upper bound and
+// records the target text.
+func (r *Row) Check(atLeast bool, bound float64) {
+	ok := r.Value >= bound
+	op := "≥"
+	if !atLeast {
+		ok = r.Value <= bound
+		op = "≤"
+	}
+	r.Met = &ok
+	r.Target = fmt.Sprintf("%s %s", op, num(bound))
+	if r.ValueUnit != "×" && r.ValueUnit != "" {
+		r.Target += " " + r.ValueUnit
+	}
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs     int    `json:"cpus"`
+	CPUModel string `json:"cpu_model"`
+	SSH      string `json:"ssh"`
+	Go       string `json:"go"`
+	Kernel   string `json:"kernel,omitempty"`
+}
+
+// Report is a whole run.
+type Report struct {
+	// Started is when the run began (UTC).
+	Started time.Time `json:"started"`
+	// Duration is how long the run took.
+	Duration string `json:"duration"`
+	// Machine describes the host.
+	Machine Machine `json:"machine"`
+	// Settings states ciphers, key exchange, sizes and repetitions.
+	Settings []string `json:"settings"`
+	// Rows are the measurements in table order.
+	Rows []Row `json:"rows"`
+}
+
+// WriteJSON writes r as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	return nil
+}
+
+// WriteMarkdown writes r as the Markdown table docs/benchmarks.md quotes.
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# postern vs OpenSSH, %s\n\n", r.Started.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s, %s", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.SSH, r.Machine.Go)
+	if r.Machine.Kernel != "" {
+		fmt.Fprintf(&b, ", Linux %s", r.Machine.Kernel)
+	}
+	fmt.Fprintf(&b, ". Run took %s.\n\n", r.Duration)
+	for _, s := range r.Settings {
+		fmt.Fprintf(&b, "- %s\n", s)
+	}
+	b.WriteString("\n| figure | variant | client | postern | OpenSSH | value | target | met |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, row := range r.Rows {
+		met := "(reported)"
+		if row.Met != nil {
+			met = "no"
+			if *row.Met {
+				met = "yes"
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s %s | %s | %s |\n", cell(row.Name), cell(row.Variant), cell(row.Client),
+			cell(row.Postern.String()), cell(row.OpenSSH.String()), num(row.Value), row.ValueUnit, cell(row.Target), met)
+	}
+	var notes []string
+	for _, row := range r.Rows {
+		if row.Note != "" && !slices.Contains(notes, row.Name+": "+row.Note) {
+			notes = append(notes, row.Name+": "+row.Note)
+		}
+	}
+	if len(notes) > 0 {
+		b.WriteString("\nHow each row was measured:\n\n")
+		for _, n := range notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// cell escapes a Markdown table cell.
+func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+// num formats a number with three significant digits, without exponent for
+// the magnitudes the report uses.
+func num(v float64) string {
+	switch a := math.Abs(v); {
+	case math.IsNaN(v):
+		return "n/a"
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
