@@ -51,6 +51,7 @@ const (
 	defaultDialTimeout  = 10 * time.Second
 	defaultHandshakeTTL = 15 * time.Second
 	endGrace            = 2 * time.Second
+	expiryLead          = time.Second
 )
 
 // InnerApprover holds a command until it is approved. It is the hook for the
@@ -360,7 +361,12 @@ func (h *InnerHop) ServeChannel(ctx context.Context, ci *ConnInfo, ch ssh.Channe
 	c.ctx, cancel = context.WithCancelCause(ctx)
 	c.cancel = cancel
 	defer cancel(nil)
+	// Sessions end a moment before the outer connection does (certificate
+	// expiry), so that the user still reads why.
 	deadline := ci.Expires
+	if !deadline.IsZero() {
+		deadline = deadline.Add(-expiryLead)
+	}
 	if d := c.decision.MaxSession; d > 0 && (deadline.IsZero() || h.now().Add(d).Before(deadline)) {
 		deadline = h.now().Add(d)
 	}

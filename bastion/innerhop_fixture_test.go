@@ -217,11 +217,17 @@ func (f *hopFixture) setTargets(targets ...config.Target) {
 // signUser issues a user certificate for alice from the user CA.
 func (f *hopFixture) signUser(pub ssh.PublicKey) *ssh.Certificate {
 	f.t.Helper()
+	return f.signUserFor(pub, time.Hour)
+}
+
+// signUserFor issues a user certificate for alice valid for ttl from now.
+func (f *hopFixture) signUserFor(pub ssh.PublicKey, ttl time.Duration) *ssh.Certificate {
+	f.t.Helper()
 	id := certs.Identity{Issuer: "test", Subject: "alice-sub", Username: "alice", Kind: certs.KindHuman, Groups: []string{"ops"}}
 	now := time.Now()
 	cert := &ssh.Certificate{
 		Key: pub, CertType: ssh.UserCert, KeyId: "alice", ValidPrincipals: []string{"alice"},
-		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix()),
+		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(ttl).Unix()),
 		Permissions: ssh.Permissions{Extensions: map[string]string{
 			"permit-pty": "", "permit-port-forwarding": "", certs.IdentityExtension: certs.EncodeIdentity(id),
 		}},

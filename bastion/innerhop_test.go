@@ -329,3 +329,23 @@ func TestInnerHopSFTP(t *testing.T) {
 }
 
 var _ = regexp.MustCompile
+
+func TestInnerHopCertificateExpiry(t *testing.T) {
+	f := newHopFixture(t, fixtureOpts{})
+	sshd := startSSHD(t, f.auth)
+	f.setTargets(sshTarget("web-1", sshd))
+	keyFile, certFile := sshdtest.WriteClientKey(t, f.userKey, f.signUserFor(f.userPub, 4*time.Second))
+	cfg := f.writeSSHConfig(keyFile, certFile)
+	start := time.Now()
+	r := runClient(t, "ssh", nil, "-F", cfg, "web-1", "echo started; exec sleep 60")
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("session lasted %v after its certificate expired", took)
+	}
+	if r.code != ExitUpstreamFailed || !strings.Contains(string(r.stderr), "postern: web-1: session expired") {
+		t.Errorf("exit %d stderr %q; want 255 and the expiry message", r.code, r.stderr)
+	}
+	ev := f.waitEvent(state.EventSessionEnd, 1)
+	if ev[0].Details["ended_by"] != "session_expired" {
+		t.Errorf("session.end %v; want ended_by session_expired", ev[0].Details)
+	}
+}
