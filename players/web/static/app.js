@@ -6,6 +6,7 @@
   var el = document.getElementById("player");
   if (!el) return;
   if (typeof AsciinemaPlayer === "undefined") {
+    if (document.getElementById("assets-missing")) return;
     var p = document.createElement("p");
     p.className = "notice";
     p.id = "assets-missing";
