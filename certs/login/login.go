@@ -69,6 +69,10 @@ type Options struct {
 	Quiet bool
 	// Force reports whether to renew a certificate that is still fresh.
 	Force bool
+	// JSONErrors reports whether the profile's ssh_config asks the bastion
+	// for JSON error messages on sessions (SetEnv POSTERN_JSON_ERRORS=1), for
+	// agents that parse them.
+	JSONErrors bool
 	// NoBrowser reports whether to only print the authorization URL instead
 	// of opening a browser.
 	NoBrowser bool
@@ -140,6 +144,12 @@ func Login(ctx context.Context, opts Options) (*Profile, error) {
 
 	if !o.Force {
 		if p, ok := freshProfile(dir, base, o.Now()); ok {
+			if p.JSONErrors != o.JSONErrors {
+				p.JSONErrors = o.JSONErrors
+				if err := writeProfileConfig(p); err != nil {
+					return nil, err
+				}
+			}
 			fmt.Fprintf(o.Out, "Certificate for %s is still valid until %s (use --force to renew).\n",
 				p.Username, p.ValidBefore.Local().Format(time.RFC1123))
 			return p, nil
@@ -202,6 +212,7 @@ func Login(ctx context.Context, opts Options) (*Profile, error) {
 		hostCA = cfg.HostCA
 	}
 	p := newProfile(dir)
+	p.JSONErrors = o.JSONErrors
 	err = writeProfile(p, profileInput{
 		bastion: base, sshAddress: cfg.SSHAddress, hostCA: hostCA, issuer: issuer,
 		cert: cert, certLine: cr.Certificate, serial: strings.Trim(string(cr.Serial), `"`),

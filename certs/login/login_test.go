@@ -101,6 +101,9 @@ func checkProfile(t *testing.T, b *testBastion, p *login.Profile) *ssh.Certifica
 	if p.Username != "dev" || !slices.Equal(p.Principals, []string{"dev", "root"}) {
 		t.Errorf("profile = %+v; want user dev with principals dev, root", p)
 	}
+	if p.Serial != fmt.Sprint(cert.Serial) {
+		t.Errorf("profile serial = %q; want %d", p.Serial, cert.Serial)
+	}
 	if _, err := b.Authority.CheckUserCert(cert, "root", netipLoopback, time.Now()); err != nil {
 		t.Errorf("bastion refuses the certificate: %v", err)
 	}
@@ -535,5 +538,43 @@ func TestLoginBrowserForgedCode(t *testing.T) {
 	}
 	if p := <-page; !strings.HasPrefix(p, "403 ") || !strings.Contains(p, "could not complete the sign-in") {
 		t.Errorf("page = %q; want 403 saying the sign-in failed", p)
+	}
+}
+
+// TestLoginJSONErrors checks that --json reaches the profile's ssh_config,
+// and that switching it on a fresh profile rewrites the file without a new
+// certificate.
+func TestLoginJSONErrors(t *testing.T) {
+	_, b := setup(t, true)
+	dir := t.TempDir()
+	cfg := func() string {
+		b, err := os.ReadFile(filepath.Join(dir, login.SSHConfigFileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	p1, err := login.Login(t.Context(), login.Options{Bastion: b.URL, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(cfg(), "SetEnv") {
+		t.Errorf("ssh_config sets POSTERN_JSON_ERRORS without --json:\n%s", cfg())
+	}
+	p2, err := login.Login(t.Context(), login.Options{Bastion: b.URL, Dir: dir, JSONErrors: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cfg(), "    SetEnv POSTERN_JSON_ERRORS=1\n") || !p2.JSONErrors || p2.Serial != p1.Serial {
+		t.Errorf("after --json: serial %s→%s, JSONErrors %v, ssh_config:\n%s", p1.Serial, p2.Serial, p2.JSONErrors, cfg())
+	}
+	if p3, err := login.LoadProfile(dir); err != nil || !p3.JSONErrors {
+		t.Errorf("LoadProfile = %+v, %v; want JSONErrors", p3, err)
+	}
+	if _, err := login.Login(t.Context(), login.Options{Bastion: b.URL, Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(cfg(), "SetEnv") {
+		t.Errorf("ssh_config still sets POSTERN_JSON_ERRORS without --json:\n%s", cfg())
 	}
 }

@@ -60,6 +60,12 @@ type Profile struct {
 	// Issuer is the name of the issuer used to log in; empty for a token
 	// passed with --token-file or --token-env.
 	Issuer string
+	// Serial is the certificate's serial number, as the bastion reported it
+	// (for postern ca revoke).
+	Serial string
+	// JSONErrors reports whether ssh_config asks the bastion for JSON error
+	// messages (SetEnv POSTERN_JSON_ERRORS=1), as login --json does.
+	JSONErrors bool
 	// Username is the user's name at the bastion, from the identity the
 	// certificate carries (the first principal if it carries none); it is
 	// the User of the bastion's Host block.
@@ -77,6 +83,7 @@ type profileFile struct {
 	Serial      string    `json:"serial,omitempty"`
 	ValidAfter  time.Time `json:"valid_after"`
 	ValidBefore time.Time `json:"valid_before"`
+	JSONErrors  bool      `json:"json_errors,omitempty"`
 }
 
 // DefaultDir returns the default profile directory for a bastion URL:
@@ -144,6 +151,7 @@ func LoadProfile(dir string) (*Profile, error) {
 	p.Bastion, p.BastionHost, p.SSHAddress = pf.Bastion, pf.BastionHost, pf.SSHAddress
 	p.Issuer, p.Username, p.Principals = pf.Issuer, pf.Username, pf.Principals
 	p.ValidAfter, p.ValidBefore = pf.ValidAfter, pf.ValidBefore
+	p.Serial, p.JSONErrors = pf.Serial, pf.JSONErrors
 	for _, f := range []string{p.KeyFile, p.CertFile} {
 		if _, err := os.Stat(f); err != nil {
 			return nil, fmt.Errorf("profile %s is incomplete: %w", abs, err)
@@ -307,7 +315,9 @@ type profileInput struct {
 }
 
 // writeProfile writes the certificate, known_hosts, ssh_config and
-// profile.json for in into the profile p, and fills p's fields.
+// profile.json for in into the profile p, and fills p's fields. Everything
+// is checked before the first file is written; profile.json, written last,
+// is what marks the profile complete.
 func writeProfile(p *Profile, in profileInput) error {
 	host, port, err := splitSSHAddress(in.sshAddress, in.bastion)
 	if err != nil {
@@ -316,10 +326,15 @@ func writeProfile(p *Profile, in profileInput) error {
 	if len(in.cert.ValidPrincipals) == 0 {
 		return errors.New("the bastion issued a certificate without principals")
 	}
+	kh, err := knownHostsLines(in.hostCA)
+	if err != nil {
+		return err
+	}
 	p.Bastion = in.bastion
 	p.BastionHost = host
 	p.SSHAddress = net.JoinHostPort(host, port)
 	p.Issuer = in.issuer
+	p.Serial = in.serial
 	p.Principals = in.cert.ValidPrincipals
 	// The bastion sorts principals; the identity it embeds names the user.
 	// A certificate without one (not postern's) falls back to the first.
@@ -337,20 +352,21 @@ func writeProfile(p *Profile, in profileInput) error {
 	if err := writeFileAtomic(p.CertFile, []byte(line), 0o644); err != nil {
 		return err
 	}
-	kh, err := knownHostsLines(in.hostCA)
-	if err != nil {
-		return err
-	}
 	if err := writeFileAtomic(p.KnownHosts, kh, 0o644); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(p.SSHConfig, sshConfig(p, port), 0o644); err != nil {
+	return writeProfileConfig(p)
+}
+
+// writeProfileConfig writes p's ssh_config and profile.json.
+func writeProfileConfig(p *Profile) error {
+	if err := writeFileAtomic(p.SSHConfig, sshConfig(p), 0o644); err != nil {
 		return err
 	}
 	pf := profileFile{
 		Bastion: p.Bastion, BastionHost: p.BastionHost, SSHAddress: p.SSHAddress,
-		Issuer: p.Issuer, Username: p.Username, Principals: p.Principals, Serial: in.serial,
-		ValidAfter: p.ValidAfter, ValidBefore: p.ValidBefore,
+		Issuer: p.Issuer, Username: p.Username, Principals: p.Principals, Serial: p.Serial,
+		ValidAfter: p.ValidAfter, ValidBefore: p.ValidBefore, JSONErrors: p.JSONErrors,
 	}
 	b, err := json.MarshalIndent(pf, "", "  ")
 	if err != nil {
@@ -414,6 +430,10 @@ func splitSSHAddress(addr, bastion string) (host, port string, err error) {
 	return host, port, nil
 }
 
+// JSONErrorsEnv is the environment variable that asks the bastion for
+// JSON error messages (held or denied commands) on a session.
+const JSONErrorsEnv = "POSTERN_JSON_ERRORS"
+
 // sshConfig renders the profile's ssh_config.
 //
 // The bastion block makes "ssh -F ssh_config <bastion-host>" (and the jump
@@ -421,11 +441,17 @@ func splitSSHAddress(addr, bastion string) (host, port string, err error) {
 // username. The Host * block serves the targets of -J: their host
 // certificates are signed by postern's host CA too (the bastion terminates
 // the inner hop), so they need the @cert-authority line, and they must be
-// offered the same key and certificate. ~/.ssh/known_hosts comes first there
+// offered the same key and certificate; the bastion reads
+// POSTERN_JSON_ERRORS from the environment a session sends, so the variable
+// is passed on (and set, for a --json profile). ~/.ssh/known_hosts comes first there
 // so that keys ssh learns for other hosts are still saved in the user's own
 // file when this file is Included from ~/.ssh/config; IdentitiesOnly is not
 // set there, to leave other hosts' keys alone.
-func sshConfig(p *Profile, port string) []byte {
+func sshConfig(p *Profile) []byte {
+	_, port, err := net.SplitHostPort(p.SSHAddress)
+	if err != nil {
+		port = "22"
+	}
 	var b strings.Builder
 	q := sshQuote
 	fmt.Fprintf(&b, "# Written by postern login for %s; rewritten at every login.\n", p.Bastion)
@@ -443,6 +469,10 @@ func sshConfig(p *Profile, port string) []byte {
 	fmt.Fprintf(&b, "    IdentityFile %s\n", q(p.KeyFile))
 	fmt.Fprintf(&b, "    CertificateFile %s\n", q(p.CertFile))
 	fmt.Fprintf(&b, "    UserKnownHostsFile ~/.ssh/known_hosts %s\n", q(p.KnownHosts))
+	fmt.Fprintf(&b, "    SendEnv %s\n", JSONErrorsEnv)
+	if p.JSONErrors {
+		fmt.Fprintf(&b, "    SetEnv %s=1\n", JSONErrorsEnv)
+	}
 	return []byte(b.String())
 }
 

@@ -159,10 +159,14 @@ func TestWriteProfile(t *testing.T) {
 		`    UserKnownHostsFile "` + p.KnownHosts + `"` + "\n",
 		"Host *\n",
 		`    UserKnownHostsFile ~/.ssh/known_hosts "` + p.KnownHosts + `"` + "\n",
+		"    SendEnv POSTERN_JSON_ERRORS\n",
 	} {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("ssh_config lacks %q:\n%s", want, cfg)
 		}
+	}
+	if strings.Contains(string(cfg), "SetEnv") {
+		t.Errorf("ssh_config sets an environment variable without JSONErrors:\n%s", cfg)
 	}
 	var pf map[string]any
 	b, _ := os.ReadFile(filepath.Join(dir, ProfileFileName))
@@ -221,6 +225,7 @@ func TestSSHConfigParsedByOpenSSH(t *testing.T) {
 	now := time.Now()
 	cert, line := signUser(t, testCA(t), signer.PublicKey(), now.Add(-time.Minute), now.Add(time.Hour), "alice")
 	p := newProfile(dir)
+	p.JSONErrors = true
 	if err := writeProfile(p, profileInput{
 		bastion: "http://127.0.0.1:8080", sshAddress: ":2222", hostCA: hostCALine(t), cert: cert, certLine: line,
 	}); err != nil {
@@ -250,6 +255,7 @@ func TestSSHConfigParsedByOpenSSH(t *testing.T) {
 		{"target", "web-1", map[string]string{
 			"hostname": "web-1", "port": "22",
 			"identityfile": p.KeyFile, "certificatefile": p.CertFile,
+			"sendenv": "POSTERN_JSON_ERRORS", "setenv": "POSTERN_JSON_ERRORS=1",
 		}},
 	}
 	for _, tt := range tests {

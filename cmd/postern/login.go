@@ -24,6 +24,7 @@ type loginFlags struct {
 	quiet     bool
 	force     bool
 	noBrowser bool
+	json      bool
 }
 
 // newLoginCmd returns postern login: obtain an ID token, exchange it for a
@@ -74,6 +75,7 @@ func bindLoginFlags(fl *pflag.FlagSet, f *loginFlags) {
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print nothing on success")
 	fl.BoolVar(&f.force, "force", false, "renew even if the current certificate is still fresh")
 	fl.BoolVar(&f.noBrowser, "no-browser", false, "print the sign-in URL instead of opening a browser")
+	fl.BoolVar(&f.json, "json", false, "make the profile ask the bastion for JSON error messages (for agents)")
 }
 
 // runLogin runs the login the flags describe.
@@ -95,15 +97,16 @@ func loginOptions(g *globalFlags, f loginFlags) (login.Options, error) {
 		return login.Options{}, errors.New("--ttl must be positive")
 	}
 	o := login.Options{
-		Bastion:   f.bastion,
-		Dir:       f.dir,
-		Issuer:    f.issuer,
-		TTL:       f.ttl,
-		Quiet:     f.quiet,
-		Force:     f.force,
-		NoBrowser: f.noBrowser,
-		Out:       g.stdout,
-		Err:       g.stderr,
+		Bastion:    f.bastion,
+		Dir:        f.dir,
+		Issuer:     f.issuer,
+		TTL:        f.ttl,
+		Quiet:      f.quiet,
+		Force:      f.force,
+		NoBrowser:  f.noBrowser,
+		JSONErrors: f.json,
+		Out:        g.stdout,
+		Err:        g.stderr,
 	}
 	switch {
 	case f.device:

@@ -29,8 +29,8 @@ func TestLoginFlags(t *testing.T) {
 			want: login.Options{Bastion: "https://b", Mode: login.ModeDevice, Issuer: "corp", NoBrowser: true}},
 		{name: "token file", args: []string{"--bastion", "https://b", "--token-file", "/t", "--dir", "/d", "--ttl", "15m", "-q", "--force"},
 			want: login.Options{Bastion: "https://b", Mode: login.ModeTokenFile, TokenFile: "/t", Dir: "/d", TTL: 15 * time.Minute, Quiet: true, Force: true}},
-		{name: "token env", args: []string{"--bastion", "https://b", "--token-env", "TOK"},
-			want: login.Options{Bastion: "https://b", Mode: login.ModeTokenEnv, TokenEnv: "TOK"}},
+		{name: "token env", args: []string{"--bastion", "https://b", "--token-env", "TOK", "--json"},
+			want: login.Options{Bastion: "https://b", Mode: login.ModeTokenEnv, TokenEnv: "TOK", JSONErrors: true}},
 		{name: "no bastion", wantErr: "no bastion: pass --bastion URL or set POSTERN_BASTION"},
 		{name: "negative ttl", args: []string{"--bastion", "https://b", "--ttl", "-1m"}, wantErr: "--ttl must be positive"},
 	}
