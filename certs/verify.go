@@ -110,7 +110,8 @@ type VerifierOptions struct {
 // verified in full by go-oidc against that issuer alone: signature through
 // the issuer's JWKS, issuer, audience, expiry; the Verifier adds not-before
 // with 30 s of clock skew, authorized party (azp) when the token names several
-// audiences, required claims, and the username and groups claims. Only
+// audiences, required claims (string claims, exact match), and the username
+// and groups claims. Only
 // asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted.
 //
 // Availability: NewVerifier contacts no identity provider, so postern starts
@@ -132,7 +133,7 @@ type VerifierOptions struct {
 // Every failure is a *Error with Status 401 (503 for issuer_unavailable) and
 // one of the Code* constants; messages never contain the token.
 type Verifier struct {
-	byURL   map[string]*issuer
+	byURL   map[string]*trustedIssuer
 	now     func() time.Time
 	client  *http.Client
 	log     *slog.Logger
@@ -142,9 +143,9 @@ type Verifier struct {
 	minKeyRefresh time.Duration
 }
 
-// issuer is the state of one configured issuer. verifier is set once
+// trustedIssuer is the state of one configured issuer. verifier is set once
 // discovery succeeds and never changes afterwards.
-type issuer struct {
+type trustedIssuer struct {
 	cfg           config.Issuer
 	audience      string
 	usernameClaim string
@@ -163,7 +164,7 @@ type issuer struct {
 func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOptions) (*Verifier, error) {
 	_ = ctx // discovery is lazy; the context of each Verify call is used instead
 	v := &Verifier{
-		byURL:         make(map[string]*issuer, len(issuers)),
+		byURL:         make(map[string]*trustedIssuer, len(issuers)),
 		now:           opts.Now,
 		client:        opts.HTTPClient,
 		log:           opts.Log,
@@ -195,7 +196,7 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOpti
 		if _, dup := v.byURL[c.IssuerURL]; dup {
 			return nil, fmt.Errorf("%s.issuer_url: %q is configured twice; list each issuer once", path, c.IssuerURL)
 		}
-		is := &issuer{cfg: c, audience: c.Audience}
+		is := &trustedIssuer{cfg: c, audience: c.Audience}
 		if is.audience == "" {
 			is.audience = c.ClientID
 		}
@@ -272,7 +273,7 @@ type jwtHeader struct {
 	Kid string `json:"kid"`
 }
 
-func (v *Verifier) verify(ctx context.Context, raw string) (*issuer, Identity, error) {
+func (v *Verifier) verify(ctx context.Context, raw string) (*trustedIssuer, Identity, error) {
 	if len(raw) > maxTokenSize {
 		return nil, Identity{}, tokenError(CodeInvalidToken, "token is too large", nil)
 	}
@@ -327,7 +328,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*issuer, Identity, e
 // classify turns a go-oidc failure into a *Error. go-oidc verifies the
 // signature first; once res shows it passed, the Verifier's own claim checks
 // on the signed payload name the precise cause.
-func (v *Verifier) classify(is *issuer, res *sigResult, err error) error {
+func (v *Verifier) classify(is *trustedIssuer, res *sigResult, err error) error {
 	if res.err != nil {
 		return res.err
 	}
@@ -355,7 +356,7 @@ func (v *Verifier) classify(is *issuer, res *sigResult, err error) error {
 // checkClaims checks the registered claims of a payload whose signature has
 // been verified: issuer, audience and authorized party, expiry and
 // not-before with skew, subject, and the issuer's required claims.
-func (v *Verifier) checkClaims(is *issuer, claims map[string]any) error {
+func (v *Verifier) checkClaims(is *trustedIssuer, claims map[string]any) error {
 	if iss, _ := claims[claimIssuer].(string); iss != is.cfg.IssuerURL {
 		return tokenError(CodeWrongIssuer, "token issuer is not trusted", nil)
 	}
@@ -404,7 +405,7 @@ func (v *Verifier) checkClaims(is *issuer, claims map[string]any) error {
 }
 
 // identity maps verified claims to an Identity.
-func (is *issuer) identity(claims map[string]any) (Identity, error) {
+func (is *trustedIssuer) identity(claims map[string]any) (Identity, error) {
 	user, _ := claims[is.usernameClaim].(string)
 	if user == "" {
 		return Identity{}, tokenError(CodeMissingClaim, "token lacks username claim "+is.usernameClaim, nil)
@@ -436,7 +437,7 @@ func (is *issuer) identity(claims map[string]any) (Identity, error) {
 // discover returns the issuer's go-oidc verifier, discovering the provider
 // on first use. Concurrent callers share one discovery; after a failure,
 // calls fail fast until the backoff has passed.
-func (v *Verifier) discover(ctx context.Context, is *issuer) (*oidc.IDTokenVerifier, error) {
+func (v *Verifier) discover(ctx context.Context, is *trustedIssuer) (*oidc.IDTokenVerifier, error) {
 	is.mu.Lock()
 	if is.verifier != nil {
 		defer is.mu.Unlock()
@@ -470,7 +471,7 @@ func unavailable(cause error) *Error {
 		Msg: "identity provider is unavailable, try again shortly", Err: cause}
 }
 
-func (v *Verifier) discoverOnce(ctx context.Context, is *issuer) (*oidc.IDTokenVerifier, error) {
+func (v *Verifier) discoverOnce(ctx context.Context, is *trustedIssuer) (*oidc.IDTokenVerifier, error) {
 	is.mu.Lock()
 	if is.verifier != nil {
 		defer is.mu.Unlock()
