@@ -15,6 +15,19 @@
 // terminal front end ([Terminal]) owns raw mode and turns keys into
 // controls.
 //
+// # Export
+//
+// [Export] re-encodes a cast as asciicast v2 (what every player reads,
+// Debian's asciinema 2.2 included) or v3 (interval times, an "x" exit
+// event), streaming.
+//
+// # Client
+//
+// [Client] is the client side of the API for `postern sessions`, `play` and
+// `watch`; its requests are signed with the `postern login` profile
+// (certs/login.APIClient). [WriteTable] and [WriteDetail] print what it
+// returns, with control characters of recorded commands neutralised.
+//
 // # API
 //
 // [NewAPI] serves the sessions API for auditors (and admins): every request
