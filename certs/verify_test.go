@@ -883,3 +883,23 @@ func TestVerifyTokenFromCodeFlow(t *testing.T) {
 		t.Fatalf("identity %+v; want %+v", id, want)
 	}
 }
+
+func TestVerifyConcurrentFirstUse(t *testing.T) {
+	f := newVerifyFixture(t, humanIssuer)
+	tok := f.srv.Mint(t, nil)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if _, err := f.v.Verify(context.Background(), tok); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := f.http.count("/.well-known/openid-configuration"); n != 1 {
+		t.Errorf("discovery requests = %d; want 1 shared by all callers", n)
+	}
+	if n := f.http.count("/keys"); n != 1 {
+		t.Errorf("JWKS requests = %d; want 1 shared by all callers", n)
+	}
+}
