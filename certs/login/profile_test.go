@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -475,5 +476,57 @@ func TestDefaultDir(t *testing.T) {
 		if _, err := DefaultDir(bad); err == nil {
 			t.Errorf("DefaultDir(%q) succeeded; want an error", bad)
 		}
+	}
+}
+
+// layOutProfile lays out a complete profile for bastion in dir.
+func layOutProfile(t *testing.T, dir, bastion string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := loadOrCreateKey(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	cert, line := signUser(t, testCA(t), signer.PublicKey(), now, now.Add(time.Hour), "alice")
+	if err := writeProfile(newProfile(dir), profileInput{
+		bastion: bastion, sshAddress: ":2222", hostCA: hostCALine(t), cert: cert, certLine: line,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFindProfile(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	if _, err := FindProfile("", ""); !errors.Is(err, ErrNoProfile) {
+		t.Errorf("no profiles: err = %v; want ErrNoProfile", err)
+	}
+	layOutProfile(t, filepath.Join(home, ".postern", "a.example.com"), "https://a.example.com")
+	p, err := FindProfile("", "")
+	if err != nil || p.Bastion != "https://a.example.com" {
+		t.Errorf("one profile: %+v, %v; want a.example.com's", p, err)
+	}
+	layOutProfile(t, filepath.Join(home, ".postern", "b.example.com"), "https://b.example.com")
+	if _, err := FindProfile("", ""); err == nil || !strings.Contains(err.Error(), "--bastion or --dir") {
+		t.Errorf("two profiles: err = %v; want a request to choose", err)
+	}
+	if p, err := FindProfile("https://b.example.com", ""); err != nil || p.Bastion != "https://b.example.com" {
+		t.Errorf("by bastion: %+v, %v; want b.example.com's", p, err)
+	}
+	other := filepath.Join(t.TempDir(), "elsewhere")
+	layOutProfile(t, other, "https://c.example.com")
+	if p, err := FindProfile("https://a.example.com", other); err != nil || p.Dir != other {
+		t.Errorf("by dir: %+v, %v; want the profile in %s", p, err, other)
+	}
+	if _, err := FindProfile("https://nope.example.com", ""); !errors.Is(err, ErrNoProfile) {
+		t.Errorf("unknown bastion: err = %v; want ErrNoProfile", err)
+	}
+	// A profile whose key was removed is incomplete, not silently used.
+	os.Remove(filepath.Join(other, KeyFileName))
+	if _, err := LoadProfile(other); err == nil || !strings.Contains(err.Error(), "incomplete") {
+		t.Errorf("profile without key: err = %v; want incomplete", err)
 	}
 }
