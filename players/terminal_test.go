@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,4 +120,80 @@ func TestTerminalNonTTYPlaysThrough(t *testing.T) {
 func isCooked(t *testing.T, tty *os.File) bool {
 	t.Helper()
 	return !isRaw(t, tty)
+}
+
+// notifyWriter collects writes and signals each one.
+type notifyWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	wrote chan struct{}
+}
+
+func (w *notifyWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(b)
+	select {
+	case w.wrote <- struct{}{}:
+	default:
+	}
+	return len(b), nil
+}
+
+func (w *notifyWriter) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		w.mu.Lock()
+		got := w.buf.String()
+		w.mu.Unlock()
+		if strings.Contains(got, want) {
+			return
+		}
+		select {
+		case <-w.wrote:
+		case <-deadline:
+			t.Fatalf("output %q never contained %q", got, want)
+		}
+	}
+}
+
+// TestTerminalKeys drives the player with keys typed into a real
+// pseudo-terminal: ] jumps over the 10 s idle gap to the next marker, q quits.
+func TestTerminalKeys(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close(); tty.Close() })
+	p := newPlayer(t, fileSource(t, "session_v2.cast"), Options{})
+	out := &notifyWriter{wrote: make(chan struct{}, 1)}
+	done := make(chan error, 1)
+	go func() { done <- Terminal{In: tty, Out: out}.Play(context.Background(), p) }()
+	for _, step := range []struct{ key, want string }{
+		{"]", "hello world\r\n"}, // to "command: ls"
+		{"]", "after idle\r\n"},  // to "approval granted", without waiting 10 s
+	} {
+		if _, err := ptmx.Write([]byte(step.key)); err != nil {
+			t.Fatal(err)
+		}
+		out.waitFor(t, step.want)
+	}
+	if _, err := ptmx.Write([]byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Play: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Play did not quit on q")
+	}
+	if !strings.HasSuffix(out.buf.String(), "\x1b[?25h\r\n") {
+		t.Errorf("output %q does not end by restoring the cursor", out.buf.String())
+	}
+	if isRaw(t, tty) {
+		t.Error("terminal left in raw mode")
+	}
 }
