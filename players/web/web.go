@@ -380,8 +380,14 @@ func (u *UI) sessionRoutes(w http.ResponseWriter, r *http.Request, rest string) 
 	}
 }
 
-// maxMarkers bounds the marker list of the replay page.
-const maxMarkers = 500
+// maxMarkers bounds the marker list of the replay page, and maxMarkerScan
+// the bytes of a cast read to find them, so that a huge recording does not
+// make its page slow (asciinema-player still shows every marker on its
+// progress bar).
+const (
+	maxMarkers    = 500
+	maxMarkerScan = 64 << 20
+)
 
 func (u *UI) sessionPage(w http.ResponseWriter, r *http.Request, s session, id string) {
 	row, err := u.opts.State.GetSession(r.Context(), id)
@@ -446,7 +452,13 @@ func (u *UI) markers(ctx context.Context, row state.Session) ([]players.Marker, 
 	if row.Object == "" {
 		return nil, false
 	}
-	src := func() (io.ReadCloser, error) { return u.opts.Store.Open(ctx, row.Object) }
+	src := func() (io.ReadCloser, error) {
+		rc, err := u.opts.Store.Open(ctx, row.Object)
+		if err != nil {
+			return nil, err
+		}
+		return readCloser{io.LimitReader(rc, maxMarkerScan), rc}, nil
+	}
 	p, err := players.New(src, players.Options{IdleTimeLimit: -1})
 	if err != nil {
 		u.log.Warn("scan markers", "session", row.ID, "err", err)
@@ -466,7 +478,13 @@ func (u *UI) markers(ctx context.Context, row state.Session) ([]players.Marker, 
 			return p.Markers()[:maxMarkers], true
 		}
 	}
-	return p.Markers(), false
+	return p.Markers(), row.Size > maxMarkerScan
+}
+
+// readCloser pairs a reader with the closer of what it reads.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // live streams a running session as server-sent events in the form
