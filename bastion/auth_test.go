@@ -157,6 +157,9 @@ func TestAuthSuccessAudit(t *testing.T) {
 		}
 	}
 	f.waitEvent(state.EventChannelDeny, hasDetail("channel", "x11"))
+	if got := counterValue(t, f.srv.metrics.channels.WithLabelValues("other", "denied")); got != 1 {
+		t.Errorf("channels{type=other,outcome=denied} = %v; want 1 (client-chosen types share one label)", got)
+	}
 }
 
 // TestVerifiedCallbackOnly: a client that only queries whether a key would

@@ -39,6 +39,9 @@ var (
 	errConnClosed = errors.New("connection closed")
 )
 
+// maxChannelsPerConn caps the channels open at once on one connection.
+const maxChannelsPerConn int32 = 1024
+
 // extConnID is the Permissions extension that ties an authenticated
 // connection to the ConnInfo its auth callback created.
 const extConnID = "conn-id@postern"
@@ -113,10 +116,19 @@ func (c *serverConn) serve() {
 	c.log.Info("connection start", "client", string(sc.ClientVersion()))
 	go c.watch(ci.Expires)
 	go c.globalRequests(reqs)
+	var open atomic.Int32
 	for nch := range chans {
+		if open.Load() >= c.s.maxChans {
+			c.s.metrics.channels.WithLabelValues(channelLabel(nch.ChannelType()), "denied").Inc()
+			c.log.Warn("channel refused: too many channels", "limit", c.s.maxChans)
+			_ = nch.Reject(ssh.ResourceShortage, "postern: too many channels on this connection")
+			continue
+		}
+		open.Add(1)
 		c.chans.Add(1)
 		go func() {
 			defer c.chans.Done()
+			defer open.Add(-1)
 			c.handleChannel(ci, nch)
 		}()
 	}

@@ -234,3 +234,45 @@ func atoi(s string) int {
 	}
 	return n
 }
+
+func TestChannelLimitPerConnection(t *testing.T) {
+	echo := startEcho(t)
+	f := newBX(t, bxOptions{})
+	f.srv.maxChans = 3
+	eng, err := policy.New(devConfig(f.login, config.Target{Name: "echo", Kind: config.KindTCP, Address: echo}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv.SetPolicy(eng)
+	c, _, err := f.dial(certSpec{}, f.login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(echo)
+	var open []ssh.Channel
+	for range 3 {
+		ch, err := openDirect(c, "echo", atoi(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, ch)
+	}
+	_, err = openDirect(c, "echo", atoi(port))
+	var oce *ssh.OpenChannelError
+	if !errors.As(err, &oce) || oce.Reason != ssh.ResourceShortage {
+		t.Fatalf("fourth channel: %v; want resource shortage", err)
+	}
+	open[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ch, err := openDirect(c, "echo", atoi(port))
+		if err == nil {
+			ch.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no channel after one closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // the server frees the slot when its splice ends
+	}
+}

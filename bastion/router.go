@@ -54,6 +54,22 @@ func (c *serverConn) handleChannel(ci *ConnInfo, nch ssh.NewChannel) {
 	}
 }
 
+// knownChannelTypes are the channel and global request types that get their
+// own metric label; any other (client-chosen) type is counted as "other".
+var knownChannelTypes = map[string]bool{
+	channelDirectTCPIP: true, channelSession: true, "x11": true, "auth-agent@openssh.com": true,
+	"direct-streamlocal@openssh.com": true, "forwarded-tcpip": true, "forwarded-streamlocal@openssh.com": true,
+	"tcpip-forward": true, "streamlocal-forward@openssh.com": true,
+}
+
+// channelLabel bounds the cardinality of the type label.
+func channelLabel(t string) string {
+	if knownChannelTypes[t] {
+		return t
+	}
+	return "other"
+}
+
 // reject refuses nch with a user-visible msg, audits the denial with code
 // and details, and counts it.
 func (c *serverConn) reject(ci *ConnInfo, nch ssh.NewChannel, why ssh.RejectionReason, msg, code string, details map[string]any) {
@@ -61,7 +77,7 @@ func (c *serverConn) reject(ci *ConnInfo, nch ssh.NewChannel, why ssh.RejectionR
 		details = map[string]any{}
 	}
 	details["conn"] = ci.ID
-	details["channel"] = nch.ChannelType()
+	details["channel"] = policy.Printable(nch.ChannelType())
 	details["code"] = code
 	target, _ := details["target"].(string)
 	c.s.audit(c.ctx, ci.Log, state.Event{
@@ -72,8 +88,8 @@ func (c *serverConn) reject(ci *ConnInfo, nch ssh.NewChannel, why ssh.RejectionR
 	if why == ssh.ConnectionFailed {
 		outcome = "failed"
 	}
-	c.s.metrics.channels.WithLabelValues(nch.ChannelType(), outcome).Inc()
-	ci.Log.Info("channel refused", "channel", nch.ChannelType(), "code", code, "dest", details["dest"])
+	c.s.metrics.channels.WithLabelValues(channelLabel(nch.ChannelType()), outcome).Inc()
+	ci.Log.Info("channel refused", "channel", details["channel"], "code", code, "dest", details["dest"])
 	_ = nch.Reject(why, msg)
 }
 

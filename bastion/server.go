@@ -109,6 +109,7 @@ type Server struct {
 
 	handshakeTimeout, idleTimeout time.Duration
 	maxConns, maxConnsSource      int
+	maxChans                      int32 // per connection
 
 	policy  atomic.Pointer[policy.Engine]
 	hostKey ssh.Signer
@@ -159,6 +160,7 @@ func NewServer(opts Options) (*Server, error) {
 	s.idleTimeout = orDur(opts.Config.IdleTimeout.D(), defaultIdleTimeout)
 	s.maxConns = orInt(opts.Config.MaxConnections, defaultMaxConns)
 	s.maxConnsSource = orInt(opts.Config.MaxConnectionsPerSource, defaultMaxConnsSource)
+	s.maxChans = maxChannelsPerConn
 	var err error
 	if s.metrics, err = newMetrics(opts.Metrics); err != nil {
 		return nil, fmt.Errorf("bastion: register metrics: %w", err)
