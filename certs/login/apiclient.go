@@ -165,15 +165,18 @@ func (c *APIClient) GetJSON(ctx context.Context, path string, out any) error {
 }
 
 // Query builds "path?k=v&…" from the non-empty values of q, in a stable
-// order, for NewRequest and GetJSON.
+// order, for NewRequest and GetJSON. q is not modified.
 func Query(path string, q url.Values) string {
-	for k, v := range q {
-		if len(v) == 0 || (len(v) == 1 && v[0] == "") {
-			delete(q, k)
+	kept := url.Values{}
+	for k, vs := range q {
+		for _, v := range vs {
+			if v != "" {
+				kept.Add(k, v)
+			}
 		}
 	}
-	if len(q) == 0 {
+	if len(kept) == 0 {
 		return path
 	}
-	return path + "?" + q.Encode()
+	return path + "?" + kept.Encode()
 }
