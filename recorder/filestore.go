@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // FileStore is a Store in a local directory. Objects are files (mode 0600)
@@ -66,7 +67,11 @@ func (s *FileStore) Put(ctx context.Context, key string, r io.Reader, size int64
 			os.Remove(tmp.Name())
 		}
 	}()
-	n, err := io.Copy(tmp, ctxReader{ctx, r})
+	src := r
+	if _, ok := r.(*os.File); !ok {
+		src = ctxReader{ctx, r} // a local file is copied by the kernel where it can
+	}
+	n, err := io.Copy(tmp, src)
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
@@ -95,6 +100,34 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// errCrossDevice means Adopt cannot rename across file systems; the caller
+// copies instead.
+var errCrossDevice = errors.New("file is on another file system")
+
+// Adopt moves the local file at path into the store under key by renaming
+// it (mode 0600), so a finished recording is stored without copying. It
+// returns an error wrapping errCrossDevice if path is on another file system.
+func (s *FileStore) Adopt(ctx context.Context, key, path string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("adopt %s: %w", key, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("adopt %s: %w", key, err)
+	}
+	if err := os.Rename(path, p); err != nil {
+		if errors.Is(err, syscall.EXDEV) {
+			return fmt.Errorf("adopt %s: %w", key, errCrossDevice)
+		}
+		return fmt.Errorf("adopt %s: %w", key, err)
+	}
+	return syncDir(dir)
 }
 
 // ctxReader stops a copy when ctx is done.

@@ -115,3 +115,29 @@ func TestKeys(t *testing.T) {
 		t.Errorf("MetaKey = %q", got)
 	}
 }
+
+func TestFileStoreAdopt(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := NewFileStore(filepath.Join(dir, "rec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(dir, "spool.cast")
+	if err := os.WriteFile(src, []byte("cast"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Adopt(ctx, "../escape", src); err == nil {
+		t.Error("Adopt accepted a key outside the root")
+	}
+	if err := s.Adopt(ctx, "2026/01/01/a.cast", src); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "rec", "2026", "01", "01", "a.cast"))
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Size() != 4 {
+		t.Errorf("adopted object = %v, %v; want 4 bytes, 0600", fi, err)
+	}
+	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("source still present: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -240,6 +241,8 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		notifyCh:  make(chan struct{}),
+		sealed:    make(chan struct{}),
+		hash:      sha256.New(),
 	}
 	for range r.nbuf {
 		s.tokens <- struct{}{}
@@ -252,6 +255,8 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 	hdr, err := enc.AppendHeader(nil, r.header(m, now))
 	if err == nil {
 		_, err = f.Write(hdr)
+		s.hash.Write(hdr)
+		s.size = int64(len(hdr))
 	}
 	if err != nil {
 		s.discard()

@@ -728,3 +728,31 @@ func TestFollowDuringSeal(t *testing.T) {
 		}
 	}
 }
+
+func TestFinishAcrossFileSystems(t *testing.T) {
+	// A spool on another file system than the store is copied, not renamed.
+	shm, err := os.MkdirTemp("/dev/shm", "postern-spool-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	ctx := context.Background()
+	e := newEnv(t, Options{SpoolDir: shm})
+	s, err := e.rec.Start(ctx, Meta{ID: "xdev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Output([]byte("across"))
+	sealed, err := s.Finish(ctx, Result{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cast := readObject(t, e.store, sealed.Object)
+	sum := sha256.Sum256(cast)
+	if hex.EncodeToString(sum[:]) != sealed.SHA256 || !bytes.Contains(cast, []byte("across")) {
+		t.Error("copied cast does not match its digest")
+	}
+	if _, err := os.Stat(filepath.Join(shm, "xdev.cast")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("spool left behind: %v", err)
+	}
+}

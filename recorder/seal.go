@@ -74,8 +74,15 @@ type Metadata struct {
 // session.sealed, stores the metadata JSON, writes the final index row and
 // removes the spool. If the spool is gone but the object is already stored
 // (a crash after the upload), the stored object is hashed instead.
-func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string) (*Sealed, error) {
-	size, sum, err := r.upload(ctx, row.Object, spoolPath)
+func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string, digest *spoolDigest) (*Sealed, error) {
+	var size int64
+	var sum string
+	var err error
+	if digest != nil {
+		size, sum, err = digest.size, digest.sum, r.store(ctx, row.Object, spoolPath, digest.size)
+	} else {
+		size, sum, err = r.upload(ctx, row.Object, spoolPath)
+	}
 	if err != nil {
 		r.m.errors.WithLabelValues("store").Inc()
 		return nil, err
@@ -139,6 +146,42 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
 	}
 	return sealed, nil
+}
+
+// spoolDigest is the size and SHA-256 of a spool file, computed while it was
+// written.
+type spoolDigest struct {
+	size int64
+	sum  string
+}
+
+// fileAdopter is implemented by stores that can take a local file by
+// renaming it into place (FileStore on the same file system).
+type fileAdopter interface {
+	Adopt(ctx context.Context, key, path string) error
+}
+
+// store moves or copies a spool file whose digest is already known into
+// the store under key.
+func (r *Recorder) store(ctx context.Context, key, spoolPath string, size int64) error {
+	if a, ok := r.opts.Store.(fileAdopter); ok {
+		err := a.Adopt(ctx, key, spoolPath)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errCrossDevice) {
+			return fmt.Errorf("store recording: %w", err)
+		}
+	}
+	f, err := os.Open(spoolPath)
+	if err != nil {
+		return fmt.Errorf("open spool: %w", err)
+	}
+	defer f.Close()
+	if err := r.opts.Store.Put(ctx, key, f, size, ContentTypeCast); err != nil {
+		return fmt.Errorf("store recording: %w", err)
+	}
+	return nil
 }
 
 // upload puts the spool file under key, hashing it on the way, and returns
@@ -215,7 +258,7 @@ func (r *Recorder) recoverOne(ctx context.Context, row state.Session) error {
 	end := r.opts.Now()
 	row.End = &end
 	row.Status = state.StatusInterrupted
-	sealed, err := r.seal(ctx, row, spool, "interrupted: the server stopped while recording")
+	sealed, err := r.seal(ctx, row, spool, "interrupted: the server stopped while recording", nil)
 	if err != nil {
 		return err
 	}

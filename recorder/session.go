@@ -2,8 +2,10 @@ package recorder
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"os"
 	"strconv"
@@ -50,6 +52,13 @@ type Session struct {
 	f      *os.File      // spool file, owned by the writer goroutine after Start
 	stop   chan struct{}
 	done   chan struct{} // closed when the writer has written, synced and exited
+
+	// hash and size cover every byte written to the spool; the writer
+	// goroutine owns them until done is closed.
+	hash hash.Hash
+	size int64
+
+	sealed chan struct{} // closed when Finish has stored and indexed the recording
 
 	errMu sync.Mutex
 	err   error
@@ -322,6 +331,7 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	// The session stays in the active map until it is sealed, so Follow
 	// finds either the spool or the finished index row.
 	defer s.r.forget(s.id)
+	defer close(s.sealed)
 	closeErr := s.f.Close()
 	if closeErr != nil {
 		s.fail("write", closeErr)
@@ -355,7 +365,7 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	if err := s.Err(); err != nil && errText == "" {
 		errText = "recording failed"
 	}
-	sealed, err := s.r.seal(ctx, row, s.spoolPath, errText)
+	sealed, err := s.r.seal(ctx, row, s.spoolPath, errText, &spoolDigest{size: s.size, sum: hex.EncodeToString(s.hash.Sum(nil))})
 	if err != nil {
 		s.log.Error("sealing recording failed", "err", err)
 		return nil, err

@@ -81,7 +81,10 @@ func (s *Session) writeChunk(c chunk) bool {
 	if s.r.beforeWrite != nil {
 		s.r.beforeWrite()
 	}
-	if _, err := s.f.Write(*c.buf); err != nil {
+	n, err := s.f.Write(*c.buf)
+	s.hash.Write((*c.buf)[:n])
+	s.size += int64(n)
+	if err != nil {
 		s.fail("write", err)
 		return false
 	}
@@ -144,7 +147,13 @@ func (r *Recorder) Follow(ctx context.Context, id string) (io.ReadCloser, error)
 		if !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("follow %s: %w", id, err)
 		}
-		// Sealed and removed meanwhile: fall through to the store.
+		// The spool is being moved into the store: wait until the session
+		// is sealed, then serve the stored cast.
+		select {
+		case <-s.sealed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	if r.opts.State == nil {
 		return nil, fmt.Errorf("follow %s: %w", id, ErrNotFound)
