@@ -80,8 +80,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	// busy_timeout lets concurrent processes wait for the write lock instead
 	// of failing; _txlock=immediate makes every BeginTx a BEGIN IMMEDIATE, so
 	// a read-then-write transaction (Append) holds the write lock from its
-	// first statement.
-	dsn := path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	// first statement. synchronous=FULL fsyncs the WAL at every commit: an
+	// audit event that Append returned survives a power loss (about 1 ms per
+	// append on a loaded 2-core machine, against 0.3 ms with NORMAL).
+	dsn := path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open state store: %w", err)

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-func openTest(t *testing.T, opts Options) (*Store, string) {
+func openTest(t testing.TB, opts Options) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state.db")
 	s, err := Open(context.Background(), "sqlite://"+path, opts)
