@@ -385,6 +385,8 @@ func (h *InnerHop) ServeChannel(ctx context.Context, ci *ConnInfo, ch ssh.Channe
 	}()
 
 	c.log.Info("inner hop established", "kind", t.Kind, "record", c.decision.Record)
+	start := h.now()
+	defer func() { c.log.Info("inner hop closed", "duration", h.now().Sub(start)) }()
 	switch t.Kind {
 	case config.KindSSH:
 		c.serveSSH(chans, reqs)
@@ -467,6 +469,8 @@ type hopMetrics struct {
 	sessions *prometheus.CounterVec
 	active   prometheus.Gauge
 	bytes    *prometheus.CounterVec
+	bytesIn  prometheus.Counter // bytes.WithLabelValues("in"), resolved once
+	bytesOut prometheus.Counter
 	upstream *prometheus.CounterVec
 	recErr   prometheus.Counter
 }
@@ -495,6 +499,7 @@ func newHopMetrics(reg prometheus.Registerer) (*hopMetrics, error) {
 		}),
 	}
 	if reg == nil {
+		m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 		return m, nil
 	}
 	var err error
@@ -506,6 +511,7 @@ func newHopMetrics(reg prometheus.Registerer) (*hopMetrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inner hop metrics: %w", err)
 	}
+	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	return m, nil
 }
 

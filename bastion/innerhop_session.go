@@ -573,7 +573,7 @@ func (c *hopConn) proxySession(nc ssh.NewChannel, up ssh.Conn) {
 func (s *hopSession) countOut(tap func([]byte) error) func([]byte) error {
 	return func(p []byte) error {
 		s.bytesOut.Add(int64(len(p)))
-		s.c.h.metrics.bytes.WithLabelValues("out").Add(float64(len(p)))
+		s.c.h.metrics.bytesOut.Add(float64(len(p)))
 		return tap(p)
 	}
 }
@@ -582,7 +582,7 @@ func (s *hopSession) countOut(tap func([]byte) error) func([]byte) error {
 func (s *hopSession) countIn(tap func([]byte) error) func([]byte) error {
 	return func(p []byte) error {
 		s.bytesIn.Add(int64(len(p)))
-		s.c.h.metrics.bytes.WithLabelValues("in").Add(float64(len(p)))
+		s.c.h.metrics.bytesIn.Add(float64(len(p)))
 		return tap(p)
 	}
 }
