@@ -19,8 +19,9 @@
 //     http://localhost/callback on any port ([RFC 8252] §7.3);
 //   - the device authorization grant ([RFC 8628]); the verification page is
 //     /device under the issuer;
-//   - userinfo for the opaque access tokens it issues. There are no refresh
-//     tokens.
+//   - refresh tokens for requests with the offline_access scope, rotated on
+//     every use (the old one stops working);
+//   - userinfo for the opaque access tokens it issues.
 //
 // ID tokens carry iss, sub (the username), aud (the client id), azp, exp,
 // iat, email, email_verified, name, preferred_username and groups.

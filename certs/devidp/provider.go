@@ -80,7 +80,9 @@ type Options struct {
 	// Now is the clock for minted tokens and logins; time.Now if nil. The
 	// protocol engine stamps tokens of the regular flows with the real time.
 	Now func() time.Time
-	// Log receives the provider's events; discarded if nil.
+	// Log receives the provider's own events (start warning, approvals);
+	// discarded if nil. The protocol engine logs failed requests through
+	// slog's default logger, which it offers no way to replace.
 	Log *slog.Logger
 }
 
@@ -174,10 +176,11 @@ func New(opts Options) (*Provider, error) {
 		return nil, fmt.Errorf("generate development token key: %w", err)
 	}
 	cfg := &op.Config{
-		CryptoKey:          cryptoKey,
-		CodeMethodS256:     true,
-		SupportedUILocales: []language.Tag{language.English},
-		SupportedScopes:    []string{"openid", "email", "profile", "groups", "offline_access"},
+		CryptoKey:             cryptoKey,
+		CodeMethodS256:        true,
+		GrantTypeRefreshToken: true,
+		SupportedUILocales:    []language.Tag{language.English},
+		SupportedScopes:       []string{"openid", "email", "profile", "groups", "offline_access"},
 		DeviceAuthorization: op.DeviceAuthorizationConfig{
 			Lifetime:     deviceLifetime,
 			PollInterval: devicePoll,
@@ -185,7 +188,7 @@ func New(opts Options) (*Provider, error) {
 			UserCode:     op.UserCodeBase20,
 		},
 	}
-	opts2 := []op.Option{op.WithLogger(p.log)}
+	var opts2 []op.Option
 	if u.Scheme == "http" {
 		opts2 = append(opts2, op.WithAllowInsecure())
 	}

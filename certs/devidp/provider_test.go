@@ -503,3 +503,50 @@ func TestKeySetPublishesVerificationKeys(t *testing.T) {
 		t.Fatalf("verify ES256 token: %v", err)
 	}
 }
+
+func TestRefreshTokenRotation(t *testing.T) {
+	srv := devidptest.Start(t, devidp.Options{Users: testUsers})
+	s := setup(t, srv)
+	ctx := context.Background()
+	s.cfg.Scopes = append(s.cfg.Scopes, oidc.ScopeOfflineAccess)
+	verifier := oauth2.GenerateVerifier()
+	q := s.authorize(t, s.cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("login_hint", "alice")))
+	tok, err := s.cfg.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	if tok.RefreshToken == "" {
+		t.Fatal("no refresh token for offline_access")
+	}
+	first := tok.RefreshToken
+	tok.Expiry = time.Now().Add(-time.Minute) // force a refresh
+	fresh, err := s.cfg.TokenSource(ctx, tok).Token()
+	if err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	if fresh.RefreshToken == "" || fresh.RefreshToken == first {
+		t.Fatalf("refresh token not rotated: %q", fresh.RefreshToken)
+	}
+	if _, c := s.idToken(t, fresh); c.Sub != "alice" || c.Email != "alice@example.com" {
+		t.Errorf("refreshed ID token sub/email = %q/%q; want alice", c.Sub, c.Email)
+	}
+	// The used refresh token is spent.
+	old := &oauth2.Token{RefreshToken: first, Expiry: time.Now().Add(-time.Minute)}
+	if _, err := s.cfg.TokenSource(ctx, old).Token(); err == nil {
+		t.Fatal("a spent refresh token worked again")
+	}
+
+	t.Run("none without offline_access", func(t *testing.T) {
+		cfg := s.cfg
+		cfg.Scopes = []string{oidc.ScopeOpenID}
+		verifier := oauth2.GenerateVerifier()
+		q := s.authorize(t, cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
+		tok, err := cfg.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok.RefreshToken != "" {
+			t.Errorf("refresh token issued without offline_access")
+		}
+	})
+}

@@ -17,8 +17,9 @@ import (
 
 // Lifetimes of the in-memory records; expired ones are purged on writes.
 const (
-	authRequestTTL = 10 * time.Minute
-	accessTokenTTL = 10 * time.Minute
+	authRequestTTL  = 10 * time.Minute
+	accessTokenTTL  = 10 * time.Minute
+	refreshTokenTTL = 24 * time.Hour
 )
 
 // storage is the protocol engine's view of the provider: one public client,
@@ -28,11 +29,12 @@ type storage struct {
 	p *Provider
 
 	mu       sync.Mutex
-	requests map[string]*authRequest // by request id
-	codes    map[string]string       // authorization code → request id
-	tokens   map[string]*accessToken // by token id
-	devices  map[string]*deviceEntry // by device code
-	userCode map[string]string       // user code → device code
+	requests map[string]*authRequest  // by request id
+	codes    map[string]string        // authorization code → request id
+	tokens   map[string]*accessToken  // by token id
+	refresh  map[string]*refreshToken // by token value
+	devices  map[string]*deviceEntry  // by device code
+	userCode map[string]string        // user code → device code
 }
 
 var (
@@ -47,6 +49,7 @@ func newStorage(p *Provider) *storage {
 		requests: make(map[string]*authRequest),
 		codes:    make(map[string]string),
 		tokens:   make(map[string]*accessToken),
+		refresh:  make(map[string]*refreshToken),
 		devices:  make(map[string]*deviceEntry),
 		userCode: make(map[string]string),
 	}
@@ -93,6 +96,25 @@ type accessToken struct {
 	expires  time.Time
 }
 
+// refreshToken is one refresh token; it implements op.RefreshTokenRequest.
+// Tokens rotate: each use replaces the token with a new one.
+type refreshToken struct {
+	subject  string
+	clientID string
+	scopes   []string
+	amr      []string
+	authTime time.Time
+	expires  time.Time
+}
+
+func (r *refreshToken) GetAMR() []string                 { return r.amr }
+func (r *refreshToken) GetAudience() []string            { return []string{r.clientID} }
+func (r *refreshToken) GetAuthTime() time.Time           { return r.authTime }
+func (r *refreshToken) GetClientID() string              { return r.clientID }
+func (r *refreshToken) GetScopes() []string              { return r.scopes }
+func (r *refreshToken) GetSubject() string               { return r.subject }
+func (r *refreshToken) SetCurrentScopes(scopes []string) { r.scopes = scopes }
+
 type deviceEntry struct {
 	userCode string
 	state    op.DeviceAuthorizationState
@@ -121,6 +143,11 @@ func (s *storage) purgeLocked(now time.Time) {
 	for id, t := range s.tokens {
 		if now.After(t.expires) {
 			delete(s.tokens, id)
+		}
+	}
+	for v, r := range s.refresh {
+		if now.After(r.expires) {
+			delete(s.refresh, v)
 		}
 	}
 	for dc, d := range s.devices {
@@ -240,16 +267,46 @@ func (s *storage) CreateAccessToken(_ context.Context, req op.TokenRequest) (str
 	return id, t.expires, nil
 }
 
-var errNoRefresh = errors.New("refresh tokens are not supported by the development issuer")
-
-// CreateAccessAndRefreshTokens is never called: the client has no refresh grant.
-func (s *storage) CreateAccessAndRefreshTokens(context.Context, op.TokenRequest, string) (string, string, time.Time, error) {
-	return "", "", time.Time{}, errNoRefresh
+// CreateAccessAndRefreshTokens issues an access token and a refresh token
+// (for requests with the offline_access scope). When current is set, this is
+// a refresh: current is consumed and replaced.
+func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+	accessID, exp, err := s.CreateAccessToken(ctx, req)
+	if err != nil {
+		return "", "", time.Time{}, err
+	}
+	value, err := randomID()
+	if err != nil {
+		return "", "", time.Time{}, err
+	}
+	now := time.Now()
+	rt := &refreshToken{subject: req.GetSubject(), clientID: s.p.clientID, scopes: req.GetScopes(), expires: now.Add(refreshTokenTTL)}
+	if ir, ok := req.(op.IDTokenRequest); ok {
+		rt.amr, rt.authTime = ir.GetAMR(), ir.GetAuthTime()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if current != "" {
+		if _, ok := s.refresh[current]; !ok {
+			return "", "", time.Time{}, op.ErrInvalidRefreshToken
+		}
+		delete(s.refresh, current)
+	}
+	s.refresh[value] = rt
+	return accessID, value, exp, nil
 }
 
-// TokenRequestByRefreshToken refuses: there are no refresh tokens.
-func (s *storage) TokenRequestByRefreshToken(context.Context, string) (op.RefreshTokenRequest, error) {
-	return nil, errNoRefresh
+// TokenRequestByRefreshToken returns the grant behind a refresh token.
+func (s *storage) TokenRequestByRefreshToken(_ context.Context, value string) (op.RefreshTokenRequest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt, ok := s.refresh[value]
+	if !ok || time.Now().After(rt.expires) {
+		return nil, op.ErrInvalidRefreshToken
+	}
+	cp := *rt
+	cp.scopes = append([]string(nil), rt.scopes...)
+	return &cp, nil
 }
 
 // TerminateSession drops the user's access tokens.
@@ -261,6 +318,11 @@ func (s *storage) TerminateSession(_ context.Context, userID, clientID string) e
 			delete(s.tokens, id)
 		}
 	}
+	for v, r := range s.refresh {
+		if r.subject == userID && r.clientID == clientID {
+			delete(s.refresh, v)
+		}
+	}
 	return nil
 }
 
@@ -269,12 +331,19 @@ func (s *storage) RevokeToken(_ context.Context, tokenOrID, _, _ string) *oidc.E
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.tokens, tokenOrID)
+	delete(s.refresh, tokenOrID)
 	return nil
 }
 
-// GetRefreshTokenInfo reports that nothing is a refresh token.
-func (s *storage) GetRefreshTokenInfo(context.Context, string, string) (string, string, error) {
-	return "", "", op.ErrInvalidRefreshToken
+// GetRefreshTokenInfo identifies a refresh token for revocation.
+func (s *storage) GetRefreshTokenInfo(_ context.Context, _ string, value string) (string, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt, ok := s.refresh[value]
+	if !ok {
+		return "", "", op.ErrInvalidRefreshToken
+	}
+	return rt.subject, value, nil
 }
 
 // signingKey adapts the provider's RSA key to op.SigningKey and op.Key.
@@ -345,7 +414,7 @@ func (c client) RestrictAdditionalAccessTokenScopes() func([]string) []string {
 	return func(s []string) []string { return s }
 }
 func (c client) GrantTypes() []oidc.GrantType {
-	return []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeDeviceCode}
+	return []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeDeviceCode, oidc.GrantTypeRefreshToken}
 }
 
 // GetClientByClientID returns the one client.
