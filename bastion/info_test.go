@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/posternhq/postern/internal/config"
 )
 
@@ -87,4 +89,65 @@ func TestBastionSession(t *testing.T) {
 			t.Fatalf("sftp to the bastion succeeded")
 		}
 	})
+}
+
+// TestSessionRequests drives the bastion's session channel with x/crypto to
+// check the answers to each request type and the stderr notices.
+func TestSessionRequests(t *testing.T) {
+	f := newBX(t, bxOptions{})
+	c, _, err := f.dial(certSpec{}, f.login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	var stdout, stderr strings.Builder
+	sess.Stdout, sess.Stderr = &stdout, &stderr
+	want := map[string]bool{
+		"pty-req":                    true,
+		"env":                        true,
+		"window-change":              true,
+		"auth-agent-req@openssh.com": false,
+		"x11-req":                    false,
+		"subsystem":                  false,
+		"signal":                     false,
+	}
+	payloads := map[string][]byte{
+		"pty-req": ssh.Marshal(struct {
+			Term             string
+			Cols, Rows, W, H uint32
+			Modes            string
+		}{"xterm", 80, 24, 0, 0, ""}),
+		"env":           ssh.Marshal(struct{ Name, Value string }{"LANG", "C"}),
+		"window-change": ssh.Marshal(struct{ Cols, Rows, W, H uint32 }{100, 30, 0, 0}),
+		"subsystem":     ssh.Marshal(struct{ Name string }{"sftp"}),
+		"x11-req": ssh.Marshal(struct {
+			Single        bool
+			Proto, Cookie string
+			Screen        uint32
+		}{false, "MIT-MAGIC-COOKIE-1", "00", 0}),
+	}
+	for _, typ := range []string{"pty-req", "env", "window-change", "auth-agent-req@openssh.com", "x11-req", "subsystem", "signal"} {
+		ok, err := sess.SendRequest(typ, true, payloads[typ])
+		if err != nil || ok != want[typ] {
+			t.Errorf("%s = %v, %v; want %v", typ, ok, err, want[typ])
+		}
+	}
+	if err := sess.Run("whoami"); err != nil {
+		t.Fatalf("whoami: %v", err)
+	}
+	for _, notice := range []string{"agent forwarding is not available", "X11 forwarding is not available", "subsystems are not available"} {
+		if !strings.Contains(stderr.String(), notice) {
+			t.Errorf("stderr lacks %q: %q", notice, stderr.String())
+		}
+	}
+	if !strings.Contains(stdout.String(), "(issuer corp, human)\r\n") {
+		t.Errorf("stdout with pty = %q; want CRLF lines", stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "roles:   none; you may reach no target") {
+		t.Errorf("stdout = %q; want the no-roles notice", stdout.String())
+	}
 }

@@ -423,3 +423,16 @@ func (ti *testInner) ServeChannel(_ context.Context, ci *ConnInfo, ch ssh.Channe
 	io.WriteString(ch, "inner "+t.Name+" "+ci.Identity.Username)
 	ch.CloseWrite()
 }
+
+func FuzzDirectTCPIPPayload(f *testing.F) {
+	f.Add(ssh.Marshal(directTCPIP{Host: "web-1", Port: 22, OriginIP: "127.0.0.1", OriginPort: 1}))
+	f.Add([]byte{0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p directTCPIP
+		if err := ssh.Unmarshal(b, &p); err != nil {
+			return
+		}
+		_ = policy.Printable(net.JoinHostPort(p.Host, strconv.Itoa(int(p.Port))))
+		parseIPHost(p.Host)
+	})
+}
