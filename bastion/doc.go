@@ -14,12 +14,17 @@
 // role policy atomically; open connections keep their authentication and
 // every later channel is decided by the new policy.
 //
+// Connection handling lives in conn.go, authentication in auth.go, channel
+// routing in router.go, the SSRF guard in ssrf.go, splicing in forward.go and
+// the bastion's own session in info.go.
+//
 // The server owns its listeners; each accepted connection is owned by one
 // goroutine that closes it. A connection is refused before the handshake
 // when the global or per-source limit is reached. The handshake (key
 // exchange and authentication) must finish within the handshake timeout; a
 // connection ends after the idle timeout without traffic and at the expiry of
-// its certificate. Keepalive global requests are answered; remote forwarding
+// its certificate; at most 1024 channels may be open at once on one
+// connection. Keepalive global requests are answered; remote forwarding
 // (-R, tcpip-forward) is not supported and refused.
 //
 // # Authentication
