@@ -290,6 +290,16 @@ func (f *hopFixture) ssh(stdin []byte, args ...string) sshResult {
 
 func runClient(t testing.TB, bin string, stdin []byte, args ...string) sshResult {
 	t.Helper()
+	r, err := runClientErr(bin, stdin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// runClientErr runs a client program for at most two minutes; it is safe in
+// goroutines other than the test's.
+func runClientErr(bin string, stdin []byte, args ...string) (sshResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -302,15 +312,14 @@ func runClient(t testing.TB, bin string, stdin []byte, args ...string) sshResult
 	code := 0
 	var ee *exec.ExitError
 	switch {
+	case ctx.Err() != nil:
+		return sshResult{}, fmt.Errorf("%s %v timed out; stderr: %s", bin, args, errb.String())
 	case errors.As(err, &ee):
 		code = ee.ExitCode()
 	case err != nil:
-		t.Fatalf("run %s: %v", bin, err)
+		return sshResult{}, fmt.Errorf("run %s: %w", bin, err)
 	}
-	if ctx.Err() != nil {
-		t.Fatalf("%s %v timed out; stderr: %s", bin, args, errb.String())
-	}
-	return sshResult{stdout: out.Bytes(), stderr: errb.Bytes(), code: code}
+	return sshResult{stdout: out.Bytes(), stderr: errb.Bytes(), code: code}, nil
 }
 
 func writeTestFile(t testing.TB, path, data string) {

@@ -208,11 +208,22 @@ func TestInnerHopConnectionLost(t *testing.T) {
 	tg := sshTarget("web-1", sshd)
 	tg.Address = proxy.addr
 	f.setTargets(tg)
-	done := make(chan sshResult, 1)
-	go func() { done <- f.ssh(nil, "web-1", "echo started; exec sleep 60") }()
+	type result struct {
+		r   sshResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := runClientErr("ssh", nil, "-F", f.sshCfg, "web-1", "echo started; exec sleep 60")
+		done <- result{r, err}
+	}()
 	f.waitEvent(state.EventSessionStart, 1)
 	proxy.cut()
-	r := <-done
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	r := res.r
 	if r.code != ExitUpstreamFailed {
 		t.Errorf("exit = %d; want %d", r.code, ExitUpstreamFailed)
 	}
