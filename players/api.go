@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/recorder/state"
@@ -53,6 +55,9 @@ type APIOptions struct {
 	Log *slog.Logger
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// Metrics registers postern_sessions_api_requests_total; nothing is
+	// registered if nil.
+	Metrics prometheus.Registerer
 }
 
 // API serves the sessions API (DESIGN §4):
@@ -64,15 +69,24 @@ type APIOptions struct {
 //
 // Every request needs the auditor or admin permission.
 type API struct {
-	opts APIOptions
-	log  *slog.Logger
-	now  func() time.Time
+	opts     APIOptions
+	log      *slog.Logger
+	now      func() time.Time
+	requests *prometheus.CounterVec // by route and status code
 }
 
 // NewAPI returns the sessions API handler; mount it at /v1/sessions and
-// /v1/sessions/.
+// /v1/sessions/. It panics if opts.Metrics already holds its counter (a
+// programming error, like http.ServeMux on a duplicate pattern).
 func NewAPI(opts APIOptions) *API {
 	a := &API{opts: opts, log: opts.Log, now: opts.Now}
+	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "postern_sessions_api_requests_total",
+		Help: "Requests to the sessions API, by route (list, show, cast, follow) and HTTP status.",
+	}, []string{"route", "code"})
+	if opts.Metrics != nil {
+		opts.Metrics.MustRegister(a.requests)
+	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -111,6 +125,56 @@ func fail(status int, code, msg string, err error) *apiError {
 
 // ServeHTTP routes a request under /v1/sessions.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	a.serve(sw, r)
+	a.requests.WithLabelValues(routeOf(r), strconv.Itoa(sw.status())).Inc()
+}
+
+// routeOf names the route of r for metrics.
+func routeOf(r *http.Request) string {
+	rest := strings.Trim(strings.TrimPrefix(r.URL.Path, "/v1/sessions"), "/")
+	switch {
+	case rest == "":
+		return "list"
+	case !strings.Contains(rest, "/"):
+		return "show"
+	case r.URL.Query().Get("follow") != "":
+		return "follow"
+	}
+	return "cast"
+}
+
+// statusWriter remembers the status written. It forwards Flush (for live
+// follow streams) through Unwrap, which http.ResponseController uses.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}
+
+func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/players/internal/playtest"
 	"github.com/posternhq/postern/recorder/state"
@@ -24,6 +27,7 @@ type apiFixture struct {
 	env   *playtest.Env
 	users *playtest.Users
 	srv   *httptest.Server
+	reg   *prometheus.Registry
 }
 
 // Users of the fixture and their permissions.
@@ -37,8 +41,10 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	t.Helper()
 	env := playtest.New(t)
 	users := playtest.NewUsers(t)
+	reg := prometheus.NewRegistry()
 	api := NewAPI(APIOptions{
-		Auth: &certs.APIAuth{Authority: users.Authority},
+		Metrics: reg,
+		Auth:    &certs.APIAuth{Authority: users.Authority},
 		Permissions: func(id certs.Identity) []string {
 			switch id.Username {
 			case auditor:
@@ -59,7 +65,7 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	mux.Handle("/v1/sessions/", api)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &apiFixture{env: env, users: users, srv: srv}
+	return &apiFixture{env: env, users: users, srv: srv, reg: reg}
 }
 
 // get sends a GET of path (as written on the wire) as user ("" sends no
@@ -140,6 +146,22 @@ func TestAPIAuthMatrix(t *testing.T) {
 	resp := f.get(t, "", "/v1/sessions")
 	if !strings.Contains(resp.Header.Get("WWW-Authenticate"), certs.APIAuthScheme) {
 		t.Errorf("401 without a WWW-Authenticate naming %s", certs.APIAuthScheme)
+	}
+	want := `
+		# HELP postern_sessions_api_requests_total Requests to the sessions API, by route (list, show, cast, follow) and HTTP status.
+		# TYPE postern_sessions_api_requests_total counter
+		postern_sessions_api_requests_total{code="200",route="cast"} 2
+		postern_sessions_api_requests_total{code="200",route="list"} 2
+		postern_sessions_api_requests_total{code="200",route="show"} 2
+		postern_sessions_api_requests_total{code="401",route="cast"} 1
+		postern_sessions_api_requests_total{code="401",route="list"} 2
+		postern_sessions_api_requests_total{code="401",route="show"} 1
+		postern_sessions_api_requests_total{code="403",route="cast"} 2
+		postern_sessions_api_requests_total{code="403",route="list"} 2
+		postern_sessions_api_requests_total{code="403",route="show"} 2
+	`
+	if err := promtest.GatherAndCompare(f.reg, strings.NewReader(want), "postern_sessions_api_requests_total"); err != nil {
+		t.Error(err)
 	}
 }
 
