@@ -11,8 +11,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 
@@ -330,6 +333,9 @@ func writeProfile(p *Profile, in profileInput) error {
 	if err != nil {
 		return err
 	}
+	if !validHost(host) || !validPort(port) {
+		return fmt.Errorf("the bastion sent an unusable SSH address %q", in.sshAddress)
+	}
 	p.Bastion = in.bastion
 	p.BastionHost = host
 	p.SSHAddress = net.JoinHostPort(host, port)
@@ -344,6 +350,12 @@ func writeProfile(p *Profile, in profileInput) error {
 		if p.Issuer == "" {
 			p.Issuer = id.Issuer
 		}
+	}
+	if strings.ContainsAny(p.Dir, "\r\n\"") {
+		return fmt.Errorf("profile directory %q cannot be written to ssh_config", p.Dir)
+	}
+	if !validUser(p.Username) {
+		return fmt.Errorf("the certificate's username %q cannot be written to ssh_config", p.Username)
 	}
 	p.ValidAfter = time.Unix(int64(in.cert.ValidAfter), 0).UTC()
 	p.ValidBefore = certValidBefore(in.cert)
@@ -474,6 +486,45 @@ func sshConfig(p *Profile) []byte {
 		fmt.Fprintf(&b, "    SetEnv %s=1\n", JSONErrorsEnv)
 	}
 	return []byte(b.String())
+}
+
+// The values the bastion supplies (the SSH host and port, the username) are
+// written into ssh_config, which ssh would obey line by line: a newline or a
+// quote in them could add directives such as ProxyCommand. They are held to
+// plain host, port and user-name characters; ssh's %-tokens and ${}
+// expansion are refused too.
+
+// validHost reports whether h is a plain host name or IP address.
+func validHost(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == ':' || r == '_') {
+			return false
+		}
+	}
+	return h[0] != '-'
+}
+
+// validPort reports whether p is a TCP port number.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n > 0 && n < 65536 && strconv.Itoa(n) == p
+}
+
+// validUser reports whether u can be written as ssh_config's User: no
+// spaces, control characters, quotes, comments or expansions.
+func validUser(u string) bool {
+	if u == "" || len(u) > 256 || u[0] == '-' {
+		return false
+	}
+	for _, r := range u {
+		if r <= ' ' || r == 0x7f || strings.ContainsRune("\"'#%$\\`", r) || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return utf8.ValidString(u)
 }
 
 // sshQuote quotes a path for ssh_config when it holds a space.

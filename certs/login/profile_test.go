@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -529,4 +530,122 @@ func TestFindProfile(t *testing.T) {
 	if _, err := LoadProfile(other); err == nil || !strings.Contains(err.Error(), "incomplete") {
 		t.Errorf("profile without key: err = %v; want incomplete", err)
 	}
+}
+
+func TestValidConfigValues(t *testing.T) {
+	tests := []struct {
+		name, v    string
+		host, user bool
+	}{
+		{"name", "bastion.example.com", true, true},
+		{"ipv6", "::1", true, true},
+		{"email", "alice@example.com", false, true},
+		{"unicode user", "jürgen", false, true},
+		{"newline", "a\nProxyCommand evil", false, false},
+		{"space", "a b", false, false},
+		{"quote", `a"b`, false, false},
+		{"percent token", "%d", false, false},
+		{"env expansion", "${HOME}", false, false},
+		{"comment", "a#b", false, false},
+		{"option-like", "-oProxyCommand=x", false, false},
+		{"pattern", "*", false, true}, // a literal name for User, a pattern for Host
+		{"empty", "", false, false},
+		{"nbsp", "a\u00a0b", false, false},
+		{"invalid utf8", "a\xffb", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := validHost(tt.v); got != tt.host {
+				t.Errorf("validHost(%q) = %v; want %v", tt.v, got, tt.host)
+			}
+			if got := validUser(tt.v); got != tt.user {
+				t.Errorf("validUser(%q) = %v; want %v", tt.v, got, tt.user)
+			}
+		})
+	}
+}
+
+// TestWriteProfileRefusesInjection checks that a bastion cannot smuggle
+// ssh_config directives through the SSH address or the username.
+func TestWriteProfileRefusesInjection(t *testing.T) {
+	dir := t.TempDir()
+	signer, err := loadOrCreateKey(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	evil := "alice\n    ProxyCommand touch /tmp/pwned"
+	cert, line := signUser(t, testCA(t), signer.PublicKey(), now, now.Add(time.Hour), evil)
+	_, okLine := signUser(t, testCA(t), signer.PublicKey(), now, now.Add(time.Hour), "alice")
+	okCert, _ := parseIssuedCert(okLine, signer.PublicKey())
+	tests := []struct {
+		name string
+		in   profileInput
+	}{
+		{"username", profileInput{bastion: "https://b", sshAddress: "b:22", hostCA: hostCALine(t), cert: cert, certLine: line}},
+		{"host", profileInput{bastion: "https://b", sshAddress: "b\n  ProxyCommand x:22", hostCA: hostCALine(t), cert: okCert, certLine: okLine}},
+		{"port", profileInput{bastion: "https://b", sshAddress: "b:22 x", hostCA: hostCALine(t), cert: okCert, certLine: okLine}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := writeProfile(newProfile(dir), tt.in); err == nil {
+				t.Error("writeProfile accepted it; want an error")
+			}
+			if _, err := os.Stat(filepath.Join(dir, SSHConfigFileName)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("ssh_config written: %v", err)
+			}
+		})
+	}
+}
+
+// FuzzSSHConfig checks that whatever host and username pass validation,
+// the rendered ssh_config holds exactly the directives postern writes.
+func FuzzSSHConfig(f *testing.F) {
+	for _, s := range [][2]string{{"alice", "b.example.com"}, {"a@b.c", "::1"}, {"x\ny", "h"}, {"%h", "h"}, {"u", "h\rProxyCommand"}} {
+		f.Add(s[0], s[1])
+	}
+	allowed := map[string]bool{"Host": true, "HostName": true, "Port": true, "User": true, "IdentityFile": true,
+		"CertificateFile": true, "IdentitiesOnly": true, "UserKnownHostsFile": true, "SendEnv": true, "SetEnv": true}
+	f.Fuzz(func(t *testing.T, user, host string) {
+		if !validUser(user) || !validHost(host) {
+			return
+		}
+		p := newProfile("/home/u/.postern/b")
+		p.Username, p.BastionHost, p.SSHAddress, p.JSONErrors = user, host, net.JoinHostPort(host, "2222"), true
+		lines := 0
+		for l := range strings.Lines(string(sshConfig(p))) {
+			l = strings.TrimSpace(l)
+			if l == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			lines++
+			if kw, _, _ := strings.Cut(l, " "); !allowed[kw] {
+				t.Fatalf("unexpected directive %q for user %q host %q", l, user, host)
+			}
+		}
+		if lines != 14 {
+			t.Fatalf("%d directives for user %q host %q; want 14", lines, user, host)
+		}
+	})
+}
+
+// FuzzKnownHostsLines checks that whatever the bastion sends, what reaches
+// known_hosts is only whole @cert-authority lines ssh can parse.
+func FuzzKnownHostsLines(f *testing.F) {
+	ca := "@cert-authority * ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx5ZYa0bCz3pY2bYcCZ+7k0uJYQk3b1e6Dqk0cJcE3x"
+	for _, s := range []string{ca, ca + "\n" + ca, "@revoked * x", ca + "\n* ssh-ed25519 AAAA", "\n\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, err := knownHostsLines(in)
+		if err != nil {
+			return
+		}
+		for l := range strings.Lines(string(out)) {
+			marker, _, _, _, rest, err := ssh.ParseKnownHosts([]byte(l))
+			if err != nil || marker != "cert-authority" || len(rest) != 0 || !strings.HasPrefix(l, "@cert-authority ") {
+				t.Fatalf("line %q of %q: marker %q, rest %q, err %v", l, out, marker, rest, err)
+			}
+		}
+	})
 }
