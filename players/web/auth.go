@@ -240,6 +240,7 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 	tok, err := conf.Exchange(u.oidc.ctx(r.Context()), q.Get("code"), oauth2.VerifierOption(pl.Verifier))
 	if err != nil {
 		u.log.Warn("web login: code exchange failed", "err", err)
+		u.logins.WithLabelValues("failed").Inc()
 		u.errorPage(w, r, http.StatusUnauthorized, "The login could not be completed. Start again.")
 		return
 	}
@@ -255,6 +256,7 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 			msg = e.Msg
 		}
 		u.log.Info("web login refused", "err", err)
+		u.logins.WithLabelValues("refused").Inc()
 		u.errorPage(w, r, http.StatusUnauthorized, msg)
 		return
 	}
@@ -273,6 +275,7 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.log.Info("web login", "identity", id.Username, "issuer", id.Issuer)
+	u.logins.WithLabelValues("ok").Inc()
 	http.Redirect(w, r, u.base+pl.Return, http.StatusFound)
 }
 

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/recorder"
@@ -81,6 +83,9 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// Metrics registers postern_web_logins_total; nothing is registered if
+	// nil.
+	Metrics prometheus.Registerer
 }
 
 // UI is the web UI handler: sessions list, replay, live view. Mount it at
@@ -101,6 +106,7 @@ type UI struct {
 	static       http.Handler
 	built        bool // the player assets are present
 	csp          string
+	logins       *prometheus.CounterVec // by result
 }
 
 // New returns the web UI.
@@ -143,6 +149,15 @@ func New(opts Options) (*UI, error) {
 	}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
+	}
+	u.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "postern_web_logins_total",
+		Help: "Web UI logins, by result (ok, refused, failed).",
+	}, []string{"result"})
+	if opts.Metrics != nil {
+		if err := opts.Metrics.Register(u.logins); err != nil {
+			return nil, fmt.Errorf("web ui: register metrics: %w", err)
+		}
 	}
 	if u.now == nil {
 		u.now = time.Now

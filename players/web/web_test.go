@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/certs/devidp/devidptest"
@@ -33,11 +36,12 @@ type uiFixture struct {
 	srv     *httptest.Server
 	idp     *devidptest.Server
 	auditor atomic.Bool // whether the logged-in user has the auditor permission
+	reg     *prometheus.Registry
 }
 
 func newUIFixture(t *testing.T) *uiFixture {
 	t.Helper()
-	f := &uiFixture{env: playtest.New(t)}
+	f := &uiFixture{env: playtest.New(t), reg: prometheus.NewRegistry()}
 	f.auditor.Store(true)
 	f.idp = devidptest.Start(t, devidp.Options{})
 	v, err := certs.NewVerifier(context.Background(), []config.Issuer{{
@@ -70,6 +74,7 @@ func newUIFixture(t *testing.T) *uiFixture {
 		Store:     f.env.Store,
 		Follow:    f.env.Recorder.Follow,
 		CookieKey: key,
+		Metrics:   f.reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +155,9 @@ func TestUILoginAndList(t *testing.T) {
 	body := f.login(t, c)
 	if !strings.Contains(body, id) || !strings.Contains(body, "alice@example.com") || !strings.Contains(body, "dev@example.com") {
 		t.Errorf("sessions page lacks the session or the user:\n%s", body)
+	}
+	if n := promtest.ToFloat64(f.ui.logins.WithLabelValues("ok")); n != 1 {
+		t.Errorf("postern_web_logins_total{result=ok} = %v; want 1", n)
 	}
 	u, _ := url.Parse(f.srv.URL)
 	for _, ck := range c.Jar.Cookies(u) {
