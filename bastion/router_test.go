@@ -66,7 +66,7 @@ func newE2E(t *testing.T, extra ...config.Target) *e2e {
 	t.Helper()
 	// The sshd must trust the user CA, which the fixture creates: start the
 	// bastion first, then the sshd, then install the policy with SetPolicy.
-	f := newBX(t, bxOptions{})
+	f := newBX(t, bxOptions{mod: func(o *Options) { o.Resolver = hostsResolver{} }})
 	sshd := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: []ssh.PublicKey{f.auth.User.PublicKey()}})
 	echo := startEcho(t)
 	targets := append([]config.Target{
@@ -281,6 +281,17 @@ func TestSSRFSpellings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostsResolver keeps end-to-end tests off the network's DNS: it knows
+// localhost and no other name.
+type hostsResolver struct{}
+
+func (hostsResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	if strings.EqualFold(host, "localhost") {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
 // staticResolver answers every name with addrs and counts lookups.
