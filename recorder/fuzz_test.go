@@ -91,3 +91,48 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzBoundedEncode drives the recorder's bounded path: events are cut to
+// fit chunks of a fuzzed capacity, and every chunk must hold whole lines
+// that decode back to the input.
+func FuzzBoundedEncode(f *testing.F) {
+	for _, s := range utf8Samples {
+		f.Add([]byte(s), uint16(70))
+	}
+	f.Add([]byte("\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xe4\xb8\x96"), uint16(61))
+	f.Fuzz(func(t *testing.T, p []byte, capacity uint16) {
+		size := eventOverhead + 12 + int(capacity)%2048
+		e, _ := NewEncoder(2)
+		cast, _ := e.AppendHeader(nil, Header{Width: 80, Height: 24})
+		rest := p
+		for len(rest) > 0 {
+			chunk := make([]byte, 0, size)
+			var n int
+			chunk, n = e.appendData(chunk, time.Millisecond, streamOut, rest, cap(chunk))
+			if n == 0 {
+				t.Fatalf("no progress with an empty chunk of %d bytes", size)
+			}
+			if cap(chunk) != size || (len(chunk) > 0 && chunk[len(chunk)-1] != '\n') {
+				t.Fatalf("chunk grew or ends mid-line: len %d cap %d", len(chunk), cap(chunk))
+			}
+			cast = append(cast, chunk...)
+			rest = rest[n:]
+		}
+		cast = e.AppendFlush(cast, time.Millisecond)
+		d := NewDecoder(bytes.NewReader(cast))
+		var out strings.Builder
+		for {
+			ev, err := d.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			out.WriteString(ev.Data)
+		}
+		if utf8.Valid(p) && out.String() != string(p) {
+			t.Fatalf("got %q; want %q", out.String(), p)
+		}
+	})
+}

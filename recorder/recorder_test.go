@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -754,5 +755,48 @@ func TestFinishAcrossFileSystems(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(shm, "xdev.cast")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("spool left behind: %v", err)
+	}
+}
+
+// TestAsciinemaReadsRecording plays a cast made by the whole data path
+// (small chunks, split characters, markers, resize) with the real asciinema.
+func TestAsciinemaReadsRecording(t *testing.T) {
+	for _, bin := range []string{"asciinema", "script"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed", bin)
+		}
+	}
+	ctx := context.Background()
+	e := newEnv(t, Options{BufferSize: 32 << 10})
+	s, err := e.rec.Start(ctx, Meta{ID: "play1", Term: "xterm", Env: map[string]string{"SHELL": "/bin/sh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	text := strings.Repeat("日本語 emoji 🙂 \"quoted\" \\ tab\t\x1b[1mbold\x1b[0m\r\n", 400)
+	for i := 0; i < len(text); i += 7 {
+		p := text[i:min(i+7, len(text))]
+		if err := s.Output([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		want.WriteString(p)
+		if i%700 == 0 {
+			s.Input([]byte("x"))
+			s.Resize(100, 30)
+			s.Marker("m")
+		}
+	}
+	exit := 0
+	sealed, err := s.Finish(ctx, Result{ExitStatus: &exit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(e.store.Root(), filepath.FromSlash(sealed.Object))
+	out, err := exec.Command("script", "-qec", "asciinema cat "+path, "/dev/null").CombinedOutput()
+	if err != nil {
+		t.Fatalf("asciinema cat: %v\n%s", err, out)
+	}
+	if string(out) != want.String() {
+		t.Errorf("asciinema cat printed %d bytes; want %d", len(out), want.Len())
 	}
 }
