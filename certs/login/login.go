@@ -341,4 +341,5 @@ func printSummary(w io.Writer, p *Profile) {
 	fmt.Fprintf(w, "  ssh -F %s -J %s <login>@<target>\n", cfg, p.BastionHost)
 	fmt.Fprintf(w, "or add this line at the top of ~/.ssh/config to use plain ssh -J %s:\n", p.BastionHost)
 	fmt.Fprintf(w, "  Include %s\n", cfg)
+	fmt.Fprintf(w, "(its Host * block offers the certificate to every host; narrow it to your targets if you include it).\n")
 }

@@ -469,6 +469,8 @@ func sshConfig(p *Profile) []byte {
 	fmt.Fprintf(&b, "# Written by postern login for %s; rewritten at every login.\n", p.Bastion)
 	fmt.Fprintf(&b, "# Use: ssh -F %s -J %s <login>@<target>\n", q(p.SSHConfig), p.BastionHost)
 	fmt.Fprintf(&b, "# or add \"Include %s\" at the top of ~/.ssh/config.\n", q(p.SSHConfig))
+	fmt.Fprintf(&b, "# The Host * block offers this certificate to every host ssh connects to\n")
+	fmt.Fprintf(&b, "# with this file; when including it, narrow that block to your targets.\n")
 	fmt.Fprintf(&b, "Host %s\n", p.BastionHost)
 	fmt.Fprintf(&b, "    HostName %s\n", p.BastionHost)
 	fmt.Fprintf(&b, "    Port %s\n", port)
