@@ -56,15 +56,11 @@ const ExitCommandFailed = 127
 // exits while other processes still hold its pty or pipes.
 const commandDrainTimeout = 2 * time.Second
 
-// DemoTarget returns the built-in demo target of dev mode: an interactive
-// bash without profile or rc files in a throwaway directory.
+// DemoTarget returns the built-in demo target of dev mode (the same as
+// config.DemoTarget): an interactive bash without profile or rc files in a
+// throwaway directory; an exec runs its string with bash -c.
 func DemoTarget() config.Target {
-	return config.Target{
-		Name:    "demo",
-		Kind:    config.KindCommand,
-		Command: []string{"/bin/bash", "--noprofile", "--norc", "-i"},
-		Labels:  map[string]string{"postern": "demo"},
-	}
+	return config.DemoTarget()
 }
 
 // serveCommand serves the inner connection of a command target.

@@ -182,4 +182,15 @@ func TestDemoTarget(t *testing.T) {
 	if d.Name != "demo" || d.Kind != config.KindCommand || len(d.Command) == 0 || d.Dir != "" {
 		t.Errorf("DemoTarget() = %+v; want a command target named demo in a throwaway directory", d)
 	}
+	f := newHopFixture(t, fixtureOpts{record: "required"})
+	f.setTargets(d)
+	r := f.ssh(nil, "demo", `echo "one arg" | tr a-z A-Z; pwd`)
+	lines := strings.Split(strings.TrimSpace(string(r.stdout)), "\n")
+	if r.code != 0 || len(lines) != 2 || lines[0] != "ONE ARG" {
+		t.Fatalf("exec on demo: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	f.waitEvent(state.EventSessionEnd, 1)
+	if _, err := os.Stat(lines[1]); !os.IsNotExist(err) {
+		t.Errorf("demo directory %s outlived the session", lines[1])
+	}
 }
