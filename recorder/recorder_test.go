@@ -800,3 +800,60 @@ func TestAsciinemaReadsRecording(t *testing.T) {
 		t.Errorf("asciinema cat printed %d bytes; want %d", len(out), want.Len())
 	}
 }
+
+func TestTruncateTorn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.cast")
+	for _, tt := range []struct{ in, want string }{
+		{"h\n[1]\n[2", "h\n[1]\n"},
+		{"h\n", "h\n"},
+		{"torn", ""},
+	} {
+		if err := os.WriteFile(path, []byte(tt.in), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := truncateTorn(path); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != tt.want {
+			t.Errorf("truncateTorn(%q) left %q; want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestWriteFailureFailsRecording(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, Options{})
+	started := make(chan *Session, 1)
+	var once sync.Once
+	e.rec.beforeWrite = func() {
+		once.Do(func() { (<-started).f.Close() }) // the next write fails
+	}
+	s, err := e.rec.Start(ctx, Meta{ID: "wfail"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started <- s
+	s.Output([]byte("lost"))
+	for deadline := time.Now().Add(10 * time.Second); s.Err() == nil; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("write failure never surfaced")
+		}
+	}
+	if err := s.Output([]byte("more")); err == nil {
+		t.Error("Output after a write failure succeeded")
+	}
+	if got := e.metric(t, "postern_recording_errors_total", "write"); got != 1 {
+		t.Errorf("write errors = %v; want 1", got)
+	}
+	sealed, err := s.Finish(ctx, Result{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sealed.Status != state.StatusFailed {
+		t.Errorf("status = %q; want failed", sealed.Status)
+	}
+	decodeAll(t, readObject(t, e.store, sealed.Object))
+	if bad, err := VerifySessions(ctx, e.st, e.store); err != nil || len(bad) != 0 {
+		t.Errorf("VerifySessions = %v, %v", bad, err)
+	}
+}

@@ -335,6 +335,30 @@ func repairSpool(path string, row state.Session) error {
 	return nil
 }
 
+// truncateTorn cuts a spool file after its last complete line.
+func truncateTorn(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open spool: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat spool: %w", err)
+	}
+	last, err := lastNewline(f, fi.Size())
+	if err != nil {
+		return err
+	}
+	if last+1 == fi.Size() {
+		return nil
+	}
+	if err := f.Truncate(last + 1); err != nil {
+		return fmt.Errorf("truncate spool: %w", err)
+	}
+	return f.Sync()
+}
+
 // lastNewline returns the offset of the last '\n' in the first size bytes
 // of f, or -1.
 func lastNewline(f *os.File, size int64) (int64, error) {

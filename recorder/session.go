@@ -365,7 +365,16 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	if err := s.Err(); err != nil && errText == "" {
 		errText = "recording failed"
 	}
-	sealed, err := s.r.seal(ctx, row, s.spoolPath, errText, &spoolDigest{size: s.size, sum: hex.EncodeToString(s.hash.Sum(nil))})
+	digest := &spoolDigest{size: s.size, sum: hex.EncodeToString(s.hash.Sum(nil))}
+	if s.Err() != nil {
+		// A failed write may have left part of a line: cut it, and hash
+		// what remains while storing it.
+		if err := truncateTorn(s.spoolPath); err != nil {
+			s.log.Error("truncating failed spool", "err", err)
+		}
+		digest = nil
+	}
+	sealed, err := s.r.seal(ctx, row, s.spoolPath, errText, digest)
 	if err != nil {
 		s.log.Error("sealing recording failed", "err", err)
 		return nil, err
