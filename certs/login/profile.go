@@ -254,7 +254,12 @@ func loadOrCreateKey(dir, comment string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode key: %w", err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(blk), 0o600); err != nil {
+	switch err := writeFileExclusive(path, pem.EncodeToMemory(blk), 0o600); {
+	case errors.Is(err, os.ErrExist):
+		// Another login in this profile generated one first: use it, so the
+		// certificates both logins write are for the same key.
+		return loadOrCreateKey(dir, comment)
+	case err != nil:
 		return nil, err
 	}
 	s, err := ssh.NewSignerFromKey(priv)
@@ -276,34 +281,57 @@ func authorizedKey(pub ssh.PublicKey, comment string) []byte {
 	return []byte(line + "\n")
 }
 
+// writeFileExclusive writes data to path complete or not at all, and only
+// if path does not exist yet (an error wrapping os.ErrExist otherwise).
+func writeFileExclusive(path string, data []byte, perm os.FileMode) error {
+	tmp, err := writeTemp(path, data, perm)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
 // writeFileAtomic writes data to a temporary file in the same directory and
 // renames it over path, so readers never see a partial file.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	tmp, err := writeTemp(path, data, perm)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return err
 	}
-	tmp := f.Name()
 	defer os.Remove(tmp) // no-op once renamed
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// writeTemp writes data, synced, with mode perm to a new temporary file
+// beside path and returns its name.
+func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return tmp, nil
 }
 
 // profileInput is what writeProfile needs to lay out a profile.

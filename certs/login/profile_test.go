@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -648,4 +649,43 @@ func FuzzKnownHostsLines(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLoadOrCreateKeyConcurrent checks that logins racing in one profile
+// end up with one key, so their certificates are all for it.
+func TestLoadOrCreateKeyConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	const n = 8
+	keys := make(chan string, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			s, err := loadOrCreateKey(dir, "")
+			if err != nil {
+				t.Error(err)
+				keys <- ""
+				return
+			}
+			keys <- string(s.PublicKey().Marshal())
+		})
+	}
+	wg.Wait()
+	close(keys)
+	first := <-keys
+	for k := range keys {
+		if k != first {
+			t.Fatal("concurrent logins generated different keys")
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, KeyFileName))
+	s, err := ssh.ParsePrivateKey(b)
+	if err != nil || string(s.PublicKey().Marshal()) != first {
+		t.Errorf("the key on disk is not the one returned (%v)", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("leftover temporary file %s", e.Name())
+		}
+	}
 }
