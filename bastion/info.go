@@ -226,12 +226,19 @@ func (c *serverConn) writeInfoText(w io.Writer, inf Info) {
 					what += " (no forwarding)"
 				}
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\trecord %s\n", t.Name, t.Kind, what, t.Record)
-			for _, h := range t.How {
-				fmt.Fprintf(tw, "    %s\t\t\t\n", h)
+			rec := "record " + t.Record
+			if t.Passthrough {
+				rec = "passthrough, not recorded"
 			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", t.Name, t.Kind, what, rec)
 		}
 		tw.Flush()
+		fmt.Fprintf(&buf, "\nconnect with:\n")
+		for _, t := range inf.Targets {
+			for _, h := range t.How {
+				fmt.Fprintf(&buf, "  %s\n", h)
+			}
+		}
 	}
 	_, _ = w.Write(buf.Bytes())
 }

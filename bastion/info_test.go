@@ -32,6 +32,7 @@ func TestBastionSession(t *testing.T) {
 				t.Errorf("stdout lacks %q:\n%s", want, res.stdout)
 			}
 		}
+		t.Logf("ssh bastion:\n%s", res.stdout)
 		if strings.Contains(res.stdout, "web-9") {
 			t.Errorf("stdout lists web-9, which no role reaches:\n%s", res.stdout)
 		}

@@ -111,6 +111,9 @@ type Access struct {
 	Ports []int `json:"ports,omitempty"`
 	// Record is required, optional or off.
 	Record string `json:"record"`
+	// Passthrough reports whether the target is an ssh target whose bytes are
+	// forwarded without terminating the inner hop (never recorded).
+	Passthrough bool `json:"passthrough,omitempty"`
 	// Forward reports whether -L forwarding to a tcp target is allowed.
 	Forward bool `json:"forward,omitempty"`
 	// Roles names the roles that grant the access.
@@ -670,7 +673,7 @@ func (e *Engine) Visible(id certs.Identity) []Access {
 				continue
 			}
 			if a == nil {
-				a = &Access{Name: t.Name, Kind: t.Kind, Record: RecordRequired}
+				a = &Access{Name: t.Name, Kind: t.Kind, Record: RecordRequired, Passthrough: t.Passthrough}
 			}
 			a.Roles = append(a.Roles, r.cfg.Name)
 			if t.Kind != config.KindTCP {
