@@ -50,13 +50,16 @@ type bastionOptions struct {
 	Roles []config.Role
 	// SSHAddress is the advertised SSH address; "127.0.0.1:2222" if empty.
 	SSHAddress string
+	// RateLimit bounds certificate requests; the defaults if zero.
+	RateLimit config.RateLimit
 }
 
-func startBastion(t *testing.T, o bastionOptions) *testBastion {
+func startBastion(t testing.TB, o bastionOptions) *testBastion {
 	t.Helper()
 	cfg := &config.Config{DataDir: t.TempDir(), SSHAddress: o.SSHAddress}
 	cfg.Identity.Issuers = o.Issuers
 	cfg.Roles = o.Roles
+	cfg.Identity.RateLimit = o.RateLimit
 	if cfg.Roles == nil {
 		cfg.Roles = []config.Role{{
 			Name: "devs", Match: config.RoleMatch{Groups: []string{"dev"}},
