@@ -129,6 +129,10 @@ func TestSessionFinishSeals(t *testing.T) {
 			s.Resize(120, 40)
 			s.Marker("flagged")
 			exit := 2
+			wantExit := ""
+			if format == "v3" {
+				wantExit = "2"
+			}
 			sealed, err := s.Finish(ctx, Result{ExitStatus: &exit})
 			if err != nil {
 				t.Fatal(err)
@@ -153,6 +157,12 @@ func TestSessionFinishSeals(t *testing.T) {
 			}
 			if got := outputOf(evs, CodeResize); got != "120x40" {
 				t.Errorf("resize = %q", got)
+			}
+			if got := outputOf(evs, CodeExit); got != wantExit {
+				t.Errorf("exit event = %q; want %q", got, wantExit)
+			}
+			if got := outputOf(evs, CodeMarker); got != "flagged" {
+				t.Errorf("markers = %q; want only the caller's", got)
 			}
 			// The index row, the seal event and the metadata agree.
 			row, err = e.st.GetSession(ctx, s.ID())
@@ -474,6 +484,7 @@ func TestFollowLiveSession(t *testing.T) {
 		}
 	}
 	exit := 0
+	s.Output([]byte("last words"))
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Finish(ctx, Result{ExitStatus: &exit})
@@ -483,8 +494,8 @@ func TestFollowLiveSession(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read to end: %v", err)
 	}
-	if !strings.Contains(string(rest), "exit status 0") {
-		t.Errorf("tail = %q; want the exit marker", rest)
+	if !strings.Contains(string(rest), "last words") {
+		t.Errorf("tail = %q; want the last output", rest)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -855,5 +866,38 @@ func TestWriteFailureFailsRecording(t *testing.T) {
 	decodeAll(t, readObject(t, e.store, sealed.Object))
 	if bad, err := VerifySessions(ctx, e.st, e.store); err != nil || len(bad) != 0 {
 		t.Errorf("VerifySessions = %v, %v", bad, err)
+	}
+}
+
+func TestFinishStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		res  Result
+		want string
+	}{
+		{name: "clean", res: Result{}, want: state.StatusFinished},
+		{name: "interrupted with reason", res: Result{Interrupted: true, Error: "certificate expired"}, want: state.StatusInterrupted},
+		{name: "session error", res: Result{Error: "upstream closed"}, want: state.StatusFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, Options{})
+			s, err := e.rec.Start(ctx, Meta{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sealed, err := s.Finish(ctx, tt.res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, evs := decodeAll(t, readObject(t, e.store, sealed.Object)); len(evs) != 1 || evs[0].Code != CodeOutput {
+				t.Errorf("events of an empty session = %+v; want one empty output", evs)
+			}
+			row, _ := e.st.GetSession(ctx, s.ID())
+			if sealed.Status != tt.want || row.Status != tt.want {
+				t.Errorf("status = %q (row %q); want %q", sealed.Status, row.Status, tt.want)
+			}
+		})
 	}
 }

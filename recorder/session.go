@@ -42,6 +42,7 @@ type Session struct {
 	curGap   int64   // bytes dropped before cur's gap marker
 	dropped  int64   // bytes dropped since the last gap marker
 	echoOff  bool
+	events   bool // whether any event line has been written
 	finished bool
 	bytesIn  int64
 	bytesOut int64
@@ -180,6 +181,7 @@ func (s *Session) event(add func([]byte, time.Duration) []byte, need int) error 
 		}
 	}
 	s.cur = add(s.cur, t)
+	s.events = true
 	return nil
 }
 
@@ -217,7 +219,9 @@ func (s *Session) record(st int, p []byte) error {
 			}
 		}
 		var n int
+		before := len(s.cur)
 		s.cur, n = s.enc.appendData(s.cur, t, st, p, cap(s.cur))
+		s.events = s.events || len(s.cur) > before
 		p = p[n:]
 		if len(p) > 0 {
 			s.handOff() // the chunk is full
@@ -291,7 +295,7 @@ func (s *Session) nextChunk(t time.Duration) error {
 	return nil
 }
 
-// Finish ends the recording: it writes the exit event, flushes and fsyncs
+// Finish ends the recording: it writes the exit event (v3 only), flushes and fsyncs
 // the spool, stores the cast and its metadata JSON, marks the index row
 // finished (or interrupted or failed) with the digest and size, and appends
 // session.end and session.sealed audit events. The spool file is removed
@@ -317,8 +321,14 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 		s.dropped = 0
 	}
 	tail = s.enc.AppendFlush(tail, t)
-	if res.ExitStatus != nil {
+	if res.ExitStatus != nil && s.enc.v3 {
+		// v3 has an exit event; in v2 the exit status lives in the
+		// metadata (and in whatever marker the caller writes).
 		tail = s.enc.AppendExit(tail, t, *res.ExitStatus)
+	}
+	if !s.events && len(tail) == 0 {
+		// Players reject a cast without events.
+		tail = append(s.enc.appendPrefix(tail, t, CodeOutput), '"', ']', '\n')
 	}
 	if len(tail) > 0 {
 		s.queue <- chunk{buf: &tail, gap: gap}
@@ -348,10 +358,12 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	row.ExitStatus = res.ExitStatus
 	row.BytesIn, row.BytesOut = res.BytesIn, res.BytesOut
 	switch {
-	case s.Err() != nil || res.Error != "":
+	case s.Err() != nil:
 		row.Status = state.StatusFailed
 	case res.Interrupted:
 		row.Status = state.StatusInterrupted
+	case res.Error != "":
+		row.Status = state.StatusFailed
 	default:
 		row.Status = state.StatusFinished
 	}
