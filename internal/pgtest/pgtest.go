@@ -297,7 +297,9 @@ func template(bin string, own owner) (string, error) {
 	}
 	cmd := exec.Command(filepath.Join(bin, "initdb"),
 		"-D", data, "-U", Superuser, "-A", "trust", "-E", "UTF8", "--locale=C",
-		"--no-sync", "--no-instructions")
+		"--no-sync", "--no-instructions",
+		// 1 MiB WAL segments instead of 16 MiB: a smaller template to copy.
+		"--wal-segsize=1")
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	if own.opt != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(own.uid), Gid: uint32(own.gid)}}
@@ -331,7 +333,24 @@ func template(bin string, own owner) (string, error) {
 		}
 		return "", fmt.Errorf("install template cluster: %w", err)
 	}
+	removeStaleTemplates(root)
 	return root, nil
+}
+
+// removeStaleTemplates removes templates of other PostgreSQL binaries (an
+// upgrade, or an older harness) that have not been touched for an hour, so
+// they don't pile up in memory.
+func removeStaleTemplates(keep string) {
+	// keep is ".../postern-pgtest-<uid>-<key>"; siblings share the prefix.
+	prefix := keep[:strings.LastIndexByte(keep, '-')+1]
+	old, _ := filepath.Glob(prefix + "*")
+	for _, dir := range old {
+		fi, err := os.Stat(dir)
+		if dir == keep || err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < time.Hour {
+			continue
+		}
+		os.RemoveAll(dir)
+	}
 }
 
 // binaryKey identifies a postgres binary by path, size and modification
@@ -341,7 +360,7 @@ func binaryKey(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("stat postgres: %w", err)
 	}
-	h := sha256.Sum256(fmt.Appendf(nil, "%s|%d|%d|v1", path, fi.Size(), fi.ModTime().UnixNano()))
+	h := sha256.Sum256(fmt.Appendf(nil, "%s|%d|%d|v2", path, fi.Size(), fi.ModTime().UnixNano()))
 	return hex.EncodeToString(h[:6]), nil
 }
 
@@ -448,11 +467,12 @@ func (s *Server) Log() string { return s.proc.Output() }
 // tests. Its data directory stays until [Server.Stop] or the test's end.
 func (s *Server) Kill() { s.proc.Stop() }
 
-// Stop shuts the server down (fast shutdown, then SIGKILL after a grace
-// period) and removes its files. It is safe to call more than once.
+// Stop shuts the server down and removes its files. It is safe to call
+// more than once. The shutdown is immediate (no checkpoint), since the data
+// is thrown away; SIGKILL follows after a grace period.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
-		s.proc.StopWith(syscall.SIGINT, stopGrace)
+		s.proc.StopWith(syscall.SIGQUIT, stopGrace)
 		removeSysVSegment(filepath.Join(s.base, "data", "postmaster.pid"))
 		os.RemoveAll(s.base)
 	})
