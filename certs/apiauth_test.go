@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -228,4 +229,28 @@ func FuzzParseAuthParams(f *testing.F) {
 			t.Fatalf("parseAuthParams(%q) = %v without error", s, p)
 		}
 	})
+}
+
+func TestAPIAuthRSAKey(t *testing.T) {
+	f := newAPIAuthFixture(t)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := signUserCert(t, f.auth.User, signer.PublicKey(), "rsa@example.com", 44, f.now)
+	r := httptest.NewRequest(http.MethodGet, "/v1/sessions", nil)
+	if err := SignAPIRequest(r, cert, signer, f.now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.Header.Get("Authorization"), "sig=") {
+		t.Fatal("no signature")
+	}
+	id, err := (&APIAuth{Authority: f.auth, Now: func() time.Time { return f.now }}).Authenticate(r)
+	if err != nil || id.Username != "rsa@example.com" {
+		t.Fatalf("RSA-signed request: %+v, %v", id, err)
+	}
 }

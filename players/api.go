@@ -334,7 +334,11 @@ func ParseAge(s string) (time.Duration, error) {
 	if d < 0 {
 		return 0, fmt.Errorf("negative duration")
 	}
-	return d + time.Duration(days)*24*time.Hour, nil
+	total := d + time.Duration(days)*24*time.Hour
+	if total < d {
+		return 0, fmt.Errorf("duration %q is too long", s)
+	}
+	return total, nil
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) error {

@@ -417,3 +417,37 @@ func FuzzNormalizeID(f *testing.F) {
 		}
 	})
 }
+
+func TestParseAge(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+		bad  bool
+	}{
+		{in: "24h", want: 24 * time.Hour},
+		{in: "7d", want: 7 * 24 * time.Hour},
+		{in: "1d12h", want: 36 * time.Hour},
+		{in: "90m", want: 90 * time.Minute},
+		{in: "-1h", bad: true},
+		{in: "d", bad: true},
+		{in: "yesterday", bad: true},
+		{in: "99999999d", bad: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseAge(tt.in)
+		if (err != nil) != tt.bad || (!tt.bad && got != tt.want) {
+			t.Errorf("ParseAge(%q) = %v, %v; want %v (error %v)", tt.in, got, err, tt.want, tt.bad)
+		}
+	}
+}
+
+func FuzzParseAge(f *testing.F) {
+	for _, s := range []string{"24h", "7d", "1d12h", "-1h", "d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, err := ParseAge(s); err == nil && d < 0 {
+			t.Fatalf("ParseAge(%q) = %v", s, d)
+		}
+	})
+}
