@@ -301,11 +301,7 @@ func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, erro
 		}
 		p.pty = f
 		p.pgid = cmd.Process.Pid
-		if tap := s.tap.Load(); tap != nil {
-			tap.mu.Lock()
-			tap.echoOff = p.echoOff
-			tap.mu.Unlock()
-		}
+		s.tap.Load().setEchoOff(p.echoOff)
 		s.setOnAbort(p.kill)
 		p.io.Go(func() {
 			_, err := copyPooled(s.ch, f, s.countOut(s.outputTap))

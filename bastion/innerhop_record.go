@@ -1,8 +1,10 @@
 package bastion
 
 import (
+	"errors"
 	"regexp"
 	"sync"
+	"sync/atomic"
 
 	"github.com/posternhq/postern/recorder"
 )
@@ -15,32 +17,63 @@ const promptTail = 128
 // hopTap feeds one session's data to its recording.
 //
 // Input masking. Input typed at a no-echo prompt is recorded as '*', one per
-// character, with control keys (Enter, backspace) kept. On an ssh target the inner hop sees the pty
-// modes only once, in pty-req, and never sees later termios changes, so it
-// uses a heuristic: after output whose tail matches
-// (?i)(password|passphrase|pin)[^\n]*:\s*$ the input is masked until the next
-// CR or LF typed. On a command target the pty is postern's own, and input is
-// masked whenever the pty is at a no-echo prompt (echoOff: ECHO off in
-// canonical mode), in addition to the heuristic.
+// character, with control keys (Enter, backspace) kept. On an ssh target the
+// inner hop sees the pty modes only once, in pty-req, and never sees later
+// termios changes, so it uses a heuristic: after output whose tail matches
+// (?i)(password|passphrase|pin)[^\n]*:\s*$ the input is masked until the
+// next CR or LF typed. On a command target the pty is postern's own, and
+// input is masked whenever the pty is at a no-echo prompt (echoOff: ECHO off
+// in canonical mode), in addition to the heuristic.
 //
-// The tap never blocks beyond the recorder's bounded buffer. The first
-// recording error stops recording and is reported to onFail. With required
-// set (record: required) every later call returns that error, so the copy
-// loops stop before unrecorded data reaches the user; otherwise (record:
-// optional) the session goes on unrecorded.
+// Off the data path. The copy loops only copy each chunk into a pooled
+// buffer and queue it (tapQueue chunks at most); one goroutine per tap hands
+// the queue, in order, to the recorder, whose encoding thus runs beside the
+// relay instead of inside it. A full queue blocks the copy loop: that, and
+// the recorder's own bounded buffer, is all the tap ever blocks.
+//
+// Failure. The first recording error stops recording and is reported to
+// onFail. With required set (record: required) every later call returns
+// that error, so the copy loops stop and the session ends (at most tapQueue
+// chunks reach the user after the failing one); otherwise (record: optional)
+// the session goes on unrecorded.
 type hopTap struct {
 	s        tapSink
 	required bool
-	echoOff  func() bool // nil on ssh targets
+	echoOff  func() bool // nil on ssh targets; set before input flows
 	onFail   func(error)
 
-	mu       sync.Mutex
-	disabled bool
-	stopErr  error
-	tail     [promptTail]byte
-	tailN    int
-	masking  bool
-	scratch  []byte
+	q       chan tapItem
+	done    chan struct{}
+	failed  atomic.Bool
+	stopErr atomic.Pointer[error]
+
+	mu      sync.Mutex // orders the queue; guards the fields below
+	closed  bool
+	tail    [promptTail]byte
+	tailN   int
+	masking bool
+}
+
+// tapQueue is the number of chunks queued between the copy loops and the
+// recorder (at most 256 KiB each).
+const tapQueue = 4
+
+type tapOp uint8
+
+const (
+	tapOutput tapOp = iota
+	tapInput
+	tapResize
+	tapMarker
+)
+
+// tapItem is one queued recording operation.
+type tapItem struct {
+	op         tapOp
+	buf        *[]byte // pooled buffer holding data, if any
+	data       []byte
+	cols, rows int
+	label      string
 }
 
 // tapSink is the part of *recorder.Session the tap uses.
@@ -54,8 +87,102 @@ type tapSink interface {
 
 var _ tapSink = (*recorder.Session)(nil)
 
+// newHopTap starts a tap feeding s; close stops it.
 func newHopTap(s tapSink, required bool, onFail func(error)) *hopTap {
-	return &hopTap{s: s, required: required, onFail: onFail}
+	t := &hopTap{s: s, required: required, onFail: onFail, q: make(chan tapItem, tapQueue), done: make(chan struct{})}
+	go t.run()
+	return t
+}
+
+// run hands queued operations to the recorder until close.
+func (t *hopTap) run() {
+	defer close(t.done)
+	for it := range t.q {
+		if !t.failed.Load() {
+			var err error
+			switch it.op {
+			case tapOutput:
+				err = t.s.Output(it.data)
+			case tapInput:
+				err = t.s.Input(it.data)
+			case tapResize:
+				err = t.s.Resize(it.cols, it.rows)
+			case tapMarker:
+				err = t.s.Marker(it.label)
+			}
+			if err != nil {
+				t.fail(err)
+			}
+		}
+		if it.buf != nil {
+			putTapBuf(it.buf)
+		}
+	}
+}
+
+// fail stops recording; only the first failure reaches onFail.
+func (t *hopTap) fail(err error) {
+	if !t.failed.CompareAndSwap(false, true) {
+		return
+	}
+	if t.required {
+		t.stopErr.Store(&err)
+	}
+	if t.onFail != nil {
+		t.onFail(err)
+	}
+}
+
+// stopped returns the error that stops the copy loops, if any.
+func (t *hopTap) stopped() error {
+	if p := t.stopErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// getTapBuf returns a pooled buffer of at least n bytes (nil if n is larger
+// than any pooled buffer).
+func getTapBuf(n int) *[]byte {
+	switch {
+	case n <= smallCopyBuf:
+		return smallBufPool.Get().(*[]byte)
+	case n <= largeCopyBuf:
+		return largeBufPool.Get().(*[]byte)
+	}
+	return nil
+}
+
+func putTapBuf(b *[]byte) {
+	if cap(*b) == largeCopyBuf {
+		largeBufPool.Put(b)
+	} else {
+		smallBufPool.Put(b)
+	}
+}
+
+// enqueue queues it. Called with mu held, which keeps the queue in the
+// order the calls were made.
+func (t *hopTap) enqueue(it tapItem) {
+	if t.closed {
+		if it.buf != nil {
+			putTapBuf(it.buf)
+		}
+		return
+	}
+	t.q <- it
+}
+
+// copyItem returns an item holding a copy of p made by fill (which writes at
+// most len(p) bytes into dst and returns them).
+func copyItem(op tapOp, p []byte, fill func(dst []byte) []byte) tapItem {
+	it := tapItem{op: op}
+	if it.buf = getTapBuf(len(p)); it.buf != nil {
+		it.data = fill((*it.buf)[:0])
+	} else {
+		it.data = fill(make([]byte, 0, len(p)))
+	}
+	return it
 }
 
 // output records p as terminal output.
@@ -63,21 +190,15 @@ func (t *hopTap) output(p []byte) error {
 	if t == nil {
 		return nil
 	}
-	t.mu.Lock()
-	if t.disabled {
-		err := t.stopErr
-		t.mu.Unlock()
+	if err := t.stopped(); err != nil {
 		return err
 	}
-	err := t.s.Output(p)
-	if err == nil {
-		err = t.s.Err()
-	}
+	t.mu.Lock()
 	t.observe(p)
-	t.mu.Unlock()
-	if err != nil {
-		return t.failed(err)
+	if !t.failed.Load() {
+		t.enqueue(copyItem(tapOutput, p, func(dst []byte) []byte { return append(dst, p...) }))
 	}
+	t.mu.Unlock()
 	return nil
 }
 
@@ -112,95 +233,92 @@ func (t *hopTap) input(p []byte) error {
 	if t == nil {
 		return nil
 	}
-	t.mu.Lock()
-	if t.disabled {
-		err := t.stopErr
-		t.mu.Unlock()
+	if err := t.stopped(); err != nil {
 		return err
 	}
-	data := p
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.failed.Load() {
+		return nil
+	}
 	echoOff := t.echoOff != nil && t.echoOff()
-	if t.masking || echoOff {
-		data = t.scratch[:0]
+	t.enqueue(copyItem(tapInput, p, func(dst []byte) []byte {
+		if !t.masking && !echoOff {
+			return append(dst, p...)
+		}
 		for _, b := range p {
 			switch {
 			case b == '\r' || b == '\n':
-				data = append(data, b)
+				dst = append(dst, b)
 				t.masking = false
 			case !t.masking && !echoOff:
-				data = append(data, b)
+				dst = append(dst, b)
 			case b < 0x20 || b == 0x7f:
-				data = append(data, b) // control keys (backspace) stay
+				dst = append(dst, b) // control keys (backspace) stay
 			case b >= 0x80 && b < 0xc0:
 				// a UTF-8 continuation byte: its character is masked already
 			default:
-				data = append(data, '*')
+				dst = append(dst, '*')
 			}
 		}
-		if cap(data) <= 64<<10 {
-			t.scratch = data
-		}
-	}
-	err := t.s.Input(data)
-	t.mu.Unlock()
-	if err != nil {
-		return t.failed(err)
-	}
+		return dst
+	}))
 	return nil
 }
 
 // resize records a terminal size change.
 func (t *hopTap) resize(cols, rows int) error {
-	if t == nil {
-		return nil
-	}
-	t.mu.Lock()
-	if t.disabled {
-		err := t.stopErr
-		t.mu.Unlock()
-		return err
-	}
-	err := t.s.Resize(cols, rows)
-	t.mu.Unlock()
-	if err != nil {
-		return t.failed(err)
-	}
-	return nil
+	return t.small(tapItem{op: tapResize, cols: cols, rows: rows})
 }
 
 // marker records a marker.
 func (t *hopTap) marker(label string) error {
+	return t.small(tapItem{op: tapMarker, label: label})
+}
+
+func (t *hopTap) small(it tapItem) error {
+	if t == nil {
+		return nil
+	}
+	if err := t.stopped(); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	if !t.failed.Load() {
+		t.enqueue(it)
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// setEchoOff installs the no-echo probe of a command target's pty.
+func (t *hopTap) setEchoOff(f func() bool) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.echoOff = f
+	t.mu.Unlock()
+}
+
+// close hands what is queued to the recorder and stops the tap. Later calls
+// record nothing. It returns the recording error, if recording failed.
+func (t *hopTap) close() error {
 	if t == nil {
 		return nil
 	}
 	t.mu.Lock()
-	if t.disabled {
-		err := t.stopErr
-		t.mu.Unlock()
-		return err
+	if !t.closed {
+		t.closed = true
+		close(t.q)
 	}
-	err := t.s.Marker(label)
 	t.mu.Unlock()
-	if err != nil {
-		return t.failed(err)
+	<-t.done
+	if t.failed.Load() {
+		if err := t.s.Err(); err != nil {
+			return err
+		}
+		return errors.New("recording failed")
 	}
 	return nil
-}
-
-// failed stops recording. Only the first failure reaches onFail.
-func (t *hopTap) failed(err error) error {
-	t.mu.Lock()
-	first := !t.disabled
-	if first {
-		t.disabled = true
-		if t.required {
-			t.stopErr = err
-		}
-	}
-	stop := t.stopErr
-	t.mu.Unlock()
-	if first && t.onFail != nil {
-		t.onFail(err)
-	}
-	return stop
 }

@@ -451,6 +451,7 @@ func (s *hopSession) seal() {
 		case sigName != "":
 			_ = tap.marker("exit signal " + sigName)
 		}
+		_ = tap.close() // its failure was reported when it happened
 		res := recorder.Result{ExitStatus: exit, ExitSignal: sigName,
 			BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Interrupted: ab != nil}
 		if ab != nil {

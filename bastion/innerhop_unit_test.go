@@ -3,6 +3,7 @@ package bastion
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -199,6 +200,9 @@ func TestHopTapMasksAfterPasswordPrompt(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := tap.close(); err != nil {
+		t.Fatal(err)
+	}
 	want := "ls\r*******\x7f*\r****\recho ok\r**\recho done\r"
 	if got := sink.in.String(); got != want {
 		t.Errorf("recorded input %q; want %q", got, want)
@@ -210,19 +214,67 @@ func TestHopTapFailure(t *testing.T) {
 		sink := &fakeSink{fail: io.ErrClosedPipe}
 		calls := 0
 		tap := newHopTap(sink, required, func(error) { calls++ })
-		err1 := tap.output([]byte("a"))
-		err2 := tap.output([]byte("b"))
+		if err := tap.output([]byte("a")); err != nil {
+			t.Errorf("first write: %v; want it queued", err)
+		}
+		if err := tap.close(); err == nil {
+			t.Errorf("required=%v: close reported no failure", required)
+		}
+		err := tap.output([]byte("b"))
 		if calls != 1 {
 			t.Errorf("required=%v: onFail called %d times; want 1", required, calls)
 		}
-		if required && (err1 == nil || err2 == nil) {
-			t.Errorf("required: errors %v, %v; want both to stop the copy", err1, err2)
+		if required && err == nil {
+			t.Errorf("required: a write after the failure succeeded; want it to stop the copy")
 		}
-		if !required && (err1 != nil || err2 != nil) {
-			t.Errorf("optional: errors %v, %v; want none", err1, err2)
+		if !required && err != nil {
+			t.Errorf("optional: write after the failure: %v; want none", err)
 		}
 		if sink.out.String() != "a" {
-			t.Errorf("required=%v: sink got %q after failing; want only the first write", required, sink.out.String())
+			t.Errorf("required=%v: sink got %q; want only the first write", required, sink.out.String())
 		}
 	}
 }
+
+func TestHopTapKeepsOrder(t *testing.T) {
+	sink := &orderSink{}
+	tap := newHopTap(sink, true, nil)
+	var want []string
+	for i := range 200 {
+		switch i % 4 {
+		case 0:
+			_ = tap.output(bytes.Repeat([]byte{'o'}, 1+i*1000))
+			want = append(want, fmt.Sprintf("o%d", 1+i*1000))
+		case 1:
+			_ = tap.input([]byte("i"))
+			want = append(want, "i1")
+		case 2:
+			_ = tap.resize(i, i)
+			want = append(want, fmt.Sprintf("r%d", i))
+		case 3:
+			_ = tap.marker("m")
+			want = append(want, "m")
+		}
+	}
+	if err := tap.close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(sink.ops, ","); got != strings.Join(want, ",") {
+		t.Errorf("recorder saw operations out of order")
+	}
+}
+
+// orderSink records the order of operations.
+type orderSink struct{ ops []string }
+
+func (o *orderSink) Output(p []byte) error {
+	o.ops = append(o.ops, fmt.Sprintf("o%d", len(p)))
+	return nil
+}
+func (o *orderSink) Input(p []byte) error {
+	o.ops = append(o.ops, fmt.Sprintf("i%d", len(p)))
+	return nil
+}
+func (o *orderSink) Resize(c, _ int) error { o.ops = append(o.ops, fmt.Sprintf("r%d", c)); return nil }
+func (o *orderSink) Marker(string) error   { o.ops = append(o.ops, "m"); return nil }
+func (o *orderSink) Err() error            { return nil }
