@@ -30,10 +30,23 @@
 //	id_ed25519-cert.pub   the certificate
 //	known_hosts           the bastion's @cert-authority line for the host CA
 //	ssh_config            a Host block for the bastion and a Host * block for targets
-//	profile.json          bastion URL, issuer, username, principals, validity
+//	profile.json          bastion URL, issuer, username, principals, serial, validity
 //
 // Every file is written to a temporary name and renamed, so a concurrent ssh
-// never reads half a certificate.
+// never reads half a certificate; profile.json is written last. Logins racing
+// in one directory share one key.
+//
+// The ssh_config serves "ssh -F <dir>/ssh_config -J <bastion-host>
+// <login>@<target>": the bastion block sets the port, the user (the
+// username carried in the certificate's identity), the key and certificate
+// and the host-CA known_hosts; the Host * block gives targets reached
+// through the bastion the same key, certificate and host-CA known_hosts
+// (their host certificates come from postern's host CA too), and passes
+// POSTERN_JSON_ERRORS on (setting it for a profile made with
+// [Options.JSONErrors]). Values the bastion supplies are checked before they
+// are written, so a bastion cannot add ssh_config directives. When the file
+// is Included from ~/.ssh/config instead, its Host * block offers the
+// certificate to every host; the summary printed after a login says so.
 //
 // # Renewal
 //

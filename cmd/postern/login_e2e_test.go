@@ -1,4 +1,4 @@
-package login_test
+package main
 
 import (
 	"context"
@@ -21,12 +21,12 @@ import (
 	"github.com/posternhq/postern/internal/testutil"
 )
 
-// TestEndToEndService is issue 2's path through the whole bastion: a real
+// TestLoginEndToEndService is issue 2's path through the whole bastion: a real
 // Dex vouches for alice → postern login against the real bastion.Service
 // (its /v1/config and /v1/certs) → the stock ssh client, with nothing but the
 // profile's ssh_config, jumps through the bastion to a real sshd target that
 // trusts only the target CA.
-func TestEndToEndService(t *testing.T) {
+func TestLoginEndToEndService(t *testing.T) {
 	testutil.Need(t, "ssh")
 	d := dextest.Start(t, dextest.Options{Users: []dextest.User{
 		{Email: "alice@example.com", Password: "correct horse", Groups: []string{"sre"}},
@@ -64,7 +64,7 @@ func TestEndToEndService(t *testing.T) {
 	}
 
 	svc, err := bastion.NewService(cfg, bastion.ServiceOptions{
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Log: slog.New(slog.NewTextHandler(loginTestLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -107,10 +107,10 @@ func TestEndToEndService(t *testing.T) {
 	}
 }
 
-// testWriter sends log lines to the test log.
-type testWriter struct{ t *testing.T }
+// loginTestLog sends log lines to the test log.
+type loginTestLog struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) {
+func (w loginTestLog) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
