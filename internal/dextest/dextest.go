@@ -71,23 +71,31 @@ func Start(t testing.TB, opts Options) *Dex {
 	if opts.ClientID == "" {
 		opts.ClientID = DefaultClientID
 	}
-	addr := testutil.FreeAddr(t)
-	d := &Dex{issuer: "http://" + addr + "/dex", addr: addr, opts: opts}
-
-	cfg, err := config(d.issuer, addr, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "dex.json") // JSON is YAML
-	if err := os.WriteFile(file, cfg, 0o600); err != nil {
-		t.Fatalf("write dex config: %v", err)
-	}
-	d.proc = testutil.Start(t, bin, []string{"serve", file})
-	if err := testutil.AwaitPort(addr, startTimeout, d.proc.Done()); err != nil {
+	// A port taken between picking and binding makes Dex exit; retry with
+	// another port a few times.
+	for attempt := 1; ; attempt++ {
+		addr := testutil.FreeAddr(t)
+		d := &Dex{issuer: "http://" + addr + "/dex", addr: addr, opts: opts}
+		cfg, err := config(d.issuer, addr, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "dex.json") // JSON is YAML
+		if err := os.WriteFile(file, cfg, 0o600); err != nil {
+			t.Fatalf("write dex config: %v", err)
+		}
+		d.proc = testutil.Start(t, bin, []string{"serve", file})
+		err = testutil.AwaitPort(addr, startTimeout, d.proc.Done())
+		if err == nil {
+			d.waitDiscovery(t)
+			return d
+		}
+		d.proc.Stop()
+		if attempt < 3 && testutil.PortInUse(d.proc.Output()) {
+			continue
+		}
 		t.Fatalf("start dex: %v\n%s", err, d.proc.Output())
 	}
-	d.waitDiscovery(t)
-	return d
 }
 
 // Binary returns the Dex binary, building it if needed (see the package

@@ -204,11 +204,11 @@ func launch(bin string) (_ *Server, err error) {
 		return nil, fmt.Errorf("chown socket directory: %w", err)
 	}
 
-	// A port taken between FreePort and bind makes postgres exit; retry
+	// A port taken between picking and binding makes postgres exit; retry
 	// with another port a few times.
 	var lastErr error
 	for range 3 {
-		port, perr := freePort()
+		port, perr := testutil.PickPort()
 		if perr != nil {
 			return nil, perr
 		}
@@ -238,7 +238,7 @@ func launch(bin string) (_ *Server, err error) {
 		if _, err := proc.AwaitLine(readyLine, startTimeout); err != nil {
 			proc.Stop()
 			lastErr = fmt.Errorf("start postgres: %w\n%s", err, proc.Output())
-			if strings.Contains(proc.Output(), "could not bind") {
+			if testutil.PortInUse(proc.Output()) {
 				continue
 			}
 			return nil, lastErr
@@ -258,15 +258,6 @@ func scratchDir() string {
 		return shm
 	}
 	return os.TempDir()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // template returns a pristine cluster directory for bin, creating it once

@@ -48,11 +48,22 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{
-		bin:  Binary(t),
-		addr: testutil.FreeAddr(t),
-		dir:  t.TempDir(), // on disk: the posix backend needs user xattrs
+		bin: Binary(t),
+		dir: t.TempDir(), // on disk: the posix backend needs user xattrs
 	}
-	s.launch(t)
+	// A port taken between picking and binding makes versitygw exit; retry
+	// with another port a few times.
+	for attempt := 1; ; attempt++ {
+		s.addr = testutil.FreeAddr(t)
+		err := s.launch(t)
+		if err == nil {
+			break
+		}
+		if attempt < 3 && testutil.PortInUse(s.Log()) {
+			continue
+		}
+		t.Fatalf("start versitygw: %v\n%s", err, s.Log())
+	}
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -64,7 +75,9 @@ func Binary(t testing.TB) string {
 	return testutil.Tool(t, "POSTERN_VERSITYGW", "versitygw", "versitygw", "github.com/versity/versitygw/cmd/versitygw")
 }
 
-func (s *Server) launch(t testing.TB) {
+// launch starts versitygw on s.addr and waits until it answers its
+// health check.
+func (s *Server) launch(t testing.TB) error {
 	t.Helper()
 	p := testutil.Start(t, s.bin,
 		[]string{"--port", s.addr, "--region", region, "--health", healthPath, "--quiet", "posix", s.dir},
@@ -74,16 +87,18 @@ func (s *Server) launch(t testing.TB) {
 	s.proc = p
 	s.mu.Unlock()
 	if err := testutil.AwaitPort(s.addr, startTimeout, p.Done()); err != nil {
-		t.Fatalf("start versitygw: %v\n%s", err, p.Output())
+		p.Stop()
+		return err
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(s.Endpoint() + healthPath)
 	if err != nil {
-		t.Fatalf("versitygw health check: %v\n%s", err, p.Output())
+		return fmt.Errorf("health check: %w", err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("versitygw health check: status %d\n%s", resp.StatusCode, p.Output())
+		return fmt.Errorf("health check: status %d", resp.StatusCode)
 	}
+	return nil
 }
 
 // Endpoint returns the S3 endpoint URL, "http://127.0.0.1:PORT". Use
@@ -175,7 +190,9 @@ func (s *Server) Stop() {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop()
-	s.launch(t)
+	if err := s.launch(t); err != nil {
+		t.Fatalf("restart versitygw on %s: %v\n%s", s.addr, err, s.Log())
+	}
 }
 
 // String describes the server for test logs.

@@ -104,9 +104,6 @@ func Start(t testing.TB, opts Options) *Server {
 	akFile := filepath.Join(dir, "authorized_keys")
 	writeFile(t, akFile, joinKeys(opts.AuthorizedKeys), 0o644)
 
-	port := testutil.FreePort(t)
-	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-
 	var head, tail []string
 	for i, l := range opts.Extra {
 		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(l)), "match ") {
@@ -115,37 +112,51 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 		head = append(head, l)
 	}
-	lines := append([]string{"# postern test sshd"}, head...)
-	lines = append(lines, hostKeyLines...)
-	lines = append(lines,
-		"ListenAddress "+s.addr,
-		"PidFile none",
-		"UsePAM no",
-		"StrictModes no",
-		"PermitRootLogin yes",
-		"PasswordAuthentication no",
-		"KbdInteractiveAuthentication no",
-		"PubkeyAuthentication yes",
-		"AllowTcpForwarding yes",
-		"TrustedUserCAKeys "+caFile,
-		"AuthorizedKeysFile "+akFile,
-		"UseDNS no",
-		"PrintMotd no",
-		"PrintLastLog no",
-		"MaxStartups 200",
-		"MaxSessions 100",
-		"LogLevel VERBOSE",
-	)
-	if !opts.NoSFTP {
-		lines = append(lines, "Subsystem sftp internal-sftp")
-	}
-	lines = append(lines, tail...)
-	cfgFile := filepath.Join(dir, "sshd_config")
-	writeFile(t, cfgFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	// A port taken between picking and binding makes sshd exit; retry with
+	// another port a few times.
+	for attempt := 1; ; attempt++ {
+		port := testutil.FreePort(t)
+		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		lines := append([]string{"# postern test sshd"}, head...)
+		lines = append(lines, hostKeyLines...)
+		lines = append(lines,
+			"ListenAddress "+s.addr,
+			"PidFile none",
+			"UsePAM no",
+			"StrictModes no",
+			"PermitRootLogin yes",
+			"PasswordAuthentication no",
+			"KbdInteractiveAuthentication no",
+			"PubkeyAuthentication yes",
+			"AllowTcpForwarding yes",
+			"TrustedUserCAKeys "+caFile,
+			"AuthorizedKeysFile "+akFile,
+			"UseDNS no",
+			"PrintMotd no",
+			"PrintLastLog no",
+			"MaxStartups 200",
+			"MaxSessions 100",
+			"LogLevel VERBOSE",
+		)
+		if !opts.NoSFTP {
+			lines = append(lines, "Subsystem sftp internal-sftp")
+		}
+		lines = append(lines, tail...)
+		cfgFile := filepath.Join(dir, "sshd_config")
+		writeFile(t, cfgFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 
-	s.proc = testutil.Start(t, Binary, []string{"-f", cfgFile, "-D", "-e"})
-	s.proc.WaitLine(t, regexp.MustCompile(`Server listening on 127\.0\.0\.1 port `+strconv.Itoa(port)), startTimeout)
-	return s
+		s.proc = testutil.Start(t, Binary, []string{"-f", cfgFile, "-D", "-e"})
+		ready := regexp.MustCompile(`Server listening on 127\.0\.0\.1 port ` + strconv.Itoa(port))
+		_, err := s.proc.AwaitLine(ready, startTimeout)
+		if err == nil {
+			return s
+		}
+		s.proc.Stop()
+		if attempt < 3 && testutil.PortInUse(s.proc.Output()) {
+			continue
+		}
+		t.Fatalf("start sshd: %v\n%s", err, s.proc.Output())
+	}
 }
 
 // Addr returns the listening address, "127.0.0.1:PORT".

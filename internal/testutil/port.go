@@ -3,26 +3,78 @@ package testutil
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. The
-// port is released before returning, so a process started right after can
-// bind it; collisions are possible but rare, since the kernel hands out
-// ephemeral ports in rotation.
+// port is released before returning, so the process started next can bind
+// it. Ports come from below the kernel's ephemeral range when there is room
+// there: outgoing connections (of every test running on the machine) take
+// their local ports from that range, and would otherwise grab a port
+// between FreePort and the server's bind.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := PickPort()
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
+	return port
+}
+
+// Bounds of the ports FreePort prefers: [portFloor, ephemeral start).
+const portFloor = 10000
+
+var (
+	rangeOnce      sync.Once
+	ephemeralStart int
+)
+
+// PickPort is the test-free form of [FreePort].
+func PickPort() (int, error) {
+	rangeOnce.Do(func() {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+		if err != nil {
+			return
+		}
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			ephemeralStart, _ = strconv.Atoi(f[0])
+		}
+	})
+	if span := ephemeralStart - portFloor; span >= 1000 {
+		for range 100 {
+			port := portFloor + rand.IntN(span)
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err != nil {
+				continue // taken; try another
+			}
+			if err := l.Close(); err != nil {
+				return 0, fmt.Errorf("release port %d: %w", port, err)
+			}
+			return port, nil
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
 	port := l.Addr().(*net.TCPAddr).Port
 	if err := l.Close(); err != nil {
-		t.Fatalf("release free port %d: %v", port, err)
+		return 0, fmt.Errorf("release port %d: %w", port, err)
 	}
-	return port
+	return port, nil
+}
+
+// PortInUse reports whether a server's output says its port was taken
+// between [FreePort] and its bind, so a harness can retry with another.
+func PortInUse(output string) bool {
+	return strings.Contains(strings.ToLower(output), "address already in use")
 }
 
 // FreeAddr returns "127.0.0.1:PORT" for a port from [FreePort].

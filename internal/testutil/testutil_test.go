@@ -165,3 +165,35 @@ func TestBuildToolFailsClearly(t *testing.T) {
 		t.Fatal("a failed build left a binary behind")
 	}
 }
+
+func TestPickPortBelowEphemeralRange(t *testing.T) {
+	for range 20 {
+		port, err := PickPort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ephemeralStart-portFloor >= 1000 && (port < portFloor || port >= ephemeralStart) {
+			t.Fatalf("got port %d; want within [%d, %d)", port, portFloor, ephemeralStart)
+		}
+	}
+}
+
+func TestPortInUse(t *testing.T) {
+	tests := []struct {
+		name string
+		out  string
+		want bool
+	}{
+		{name: "sshd", out: "Bind to port 123 on 127.0.0.1 failed: Address already in use.\n", want: true},
+		{name: "postgres", out: `LOG:  could not bind IPv4 address "127.0.0.1": Address already in use`, want: true},
+		{name: "go", out: "listen tcp 127.0.0.1:1: bind: address already in use", want: true},
+		{name: "other", out: "permission denied", want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := PortInUse(tt.out); got != tt.want {
+				t.Fatalf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
