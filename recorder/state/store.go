@@ -142,7 +142,10 @@ func (s *Store) Close() error {
 }
 
 // migrate applies every embedded migration newer than the recorded schema
-// version, each in its own transaction.
+// version, each in its own transaction (BEGIN IMMEDIATE, so two processes
+// starting together apply it once). Migrations are named NNNN_name.sql and
+// split into statements at ';', so a statement must not contain one (no
+// triggers, no ';' in literals); lines starting with "--" are comments.
 func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_version: %w", err)
