@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # The default test run: every package, race detector on, bounded time.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build run dev test test-short vet fmt bench fuzz soak clean
+.PHONY: help build run dev test test-short vet fmt bench fuzz soak clean web
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,7 +20,12 @@ dev: ## run postern with its embedded development defaults
 
 run: dev
 
-test: tools ## run the whole test suite (needs the packages .ci/run installs)
+web: ## build the web UI's player assets (asciinema-player and playwright-core from npm)
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd players/web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs; \
+	else echo "npm not found: the web UI says 'player assets not built' and the browser tests skip"; fi
+
+test: tools web ## run the whole test suite (needs the packages .ci/run installs)
 	$(GO) test $(TEST_FLAGS) ./...
 
 test-short: ## unit tests only, no real servers

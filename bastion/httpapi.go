@@ -77,6 +77,7 @@ func newPublicConfig(cfg *config.Config, hostCA, version string) publicConfig {
 type httpHandlers struct {
 	certs    http.Handler // POST /v1/certs
 	sessions http.Handler // /v1/sessions…
+	ui       http.Handler // /ui/, nil without an interactive issuer
 	devIdP   http.Handler // the development issuer, nil outside --dev
 	registry *prometheus.Registry
 	ready    func(ctx context.Context) error
@@ -107,6 +108,10 @@ func newMux(h httpHandlers) *http.ServeMux {
 	mux.Handle("/v1/certs", h.certs)
 	mux.Handle("/v1/sessions", h.sessions)
 	mux.Handle("/v1/sessions/", h.sessions)
+	if h.ui != nil {
+		mux.Handle("/ui/", h.ui)
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	if h.devIdP != nil {
 		mux.Handle(config.DevIssuerPath+"/", h.devIdP)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/players"
+	"github.com/posternhq/postern/players/web"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/recorder/state"
 )
@@ -185,13 +186,31 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		Authority: s.authority, Verifier: verifier,
 		Revoked: func(serial uint64) (bool, error) { return s.state.IsRevoked(context.Background(), serial) },
 	}
+	var ui http.Handler
+	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok {
+		key, err := web.LoadCookieKey(filepath.Join(cfg.DataDir, "ui_cookie.key"))
+		if err != nil {
+			return fmt.Errorf("web UI cookie key: %w", err)
+		}
+		ui, err = web.New(web.Options{
+			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
+			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
+			State: s.state, Store: store, Follow: s.recorder.Follow, CookieKey: key, Log: s.log, Metrics: s.reg,
+		})
+		if err != nil {
+			return fmt.Errorf("web UI: %w", err)
+		}
+	}
+	// No WriteTimeout: the live follow and live view stream for a session's
+	// whole length. Reads and headers are bounded (slowloris).
 	s.http = &http.Server{
 		Handler: newMux(httpHandlers{
 			certs: issuer.Handler(certs.HandlerOptions{}), devIdP: s.devIdP, registry: s.reg, log: s.log,
 			sessions: players.NewAPI(players.APIOptions{
-				Auth: apiAuth, Permissions: func(id certs.Identity) []string { return s.currentPolicy().Permissions(id) },
-				State: s.state, Store: store, Follow: s.recorder.Follow, Log: s.log,
+				Auth: apiAuth, Permissions: s.permissions,
+				State: s.state, Store: store, Follow: s.recorder.Follow, Log: s.log, Metrics: s.reg,
 			}),
+			ui:    ui,
 			ready: func(ctx context.Context) error { _, err := s.state.Events(ctx, 0, 1); return err },
 			config: func() publicConfig {
 				s.mu.Lock()
@@ -286,6 +305,9 @@ func (s *Service) currentPolicy() *policy.Engine {
 	defer s.mu.Unlock()
 	return s.policy
 }
+
+// permissions returns an identity's API permissions under the current policy.
+func (s *Service) permissions(id certs.Identity) []string { return s.currentPolicy().Permissions(id) }
 
 // policyGrant lets issuance always see the current policy.
 type policyGrant struct{ s *Service }

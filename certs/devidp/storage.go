@@ -392,7 +392,10 @@ type client struct{ p *Provider }
 func (c client) GetID() string { return c.p.clientID }
 func (c client) RedirectURIs() []string {
 	// Native client: any port on these loopback URIs matches (RFC 8252 §7.3).
-	return []string{"http://127.0.0.1/callback", "http://localhost/callback"}
+	// /callback is postern login's loopback listener; /ui/callback is the web
+	// UI served by postern serve --dev on loopback.
+	return []string{"http://127.0.0.1/callback", "http://localhost/callback",
+		"http://127.0.0.1/ui/callback", "http://localhost/ui/callback"}
 }
 func (c client) PostLogoutRedirectURIs() []string    { return nil }
 func (c client) ApplicationType() op.ApplicationType { return op.ApplicationTypeNative }
