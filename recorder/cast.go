@@ -185,7 +185,10 @@ func (e *Encoder) AppendResize(dst []byte, t time.Duration, cols, rows int) []by
 // AppendMarker appends an "m" event with label.
 func (e *Encoder) AppendMarker(dst []byte, t time.Duration, label string) []byte {
 	dst = e.appendPrefix(dst, t, CodeMarker)
-	dst, _ = appendEscaped(dst, []byte(label), -1)
+	dst, n := appendEscaped(dst, []byte(label), -1)
+	if n < len(label) {
+		dst = append(dst, "\uFFFD"...) // an incomplete character at the end
+	}
 	return append(dst, '"', ']', '\n')
 }
 

@@ -376,3 +376,13 @@ func BenchmarkEncodeOutputJSON(b *testing.B) {
 		})
 	}
 }
+
+func TestMarkerWithTornCharacter(t *testing.T) {
+	e, _ := NewEncoder(2)
+	b, _ := e.AppendHeader(nil, Header{Width: 1, Height: 1})
+	b = e.AppendMarker(b, 0, "cut \xe4\xb8")
+	_, evs := decodeAll(t, b)
+	if len(evs) != 1 || evs[0].Data != "cut \ufffd" {
+		t.Errorf("events = %+v", evs)
+	}
+}
