@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,7 @@ var (
 	errShutdown   = &userError{msg: "postern: server shutting down"}
 	errIdle       = &userError{msg: "postern: idle timeout"}
 	errExpired    = &userError{msg: "postern: certificate or session expired"}
+	errRevoked    = &userError{msg: "postern: certificate revoked"}
 	errConnClosed = errors.New("connection closed")
 )
 
@@ -143,8 +145,9 @@ func (c *serverConn) serve() {
 	c.log.Info("connection end", "duration", time.Since(start).Round(time.Millisecond), "reason", reason)
 }
 
-// watch ends the connection after the idle timeout without traffic, or at
-// expires (if not zero), whichever comes first.
+// watch ends the connection after the idle timeout without traffic, at
+// expires (if not zero), or when a periodic check finds its certificate
+// revoked, whichever comes first.
 func (c *serverConn) watch(expires time.Time) {
 	idle := c.s.idleTimeout
 	it := time.NewTimer(idle)
@@ -155,10 +158,21 @@ func (c *serverConn) watch(expires time.Time) {
 		defer et.Stop()
 		expC = et.C
 	}
+	var revC <-chan time.Time
+	if c.s.opts.Revocations != nil && c.s.revocationRecheck > 0 {
+		rt := time.NewTicker(c.s.revocationRecheck)
+		defer rt.Stop()
+		revC = rt.C
+	}
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-revC:
+			if c.revoked() {
+				c.close(errRevoked)
+				return
+			}
 		case <-expC:
 			c.log.Info("connection expired")
 			c.close(errExpired)
@@ -173,6 +187,34 @@ func (c *serverConn) watch(expires time.Time) {
 			it.Reset(idle - since)
 		}
 	}
+}
+
+// revoked reports whether the connection's certificate has been revoked
+// since it authenticated, auditing the disconnection. A store that cannot
+// answer keeps the connection (it was checked at authentication) and is
+// logged.
+func (c *serverConn) revoked() bool {
+	ci := c.ci
+	ctx, cancel := context.WithTimeout(c.ctx, revocationTimeout)
+	defer cancel()
+	revoked, err := c.s.opts.Revocations.IsRevoked(ctx, ci.Cert.Serial)
+	if err != nil {
+		ci.Log.Warn("revocation recheck", "err", err)
+		return false
+	}
+	if !revoked {
+		return false
+	}
+	ci.Log.Info("certificate revoked: closing connection", "serial", ci.Cert.Serial)
+	c.s.metrics.authFailures.WithLabelValues(codeCertRevoked).Inc()
+	c.s.audit(c.ctx, ci.Log, state.Event{
+		Type: state.EventAuthFailure, Actor: ci.Identity.Username, Source: ci.Remote.Addr().String(),
+		Details: map[string]any{
+			"conn": ci.ID, "reason": codeCertRevoked, "serial": strconv.FormatUint(ci.Cert.Serial, 10),
+			"fingerprint": ssh.FingerprintSHA256(ci.Key), "login": ci.Login, "phase": "open_connection",
+		},
+	})
+	return true
 }
 
 // globalRequests answers the connection's global requests: keepalives yes,

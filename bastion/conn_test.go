@@ -15,6 +15,7 @@ import (
 	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/recorder/state"
 )
 
 // waitClosed waits until the server closes nc (a read returns an error).
@@ -274,5 +275,34 @@ func TestChannelLimitPerConnection(t *testing.T) {
 			t.Fatalf("no channel after one closed: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond) // the server frees the slot when its splice ends
+	}
+}
+
+// TestRevocationEndsOpenConnection: revoking the certificate of an open
+// connection closes it at the next periodic check.
+func TestRevocationEndsOpenConnection(t *testing.T) {
+	f := newBX(t, bxOptions{})
+	f.srv.revocationRecheck = 100 * time.Millisecond
+	c, cert, err := f.dial(certSpec{}, f.login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := f.dial(certSpec{}, f.login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Revoke(context.Background(), cert.Serial, "test", "admin@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection with a revoked certificate stays open")
+	}
+	f.waitEvent(state.EventAuthFailure, hasDetail("phase", "open_connection"))
+	if ok, _, err := other.SendRequest("keepalive@openssh.com", true, nil); err != nil || !ok {
+		t.Errorf("the other connection was closed too: %v %v", ok, err)
 	}
 }

@@ -36,7 +36,8 @@
 // accepts provisionally and records nothing). The key must be a user
 // certificate accepted by [certs.Authority.CheckUserCert] for the login and
 // source address, and its serial must not be revoked (checked in the state
-// store; an unavailable store fails closed). The result is a [ConnInfo],
+// store; an unavailable store fails closed; open connections recheck every
+// minute and end once their certificate is revoked). The result is a [ConnInfo],
 // bound to the connection through a Permissions extension; channel handlers
 // read only that. Every success and failure is audited with its reason code,
 // source, key fingerprint and serial, and failures are counted in

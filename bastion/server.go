@@ -58,6 +58,9 @@ const (
 	// hostCertRefresh is how long before expiry the host certificate is
 	// re-signed.
 	hostCertRefresh = 12 * time.Hour
+	// revocationRecheck is how often an open connection checks whether its
+	// certificate was revoked since it authenticated.
+	revocationRecheck = time.Minute
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -109,7 +112,8 @@ type Server struct {
 
 	handshakeTimeout, idleTimeout time.Duration
 	maxConns, maxConnsSource      int
-	maxChans                      int32 // per connection
+	maxChans                      int32         // per connection
+	revocationRecheck             time.Duration // how often open connections recheck revocation
 
 	policy  atomic.Pointer[policy.Engine]
 	hostKey ssh.Signer
@@ -161,6 +165,7 @@ func NewServer(opts Options) (*Server, error) {
 	s.maxConns = orInt(opts.Config.MaxConnections, defaultMaxConns)
 	s.maxConnsSource = orInt(opts.Config.MaxConnectionsPerSource, defaultMaxConnsSource)
 	s.maxChans = maxChannelsPerConn
+	s.revocationRecheck = revocationRecheck
 	var err error
 	if s.metrics, err = newMetrics(opts.Metrics); err != nil {
 		return nil, fmt.Errorf("bastion: register metrics: %w", err)

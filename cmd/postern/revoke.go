@@ -13,8 +13,8 @@ import (
 // newCARevokeCmd is `postern ca revoke SERIAL [--reason R]`: it records the
 // serial as revoked in the state store, which appends the cert.revoked audit
 // event. The bastion checks every authentication against the store, so the
-// certificate is refused from the next connection on (open connections are
-// not cut).
+// certificate is refused from the next connection on, and open connections
+// that use it end within a minute.
 func newCARevokeCmd(g *globalFlags) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
@@ -22,7 +22,8 @@ func newCARevokeCmd(g *globalFlags) *cobra.Command {
 		Short: "Revoke a user certificate by serial number",
 		Long: `revoke records a certificate serial (decimal, as ssh-keygen -L -f CERT shows it
 and as auth events report it) as revoked. The bastion refuses the certificate
-from the next authentication on. Revoking a serial twice keeps the first record.`,
+from the next authentication on and closes connections that use it within a
+minute. Revoking a serial twice keeps the first record.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			serial, err := strconv.ParseUint(args[0], 10, 64)
