@@ -115,6 +115,29 @@ func TestDevTour(t *testing.T) {
 		t.Errorf("recordings lack the session output (exec %v, shell %v)", sawExec, sawShell)
 	}
 
+	// The players: list the sessions through the API with the login profile,
+	// then replay one by id.
+	ls := exec.Command(bin, "sessions", "ls", "--json", "--bastion", bastionURL, "--dir", profile)
+	lsOut, err := ls.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sessions ls: %v\n%s", err, lsOut)
+	}
+	var rows []struct {
+		ID, Target, Identity string
+	}
+	if err := json.Unmarshal(lsOut, &rows); err != nil || len(rows) != 2 {
+		t.Fatalf("sessions ls --json = %s (%v); want 2 rows", lsOut, err)
+	}
+	for _, r := range rows {
+		if r.Target != "demo" || r.Identity != "dev" {
+			t.Errorf("session row = %+v; want target demo, identity dev", r)
+		}
+	}
+	play := exec.Command(bin, "play", "--speed", "100", "--bastion", bastionURL, "--dir", profile, rows[0].ID)
+	if out, err := play.CombinedOutput(); err != nil || len(out) == 0 {
+		t.Errorf("postern play %s: %v\n%s", rows[0].ID, err, out)
+	}
+
 	verify := exec.Command(bin, "audit", "verify", "--dev", "--data-dir", data)
 	out, err := verify.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "intact") {
