@@ -901,3 +901,15 @@ func TestFinishStatus(t *testing.T) {
 		})
 	}
 }
+
+func TestFollowOtherReplica(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, Options{Replica: "r1"})
+	if err := e.st.PutSession(ctx, state.Session{ID: "remote", Start: time.Now(), Status: state.StatusRunning, Replica: "r2"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.rec.Follow(ctx, "remote")
+	if err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "r2") {
+		t.Errorf("Follow of another replica's session = %v; want an error naming r2", err)
+	}
+}

@@ -366,3 +366,48 @@ func TestFilePermissions(t *testing.T) {
 		t.Errorf("mode = %v; want 0600", fi.Mode().Perm())
 	}
 }
+
+func TestConcurrentOpenMigratesOnce(t *testing.T) {
+	ctx := context.Background()
+	url := "sqlite://" + filepath.Join(t.TempDir(), "sub", "state.db")
+	var wg sync.WaitGroup
+	stores := make([]*Store, 6)
+	for i := range stores {
+		wg.Go(func() {
+			s, err := Open(ctx, url, Options{})
+			if err != nil {
+				t.Errorf("Open: %v", err)
+				return
+			}
+			stores[i] = s
+		})
+	}
+	wg.Wait()
+	for _, s := range stores {
+		if s != nil {
+			defer s.Close()
+		}
+	}
+	if stores[0] == nil {
+		t.FailNow()
+	}
+	var n, distinct int
+	if err := stores[0].db.QueryRow(`SELECT COUNT(*), COUNT(DISTINCT version) FROM schema_version`).Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != distinct || n == 0 {
+		t.Errorf("schema_version has %d rows for %d versions; want each once", n, distinct)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	for _, url := range []string{"postgres://db/x", "sqlite://", "::"} {
+		if s, err := Open(context.Background(), url, Options{}); err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded", url)
+		}
+	}
+	if _, err := Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "s.db"), Options{AuditFile: "/proc/nonexistent/audit.jsonl"}); err == nil {
+		t.Error("Open with an unwritable audit file succeeded")
+	}
+}
