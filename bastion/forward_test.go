@@ -303,3 +303,50 @@ func BenchmarkSpliceSSH(b *testing.B) {
 	b.StopTimer()
 	ch.Close()
 }
+
+// BenchmarkIdleForwardMemory reports the memory (heap plus stacks, both
+// ends in this process: bastion, x/crypto client and echo server) that one
+// idle forward holds, as "B/forward". b.N is ignored beyond the first run.
+func BenchmarkIdleForwardMemory(b *testing.B) {
+	const n = 200
+	echo := startEcho(b)
+	f := newBX(b, bxOptions{})
+	eng, err := policy.New(devConfig(f.login, config.Target{Name: "echo", Kind: config.KindTCP, Address: echo}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.srv.SetPolicy(eng)
+	c, _, err := f.dial(certSpec{}, f.login)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, ps, _ := net.SplitHostPort(echo)
+	port, _ := strconv.Atoi(ps)
+	measure := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse + ms.StackInuse
+	}
+	for range b.N {
+		before := measure()
+		var chans []ssh.Channel
+		for range n {
+			ch, err := openDirect(c, "echo", port)
+			if err != nil {
+				b.Fatal(err)
+			}
+			// One round trip so both splice directions have run.
+			ch.Write([]byte("x"))
+			if _, err := io.ReadFull(ch, make([]byte, 1)); err != nil {
+				b.Fatal(err)
+			}
+			chans = append(chans, ch)
+		}
+		after := measure()
+		b.ReportMetric(float64(after-before)/n, "B/forward")
+		for _, ch := range chans {
+			ch.Close()
+		}
+	}
+}
