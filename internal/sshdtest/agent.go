@@ -8,11 +8,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/posternhq/postern/internal/testutil"
 )
 
 // errReadOnly is returned for agent requests that would change the key set.
@@ -81,37 +82,8 @@ func serveAgent(t testing.TB, signer ssh.Signer) string {
 	if err != nil {
 		t.Fatalf("listen for host key agent: %v", err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]struct{}{}
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			wg.Go(func() {
-				defer func() {
-					mu.Lock()
-					delete(conns, c)
-					mu.Unlock()
-					c.Close()
-				}()
-				_ = agent.ServeAgent(hostKeyAgent{signer}, c) // ends at EOF
-			})
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+	testutil.Serve(t, l, func(c net.Conn) {
+		_ = agent.ServeAgent(hostKeyAgent{signer}, c) // ends at EOF or cleanup
 	})
 	return sock
 }

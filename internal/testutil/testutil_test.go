@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -195,5 +196,49 @@ func TestPortInUse(t *testing.T) {
 				t.Fatalf("got %v; want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestEchoServer(t *testing.T) {
+	addr := EchoServer(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "ping" {
+		t.Fatalf("got %q, %v; want \"ping\" then EOF", got, err)
+	}
+}
+
+func TestServeClosesOpenConnsAtCleanup(t *testing.T) {
+	var client net.Conn
+	t.Run("serve", func(t *testing.T) {
+		addr := EchoServer(t)
+		var err error
+		if client, err = net.Dial("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(client, buf); err != nil {
+			t.Fatal(err)
+		}
+	}) // the subtest's cleanup closes the server side
+	defer client.Close()
+	if err := client.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read after cleanup succeeded; want EOF or reset")
 	}
 }
