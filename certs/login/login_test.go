@@ -578,3 +578,33 @@ func TestLoginJSONErrors(t *testing.T) {
 		t.Errorf("ssh_config still sets POSTERN_JSON_ERRORS without --json:\n%s", cfg())
 	}
 }
+
+// TestLoginBrowserCancelled checks that cancelling a browser login returns
+// promptly and closes the loopback listener.
+func TestLoginBrowserCancelled(t *testing.T) {
+	_, b := setup(t, false)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	errb := newSyncBuffer()
+	done := make(chan error, 1)
+	go func() {
+		_, err := login.Login(ctx, login.Options{Bastion: b.URL, Dir: t.TempDir(), Err: errb, NoBrowser: true})
+		done <- err
+	}()
+	authURL := errb.await(t, regexp.MustCompile(`(?m)^  (http://\S+)$`), 10*time.Second)
+	u, _ := url.Parse(authURL)
+	callback := u.Query().Get("redirect_uri")
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "sign-in cancelled") {
+			t.Errorf("err = %v; want sign-in cancelled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Login kept waiting after cancel")
+	}
+	if resp, err := http.Get(callback + "?state=x&code=y"); err == nil {
+		resp.Body.Close()
+		t.Errorf("the loopback callback still answers after the login ended (%d)", resp.StatusCode)
+	}
+}

@@ -135,7 +135,7 @@ func browserToken(ctx context.Context, o *Options, iss IssuerInfo) (string, erro
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return "", errors.New("timed out waiting for the browser sign-in")
 		}
-		return "", ctx.Err()
+		return "", fmt.Errorf("sign-in cancelled: %w", ctx.Err())
 	}
 	if res.err != nil {
 		if res.reply != nil {
@@ -319,6 +319,8 @@ func deviceToken(ctx context.Context, o *Options, iss IssuerInfo) (string, error
 		case errors.As(err, &re) && re.ErrorCode == "expired_token",
 			errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 			return "", errors.New("the device code expired before the sign-in was approved; run postern login --device again")
+		case errors.Is(err, context.Canceled):
+			return "", fmt.Errorf("sign-in cancelled: %w", err)
 		}
 		return "", fmt.Errorf("device login: %w", err)
 	}
