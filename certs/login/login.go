@@ -77,7 +77,9 @@ type Options struct {
 	// of opening a browser.
 	NoBrowser bool
 	// OpenBrowser opens a URL for the browser flow; nil means xdg-open if it
-	// is installed (the URL is printed either way).
+	// is installed (the URL is printed either way). It must return without
+	// waiting for the sign-in: the loopback callback is answered only after
+	// it returns.
 	OpenBrowser func(url string) error
 	// HTTPClient is used for the bastion and the identity provider; a client
 	// with a 30s timeout if nil.
