@@ -145,7 +145,7 @@ func Login(ctx context.Context, opts Options) (*Profile, error) {
 	}
 
 	if !o.Force {
-		if p, ok := freshProfile(dir, base, o.Now()); ok {
+		if p, ok := freshProfile(dir, base, o.Issuer, o.Now()); ok {
 			if p.JSONErrors != o.JSONErrors {
 				p.JSONErrors = o.JSONErrors
 				if err := writeProfileConfig(p); err != nil {
@@ -226,11 +226,12 @@ func Login(ctx context.Context, opts Options) (*Profile, error) {
 	return p, nil
 }
 
-// freshProfile returns the profile in dir if it belongs to bastion and its
-// certificate is fresh at now and matches the key beside it.
-func freshProfile(dir, bastion string, now time.Time) (*Profile, bool) {
+// freshProfile returns the profile in dir if it belongs to bastion (and
+// issuer, if named), and its certificate is fresh at now and matches the key
+// beside it.
+func freshProfile(dir, bastion, issuer string, now time.Time) (*Profile, bool) {
 	p, err := LoadProfile(dir)
-	if err != nil || p.Bastion != bastion || !p.Fresh(now) {
+	if err != nil || p.Bastion != bastion || (issuer != "" && p.Issuer != issuer) || !p.Fresh(now) {
 		return nil, false
 	}
 	if _, err := p.Signer(); err != nil { // key and certificate must pair up

@@ -608,3 +608,40 @@ func TestLoginBrowserCancelled(t *testing.T) {
 		t.Errorf("the loopback callback still answers after the login ended (%d)", resp.StatusCode)
 	}
 }
+
+// TestLoginSeveralIssuers checks --issuer: required when the bastion offers
+// several interactive issuers, and a profile from one issuer is not "still
+// valid" for another.
+func TestLoginSeveralIssuers(t *testing.T) {
+	a := devidptest.Start(t, devidp.Options{})
+	c := devidptest.Start(t, devidp.Options{})
+	b := startBastion(t, bastionOptions{
+		Issuers: []config.Issuer{devIssuer("a", a.URL), devIssuer("c", c.URL)},
+		Dev:     map[string]bool{"a": true, "c": true},
+	})
+	dir := t.TempDir()
+	if _, err := login.Login(t.Context(), login.Options{Bastion: b.URL, Dir: dir}); err == nil || !strings.Contains(err.Error(), "--issuer (a, c)") {
+		t.Errorf("no --issuer: err = %v; want a request to choose between a and c", err)
+	}
+	run := func(issuer string) (*login.Profile, string) {
+		t.Helper()
+		out := newSyncBuffer()
+		p, err := login.Login(t.Context(), login.Options{Bastion: b.URL, Dir: dir, Issuer: issuer, Out: out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, out.String()
+	}
+	if p, _ := run("a"); p.Issuer != "a" {
+		t.Errorf("issuer = %q; want a", p.Issuer)
+	}
+	if _, out := run("a"); !strings.Contains(out, "still valid") {
+		t.Errorf("same issuer again: %q; want still valid", out)
+	}
+	if p, out := run("c"); p.Issuer != "c" || strings.Contains(out, "still valid") {
+		t.Errorf("other issuer: issuer %q, output %q; want a new certificate from c", p.Issuer, out)
+	}
+	if _, out := run(""); !strings.Contains(out, "still valid") {
+		t.Errorf("no --issuer with a fresh profile: %q; want still valid", out)
+	}
+}
