@@ -162,6 +162,10 @@ func Start(t testing.TB, opts Options) *Server {
 // Addr returns the listening address, "127.0.0.1:PORT".
 func (s *Server) Addr() string { return s.addr }
 
+// Dir returns the directory holding sshd_config, keys and the trusted CA
+// and authorized keys files.
+func (s *Server) Dir() string { return s.dir }
+
 // Port returns the listening port.
 func (s *Server) Port() int {
 	_, p, _ := net.SplitHostPort(s.addr)
@@ -191,8 +195,9 @@ func (s *Server) WriteKnownHosts(t testing.TB, names ...string) string {
 	return f
 }
 
-// Kill kills sshd and its connection handlers at once, for fault tests.
-// It waits for the listener to be gone. It is safe to call more than once.
+// Kill kills sshd and all its connection handlers at once, for fault
+// tests: open sessions drop and the port stops answering. It is safe to
+// call more than once.
 func (s *Server) Kill() { s.proc.Stop() }
 
 // Log returns what sshd has logged so far (LogLevel VERBOSE on stderr).

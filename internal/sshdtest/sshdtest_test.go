@@ -218,3 +218,22 @@ func TestKnownHostsLine(t *testing.T) {
 		t.Fatalf("got %q; want prefix %q", got, "bastion,db ssh-ed25519 ")
 	}
 }
+
+func TestKillDropsOpenSessions(t *testing.T) {
+	testutil.Need(t, "ssh")
+	userKey, userSigner := newSigner(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{userSigner.PublicKey()}})
+	keyFile, _ := WriteClientKey(t, userKey, nil)
+	args := append(ClientArgs(keyFile, "", s.WriteKnownHosts(t)), "-p", strconv.Itoa(s.Port()), loginName(t)+"@127.0.0.1", "sleep", "600")
+	client := testutil.Start(t, "ssh", args)
+	s.WaitLog(t, regexp.MustCompile(`Starting session: command`), 30*time.Second)
+	s.Kill()
+	select {
+	case <-client.Done():
+		if client.Err() == nil {
+			t.Fatal("ssh exited 0 after its server was killed; want a failure")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ssh session still open 30s after Kill; want it dropped")
+	}
+}

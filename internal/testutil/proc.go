@@ -17,8 +17,9 @@ import (
 
 // Proc is a child process started by [Start] or [Launch]. Its stdout and
 // stderr are captured together in memory. The process runs in its own
-// process group; [Proc.Stop] kills the whole group, so helpers it forked
-// (sshd's per-connection children, PostgreSQL backends) go with it.
+// process group; [Proc.Stop] kills the group and every descendant, so
+// helpers it forked (sshd's per-connection children, which start their own
+// sessions, and PostgreSQL backends) go with it.
 type Proc struct {
 	// Cmd is the running command. Read it; do not call Wait on it.
 	Cmd *exec.Cmd
@@ -170,27 +171,33 @@ func (p *Proc) Signal(sig syscall.Signal) error {
 	return err
 }
 
-// Stop kills the process group with SIGKILL and waits for the process to
-// exit. It is safe to call more than once and after the process exited.
+// Stop kills the process, its process group and all its descendants with
+// SIGKILL, and waits for the process to exit. It is safe to call more than
+// once and after the process exited.
 func (p *Proc) Stop() {
 	p.StopWith(syscall.SIGKILL, 0)
 }
 
 // StopWith sends sig to the process group and waits up to grace for the
-// process to exit, then kills the group with SIGKILL and waits. A zero grace
-// waits without limit after SIGKILL only. It is safe to call more than once.
+// process to exit; then it kills whatever is left as [Proc.Stop] does. It
+// is safe to call more than once.
 func (p *Proc) StopWith(sig syscall.Signal, grace time.Duration) {
 	p.stopOnce.Do(func() {
-		_ = p.Signal(sig)
-		if sig != syscall.SIGKILL && grace > 0 {
+		if sig != syscall.SIGKILL {
+			_ = p.Signal(sig)
 			select {
 			case <-p.done:
 			case <-time.After(grace):
 			}
 		}
-		// Kill the group even if the leader exited: children it left in the
-		// group (sshd connection handlers, PostgreSQL backends) must go too.
-		_ = p.Signal(syscall.SIGKILL)
+		select {
+		case <-p.done:
+			// The leader is reaped and its PID may be reused: only its
+			// group, which lives while any member does, is still its own.
+			_ = p.Signal(syscall.SIGKILL)
+		default:
+			killTree(p.PID())
+		}
 		<-p.done
 	})
 }

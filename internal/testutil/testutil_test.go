@@ -242,3 +242,25 @@ func TestServeClosesOpenConnsAtCleanup(t *testing.T) {
 		t.Fatal("read after cleanup succeeded; want EOF or reset")
 	}
 }
+
+func TestStopKillsDescendantsInOtherSessions(t *testing.T) {
+	// setsid puts the grandchild in its own session and process group, as
+	// sshd does for each connection.
+	p := Start(t, "sh", []string{"-c", "setsid sh -c 'echo grandchild $$; exec sleep 600' & wait"})
+	line := p.WaitLine(t, regexp.MustCompile(`^grandchild \d+$`), 10*time.Second)
+	gc, err := strconv.Atoi(strings.TrimPrefix(line, "grandchild "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pgid, _ := syscall.Getpgid(gc); pgid == p.PID() {
+		t.Fatalf("grandchild %d is in the leader's group; the test needs another group", gc)
+	}
+	p.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(gc) {
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d in another session still alive after Stop", gc)
+		}
+		time.Sleep(10 * time.Millisecond) // polling for reaping, bounded by deadline
+	}
+}
