@@ -180,6 +180,7 @@ func launch(bin string) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	reclaimOnce.Do(reclaimLeaked)
 	base, err := os.MkdirTemp(scratchDir(), "pgtest")
 	if err != nil {
 		return nil, fmt.Errorf("pgtest directory: %w", err)
@@ -246,6 +247,33 @@ func launch(bin string) (_ *Server, err error) {
 		return s, nil
 	}
 	return nil, lastErr
+}
+
+var reclaimOnce sync.Once
+
+// reclaimLeaked removes cluster directories left by test binaries that died
+// without cleaning up (a test timeout, a panic, a Shared server without
+// RunMain). Their servers are gone (they die with the test binary), but in
+// /dev/shm the files hold memory. A directory counts as leaked when its
+// postmaster's PID is dead, or when it never got a postmaster and is older
+// than a setup could take.
+func reclaimLeaked() {
+	dirs, _ := filepath.Glob(filepath.Join(scratchDir(), "pgtest*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+		if err == nil {
+			pid, perr := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+			if perr != nil || syscall.Kill(pid, 0) != syscall.ESRCH {
+				continue // running, or unreadable: leave it
+			}
+			removeSysVSegment(filepath.Join(dir, "data", "postmaster.pid"))
+			os.RemoveAll(dir)
+			continue
+		}
+		if fi, serr := os.Stat(dir); serr == nil && time.Since(fi.ModTime()) > 10*time.Minute {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 // scratchDir is where clusters live: /dev/shm when it is there, since
