@@ -311,7 +311,7 @@ func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, erro
 		})
 		p.in.Go(func() {
 			// A pty has no half-close: EOF from the client is ignored.
-			_, _ = copyPooled(f, s.ch, s.countIn(s.inputTap))
+			_, _ = copyPooled(s.gateInput(f), s.ch, s.countIn(s.inputTap))
 		})
 		return p, nil
 	}

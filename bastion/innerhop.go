@@ -76,6 +76,15 @@ type CommandRequest struct {
 	Command string
 	// Decision is the policy decision that admitted the session.
 	Decision policy.Decision
+	// Notify writes one line to the client's stderr (while a command is
+	// held); nil if there is no client to tell.
+	Notify func(line string)
+	// Marker adds a marker to the session's recording (a no-op when the
+	// session is not recorded); nil if none.
+	Marker func(label string)
+	// JSONErrors reports that the session asked for JSON messages
+	// (POSTERN_JSON_ERRORS=1).
+	JSONErrors bool
 }
 
 // InnerHopOptions configures an InnerHop. The zero value of every field but

@@ -56,6 +56,8 @@ type hopSession struct {
 
 	bytesIn, bytesOut atomic.Int64
 
+	gate atomic.Pointer[lineGate] // armed for a shell whose lines are gated (innerhop_gate.go)
+
 	notifyMu   sync.Mutex // held by abort while it tells the user; endChannel waits for it
 	mu         sync.Mutex
 	ended      bool
@@ -207,14 +209,6 @@ func (s *hopSession) begin(kind, command string) *hopUserError {
 	if kind == kindShell && !c.decision.Interactive {
 		return &hopUserError{msg: "interactive sessions are not allowed; run a command", code: "interactive_denied", exit: ExitDenied}
 	}
-	if c.h.opts.Approver != nil && kind != kindSubsystem {
-		err := c.h.opts.Approver.ApproveCommand(c.ctx, CommandRequest{
-			Conn: c.ci, Target: c.t, Login: c.login, Session: s.id, Command: command, Decision: c.decision,
-		})
-		if err != nil {
-			return &hopUserError{msg: err.Error(), code: "denied", exit: ExitDenied, err: err}
-		}
-	}
 	if ue := s.startRecording(); ue != nil {
 		return ue
 	}
@@ -224,7 +218,7 @@ func (s *hopSession) begin(kind, command string) *hopUserError {
 			"record": c.decision.Record, "recorded": s.recording() != nil, "conn": c.ci.ID, "pty": s.pty,
 		}})
 	s.log.Info("session start", "kind", kind, "command", command, "recorded", s.recording() != nil)
-	return nil
+	return s.approve(kind, command) // innerhop_gate.go
 }
 
 // startRecording starts the recording as the decision's record mode says.
@@ -531,7 +525,7 @@ func (c *hopConn) proxySession(nc ssh.NewChannel, up ssh.Conn) {
 	})
 	var side sync.WaitGroup
 	side.Go(func() {
-		_, err := copyPooled(upCh, ch, s.countIn(s.inputTap))
+		_, err := copyPooled(s.gateInput(upCh), ch, s.countIn(s.inputTap))
 		if err == nil {
 			_ = upCh.CloseWrite()
 		} else if errors.Is(err, errTapStop) {

@@ -157,6 +157,7 @@ type Engine struct {
 	targets []*Target
 	byName  map[string]*Target // name, alias, "host:port" address
 	byHost  map[string][]*Target
+	grants  GrantsFunc // just-in-time grants (grants.go); none if nil
 }
 
 // New validates the roles and targets of cfg and builds an Engine. Errors
@@ -537,12 +538,23 @@ func (e *Engine) matching(id certs.Identity) []*role {
 // checks the actual login). tcp targets ignore login. A nil target is denied
 // with the same message as a forbidden one.
 func (e *Engine) Authorize(id certs.Identity, target *Target, login string, port int) Decision {
+	d, ok := e.authorize(id, target, login, port)
+	if !ok && e.grants != nil {
+		if gd, ok := e.authorizeGrant(id, target, login, port, time.Now()); ok {
+			return gd
+		}
+	}
+	return d
+}
+
+// authorize is Authorize by roles alone.
+func (e *Engine) authorize(id certs.Identity, target *Target, login string, port int) (Decision, bool) {
 	name := ""
 	if target != nil {
 		name = target.Name
 	}
-	deny := func(code string) Decision {
-		return Decision{Reason: DenyMessage(name, id), Code: code, Record: RecordRequired}
+	deny := func(code string) (Decision, bool) {
+		return Decision{Reason: DenyMessage(name, id), Code: code, Record: RecordRequired}, false
 	}
 	rs := e.matching(id)
 	if len(rs) == 0 {
@@ -574,7 +586,7 @@ func (e *Engine) Authorize(id certs.Identity, target *Target, login string, port
 	if len(ok) == 0 {
 		return deny(code)
 	}
-	return merge(ok)
+	return merge(ok), true
 }
 
 // merge combines the decisions of several allowing roles, most permissive

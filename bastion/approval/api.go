@@ -1,0 +1,266 @@
+package approval
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// Permission names the API checks (the same strings as the policy's).
+const (
+	permApprover = "approver"
+	permAdmin    = "admin"
+)
+
+// DefaultMaxWait caps ?wait= on GET /v1/approvals/{id}.
+const DefaultMaxWait = 60 * time.Second
+
+// Authenticator proves who made an API request; *certs.APIAuth implements it.
+type Authenticator interface {
+	Authenticate(r *http.Request) (certs.Identity, error)
+}
+
+// APIOptions configures the approvals API. Broker, Auth and Permissions are
+// required.
+type APIOptions struct {
+	// Broker holds the requests.
+	Broker *Broker
+	// Auth authenticates requests.
+	Auth Authenticator
+	// Permissions returns the API permissions of an identity
+	// (policy.Engine.Permissions).
+	Permissions func(certs.Identity) []string
+	// TargetExists reports whether an access request may name target; every
+	// name is accepted if nil. It must answer the same for targets that do
+	// not exist and targets the requester may not ask for.
+	TargetExists func(id certs.Identity, target string) bool
+	// MaxWait caps ?wait=; DefaultMaxWait if zero.
+	MaxWait time.Duration
+	// Log is the logger; nothing is logged if nil.
+	Log *slog.Logger
+}
+
+// API serves the approvals HTTP API:
+//
+//	GET  /v1/approvals[?status=pending&limit=N]   approvers: all; others: their own
+//	POST /v1/approvals                            {"target","login","for":"1h","reason"}: access request
+//	GET  /v1/approvals/{id}[?wait=30s]            requester or approver; long-polls while pending
+//	POST /v1/approvals/{id}/approve|deny          {"reason"}: approver (not the requester)
+//
+// Errors are {"error": "...", "code": "..."}.
+type API struct {
+	opts APIOptions
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// NewAPI returns the API handler. Mount it at /v1/approvals and
+// /v1/approvals/.
+func NewAPI(opts APIOptions) (*API, error) {
+	if opts.Broker == nil || opts.Auth == nil || opts.Permissions == nil {
+		return nil, errors.New("approvals API: broker, auth and permissions are required")
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = DefaultMaxWait
+	}
+	a := &API{opts: opts, log: opts.Log, mux: http.NewServeMux()}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.mux.HandleFunc("GET /v1/approvals", a.list)
+	a.mux.HandleFunc("POST /v1/approvals", a.request)
+	a.mux.HandleFunc("GET /v1/approvals/{id}", a.get)
+	a.mux.HandleFunc("POST /v1/approvals/{id}/approve", a.decide(true))
+	a.mux.HandleFunc("POST /v1/approvals/{id}/deny", a.decide(false))
+	return a, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := a.mux.Handler(r)
+	if pattern == "" {
+		writeError(w, http.StatusNotFound, "not found", "not_found")
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+func (a *API) auth(w http.ResponseWriter, r *http.Request) (certs.Identity, bool) {
+	id, err := a.opts.Auth.Authenticate(r)
+	if err != nil {
+		if ce := certs.AsError(err); ce != nil {
+			writeError(w, ce.HTTPStatus(), ce.Msg, ce.Code)
+		} else {
+			writeError(w, http.StatusUnauthorized, "authentication required", "auth_required")
+		}
+		return certs.Identity{}, false
+	}
+	return id, true
+}
+
+func (a *API) isApprover(id certs.Identity) bool {
+	ps := a.opts.Permissions(id)
+	return slices.Contains(ps, permApprover) || slices.Contains(ps, permAdmin)
+}
+
+// mayView reports whether id may see request ap.
+func (a *API) mayView(id certs.Identity, ap state.Approval) bool {
+	return ap.Requester == id.Username || a.isApprover(id)
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.auth(w, r)
+	if !ok {
+		return
+	}
+	status := r.URL.Query().Get("status")
+	switch status {
+	case "", state.ApprovalPending, state.ApprovalApproved, state.ApprovalDenied, state.ApprovalTimedOut, state.ApprovalCanceled:
+	default:
+		writeError(w, http.StatusBadRequest, "unknown status", "bad_request")
+		return
+	}
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	all, err := a.opts.Broker.List(r.Context(), status, limit)
+	if err != nil {
+		a.log.Error("list approvals", "err", err)
+		writeError(w, http.StatusInternalServerError, "could not list approvals", "internal")
+		return
+	}
+	out := []state.Approval{}
+	for _, ap := range all {
+		if a.mayView(id, ap) {
+			out = append(out, ap)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// accessRequestBody is the body of POST /v1/approvals.
+type accessRequestBody struct {
+	Target string `json:"target"`
+	Login  string `json:"login"`
+	For    string `json:"for"`
+	Reason string `json:"reason"`
+}
+
+func (a *API) request(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.auth(w, r)
+	if !ok {
+		return
+	}
+	var body accessRequestBody
+	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, "body must be JSON {target, for, reason}", "bad_request")
+		return
+	}
+	d, err := time.ParseDuration(body.For)
+	if err != nil || d <= 0 {
+		writeError(w, http.StatusBadRequest, "for must be a positive duration such as 1h", "bad_request")
+		return
+	}
+	if a.opts.TargetExists != nil && !a.opts.TargetExists(id, body.Target) {
+		writeError(w, http.StatusForbidden, "access to that target cannot be requested", "forbidden")
+		return
+	}
+	ap, err := a.opts.Broker.SubmitAccess(r.Context(), AccessRequest{Requester: id, Target: body.Target,
+		Login: body.Login, Duration: d, Reason: strings.TrimSpace(body.Reason)})
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), "bad_request")
+		return
+	}
+	writeJSON(w, http.StatusCreated, ap)
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.auth(w, r)
+	if !ok {
+		return
+	}
+	reqID := r.PathValue("id")
+	ap, err := a.opts.Broker.Get(r.Context(), reqID)
+	if err != nil || !a.mayView(id, ap) {
+		a.notFound(w, err)
+		return
+	}
+	if s := r.URL.Query().Get("wait"); s != "" && ap.Status == state.ApprovalPending {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, "wait must be a duration such as 30s", "bad_request")
+			return
+		}
+		ap, err = a.opts.Broker.WaitFor(r.Context(), reqID, min(d, a.opts.MaxWait))
+		if err != nil {
+			if r.Context().Err() != nil {
+				return
+			}
+			a.log.Error("wait for approval", "request", reqID, "err", err)
+			writeError(w, http.StatusInternalServerError, "could not read the request", "internal")
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, ap)
+}
+
+func (a *API) notFound(w http.ResponseWriter, err error) {
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		a.log.Error("get approval", "err", err)
+		writeError(w, http.StatusInternalServerError, "could not read the request", "internal")
+		return
+	}
+	writeError(w, http.StatusNotFound, "no such approval request", "not_found")
+}
+
+// decisionBody is the body of POST /v1/approvals/{id}/approve|deny.
+type decisionBody struct {
+	Reason string `json:"reason"`
+}
+
+func (a *API) decide(approve bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := a.auth(w, r)
+		if !ok {
+			return
+		}
+		if !a.isApprover(id) {
+			writeError(w, http.StatusForbidden, "the approver permission is required", "forbidden")
+			return
+		}
+		var body decisionBody
+		if r.ContentLength != 0 {
+			if err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+				writeError(w, http.StatusBadRequest, "body must be JSON {reason}", "bad_request")
+				return
+			}
+		}
+		ap, err := a.opts.Broker.Decide(r.Context(), r.PathValue("id"), Decision{Approver: id, Trusted: true,
+			Approve: approve, Reason: strings.TrimSpace(body.Reason), Via: "api"})
+		switch {
+		case errors.Is(err, ErrNotFound):
+			writeError(w, http.StatusNotFound, "no such approval request", "not_found")
+		case errors.Is(err, ErrDecided):
+			writeError(w, http.StatusConflict, "already decided: "+strings.ReplaceAll(ap.Status, "_", " "), "already_decided")
+		case errors.Is(err, ErrSelfApproval):
+			writeError(w, http.StatusForbidden, ErrSelfApproval.Error(), "self_approval")
+		case errors.Is(err, ErrNotApprover):
+			writeError(w, http.StatusForbidden, ErrNotApprover.Error(), "not_approver")
+		case err != nil:
+			a.log.Error("decide approval", "err", err)
+			writeError(w, http.StatusInternalServerError, "could not record the decision", "internal")
+		default:
+			writeJSON(w, http.StatusOK, ap)
+		}
+	}
+}
