@@ -3,8 +3,8 @@
 // child process whose output is captured and searched for readiness lines.
 //
 // A [Proc] is owned by the test that started it: [Start] registers a
-// t.Cleanup that kills the whole process group and waits for it, so no
-// test leaves a server behind. Output (stdout and stderr, interleaved) is
+// t.Cleanup that kills the process, its process group and every descendant
+// and waits for it, so no test leaves a server behind. Output (stdout and stderr, interleaved) is
 // kept in memory and logged through t.Log when the test fails. [Launch] is
 // the same without a test, for package-level shared servers stopped from
 // TestMain.

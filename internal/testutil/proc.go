@@ -60,8 +60,8 @@ func As(uid, gid uint32) Option {
 	}
 }
 
-// Start runs name with args and kills its process group when the test ends.
-// If the test fails, the process output is logged.
+// Start runs name with args and, when the test ends, stops it as
+// [Proc.Stop] does. If the test failed, the process output is logged.
 func Start(t testing.TB, name string, args []string, opts ...Option) *Proc {
 	t.Helper()
 	p, err := Launch(name, args, opts...)
