@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -57,6 +58,7 @@ func TestLoginEndToEndService(t *testing.T) {
 		Name: "sre", Match: config.RoleMatch{Groups: []string{"sre"}},
 		Targets: []config.TargetSelector{{Name: "web-*"}}, Logins: []string{"root"},
 		Forwarding: config.Forwarding{Local: true}, Record: "optional",
+		Interactive: "deny",
 	}}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -104,6 +106,35 @@ func TestLoginEndToEndService(t *testing.T) {
 	}
 	if log := target.Log(); !strings.Contains(log, "Accepted publickey for root") || !strings.Contains(log, "alice@example.com") {
 		t.Errorf("the target did not see a target-CA certificate for alice:\n%s", log)
+	}
+
+	shell := func() (int, string) {
+		t.Helper()
+		var stderr strings.Builder
+		cmd := exec.Command("ssh", "-F", p.SSHConfig, "-o", "BatchMode=yes", "-T", "-J", p.BastionHost, "root@web-1")
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("shell on an exec-only role: %v; want a refusal", err)
+		}
+		return ee.ExitCode(), stderr.String()
+	}
+	if code, stderr := shell(); code != bastion.ExitDenied || strings.Contains(stderr, `"code"`) ||
+		!strings.Contains(stderr, "interactive sessions are not allowed") {
+		t.Errorf("shell: exit %d, stderr %q; want exit %d and a human message", code, stderr, bastion.ExitDenied)
+	}
+
+	// login --json on the fresh profile: the bastion's refusal of a shell
+	// (the role is exec-only) now reaches ssh's stderr as JSON, with the
+	// documented status.
+	if _, err := login.Login(t.Context(), login.Options{
+		Bastion: cfg.PublicURL, Dir: p.Dir, Mode: login.ModeTokenFile, TokenFile: tokenFile, JSONErrors: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := shell(); code != bastion.ExitDenied || !strings.Contains(stderr, `"code":"interactive_denied"`) {
+		t.Errorf("shell with a --json profile: exit %d, stderr %q; want exit %d and a JSON error", code, stderr, bastion.ExitDenied)
 	}
 }
 
