@@ -58,11 +58,7 @@ type Server struct {
 // test ends. It skips the test if PostgreSQL is not installed.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := binDir()
-	if bin == "" {
-		testutil.Need(t, "initdb", "postgres", "psql")
-	}
-	s, err := launch(bin)
+	s, err := launch(needBinDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +75,6 @@ var shared struct {
 	once sync.Once
 	srv  *Server
 	err  error
-	used atomic.Bool
 }
 
 // Shared returns the server shared by all tests of this test binary,
@@ -88,14 +83,8 @@ var shared struct {
 // ([Server.NewDB]) so they can run in parallel.
 func Shared(t testing.TB) *Server {
 	t.Helper()
-	bin := binDir()
-	if bin == "" {
-		testutil.Need(t, "initdb", "postgres", "psql")
-	}
-	shared.once.Do(func() {
-		shared.used.Store(true)
-		shared.srv, shared.err = launch(bin)
-	})
+	bin := needBinDir(t)
+	shared.once.Do(func() { shared.srv, shared.err = launch(bin) })
 	if shared.err != nil {
 		t.Fatal(shared.err)
 	}
@@ -106,10 +95,25 @@ func Shared(t testing.TB) *Server {
 // started. Use it as: func TestMain(m *testing.M) { os.Exit(pgtest.RunMain(m)) }.
 func RunMain(m *testing.M) int {
 	code := m.Run()
-	if shared.used.Load() && shared.srv != nil {
+	// Once more: a no-op that orders this read after the start, or, if no
+	// test asked for the server, keeps a straggler from starting one now.
+	shared.once.Do(func() {})
+	if shared.srv != nil {
 		shared.srv.Stop()
 	}
 	return code
+}
+
+// needBinDir returns [binDir], skipping the test if PostgreSQL is not
+// installed.
+func needBinDir(t testing.TB) string {
+	t.Helper()
+	bin := binDir()
+	if bin == "" {
+		testutil.Need(t, "initdb", "postgres", "psql")
+		t.Fatal("postgres is on PATH but initdb is not beside it; install PostgreSQL 15 (apt-get install postgresql)")
+	}
+	return bin
 }
 
 // binDir returns the directory holding initdb, postgres and psql, or ""
