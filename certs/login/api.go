@@ -78,6 +78,7 @@ type ServerError struct {
 	Code string
 }
 
+// Error returns "<message> (<code>)", the form postern login prints.
 func (e *ServerError) Error() string {
 	if e.Code == "" {
 		return e.Msg
