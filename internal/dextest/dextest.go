@@ -87,13 +87,16 @@ func Start(t testing.TB, opts Options) *Dex {
 		d.proc = testutil.Start(t, bin, []string{"serve", file})
 		err = testutil.AwaitPort(addr, startTimeout, d.proc.Done())
 		if err == nil {
-			d.waitDiscovery(t)
+			// The port may answer for another process that took it.
+			err = d.waitDiscovery()
+		}
+		if err == nil {
 			return d
 		}
-		d.proc.Stop()
-		if attempt < 3 && testutil.PortInUse(d.proc.Output()) {
+		if attempt < 3 && testutil.ExitedPortInUse(d.proc) {
 			continue
 		}
+		d.proc.Stop()
 		t.Fatalf("start dex: %v\n%s", err, d.proc.Output())
 	}
 }
@@ -239,8 +242,7 @@ func localPart(email string) string {
 }
 
 // waitDiscovery polls the discovery document until Dex serves it.
-func (d *Dex) waitDiscovery(t testing.TB) {
-	t.Helper()
+func (d *Dex) waitDiscovery() error {
 	url := d.issuer + "/.well-known/openid-configuration"
 	probe := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(startTimeout)
@@ -249,15 +251,16 @@ func (d *Dex) waitDiscovery(t testing.TB) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dex discovery at %s not served within %v (last: %v)\n%s", url, startTimeout, err, d.proc.Output())
+			return fmt.Errorf("discovery at %s not served within %v: %w", url, startTimeout, err)
 		}
 		select {
 		case <-d.proc.Done():
-			t.Fatalf("dex exited: %v\n%s", d.proc.Err(), d.proc.Output())
+			return fmt.Errorf("dex exited: %v", d.proc.Err())
 		case <-time.After(20 * time.Millisecond): // polling interval, not a readiness guess
 		}
 	}

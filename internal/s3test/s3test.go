@@ -59,9 +59,10 @@ func Start(t testing.TB) *Server {
 		if err == nil {
 			break
 		}
-		if attempt < 3 && testutil.PortInUse(s.Log()) {
+		if attempt < 3 && testutil.ExitedPortInUse(s.current()) {
 			continue
 		}
+		s.Stop()
 		t.Fatalf("start versitygw: %v\n%s", err, s.Log())
 	}
 	t.Cleanup(s.Stop)
@@ -87,9 +88,10 @@ func (s *Server) launch(t testing.TB) error {
 	s.proc = p
 	s.mu.Unlock()
 	if err := testutil.AwaitPort(s.addr, startTimeout, p.Done()); err != nil {
-		p.Stop()
 		return err
 	}
+	// The port may answer for another process that took it: the health
+	// check, at a path only versitygw serves, tells.
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(s.Endpoint() + healthPath)
 	if err != nil {
 		return fmt.Errorf("health check: %w", err)
@@ -134,10 +136,12 @@ func (s *Server) ObjectPath(bucket, key string) string {
 }
 
 // Log returns what the current versitygw process has logged.
-func (s *Server) Log() string {
+func (s *Server) Log() string { return s.current().Output() }
+
+func (s *Server) current() *testutil.Proc {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.proc.Output()
+	return s.proc
 }
 
 // CreateBucket creates bucket name, owned by the root account, the way
@@ -178,12 +182,7 @@ func (s *Server) CreateBucket(t testing.TB, name string) {
 
 // Stop kills versitygw, for outage tests; the data stays. It is safe to
 // call more than once.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	p.Stop()
-}
+func (s *Server) Stop() { s.current().Stop() }
 
 // Restart starts versitygw again on the same port and data after
 // [Server.Stop] (stopping it first if it runs) and waits until it answers.

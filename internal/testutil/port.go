@@ -122,3 +122,17 @@ func AwaitPort(addr string, timeout time.Duration, done <-chan struct{}) error {
 		}
 	}
 }
+
+// ExitedPortInUse reports whether p exited, or exits within a second,
+// having said its port was taken (see [PortInUse]). Harnesses call it when
+// readiness failed, to decide whether to retry on another port: a server
+// whose port was grabbed exits at once, while a port that answers for
+// some other process makes the readiness check fail first.
+func ExitedPortInUse(p *Proc) bool {
+	select {
+	case <-p.Done():
+	case <-time.After(time.Second):
+		return false
+	}
+	return PortInUse(p.Output())
+}

@@ -264,3 +264,18 @@ func TestStopKillsDescendantsInOtherSessions(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling for reaping, bounded by deadline
 	}
 }
+
+func TestExitedPortInUse(t *testing.T) {
+	taken := Start(t, "sh", []string{"-c", "echo 'bind: address already in use' >&2; exit 1"})
+	if !ExitedPortInUse(taken) {
+		t.Errorf("process that lost its port: got false; want true")
+	}
+	other := Start(t, "sh", []string{"-c", "echo 'no such file'; exit 1"})
+	if ExitedPortInUse(other) {
+		t.Errorf("process that failed otherwise: got true; want false")
+	}
+	running := Start(t, "sleep", []string{"600"})
+	if ExitedPortInUse(running) {
+		t.Errorf("running process: got true; want false")
+	}
+}
