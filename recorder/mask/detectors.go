@@ -146,13 +146,13 @@ var detectors = map[string]detector{
 		pre: contains("@"),
 	},
 	DetectorCard: {
-		re:    regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`),
+		re:        regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`),
 		valid:     luhn,
 		runs:      byteSet(" -", '0', '9'),
 		runDigits: 13,
 	},
 	DetectorIBAN: {
-		re:    regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b`),
+		re:        regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b`),
 		valid:     ibanValid,
 		runs:      byteSet(" ", '0', '9', 'A', 'Z'),
 		runDigits: 2,
