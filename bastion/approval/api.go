@@ -81,17 +81,15 @@ func NewAPI(opts APIOptions) (*API, error) {
 	a.mux.HandleFunc("GET /v1/approvals/{id}", a.get)
 	a.mux.HandleFunc("POST /v1/approvals/{id}/approve", a.decide(true))
 	a.mux.HandleFunc("POST /v1/approvals/{id}/deny", a.decide(false))
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not found", "not_found")
+	})
 	return a, nil
 }
 
 // ServeHTTP implements http.Handler.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h, pattern := a.mux.Handler(r)
-	if pattern == "" {
-		writeError(w, http.StatusNotFound, "not found", "not_found")
-		return
-	}
-	h.ServeHTTP(w, r)
+	a.mux.ServeHTTP(w, r)
 }
 
 func (a *API) auth(w http.ResponseWriter, r *http.Request) (certs.Identity, bool) {

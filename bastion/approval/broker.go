@@ -191,7 +191,7 @@ type CommandRequest struct {
 func (b *Broker) SubmitCommand(ctx context.Context, r CommandRequest) (state.Approval, error) {
 	now := b.now().UTC()
 	a := state.Approval{
-		ID: ulid.Make().String(), Kind: state.ApprovalCommand, Requester: r.Requester.Username,
+		ID: ulid.Make().String(), Kind: state.ApprovalCommand, Status: state.ApprovalPending, Requester: r.Requester.Username,
 		Groups: r.Requester.Groups, Target: r.Target, Login: r.Login, Command: r.Command, Session: r.Session,
 		Rule: r.Match.Pattern(), Approvers: slices.Clone(r.Match.Rule.Approvers), Required: r.Match.Required(),
 		Created: now, Expires: now.Add(r.Match.Timeout()),
@@ -226,7 +226,7 @@ func (b *Broker) SubmitAccess(ctx context.Context, r AccessRequest) (state.Appro
 	}
 	now := b.now().UTC()
 	a := state.Approval{
-		ID: ulid.Make().String(), Kind: state.ApprovalAccess, Requester: r.Requester.Username,
+		ID: ulid.Make().String(), Kind: state.ApprovalAccess, Status: state.ApprovalPending, Requester: r.Requester.Username,
 		Groups: r.Requester.Groups, Target: r.Target, Login: r.Login, Reason: r.Reason, Duration: r.Duration,
 		Approvers: slices.Clone(b.opts.AccessApprovers), Required: 1, Created: now, Expires: now.Add(b.opts.AccessTimeout),
 	}

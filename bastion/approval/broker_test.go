@@ -1,0 +1,194 @@
+package approval
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+func submitSudo(t *testing.T, b *Broker, rule config.Rule) state.Approval {
+	t.Helper()
+	m, ok := mustRules(t, rule).Match("sudo reboot")
+	if !ok {
+		t.Fatal("rule does not match")
+	}
+	a, err := b.SubmitCommand(context.Background(), CommandRequest{Requester: alice(), Target: "web-1", Login: "deploy",
+		Command: "sudo reboot", Match: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestBrokerTimeoutFailsClosed(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	audit := &auditLog{}
+	b := newTestBroker(t, st, audit)
+	// The notifier is down: nothing answers on the webhook URL.
+	down := newReceiver(t)
+	down.srv.Close()
+	if _, err := NewWebhook(b, config.Webhook{URL: down.srv.URL, Secret: "s"}, WebhookOptions{Attempts: 2, Backoff: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	rule := sudoRule
+	rule.Timeout = config.Duration(300 * time.Millisecond)
+	a := submitSudo(t, b, rule)
+	start := time.Now()
+	got, err := b.Wait(context.Background(), a.ID)
+	if err != nil || got.Status != state.ApprovalTimedOut {
+		t.Fatalf("Wait = %+v, %v; want timed_out", got, err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("timed out after %s; want about 300ms", d)
+	}
+	// A late approval changes nothing.
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "carol"}, Approve: true}); !errors.Is(err, ErrDecided) {
+		t.Errorf("late approval: %v; want ErrDecided", err)
+	}
+}
+
+func TestBrokerSeveralApprovals(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	b := newTestBroker(t, st, nil)
+	rule := sudoRule
+	rule.Approvals = 2
+	a := submitSudo(t, b, rule)
+	carol := Decision{Approver: certs.Identity{Username: "carol"}, Approve: true, Via: "api"}
+	got, err := b.Decide(context.Background(), a.ID, carol)
+	if err != nil || got.Status != state.ApprovalPending || got.Approvals() != 1 {
+		t.Fatalf("first approval: %+v %v", got, err)
+	}
+	// The same approver twice counts once.
+	if got, _ = b.Decide(context.Background(), a.ID, carol); got.Status != state.ApprovalPending {
+		t.Fatalf("second vote by carol approved: %+v", got)
+	}
+	got, err = b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "dave"}, Approve: true})
+	if err != nil || got.Status != state.ApprovalApproved || got.DecidedBy != "dave" {
+		t.Fatalf("second approver: %+v %v", got, err)
+	}
+}
+
+// TestBrokerReplicas: two brokers on one store (two replicas); a decision on
+// one releases a waiter on the other, and a request survives a restart.
+func TestBrokerReplicas(t *testing.T) {
+	dir := t.TempDir()
+	st1 := openStore(t, dir)
+	b1 := newTestBroker(t, st1, nil)
+	a := submitSudo(t, b1, sudoRule)
+	if err := st1.Close(); err != nil { // restart
+		t.Fatal(err)
+	}
+	st2 := openStore(t, dir)
+	b2 := newTestBroker(t, st2, nil)
+	st3 := openStore(t, dir)
+	b3 := newTestBroker(t, st3, nil)
+	got, err := b2.Get(context.Background(), a.ID)
+	if err != nil || got.Status != state.ApprovalPending || got.Command != "sudo reboot" {
+		t.Fatalf("after restart: %+v %v", got, err)
+	}
+	waited := make(chan state.Approval, 1)
+	go func() {
+		w, _ := b2.Wait(context.Background(), a.ID)
+		waited <- w
+	}()
+	if _, err := b3.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "dave", Groups: []string{"sre"}}, Approve: false, Reason: "not now"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case w := <-waited:
+		if w.Status != state.ApprovalDenied || w.Note != "not now" {
+			t.Errorf("waiter saw %+v; want denied", w)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("decision on another replica did not release the waiter")
+	}
+}
+
+func TestWebhookSignedWithRetries(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	b := newTestBroker(t, st, nil)
+	r := newReceiver(t)
+	r.status = func(n int) int {
+		if n <= 2 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	}
+	if _, err := NewWebhook(b, config.Webhook{URL: r.srv.URL, Secret: "hook-secret"}, WebhookOptions{Backoff: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	a := submitSudo(t, b, sudoRule)
+	for range 3 {
+		r.next(t)
+	}
+	r.mu.Lock()
+	body, h := r.bodies[2], r.hdrs[2]
+	r.mu.Unlock()
+	ts := h.Get("X-Postern-Timestamp")
+	if sec, err := strconv.ParseInt(ts, 10, 64); err != nil || time.Since(time.Unix(sec, 0)) > time.Minute {
+		t.Errorf("timestamp %q", ts)
+	}
+	if got, want := h.Get("X-Postern-Signature"), WebhookSignature("hook-secret", ts, body); got != want {
+		t.Errorf("signature %q; want %q", got, want)
+	}
+	var m struct {
+		Event    string         `json:"event"`
+		Approval state.Approval `json:"approval"`
+		URL      string         `json:"url"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil || m.Event != state.EventApprovalRequested || m.Approval.ID != a.ID ||
+		m.URL != "https://bastion.example.com/ui/approvals/"+a.ID {
+		t.Errorf("body %s (%v)", body, err)
+	}
+	// The decision is delivered too.
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "carol"}, Approve: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.next(t); got["event"] != state.EventApprovalDecided {
+		t.Errorf("decision event %v", got)
+	}
+}
+
+func TestAccessRequestCreatesGrant(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	b := newTestBroker(t, st, nil)
+	a, err := b.SubmitAccess(context.Background(), AccessRequest{Requester: alice(), Target: "db-1", Duration: time.Hour, Reason: "incident 42"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SubmitAccess(context.Background(), AccessRequest{Requester: alice(), Target: "db-1", Duration: time.Hour}); err == nil {
+		t.Error("access request without a reason accepted")
+	}
+	if _, err := b.SubmitAccess(context.Background(), AccessRequest{Requester: alice(), Target: "db-1", Duration: 48 * time.Hour, Reason: "x"}); err == nil {
+		t.Error("48h access request accepted")
+	}
+	// Untrusted callers may not approve access requests without approvers.
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "bob"}, Approve: true}); !errors.Is(err, ErrNotApprover) {
+		t.Errorf("untrusted approval: %v", err)
+	}
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: alice(), Trusted: true, Approve: true}); !errors.Is(err, ErrSelfApproval) {
+		t.Errorf("self approval: %v", err)
+	}
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "carol"}, Trusted: true, Approve: true}); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := b.Grants(context.Background(), "alice")
+	if err != nil || len(gs) != 1 || gs[0].Target != "db-1" || gs[0].Approval != a.ID ||
+		time.Until(gs[0].Expires) < 59*time.Minute {
+		t.Fatalf("grants = %+v, %v", gs, err)
+	}
+	if err := st.RevokeGrant(context.Background(), gs[0].ID, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if gs, _ := b.Grants(context.Background(), "alice"); len(gs) != 0 {
+		t.Errorf("revoked grant still active: %+v", gs)
+	}
+}
