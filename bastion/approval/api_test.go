@@ -155,4 +155,3 @@ func TestAPI(t *testing.T) {
 		t.Errorf("self approval through the API: %d", code)
 	}
 }
-

@@ -54,7 +54,7 @@ func TestSlackApprovalFlow(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	audit := &auditLog{}
 	b := newTestBroker(t, st, audit)
-	hook := newReceiver(t)     // Slack's incoming webhook
+	hook := newReceiver(t)      // Slack's incoming webhook
 	responses := newReceiver(t) // response_url
 	s, err := NewSlack(b, config.Slack{WebhookURL: hook.srv.URL, SigningSecret: testSigningSecret,
 		Approvers: map[string]string{"UALICE": "alice", "UBOB": "bob", "UCAROL": "carol"}},
