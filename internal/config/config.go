@@ -42,6 +42,8 @@ type Config struct {
 	Roles []Role `yaml:"roles"`
 	// Approvals configures approval channels.
 	Approvals Approvals `yaml:"approvals"`
+	// Masking holds masking rules that apply to every role.
+	Masking Masking `yaml:"masking"`
 	// Dev reports whether the embedded development defaults are in force
 	// (set by `postern serve --dev`, never from the file).
 	Dev bool `yaml:"-"`
@@ -200,6 +202,13 @@ type Target struct {
 	// PrivateKey is a stored upstream credential for an ssh target (PEM), used
 	// instead of a target-CA certificate.
 	PrivateKey string `yaml:"private_key"`
+	// DatabaseUser is the upstream user of a postgres tcp target; postern
+	// authenticates as it, so clients need no database password. The
+	// client's startup user is kept if empty.
+	DatabaseUser string `yaml:"database_user"`
+	// DatabasePassword is DatabaseUser's password (secrets allowed); with it
+	// postern answers the server's password challenge itself.
+	DatabasePassword string `yaml:"database_password"`
 	// Labels select the target in roles.
 	Labels map[string]string `yaml:"labels"`
 }
@@ -235,7 +244,40 @@ type Role struct {
 	Rules []Rule `yaml:"rules"`
 	// Permissions grants API rights: auditor, approver, admin.
 	Permissions []string `yaml:"permissions"`
+	// Masking holds masking rules for this role's sessions, added to the
+	// global ones.
+	Masking Masking `yaml:"masking"`
 }
+
+// Masking holds masking rules.
+type Masking struct {
+	// Rules are applied together; every match is replaced.
+	Rules []MaskRule `yaml:"rules"`
+}
+
+// MaskRule masks matches of a detector or pattern, or values of columns.
+type MaskRule struct {
+	// Name labels the replacement ([MASKED:name]); the detector's name if empty.
+	Name string `yaml:"name"`
+	// Detector is a built-in detector: aws_key, aws_secret, private_key, jwt,
+	// bearer, github_token, slack_token, url_password, email, credit_card,
+	// iban, phone.
+	Detector string `yaml:"detector"`
+	// Pattern is a custom regular expression (alternative to Detector).
+	Pattern string `yaml:"pattern"`
+	// Columns are globs over database result column names whose values are
+	// masked whole (postgres targets).
+	Columns []string `yaml:"columns"`
+	// AppliesTo lists recording (what is stored) and/or stream (what the
+	// client receives); both if empty.
+	AppliesTo []string `yaml:"applies_to"`
+}
+
+// Where masking rules apply.
+const (
+	MaskRecording = "recording"
+	MaskStream    = "stream"
+)
 
 // RoleMatch selects identities. Every non-empty list must match.
 type RoleMatch struct {

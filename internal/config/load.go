@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/posternhq/postern/recorder/mask"
 )
 
 // MaxFileSize bounds the configuration file.
@@ -323,6 +325,10 @@ func (c *Config) Validate() error {
 	}
 	targets := c.validateTargets(&v)
 	c.validateRoles(&v, targets)
+	validateMasking(&v, "masking", c.Masking)
+	for i, r := range c.Roles {
+		validateMasking(&v, fmt.Sprintf("roles[%d].masking", i), r.Masking)
+	}
 	return v.err()
 }
 
@@ -404,6 +410,12 @@ func (c *Config) validateTargets(v *validator) map[string]bool {
 		}
 		if t.Protocol != "" && t.Protocol != "postgres" {
 			v.add(p+".protocol", "must be postgres or empty")
+		}
+		if (t.DatabaseUser != "" || t.DatabasePassword != "") && (t.Kind != KindTCP || t.Protocol != "postgres") {
+			v.add(p+".database_user", "only tcp targets with protocol: postgres take database credentials")
+		}
+		if t.DatabasePassword != "" && t.DatabaseUser == "" {
+			v.add(p+".database_password", "needs database_user")
 		}
 	}
 	return names
@@ -578,4 +590,27 @@ func (e *ValidationError) Error() string {
 		return "invalid config: " + e.Problems[0]
 	}
 	return "invalid config:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// validateMasking checks masking rules: a known detector, a compiling
+// pattern or column globs, and applies_to values.
+func validateMasking(v *validator, p string, m Masking) {
+	for i, r := range m.Rules {
+		rp := fmt.Sprintf("%s.rules[%d]", p, i)
+		var mr []mask.Rule
+		mr = append(mr, mask.Rule{Name: r.Name, Detector: r.Detector, Pattern: r.Pattern, Columns: r.Columns})
+		switch {
+		case r.Detector != "" && !mask.KnownDetector(r.Detector):
+			v.add(rp+".detector", "unknown detector; use one of "+strings.Join(mask.Detectors(), ", "))
+		default:
+			if _, err := mask.New(mr); err != nil {
+				v.add(rp, strings.TrimPrefix(err.Error(), "masking rule 0: "))
+			}
+		}
+		for j, a := range r.AppliesTo {
+			if a != MaskRecording && a != MaskStream {
+				v.add(fmt.Sprintf("%s.applies_to[%d]", rp, j), "must be recording or stream")
+			}
+		}
+	}
 }
