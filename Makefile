@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # The default test run: every package, race detector on, bounded time.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build run dev test test-short vet fmt bench fuzz soak clean web
+.PHONY: help build run dev test test-short vet fmt bench bench-micro fuzz soak clean web
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,7 +35,10 @@ vet: ## go vet and gofmt check
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-bench: ## micro-benchmarks (never part of `make test`)
+bench: build ## postern vs OpenSSH side by side; writes bench/results/latest.{md,json} (never part of `make test`)
+	POSTERN_BIN=$(CURDIR)/$(BIN)/postern $(GO) test -tags bench -run '^TestCompare$$' -count 1 -timeout 30m -v ./bench
+
+bench-micro: ## go test micro-benchmarks with -benchmem (never part of `make test`)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)

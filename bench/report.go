@@ -152,11 +152,23 @@ type Report struct {
 	Rows []Row `json:"rows"`
 }
 
-// WriteJSON writes r as indented JSON.
+// WriteJSON writes r as indented JSON. JSON has no NaN or infinity: a
+// figure that could not be computed is written as 0.
 func (r *Report) WriteJSON(w io.Writer) error {
+	c := *r
+	c.Rows = slices.Clone(r.Rows)
+	for i := range c.Rows {
+		row := &c.Rows[i]
+		for _, v := range []*float64{&row.Value, &row.Postern.Median, &row.Postern.Min, &row.Postern.Max,
+			&row.OpenSSH.Median, &row.OpenSSH.Min, &row.OpenSSH.Max} {
+			if math.IsNaN(*v) || math.IsInf(*v, 0) {
+				*v = 0
+			}
+		}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
+	if err := enc.Encode(&c); err != nil {
 		return fmt.Errorf("encode report: %w", err)
 	}
 	return nil
@@ -212,7 +224,7 @@ func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
 // the magnitudes the report uses.
 func num(v float64) string {
 	switch a := math.Abs(v); {
-	case math.IsNaN(v):
+	case math.IsNaN(v) || math.IsInf(v, 0):
 		return "n/a"
 	case a >= 100:
 		return fmt.Sprintf("%.0f", v)

@@ -88,7 +88,8 @@ func TestReportOutputs(t *testing.T) {
 		Postern: NewFigure("MB/s", Samples{200, 210, 190}), OpenSSH: NewFigure("MB/s", Samples{150}),
 		Value: 200.0 / 150, ValueUnit: "×", Note: "cat of a file"}
 	row.Check(true, 1.25)
-	r.Rows = append(r.Rows, row, Row{Name: "reported only", Value: 5, ValueUnit: "KiB"})
+	r.Rows = append(r.Rows, row, Row{Name: "reported only", Value: 5, ValueUnit: "KiB"},
+		Row{Name: "broken", Value: math.Inf(1), Postern: NewFigure("MB/s", nil)})
 
 	var md bytes.Buffer
 	if err := r.WriteMarkdown(&md); err != nil {
@@ -99,6 +100,7 @@ func TestReportOutputs(t *testing.T) {
 		"| reported only |  |  | — | — | 5.00 KiB |  | (reported) |",
 		"2 CPUs (cpu), OpenSSH_9.2p1, go1.26",
 		"- bulk | output: cat of a file",
+		"| broken |  |  | — | — | n/a  |  | (reported) |",
 	} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q; got:\n%s", want, md.String())
@@ -112,7 +114,7 @@ func TestReportOutputs(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
 		t.Fatalf("json: %v", err)
 	}
-	if len(back.Rows) != 2 || back.Rows[0].Postern.Median != 200 || *back.Rows[0].Met != true {
+	if len(back.Rows) != 3 || back.Rows[2].Value != 0 || back.Rows[0].Postern.Median != 200 || *back.Rows[0].Met != true {
 		t.Errorf("json round trip = %+v", back.Rows)
 	}
 }

@@ -1,0 +1,745 @@
+//go:build bench
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/posternhq/postern/internal/testutil"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+// TestCompare runs every row of the comparison and writes
+// bench/results/latest.md and latest.json. Knobs (environment):
+// POSTERN_BENCH_REPS (repetitions, default 5), POSTERN_BENCH_BULK_MIB (cat
+// size, default 64), POSTERN_BENCH_SESSIONS (idle sessions, default 1000),
+// POSTERN_BENCH_GOGC (GOGC of the postern process), POSTERN_BIN (a built
+// postern instead of building one), POSTERN_BENCH_OUT (results directory).
+func TestCompare(t *testing.T) {
+	start := time.Now()
+	testutil.Need(t, "/usr/sbin/sshd", "ssh")
+	reps := envInt("POSTERN_BENCH_REPS", 5)
+	bulk := envInt("POSTERN_BENCH_BULK_MIB", 64) << 20
+	idle := envInt("POSTERN_BENCH_SESSIONS", 1000)
+	e := newEnv(t, bulk)
+	t.Logf("environment up in %v; postern at %s", time.Since(start).Round(time.Millisecond), e.postern.addr)
+
+	r := &Report{Started: start.UTC(), Machine: describeMachine()}
+	r.Settings = []string{
+		fmt.Sprintf("ciphers %s and %s on every hop of both sides (the target sshd offers only the cipher under test, so postern's upstream hop uses it too); key exchange %s on both (OpenSSH's default post-quantum exchange would cost OpenSSH alone ~130 ms per handshake)", ssh.CipherAES128GCM, ssh.CipherChaCha20Poly1305, kex),
+		"OpenSSH side: stock sshd as the jump host (ssh -J); postern side: the postern binary, one process, log level warn",
+		fmt.Sprintf("text workload: base64 of random bytes in 76-column lines; zeros: NUL bytes (worst case for the recorder); bulk output is `cat` of a %d MiB file (zeros: %d MiB) on the target sshd; forwards stream %d MiB from a TCP source", bulk>>20, bulk>>21, streamSize>>20),
+		fmt.Sprintf("one warm-up, then %d repetitions with OpenSSH and postern runs alternating; figures are median (min–max)", reps),
+		"GOGC of postern: " + orDefault(os.Getenv("POSTERN_BENCH_GOGC"), "default (100)"),
+	}
+
+	bulkRows, cpuRows := e.bulk(reps, bulk)
+	rec := make([]Row, 0, len(bulkRows))
+	for _, row := range bulkRows {
+		if !strings.HasPrefix(row.Name, "recorded") {
+			r.Rows = append(r.Rows, row)
+		} else {
+			rec = append(rec, row)
+		}
+	}
+	r.Rows = append(r.Rows, e.forward(reps)...)
+	r.Rows = append(r.Rows, rec...)
+	r.Rows = append(r.Rows, e.setup(2*reps))
+	r.Rows = append(r.Rows, e.keystroke(2000))
+	r.Rows = append(r.Rows, e.sessions(3, 3*time.Second))
+	r.Rows = append(r.Rows, certIssuance(t)...)
+	r.Rows = append(r.Rows, e.memory(idle)...)
+	r.Rows = append(r.Rows, cpuRows...)
+	r.Duration = time.Since(start).Round(time.Second).String()
+
+	var md bytes.Buffer
+	if err := r.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(os.Stdout, md.String())
+	out := os.Getenv("POSTERN_BENCH_OUT")
+	if out == "" {
+		out = filepath.Join(testutil.RepoRoot(t), "bench", "results")
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "latest.md"), md.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var js bytes.Buffer
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "latest.json"), js.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run is one measured repetition: wall time and postern CPU time.
+type run struct {
+	wall, cpu time.Duration
+}
+
+// bulk measures `cat` of a file on the target through OpenSSH's jump host,
+// postern's unrecorded and recorded inner hop and postern's passthrough.
+// It returns the throughput rows and the CPU-cost-of-recording rows.
+func (e *env) bulk(reps, size int) (rows, cpuRows []Row) {
+	t := e.t
+	modes := []string{"openssh", "plain", "rec", "pass"}
+	for _, c := range ciphers {
+		for _, w := range workloads {
+			n := size
+			wreps := reps
+			if w == "zeros" {
+				n, wreps = size/2, max(3, reps-2)
+			}
+			path := e.payloads[w]
+			hops := map[string]*hop{}
+			for _, m := range modes {
+				var h *hop
+				var err error
+				if m == "openssh" {
+					h, err = e.viaOpenSSH(c.short, c.name)
+				} else {
+					h, err = e.viaPostern(e.postern, c.name, "web-"+m+"-"+c.short)
+				}
+				if err != nil {
+					t.Fatalf("%s %s: %v", m, c.short, err)
+				}
+				defer h.Close()
+				hops[m] = h
+			}
+			res := map[string][]run{}
+			for i := 0; i <= wreps; i++ {
+				for j := range modes {
+					m := modes[(i+j)%len(modes)] // rotate the order
+					sealed := e.postern.countEvents(state.EventSessionSealed)
+					cpu0, _ := cpuTime(e.postern.proc.PID())
+					t0 := time.Now()
+					got, err := catFile(hops[m].inner, path, n)
+					wall := time.Since(t0)
+					if err != nil {
+						t.Fatalf("%s %s %s: %v", m, c.short, w, err)
+					}
+					if got != int64(n) {
+						t.Fatalf("%s %s %s: read %d bytes; want %d", m, c.short, w, got, n)
+					}
+					if m == "rec" {
+						e.postern.awaitEvents(t, state.EventSessionSealed, sealed+1, 2*time.Minute)
+					}
+					cpu1, _ := cpuTime(e.postern.proc.PID())
+					if i > 0 { // the first round is the warm-up
+						res[m] = append(res[m], run{wall: wall, cpu: cpu1 - cpu0})
+					}
+				}
+			}
+			mbps := func(m string) Samples {
+				var s Samples
+				for _, r := range res[m] {
+					s = append(s, float64(n)/r.wall.Seconds()/1e6)
+				}
+				return s
+			}
+			cpu := func(m string) Samples {
+				var s Samples
+				for _, r := range res[m] {
+					s = append(s, r.cpu.Seconds()*1e3)
+				}
+				return s
+			}
+			variant := c.short + ", " + w
+			base := NewFigure("MB/s", mbps("openssh"))
+			for _, m := range []string{"plain", "rec", "pass"} {
+				f := NewFigure("MB/s", mbps(m))
+				row := Row{Variant: variant, Client: "x/crypto", Postern: f, OpenSSH: base, Value: f.Median / base.Median, ValueUnit: "×"}
+				switch m {
+				case "plain":
+					row.Name = "unrecorded -J bulk output (inner hop)"
+					row.Note = "x/crypto client runs `cat FILE` on the target through the jump host; postern terminates the inner hop (record: off); wall time until the exit status"
+					if w == "text" {
+						row.Check(true, 1.25)
+					}
+				case "rec":
+					row.Name = "recorded -J bulk output ÷ OpenSSH unrecorded"
+					row.Note = "same, with postern recording the session (asciicast v2 to the spool, then sealed into the file store)"
+					if w == "text" {
+						row.Check(true, 1.0)
+					}
+				case "pass":
+					row.Name = "passthrough -J bulk output (spliced, unrecorded)"
+					row.Note = "same through a passthrough target: postern splices the client's own SSH stream to the target"
+				}
+				rows = append(rows, row)
+			}
+			cr, cp := NewFigure("ms CPU", cpu("rec")), NewFigure("ms CPU", cpu("plain"))
+			row := Row{Name: "CPU cost of recording (recorded ÷ unrecorded inner hop)", Variant: variant, Client: "x/crypto",
+				Postern: cr, OpenSSH: Figure{}, Value: cr.Median / cp.Median, ValueUnit: "×",
+				Note: fmt.Sprintf("postern process CPU time (utime+stime) per `cat`, recorded (including sealing) over unrecorded; unrecorded median %s", cp)}
+			if w == "text" {
+				row.Check(false, 1.10)
+			}
+			cpuRows = append(cpuRows, row)
+			for _, h := range hops {
+				h.Close()
+			}
+		}
+	}
+	return rows, cpuRows
+}
+
+// catFile runs `head -c n path` (cat of the first n bytes) and discards
+// the output, returning how many bytes arrived.
+func catFile(c *ssh.Client, path string, n int) (int64, error) {
+	s, err := c.NewSession()
+	if err != nil {
+		return 0, fmt.Errorf("session: %w", err)
+	}
+	defer s.Close()
+	out, err := s.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := s.Start(fmt.Sprintf("head -c %d %s", n, path)); err != nil {
+		return 0, fmt.Errorf("start: %w", err)
+	}
+	got, err := io.Copy(io.Discard, out)
+	if err != nil {
+		return got, fmt.Errorf("read: %w", err)
+	}
+	if err := s.Wait(); err != nil {
+		return got, fmt.Errorf("wait: %w", err)
+	}
+	return got, nil
+}
+
+// forward measures a direct-tcpip forward (ssh -W / -L) to a TCP source
+// streaming 256 MiB, through OpenSSH's jump host and through postern.
+func (e *env) forward(reps int) []Row {
+	t := e.t
+	var rows []Row
+	for _, c := range ciphers {
+		oj, err := e.dialJump(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pj, err := e.dialPostern(e.postern, c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := e.sources["text"]
+		_, port, _ := net.SplitHostPort(src)
+		dial := map[string]func() (net.Conn, error){
+			"openssh": func() (net.Conn, error) { return oj.Dial("tcp", src) },
+			"postern": func() (net.Conn, error) { return pj.Dial("tcp", net.JoinHostPort("src-text", port)) },
+		}
+		res := map[string]Samples{}
+		for i := 0; i <= reps; i++ {
+			for _, m := range alternate(i) {
+				nc, err := dial[m]()
+				if err != nil {
+					t.Fatalf("forward %s: %v", m, err)
+				}
+				t0 := time.Now()
+				n, err := io.Copy(io.Discard, nc)
+				wall := time.Since(t0)
+				nc.Close()
+				if err != nil || n != streamSize {
+					t.Fatalf("forward %s: %d bytes, %v", m, n, err)
+				}
+				if i > 0 {
+					res[m] = append(res[m], float64(n)/wall.Seconds()/1e6)
+				}
+			}
+		}
+		oj.Close()
+		pj.Close()
+		p, o := NewFigure("MB/s", res["postern"]), NewFigure("MB/s", res["openssh"])
+		row := Row{Name: "raw forward throughput (ssh -W/-L)", Variant: c.short, Client: "x/crypto", Postern: p, OpenSSH: o,
+			Value: p.Median / o.Median, ValueUnit: "×",
+			Note: fmt.Sprintf("x/crypto client opens a direct-tcpip channel to a TCP source that sends %d MiB of text and closes; postern reaches it as a tcp target (splice path)", streamSize>>20)}
+		row.Check(true, 1.25)
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// setup measures the wall time of the stock `ssh -J … true`.
+func (e *env) setup(reps int) Row {
+	t := e.t
+	res := map[string]Samples{}
+	hosts := map[string]string{"openssh": "o-aes", "postern": "web-rec-aes"}
+	for i := 0; i <= reps; i++ {
+		for _, m := range alternate(i) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			cmd := exec.CommandContext(ctx, "ssh", "-F", e.sshCfg, hosts[m], "true")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			t0 := time.Now()
+			err := cmd.Run()
+			wall := time.Since(t0)
+			cancel()
+			if err != nil {
+				t.Fatalf("ssh %s true: %v\n%s", hosts[m], err, stderr.String())
+			}
+			if i > 0 {
+				res[m] = append(res[m], float64(wall.Microseconds())/1e3)
+			}
+		}
+	}
+	p, o := NewFigure("ms", res["postern"]), NewFigure("ms", res["openssh"])
+	row := Row{Name: "session set-up latency (ssh -J … true, wall)", Variant: "aes, recorded", Client: "stock ssh",
+		Postern: p, OpenSSH: o, Value: p.Median / o.Median, ValueUnit: "×",
+		Note: "stock OpenSSH client, `ssh -F cfg -J JUMP TARGET true` (ProxyJump in the config), wall time of the whole command; postern records the session"}
+	row.Check(false, 0.5)
+	return row
+}
+
+// keystroke measures single-byte round trips in an interactive session
+// with a pty (the target runs `cat` in raw mode): OpenSSH's jump host
+// against a recorded postern session.
+func (e *env) keystroke(n int) Row {
+	t := e.t
+	type echo struct {
+		in  io.Writer
+		out io.Reader
+	}
+	open := func(h *hop) echo {
+		s, err := h.inner.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+			t.Fatal(err)
+		}
+		in, _ := s.StdinPipe()
+		out, _ := s.StdoutPipe()
+		if err := s.Start("stty raw -echo && printf READY && exec cat"); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 0, 64)
+		one := make([]byte, 64)
+		for !bytes.Contains(buf, []byte("READY")) {
+			k, err := out.Read(one)
+			if err != nil {
+				t.Fatalf("waiting for the echo shell: %v (%q)", err, buf)
+			}
+			buf = append(buf, one[:k]...)
+		}
+		return echo{in: in, out: out}
+	}
+	oh, err := e.viaOpenSSH("aes", ssh.CipherAES128GCM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oh.Close()
+	ph, err := e.viaPostern(e.postern, ssh.CipherAES128GCM, "web-rec-aes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.Close()
+	sides := map[string]echo{"openssh": open(oh), "postern": open(ph)}
+	rtt := func(x echo, count int) Samples {
+		s := make(Samples, 0, count)
+		b := []byte{0}
+		got := make([]byte, 1)
+		for i := range count {
+			b[0] = 'a' + byte(i%26)
+			t0 := time.Now()
+			if _, err := x.in.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(x.out, got); err != nil || got[0] != b[0] {
+				t.Fatalf("echo: %q, %v", got, err)
+			}
+			s = append(s, float64(time.Since(t0).Nanoseconds())/1e6)
+		}
+		return s
+	}
+	for _, m := range []string{"openssh", "postern"} {
+		rtt(sides[m], 200) // warm-up
+	}
+	res := map[string]Samples{}
+	for range 2 {
+		for _, m := range []string{"openssh", "postern"} {
+			res[m] = append(res[m], rtt(sides[m], n/2)...)
+		}
+	}
+	p99p, p99o := res["postern"].Quantile(0.99), res["openssh"].Quantile(0.99)
+	row := Row{Name: "keystroke round trip, recorded, added p99", Variant: "aes, pty", Client: "x/crypto",
+		Postern:   Figure{Median: p99p, Min: res["postern"].Median(), Max: res["postern"].Max(), N: len(res["postern"]), Unit: "ms p99"},
+		OpenSSH:   Figure{Median: p99o, Min: res["openssh"].Median(), Max: res["openssh"].Max(), N: len(res["openssh"]), Unit: "ms p99"},
+		Value:     p99p - p99o,
+		ValueUnit: "ms",
+		Note:      fmt.Sprintf("x/crypto client, pty, `cat` in raw mode on the target; %d one-byte round trips per side in alternating blocks; figures are p99 (median–max)", n),
+	}
+	row.Check(false, 1)
+	return row
+}
+
+// sessions measures new recorded sessions per second to the command target
+// (connect, authenticate, inner hop, exec true, close) and divides by the
+// CPU time postern spent, so the figure is per core of postern.
+func (e *env) sessions(reps int, d time.Duration) Row {
+	t := e.t
+	workers := 4 * runtime.NumCPU()
+	one := func() error {
+		h, err := e.viaPostern(e.postern, ssh.CipherAES128GCM, "cmd-true")
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		s, err := h.inner.NewSession()
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return s.Run("true")
+	}
+	burst := func(d time.Duration) (int, time.Duration, time.Duration) {
+		sealed := e.postern.countEvents(state.EventSessionSealed)
+		cpu0, _ := cpuTime(e.postern.proc.PID())
+		var done atomic.Int64
+		var failed atomic.Value
+		stop := time.Now().Add(d)
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					if err := one(); err != nil {
+						failed.Store(err)
+						return
+					}
+					done.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		wall := time.Since(t0)
+		if err, ok := failed.Load().(error); ok {
+			t.Fatalf("session to cmd-true: %v", err)
+		}
+		e.postern.awaitEvents(t, state.EventSessionSealed, sealed+int(done.Load()), time.Minute)
+		cpu1, _ := cpuTime(e.postern.proc.PID())
+		return int(done.Load()), wall, cpu1 - cpu0
+	}
+	burst(time.Second) // warm-up
+	var perCore, perSec Samples
+	for range reps {
+		n, wall, cpu := burst(d)
+		perCore = append(perCore, float64(n)/cpu.Seconds())
+		perSec = append(perSec, float64(n)/wall.Seconds())
+	}
+	// OpenSSH reference: exec true straight to the target sshd, no jump.
+	var ref Samples
+	oneSSHD := func() error {
+		c, err := ssh.Dial("tcp", e.targets["plain-aes"].Addr(), clientConfig(e.login, e.plain, ssh.FixedHostKey(e.targets["plain-aes"].HostKey()), ssh.CipherAES128GCM))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		s, err := c.NewSession()
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return s.Run("true")
+	}
+	{
+		var done atomic.Int64
+		stop := time.Now().Add(d)
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					if err := oneSSHD(); err != nil {
+						t.Errorf("sshd exec true: %v", err)
+						return
+					}
+					done.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		ref = append(ref, float64(done.Load())/time.Since(t0).Seconds())
+	}
+	p := NewFigure("sessions/s per postern CPU-second", perCore)
+	row := Row{Name: "new recorded sessions per second to a command target, per core", Variant: "aes", Client: "x/crypto",
+		Postern: p, OpenSSH: NewFigure("sessions/s (sshd exec true, whole machine)", ref), Value: p.Median, ValueUnit: "/s",
+		Note: fmt.Sprintf("%d x/crypto clients in parallel for %v per repetition: connect, authenticate with the certificate, open the inner hop to the command target `/bin/true`, exec, close; every session recorded and sealed; divided by postern's CPU time (wall rate on the whole machine, load generator included: %s)", workers, d, NewFigure("sessions/s", perSec))}
+	row.Check(true, 300)
+	return row
+}
+
+// certIssuance runs the certs package's issuance and OIDC verification
+// benchmarks (single goroutine, so per core) and combines them.
+func certIssuance(t *testing.T) []Row {
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkIssue|BenchmarkVerify)$", "-benchtime", "2s", "-count", "3", "./certs")
+	cmd.Dir = testutil.RepoRoot(t)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("certs benchmarks: %v\n%s", err, out)
+	}
+	ns := map[string]Samples{}
+	re := regexp.MustCompile(`(?m)^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op`)
+	for _, m := range re.FindAllStringSubmatch(string(out), -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		ns[m[1]] = append(ns[m[1]], v)
+	}
+	issue := ns["BenchmarkIssue"]
+	if len(issue) == 0 {
+		t.Fatalf("no BenchmarkIssue result in:\n%s", out)
+	}
+	var rows []Row
+	for _, alg := range []string{"RS256", "ES256"} {
+		v := ns["BenchmarkVerify/"+alg]
+		if len(v) == 0 {
+			t.Fatalf("no BenchmarkVerify/%s result in:\n%s", alg, out)
+		}
+		var per Samples
+		for i := range min(len(v), len(issue)) {
+			per = append(per, 1e9/(v[i]+issue[i]))
+		}
+		f := NewFigure("certificates/s", per)
+		row := Row{Name: "certificate issuance including OIDC verification, per core", Variant: alg + " ID token", Client: "go test -bench",
+			Postern: f, Value: f.Median, ValueUnit: "/s",
+			Note: fmt.Sprintf("certs BenchmarkVerify (real token verification, keys cached) plus BenchmarkIssue (policy grant, ed25519 signature, audit), one goroutine; verify %.0f µs, issue %.0f µs (medians of 3)", v.Median()/1e3, issue.Median()/1e3)}
+		row.Check(true, 2000)
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// memory opens n idle recorded sessions (pty + shell) through a fresh
+// postern to the in-process idle target and reports the PSS delta per
+// session; the OpenSSH side opens a smaller number of jump connections to
+// the same target and reports the jump host's PSS delta per connection.
+func (e *env) memory(n int) []Row {
+	t := e.t
+	p := e.startPostern("mem")
+	openIdle := func(dial func() (*hop, error), count int) []*hop {
+		hops := make([]*hop, count)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= count {
+						return
+					}
+					h, err := dial()
+					if err != nil {
+						t.Errorf("idle session %d: %v", i, err)
+						return
+					}
+					s, err := h.inner.NewSession()
+					if err == nil {
+						err = s.RequestPty("xterm", 24, 80, ssh.TerminalModes{})
+					}
+					if err == nil {
+						err = s.Shell()
+					}
+					if err != nil {
+						t.Errorf("idle session %d: %v", i, err)
+						h.Close()
+						return
+					}
+					hops[i] = h
+				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		return hops
+	}
+	closeAll := func(hs []*hop) {
+		for _, h := range hs {
+			h.Close()
+		}
+	}
+	dialPostern := func() (*hop, error) { return e.viaPostern(p, ssh.CipherAES128GCM, "idle-rec") }
+	warm := openIdle(dialPostern, 20)
+	p.awaitEvents(t, state.EventSessionStart, 20, time.Minute)
+	before, err := pss(p.proc.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := openIdle(dialPostern, n)
+	p.awaitEvents(t, state.EventSessionStart, 20+n, 2*time.Minute)
+	after, err := pss(p.proc.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeAll(hs)
+	closeAll(warm)
+	perPostern := (after - before) / float64(n)
+
+	// OpenSSH: jump connections with a session each through the jump host
+	// (direct-tcpip to the idle target), measured on the jump's processes.
+	m := min(n, 100)
+	idleTgt := e.idle
+	dialJump := func() (*hop, error) {
+		jc, err := e.dialJump(ssh.CipherAES128GCM)
+		if err != nil {
+			return nil, err
+		}
+		h := &hop{jump: jc}
+		nc, err := jc.Dial("tcp", idleTgt.addr)
+		if err != nil {
+			h.Close()
+			return nil, err
+		}
+		conn, chans, reqs, err := ssh.NewClientConn(nc, idleTgt.addr, clientConfig(e.login, e.plain, ssh.FixedHostKey(idleTgt.hostKey), ssh.CipherAES128GCM))
+		if err != nil {
+			h.Close()
+			return nil, err
+		}
+		h.inner = ssh.NewClient(conn, chans, reqs)
+		return h, nil
+	}
+	jpid := e.jumpPID()
+	ob := treePSS(jpid)
+	ohs := openIdle(dialJump, m)
+	oa := treePSS(jpid)
+	closeAll(ohs)
+	perOpenSSH := (oa - ob) / float64(m)
+
+	row := Row{Name: "memory per idle recorded session (PSS delta ÷ sessions)", Variant: fmt.Sprintf("%d sessions, pty+shell", n), Client: "x/crypto",
+		Postern:   Figure{Median: perPostern, Min: perPostern, Max: perPostern, N: 1, Unit: "KiB"},
+		OpenSSH:   Figure{Median: perOpenSSH, Min: perOpenSSH, Max: perOpenSSH, N: 1, Unit: fmt.Sprintf("KiB (jump host, %d connections)", m)},
+		Value:     perPostern,
+		ValueUnit: "KiB",
+		Note:      fmt.Sprintf("a fresh postern process; %d idle recorded sessions (each its own client connection, inner hop, upstream connection and recording) to an in-process x/crypto target; PSS from /proc/PID/smaps_rollup before (%0.f KiB, 20 sessions open) and after (%.0f KiB); OpenSSH: PSS of the jump sshd and all its per-connection processes", n, before, after),
+	}
+	row.Check(false, 150)
+	return []Row{row}
+}
+
+// jumpPID returns the PID of the OpenSSH jump host's listener process.
+func (e *env) jumpPID() int {
+	for _, pid := range pids() {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(string(b), "sshd") && listensOn(pid, e.jump.Addr()) {
+			return pid
+		}
+	}
+	e.t.Fatalf("no process listens on %s", e.jump.Addr())
+	return 0
+}
+
+func listensOn(pid int, addr string) bool {
+	for _, a := range listeningAddrs(pid) {
+		if a == addr {
+			return true
+		}
+	}
+	return false
+}
+
+func pids() []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// treePSS sums the PSS of root and all its descendants (sshd's
+// per-connection processes start their own sessions, so the process group
+// does not hold them).
+func treePSS(root int) float64 {
+	parent := map[int]int{}
+	for _, pid := range pids() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		fs := strings.Fields(s[i+2:])
+		if len(fs) < 2 {
+			continue
+		}
+		parent[pid], _ = strconv.Atoi(fs[1])
+	}
+	var sum float64
+	for pid := range parent {
+		for p := pid; p > 1; p = parent[p] {
+			if p == root {
+				if v, err := pss(pid); err == nil {
+					sum += v
+				}
+				break
+			}
+		}
+	}
+	return sum
+}
+
+// describeMachine reports CPUs, CPU model, ssh -V, the Go version and the kernel.
+func describeMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				m.CPUModel = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
+				break
+			}
+		}
+	}
+	if out, err := exec.Command("ssh", "-V").CombinedOutput(); err == nil {
+		m.SSH = strings.TrimSpace(string(out))
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// alternate returns the two sides in the order of round i: OpenSSH first
+// in even rounds, postern first in odd ones.
+func alternate(i int) []string {
+	if i%2 == 0 {
+		return []string{"openssh", "postern"}
+	}
+	return []string{"postern", "openssh"}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
