@@ -328,6 +328,16 @@ func (c *hopConn) serveFailure(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Req
 				s.sendExit(ue.exit)
 				_ = ch.CloseWrite()
 				_ = ch.Close()
+				// Wait (a little) for the client to close its side: only
+				// then is it sure to have read all of the above before the
+				// connection goes.
+				t := time.AfterFunc(endGrace, func() { c.conn.Close() })
+				for req := range creqs {
+					if req.WantReply {
+						_ = req.Reply(false, nil)
+					}
+				}
+				t.Stop()
 				return
 			case "env":
 				s.handleEnv(req)
