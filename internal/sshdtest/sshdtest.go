@@ -1,6 +1,7 @@
 package sshdtest
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -94,6 +95,9 @@ func Start(t testing.TB, opts Options) *Server {
 		hostKeyLines = append(hostKeyLines, "HostKeyAgent "+sock, "HostKey "+pubFile)
 	}
 	if opts.HostCert != nil {
+		if !bytes.Equal(opts.HostCert.Key.Marshal(), s.hostKey.Marshal()) {
+			t.Fatal("sshdtest: Options.HostCert must certify Options.HostKey's public key")
+		}
 		certFile := filepath.Join(dir, "ssh_host_key-cert.pub")
 		writeFile(t, certFile, ssh.MarshalAuthorizedKey(opts.HostCert), 0o644)
 		hostKeyLines = append(hostKeyLines, "HostCertificate "+certFile)
