@@ -237,3 +237,19 @@ func TestKillDropsOpenSessions(t *testing.T) {
 		t.Fatal("ssh session still open 30s after Kill; want it dropped")
 	}
 }
+
+func TestTCPForwarding(t *testing.T) {
+	testutil.Need(t, "ssh")
+	echo := testutil.EchoServer(t)
+	userKey, userSigner := newSigner(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{userSigner.PublicKey()}})
+	keyFile, _ := WriteClientKey(t, userKey, nil)
+	// -W forwards stdio over a direct-tcpip channel, as -L and -J do.
+	args := append(ClientArgs(keyFile, "", s.WriteKnownHosts(t)), "-p", strconv.Itoa(s.Port()), "-W", echo, loginName(t)+"@127.0.0.1")
+	cmd := exec.Command("ssh", args...)
+	cmd.Stdin = strings.NewReader("through the tunnel")
+	out, err := cmd.Output()
+	if err != nil || string(out) != "through the tunnel" {
+		t.Fatalf("ssh -W %s: got %q, %v; want the input echoed\nsshd log:\n%s", echo, out, err, s.Log())
+	}
+}
