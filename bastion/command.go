@@ -197,6 +197,7 @@ type hopProcess struct {
 	io     sync.WaitGroup // output copies
 	in     sync.WaitGroup // input copy
 	killed atomic.Bool
+	flush  func() // sends output held back by stream masking; nil with a pty
 }
 
 // runAs describes the OS user a program runs as.
@@ -304,7 +305,9 @@ func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, erro
 		s.tap.Load().setEchoOff(p.echoOff)
 		s.setOnAbort(p.kill)
 		p.io.Go(func() {
-			_, err := copyPooled(s.ch, f, s.countOut(s.outputTap))
+			w, flush := s.maskStream(s.ch)
+			defer flush()
+			_, err := copyPooled(w, f, s.countOut(s.outputTap))
 			if errors.Is(err, errTapStop) {
 				p.kill()
 			}
@@ -321,8 +324,11 @@ func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, erro
 		p.cleanup()
 		return nil, fmt.Errorf("stdin pipe: %w", err)
 	}
-	cmd.Stdout = &tapWriter{w: s.ch, tap: s.countOut(s.outputTap), stop: p.kill}
-	cmd.Stderr = &tapWriter{w: s.ch.Stderr(), tap: s.countOut(s.outputTap), stop: p.kill}
+	stdout, flushOut := s.maskStream(s.ch)
+	stderr, flushErr := s.maskStream(s.ch.Stderr())
+	p.flush = func() { flushOut(); flushErr() }
+	cmd.Stdout = &tapWriter{w: stdout, tap: s.countOut(s.outputTap), stop: p.kill}
+	cmd.Stderr = &tapWriter{w: stderr, tap: s.countOut(s.outputTap), stop: p.kill}
 	cmd.WaitDelay = commandDrainTimeout
 	if err := cmd.Start(); err != nil {
 		p.cleanup()
@@ -366,6 +372,9 @@ func (t *tapWriter) Write(p []byte) (int, error) {
 // left of its process group and records the exit status or signal.
 func (p *hopProcess) wait() {
 	err := p.cmd.Wait()
+	if p.flush != nil {
+		p.flush()
+	}
 	if p.pty != nil {
 		drained := make(chan struct{})
 		go func() {

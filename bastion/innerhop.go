@@ -102,6 +102,9 @@ type InnerHopOptions struct {
 	Audit func(context.Context, state.Event)
 	// Approver holds commands for approval; none if nil.
 	Approver InnerApprover
+	// Masking masks secrets in recordings and in what clients receive;
+	// nothing is masked if nil.
+	Masking *MaskPolicy
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Log is the logger; nothing is logged if nil.

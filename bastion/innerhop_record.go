@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/posternhq/postern/recorder"
+	"github.com/posternhq/postern/recorder/mask"
 )
 
 // passwordPrompt matches output that ends in a secret prompt.
@@ -24,6 +25,13 @@ const promptTail = 128
 // next CR or LF typed. On a command target the pty is postern's own, and
 // input is masked whenever the pty is at a no-echo prompt (echoOff: ECHO off
 // in canonical mode), in addition to the heuristic.
+//
+// Masking. With recording masking rules (setMask), output passes through a
+// mask.Scanner before it is queued: matches are replaced, the trailing
+// partial line is held back until the next output, the next input (so the
+// recording shows a prompt before what is typed at it) or close. The first
+// masked match adds a "masking applied" marker and marks the recording
+// masked (metadata masked: true); the values themselves are never recorded.
 //
 // Off the data path. The copy loops only copy each chunk into a pooled
 // buffer and queue it (tapQueue chunks at most); one goroutine per tap hands
@@ -52,6 +60,8 @@ type hopTap struct {
 	tail    [promptTail]byte
 	tailN   int
 	masking bool
+	mask    *mask.Scanner // recording masking; nil if none
+	masked  bool          // a match was masked
 }
 
 // tapQueue is the number of chunks queued between the copy loops and the
@@ -196,10 +206,50 @@ func (t *hopTap) output(p []byte) error {
 	t.mu.Lock()
 	t.observe(p)
 	if !t.failed.Load() {
-		t.enqueue(copyItem(tapOutput, p, func(dst []byte) []byte { return append(dst, p...) }))
+		if t.mask != nil {
+			out, n := t.mask.Next(p)
+			t.queueMasked(out, n)
+		} else {
+			t.enqueue(copyItem(tapOutput, p, func(dst []byte) []byte { return append(dst, p...) }))
+		}
 	}
 	t.mu.Unlock()
 	return nil
+}
+
+// setMask installs recording masking (none if m is nil). Called before any
+// output.
+func (t *hopTap) setMask(m *mask.Masker) {
+	if t == nil || m == nil {
+		return
+	}
+	t.mu.Lock()
+	t.mask = m.NewScanner()
+	t.mu.Unlock()
+}
+
+// queueMasked queues masked output out that held n matches. Called with mu
+// held.
+func (t *hopTap) queueMasked(out []byte, n int) {
+	if n > 0 && !t.masked {
+		t.masked = true
+		if m, ok := t.s.(interface{ SetMasked() }); ok {
+			m.SetMasked()
+		}
+		t.enqueue(tapItem{op: tapMarker, label: "masking applied"})
+	}
+	if len(out) > 0 {
+		t.enqueue(copyItem(tapOutput, out, func(dst []byte) []byte { return append(dst, out...) }))
+	}
+}
+
+// flushMask queues the output held back by masking. Called with mu held.
+func (t *hopTap) flushMask() {
+	if t.mask == nil || !t.mask.Pending() || t.failed.Load() {
+		return
+	}
+	out, n := t.mask.Flush()
+	t.queueMasked(out, n)
 }
 
 // observe keeps the output tail and decides whether input is now masked.
@@ -242,6 +292,7 @@ func (t *hopTap) input(p []byte) error {
 		return nil
 	}
 	echoOff := t.echoOff != nil && t.echoOff()
+	t.flushMask()
 	t.enqueue(copyItem(tapInput, p, func(dst []byte) []byte {
 		if !t.masking && !echoOff {
 			return append(dst, p...)
@@ -285,6 +336,9 @@ func (t *hopTap) small(it tapItem) error {
 	}
 	t.mu.Lock()
 	if !t.failed.Load() {
+		if it.op == tapMarker {
+			t.flushMask() // output before the marker comes first
+		}
 		t.enqueue(it)
 	}
 	t.mu.Unlock()
@@ -309,6 +363,7 @@ func (t *hopTap) close() error {
 	}
 	t.mu.Lock()
 	if !t.closed {
+		t.flushMask()
 		t.closed = true
 		close(t.q)
 	}

@@ -289,6 +289,7 @@ func (s *hopSession) startRecording() *hopUserError {
 	case kindSubsystem:
 		_ = tap.marker("subsystem: " + s.command)
 	}
+	tap.setMask(c.h.opts.Masking.For(c.decision.Role).Recording)
 	s.tap.Store(tap)
 	return nil
 }
@@ -512,13 +513,17 @@ func (c *hopConn) proxySession(nc ssh.NewChannel, up ssh.Conn) {
 
 	var out sync.WaitGroup
 	out.Go(func() {
-		_, err := copyPooled(ch, upCh, s.countOut(s.outputTap))
+		w, flush := s.maskStream(ch)
+		_, err := copyPooled(w, upCh, s.countOut(s.outputTap))
+		flush()
 		if errors.Is(err, errTapStop) {
 			upCh.Close()
 		}
 	})
 	out.Go(func() {
-		_, err := copyPooled(ch.Stderr(), upCh.Stderr(), s.countOut(s.outputTap))
+		w, flush := s.maskStream(ch.Stderr())
+		_, err := copyPooled(w, upCh.Stderr(), s.countOut(s.outputTap))
+		flush()
 		if errors.Is(err, errTapStop) {
 			upCh.Close()
 		}

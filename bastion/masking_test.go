@@ -1,0 +1,197 @@
+package bastion
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/recorder/mask"
+	"github.com/posternhq/postern/recorder/state"
+)
+
+const testAWSKey = "AKIAIOSFODNN7EXAMPLE"
+
+// setMasking installs masking rules on the fixture's role before any session.
+func (f *hopFixture) setMasking(rules ...config.MaskRule) {
+	f.t.Helper()
+	cfg := *f.cfg
+	cfg.Masking = config.Masking{Rules: rules}
+	mp, err := NewMaskPolicy(&cfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.hop.opts.Masking = mp
+}
+
+// slowFlush makes stream masking hold partial lines long enough that a test
+// split is never flushed by the timer.
+func slowFlush(t *testing.T) {
+	old := streamFlushDelay
+	streamFlushDelay = 2 * time.Second
+	t.Cleanup(func() { streamFlushDelay = old })
+}
+
+type sinkRec struct {
+	mu      sync.Mutex
+	out     bytes.Buffer
+	in      bytes.Buffer
+	markers []string
+	masked  bool
+}
+
+func (s *sinkRec) Output(p []byte) error { s.mu.Lock(); s.out.Write(p); s.mu.Unlock(); return nil }
+func (s *sinkRec) Input(p []byte) error  { s.mu.Lock(); s.in.Write(p); s.mu.Unlock(); return nil }
+func (s *sinkRec) Resize(int, int) error { return nil }
+func (s *sinkRec) Marker(l string) error {
+	s.mu.Lock()
+	s.markers = append(s.markers, l+"@"+s.out.String())
+	s.mu.Unlock()
+	return nil
+}
+func (s *sinkRec) Err() error { return nil }
+func (s *sinkRec) SetMasked() { s.mu.Lock(); s.masked = true; s.mu.Unlock() }
+
+func TestHopTapMasksSplitOutput(t *testing.T) {
+	m, _ := mask.New([]mask.Rule{{Detector: mask.DetectorAWSKey}})
+	sink := &sinkRec{}
+	tap := newHopTap(sink, true, nil)
+	tap.setMask(m)
+	_ = tap.output([]byte("$ echo key\r\nkey AKIAIOSF"))
+	_ = tap.output([]byte("ODNN7EXAMPLE\r\n$ "))
+	_ = tap.input([]byte("x")) // flushes the prompt before the input
+	_ = tap.marker("exit 0")
+	if err := tap.close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sink.out.String(); got != "$ echo key\r\nkey [MASKED:aws_key]\r\n$ " {
+		t.Fatalf("recorded %q", got)
+	}
+	if !sink.masked || len(sink.markers) != 2 || !strings.HasPrefix(sink.markers[0], "masking applied@$ echo key\r\n") {
+		t.Fatalf("masked %v markers %q", sink.masked, sink.markers)
+	}
+	if strings.Contains(strings.Join(sink.markers, ""), "ODNN") {
+		t.Fatal("a marker holds the value")
+	}
+}
+
+func TestMaskWriterSplitAndTimer(t *testing.T) {
+	m, _ := mask.New([]mask.Rule{{Detector: mask.DetectorAWSKey}})
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	w := newMaskWriter(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return buf.Write(p) }), m)
+	_, _ = w.Write([]byte("a AKIAIOSF"))
+	_, _ = w.Write([]byte("ODNN7EXAMPLE b\n$ "))
+	// The prompt reaches the client after the flush delay.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := buf.String()
+		mu.Unlock()
+		if got == "a [MASKED:aws_key] b\n$ " {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client got %q", got)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_, _ = w.Write([]byte("tail"))
+	w.Flush()
+	if !strings.HasSuffix(buf.String(), "$ tail") {
+		t.Fatalf("flush: %q", buf.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestMaskPolicyRoles(t *testing.T) {
+	cfg := &config.Config{
+		Masking: config.Masking{Rules: []config.MaskRule{{Detector: "email", AppliesTo: []string{"recording"}}}},
+		Roles:   []config.Role{{Name: "a", Masking: config.Masking{Rules: []config.MaskRule{{Detector: "aws_key", AppliesTo: []string{"stream"}}}}}, {Name: "b"}},
+	}
+	p, err := NewMaskPolicy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ma := p.For("b,a")
+	if out, _ := ma.Stream.Mask([]byte(testAWSKey + " x@example.com")); string(out) != "[MASKED:aws_key] x@example.com" {
+		t.Errorf("stream %q", out)
+	}
+	if out, _ := ma.Recording.Mask([]byte(testAWSKey + " x@example.com")); string(out) != testAWSKey+" [MASKED:email]" {
+		t.Errorf("recording %q", out)
+	}
+	if mb := p.For("b"); mb.Stream != nil {
+		t.Error("role b has no stream rules")
+	}
+	if none, _ := NewMaskPolicy(&config.Config{}); none != nil || none.For("x").Recording != nil {
+		t.Error("no rules must give a nil policy")
+	}
+}
+
+// TestInnerHopMaskingExec runs a command whose output holds an AWS key
+// written in two writes: with a recording+stream rule it is masked on the
+// client and in the recording; with a recording rule only in the recording.
+func TestInnerHopMaskingExec(t *testing.T) {
+	slowFlush(t)
+	cmd := `printf 'key AKIAIOSF'; sleep 0.2; printf 'ODNN7EXAMPLE done\n'`
+	for _, tc := range []struct {
+		name       string
+		appliesTo  []string
+		wantClient string
+	}{
+		{"both", nil, "key [MASKED:aws_key] done\n"},
+		{"recording only", []string{"recording"}, "key " + testAWSKey + " done\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHopFixture(t, fixtureOpts{record: "required"})
+			f.setTargets(config.Target{Name: "box", Kind: config.KindCommand, Command: []string{"/bin/sh", "-c"}})
+			f.setMasking(config.MaskRule{Detector: "aws_key", AppliesTo: tc.appliesTo})
+			r := f.ssh(nil, "box", cmd)
+			if string(r.stdout) != tc.wantClient {
+				t.Errorf("client got %q; want %q", r.stdout, tc.wantClient)
+			}
+			f.waitEvent(state.EventSessionEnd, 1)
+			c := f.checkCast(f.lastSession())
+			if string(c.output) != "key [MASKED:aws_key] done\n" {
+				t.Errorf("recorded %q", c.output)
+			}
+			if c.meta["masked"] != true {
+				t.Errorf("metadata masked = %v", c.meta["masked"])
+			}
+			var marker bool
+			for _, e := range c.codes("m") {
+				marker = marker || e.Data == "masking applied"
+			}
+			if !marker {
+				t.Error("no masking applied marker")
+			}
+		})
+	}
+}
+
+// TestInnerHopMaskingShell types a command in an interactive shell whose
+// output is an AWS key in two writes.
+func TestInnerHopMaskingShell(t *testing.T) {
+	slowFlush(t)
+	f := newHopFixture(t, fixtureOpts{record: "required"})
+	f.setTargets(DemoTarget())
+	f.setMasking(config.MaskRule{Detector: "aws_key"})
+	c := startPTYClient(t, 100, 30, "-F", f.sshCfg, "-tt", "demo")
+	c.send("printf 'AKIAIOSF'; sleep 0.2; printf 'ODNN7EXAMPLE\\n'; echo END-$((40+2))\r")
+	c.expect(`END-42`)
+	c.send("exit 0\r")
+	_, out := c.wait()
+	if strings.Contains(out, testAWSKey) || !strings.Contains(out, "[MASKED:aws_key]") {
+		t.Errorf("client output %q", out)
+	}
+	f.waitEvent(state.EventSessionEnd, 1)
+	cast := f.checkCast(f.lastSession())
+	if strings.Contains(string(cast.output), testAWSKey) || !strings.Contains(string(cast.output), "[MASKED:aws_key]") {
+		t.Errorf("recorded output %q", cast.output)
+	}
+}
