@@ -48,6 +48,11 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	  done; \
 	done
 
+soak: ## soak (SOAK_SESSIONS=1000 sessions for SOAK_DURATION=10m) and connection storm (SOAK_STORM=10000)
+	ulimit -n 20000 2>/dev/null || true; \
+	SOAK_DURATION=$${SOAK_DURATION:-10m} $(GO) test -tags soak -count=1 -v -timeout 0 \
+	  -run '^(TestSoak|TestConnectionStorm)$$' ./internal/battery
+
 clean: ## remove build outputs
 	rm -rf $(BIN)
 
