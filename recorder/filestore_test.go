@@ -92,7 +92,8 @@ func TestOpenStore(t *testing.T) {
 		wantErr string
 	}{
 		{url: "file://" + dir},
-		{url: "s3://bucket/prefix", wantErr: "not supported yet"},
+		{url: "s3://key:secret@bucket/prefix", wantErr: "credentials in the s3:// URL are not allowed"},
+		{url: "s3://bucket/prefix?colour=blue", wantErr: `unknown s3 setting "colour"`},
 		{url: "ftp://x", wantErr: "unsupported scheme"},
 		{url: "file://", wantErr: "missing directory"},
 	}

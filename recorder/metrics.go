@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "postern_recordings_active", Help: "Recordings in progress.",
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "postern_recording_errors_total", Help: "Recording failures by reason (overflow, write, fsync, store, recover).",
+			Name: "postern_recording_errors_total", Help: "Recording failures by reason (overflow, write, fsync, store, recover, spool_full).",
 		}, []string{"reason"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "postern_recording_dropped_bytes_total", Help: "Terminal bytes dropped because a recording buffer was full (drop policy).",

@@ -36,6 +36,9 @@ var (
 	ErrOverflow = errors.New("recording buffer overflow")
 	// ErrFinished is returned by writes after Finish.
 	ErrFinished = errors.New("recording finished")
+	// ErrSpoolFull is returned by Start while the spool has less free
+	// space than Options.MinSpoolFree.
+	ErrSpoolFull = errors.New("recording spool is full: new recorded sessions are refused")
 )
 
 // Options configures a Recorder. The zero value of every field but Store
@@ -57,6 +60,10 @@ type Options struct {
 	OnOverflow string
 	// FsyncInterval is how often a spool file is fsynced; 1s if zero.
 	FsyncInterval time.Duration
+	// MinSpoolFree makes Start refuse new recordings (ErrSpoolFull) while
+	// the spool's file system has fewer free bytes than this; no check if
+	// zero.
+	MinSpoolFree int64
 	// Replica names this server replica in the sessions index; Recover
 	// only touches sessions of its own replica.
 	Replica string
@@ -146,6 +153,17 @@ func New(opts Options) (*Recorder, error) {
 		return nil, err
 	}
 	r.m = m
+	if l, ok := opts.Store.(interface{ SetLogger(*slog.Logger) }); ok {
+		l.SetLogger(r.log.With("component", "storage"))
+	}
+	if c, ok := opts.Store.(prometheus.Collector); ok && opts.Metrics != nil {
+		if _, err := register(opts.Metrics, c); err != nil {
+			return nil, err
+		}
+	}
+	if hr, ok := opts.Store.(HealthReporter); ok {
+		hr.OnHealth(r.storageHealthChanged)
+	}
 	return r, nil
 }
 
@@ -226,6 +244,9 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 	if m.Width <= 0 || m.Height <= 0 {
 		m.Width, m.Height = 80, 24
 	}
+	if err := r.checkSpoolFree(); err != nil {
+		return nil, err
+	}
 	enc, _ := NewEncoder(r.version)
 	s := &Session{
 		r:         r,
@@ -261,6 +282,14 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 	if err != nil {
 		s.discard()
 		return nil, fmt.Errorf("write cast header: %w", err)
+	}
+	if ss, ok := r.opts.Store.(StreamingStore); ok {
+		// The store follows the spool as it grows; Begin never waits on
+		// the network.
+		if s.up, err = ss.Begin(ctx, s.key, s.spoolPath, s.size); err != nil {
+			s.discard()
+			return nil, fmt.Errorf("begin upload: %w", err)
+		}
 	}
 	s.row = state.Session{
 		ID: m.ID, Identity: m.Identity, Issuer: m.Issuer, Role: m.Role, Target: m.Target, Login: m.Login,
@@ -349,4 +378,22 @@ func (r *Recorder) forget(id string) {
 	delete(r.active, id)
 	r.mu.Unlock()
 	r.m.active.Dec()
+}
+
+// checkSpoolFree returns ErrSpoolFull (with the figures) when the spool's
+// file system has less free space than Options.MinSpoolFree.
+func (r *Recorder) checkSpoolFree() error {
+	if r.opts.MinSpoolFree <= 0 {
+		return nil
+	}
+	free, err := freeBytes(r.opts.SpoolDir)
+	if err != nil {
+		return fmt.Errorf("check spool space: %w", err)
+	}
+	if free < r.opts.MinSpoolFree {
+		r.m.errors.WithLabelValues("spool_full").Inc()
+		r.log.Error("recording spool is full: refusing new recorded sessions", "free_bytes", free, "min_free_bytes", r.opts.MinSpoolFree)
+		return fmt.Errorf("%w (%d MiB free, %d MiB required)", ErrSpoolFull, free>>20, r.opts.MinSpoolFree>>20)
+	}
+	return nil
 }

@@ -79,7 +79,7 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 	var sum string
 	var err error
 	if digest != nil {
-		size, sum, err = digest.size, digest.sum, r.store(ctx, row.Object, spoolPath, digest.size)
+		size, sum, err = digest.size, digest.sum, r.store(ctx, row.Object, spoolPath, digest)
 	} else {
 		size, sum, err = r.upload(ctx, row.Object, spoolPath)
 	}
@@ -153,6 +153,7 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 type spoolDigest struct {
 	size int64
 	sum  string
+	up   Upload // the upload streaming the spool, if the store streams
 }
 
 // fileAdopter is implemented by stores that can take a local file by
@@ -161,9 +162,16 @@ type fileAdopter interface {
 	Adopt(ctx context.Context, key, path string) error
 }
 
-// store moves or copies a spool file whose digest is already known into
-// the store under key.
-func (r *Recorder) store(ctx context.Context, key, spoolPath string, size int64) error {
+// store moves, copies or finishes streaming a spool file whose digest is
+// already known into the store under key.
+func (r *Recorder) store(ctx context.Context, key, spoolPath string, d *spoolDigest) error {
+	size := d.size
+	if d.up != nil {
+		if err := d.up.Complete(ctx, size); err != nil {
+			return fmt.Errorf("store recording: %w", err)
+		}
+		return nil
+	}
 	if a, ok := r.opts.Store.(fileAdopter); ok {
 		err := a.Adopt(ctx, key, spoolPath)
 		if err == nil {
@@ -250,6 +258,13 @@ func (r *Recorder) Recover(ctx context.Context) (int, error) {
 
 func (r *Recorder) recoverOne(ctx context.Context, row state.Session) error {
 	spool := filepath.Join(r.opts.SpoolDir, row.ID+".cast")
+	if ss, ok := r.opts.Store.(StreamingStore); ok {
+		// The crashed run's upload cannot be trusted to match the repaired
+		// spool: abort it, and store the spool anew below.
+		if err := ss.AbortUploads(ctx, row.Object); err != nil {
+			r.log.Warn("aborting stale uploads failed", "session", row.ID, "err", err)
+		}
+	}
 	if _, err := os.Stat(spool); err == nil {
 		if err := repairSpool(spool, row); err != nil {
 			return err

@@ -61,6 +61,10 @@ type Session struct {
 
 	sealed chan struct{} // closed when Finish has stored and indexed the recording
 
+	// up streams the spool to a StreamingStore (nil for other stores); the
+	// writer goroutine tells it of every write, Finish completes it.
+	up Upload
+
 	errMu sync.Mutex
 	err   error
 
@@ -377,8 +381,14 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	if err := s.Err(); err != nil && errText == "" {
 		errText = "recording failed"
 	}
-	digest := &spoolDigest{size: s.size, sum: hex.EncodeToString(s.hash.Sum(nil))}
+	digest := &spoolDigest{size: s.size, sum: hex.EncodeToString(s.hash.Sum(nil)), up: s.up}
 	if s.Err() != nil {
+		if s.up != nil {
+			// The spool is cut below: stream nothing of it, store it anew.
+			if err := s.up.Abort(ctx); err != nil {
+				s.log.Warn("aborting upload failed", "err", err)
+			}
+		}
 		// A failed write may have left part of a line: cut it, and hash
 		// what remains while storing it.
 		if err := truncateTorn(s.spoolPath); err != nil {
@@ -397,6 +407,11 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 
 // discard removes a session that failed to start.
 func (s *Session) discard() {
+	if s.up != nil {
+		if err := s.up.Abort(context.Background()); err != nil {
+			s.log.Warn("aborting upload failed", "err", err)
+		}
+	}
 	s.f.Close()
 	os.Remove(s.spoolPath)
 }

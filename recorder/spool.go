@@ -88,6 +88,9 @@ func (s *Session) writeChunk(c chunk) bool {
 		s.fail("write", err)
 		return false
 	}
+	if s.up != nil {
+		s.up.Grow(s.size)
+	}
 	s.notify()
 	if c.gap > 0 && s.r.opts.State != nil {
 		// The gap marker is in the spool now; audit it.

@@ -15,8 +15,8 @@ import (
 var ErrNotFound = errors.New("object not found")
 
 // Store holds finished recordings and their metadata under slash-separated
-// keys (YYYY/MM/DD/<id>.cast and <id>.json). The file store implements it;
-// an S3 store will implement the same interface.
+// keys (YYYY/MM/DD/<id>.cast and <id>.json). FileStore and S3Store
+// implement it; S3Store is also a StreamingStore.
 type Store interface {
 	// Put stores size bytes from r under key, replacing any object there.
 	// A negative size means unknown. The object appears atomically: readers
@@ -64,7 +64,9 @@ func MetaKey(castKey string) string {
 }
 
 // OpenStore opens the recording store named by rawURL: file:///abs/dir (or
-// file://relative/dir). s3:// URLs are not supported yet.
+// file://relative/dir), or s3://bucket/prefix?... (see [s3store.ParseURL]
+// for the settings; credentials come from the AWS chain, and the bucket is
+// checked at once, so a wrong setting is reported here).
 func OpenStore(ctx context.Context, rawURL string) (Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -78,8 +80,8 @@ func OpenStore(ctx context.Context, rawURL string) (Store, error) {
 		}
 		return NewFileStore(filepath.FromSlash(p))
 	case "s3":
-		return nil, fmt.Errorf("storage %q: s3 storage is not supported yet", rawURL)
+		return openS3(ctx, rawURL)
 	default:
-		return nil, fmt.Errorf("storage %q: unsupported scheme (want file://)", rawURL)
+		return nil, fmt.Errorf("storage %q: unsupported scheme (want file:// or s3://)", rawURL)
 	}
 }

@@ -1,0 +1,39 @@
+package s3store
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the store's Prometheus collectors; the Store is itself a
+// prometheus.Collector that reports them.
+type metrics struct {
+	errors  *prometheus.CounterVec
+	backlog prometheus.GaugeFunc
+	outage  prometheus.Gauge
+}
+
+func newMetrics(s *Store) *metrics {
+	return &metrics{
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_s3_upload_errors_total", Help: "Failed S3 write requests by operation (put, create_multipart, upload_part, complete_multipart).",
+		}, []string{"op"}),
+		backlog: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "postern_s3_backlog_bytes", Help: "Spooled recording bytes not yet stored in S3.",
+		}, func() float64 { return float64(s.Health().Backlog) }),
+		outage: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "postern_s3_outage", Help: "1 while S3 writes are failing and being retried, else 0.",
+		}),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (s *Store) Describe(ch chan<- *prometheus.Desc) {
+	s.m.errors.Describe(ch)
+	s.m.backlog.Describe(ch)
+	s.m.outage.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (s *Store) Collect(ch chan<- prometheus.Metric) {
+	s.m.errors.Collect(ch)
+	s.m.backlog.Collect(ch)
+	s.m.outage.Collect(ch)
+}

@@ -1,0 +1,570 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// ErrNotFound reports an object that is not in the bucket.
+var ErrNotFound = errors.New("object not found")
+
+// MinPartSize is the smallest part S3 accepts (but for the last one).
+const MinPartSize = 5 << 20
+
+// Options tunes a Store. The zero value works.
+type Options struct {
+	// PartSize is the multipart part size; MinPartSize if zero (smaller
+	// values are raised to it).
+	PartSize int64
+	// MinBackoff is the first retry delay; 200ms if zero.
+	MinBackoff time.Duration
+	// MaxBackoff caps the retry delay; 5s if zero.
+	MaxBackoff time.Duration
+	// AttemptTimeout bounds one request; 2m if zero.
+	AttemptTimeout time.Duration
+	// Log receives the store's logs; discarded if nil.
+	Log *slog.Logger
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+}
+
+// Store is a bucket (and key prefix) holding recordings. Its methods are
+// safe for concurrent use. It owns the goroutine of every [Upload] it
+// begins.
+type Store struct {
+	cfg    Config
+	opts   Options
+	client *s3.Client
+	m      *metrics
+	log    atomic.Pointer[slog.Logger]
+
+	mu       sync.Mutex
+	uploads  map[*Upload]struct{}
+	down     bool
+	since    time.Time
+	lastErr  string
+	onHealth func(Health)
+}
+
+// Health is the store's view of the bucket.
+type Health struct {
+	// Down reports whether the last write failed with a transient error
+	// (an outage is in progress).
+	Down bool
+	// Since is when the outage began (Down) or ended.
+	Since time.Time
+	// LastError describes the last failure (short, without credentials).
+	LastError string
+	// Backlog is the number of spooled bytes not yet in the bucket.
+	Backlog int64
+	// Uploads is the number of streaming uploads in progress.
+	Uploads int
+}
+
+// OpenURL opens the store named by an s3:// URL (see [ParseURL]).
+func OpenURL(ctx context.Context, raw string, opts Options) (*Store, error) {
+	cfg, err := ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	return Open(ctx, cfg, opts)
+}
+
+// Open connects to the bucket with credentials from the standard AWS
+// chain and checks it with HeadBucket: a missing bucket or credentials
+// that cannot reach it are an error naming the bucket.
+func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
+	if opts.PartSize < MinPartSize {
+		opts.PartSize = MinPartSize
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 200 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
+	}
+	opts.MaxBackoff = max(opts.MaxBackoff, opts.MinBackoff)
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = 2 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	// The SDK's own logger would write to stderr; the store logs through
+	// its slog logger instead.
+	load := []func(*awsconfig.LoadOptions) error{awsconfig.WithLogger(logging.Nop{})}
+	if cfg.Region != "" {
+		load = append(load, awsconfig.WithRegion(cfg.Region))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, load...)
+	if err != nil {
+		return nil, &setupError{msg: "storage: cannot load the AWS configuration (environment or shared config files)", err: err}
+	}
+	if awsCfg.Region == "" {
+		awsCfg.Region = "us-east-1"
+	}
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+		o.UsePathStyle = cfg.PathStyle
+	})
+	s := &Store{cfg: cfg, opts: opts, client: client, uploads: map[*Upload]struct{}{}}
+	s.SetLogger(opts.Log)
+	s.m = newMetrics(s)
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := client.HeadBucket(hctx, &s3.HeadBucketInput{Bucket: aws.String(cfg.Bucket)}); err != nil {
+		return nil, bucketError(cfg.Bucket, err)
+	}
+	return s, nil
+}
+
+// setupError is a start-up error: a short message for the operator and the
+// cause for errors.Is/As.
+type setupError struct {
+	msg string
+	err error
+}
+
+func (e *setupError) Error() string { return e.msg }
+func (e *setupError) Unwrap() error { return e.err }
+
+func bucketError(bucket string, err error) error {
+	var reason string
+	var re *smithyhttp.ResponseError
+	switch {
+	case errors.As(err, &re) && re.HTTPStatusCode() == 404:
+		reason = "HTTP 404: no such bucket"
+	case errors.As(err, &re) && (re.HTTPStatusCode() == 403 || re.HTTPStatusCode() == 401):
+		reason = fmt.Sprintf("HTTP %d: access denied", re.HTTPStatusCode())
+	case errors.As(err, &re):
+		reason = fmt.Sprintf("HTTP %d", re.HTTPStatusCode())
+	default:
+		reason = "no answer: check endpoint, region and the AWS credential chain"
+	}
+	return &setupError{
+		msg: fmt.Sprintf("storage: bucket %q does not exist or is not reachable with these credentials (%s)", bucket, reason),
+		err: err,
+	}
+}
+
+// SetLogger sets the store's logger (nil discards).
+func (s *Store) SetLogger(l *slog.Logger) {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	s.log.Store(l.With("bucket", s.cfg.Bucket))
+}
+
+// OnHealth sets the function told when an outage begins (Down) and ends.
+// It is called from upload goroutines, never with a lock held.
+func (s *Store) OnHealth(fn func(Health)) {
+	s.mu.Lock()
+	s.onHealth = fn
+	s.mu.Unlock()
+}
+
+// Health returns the store's current health and backlog.
+func (s *Store) Health() Health {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := Health{Down: s.down, Since: s.since, LastError: s.lastErr, Uploads: len(s.uploads)}
+	for u := range s.uploads {
+		h.Backlog += u.backlog()
+	}
+	return h
+}
+
+// Bucket returns the bucket name.
+func (s *Store) Bucket() string { return s.cfg.Bucket }
+
+// Key returns the bucket key of a store key (the prefix joined).
+func (s *Store) Key(key string) string { return s.cfg.key(key) }
+
+// failed records a transient failure; the first one starts an outage.
+func (s *Store) failed(op string, err error) {
+	s.m.errors.WithLabelValues(op).Inc()
+	msg := shortError(err)
+	s.mu.Lock()
+	s.lastErr = msg
+	var fn func(Health)
+	var h Health
+	if !s.down {
+		s.down, s.since = true, s.opts.Now()
+		fn, h = s.onHealth, Health{Down: true, Since: s.since, LastError: msg}
+	}
+	s.mu.Unlock()
+	if fn != nil || h.Down {
+		s.m.outage.Set(1)
+		s.log.Load().Warn("storage outage: retrying", "op", op, "err", msg)
+	}
+	if fn != nil {
+		fn(h)
+	}
+}
+
+// succeeded ends an outage.
+func (s *Store) succeeded() {
+	s.mu.Lock()
+	if !s.down {
+		s.mu.Unlock()
+		return
+	}
+	began := s.since
+	s.down, s.since = false, s.opts.Now()
+	fn, h := s.onHealth, Health{Since: s.since, LastError: s.lastErr}
+	s.mu.Unlock()
+	s.m.outage.Set(0)
+	s.log.Load().Info("storage recovered", "outage", h.Since.Sub(began).Round(time.Millisecond).String())
+	if fn != nil {
+		fn(h)
+	}
+}
+
+// shortError describes err without request ids or URLs with queries.
+func shortError(err error) string {
+	var ae smithy.APIError
+	var re *smithyhttp.ResponseError
+	switch {
+	case errors.As(err, &ae) && errors.As(err, &re):
+		return fmt.Sprintf("%s (HTTP %d)", ae.ErrorCode(), re.HTTPStatusCode())
+	case errors.As(err, &re):
+		return fmt.Sprintf("HTTP %d", re.HTTPStatusCode())
+	case errors.As(err, &ae):
+		return ae.ErrorCode()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return "no answer from the S3 endpoint"
+}
+
+// retryable reports whether err is worth retrying: no answer, 5xx,
+// throttling and timeouts.
+func retryable(err error) bool {
+	var p *permanent
+	if errors.As(err, &p) {
+		return false
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+			"InternalError", "ServiceUnavailable", "RequestLimitExceeded":
+			return true
+		}
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		c := re.HTTPStatusCode()
+		return c >= 500 || c == 429 || c == 408
+	}
+	return true
+}
+
+// noRetry turns off the SDK's own retries: writes retry in [Store.retry].
+func noRetry(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
+
+// retry runs fn until it succeeds, fails for good or ctx ends, waiting
+// with capped exponential backoff and jitter between transient failures.
+func (s *Store) retry(ctx context.Context, op string, fn func(context.Context) error) error {
+	backoff := s.opts.MinBackoff
+	for {
+		actx, cancel := context.WithTimeout(ctx, s.opts.AttemptTimeout)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			s.succeeded()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", op, context.Cause(ctx))
+		}
+		if !retryable(err) {
+			s.m.errors.WithLabelValues(op).Inc()
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		s.failed(op, err)
+		// Equal jitter: half the backoff fixed, half random.
+		d := backoff/2 + rand.N(backoff/2+1)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w", op, context.Cause(ctx))
+		}
+		backoff = min(backoff*2, s.opts.MaxBackoff)
+	}
+}
+
+// tagging returns the URL-encoded tag set of every object written.
+func (s *Store) tagging() *string {
+	if len(s.cfg.Tags) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(s.cfg.Tags))
+	for k := range s.cfg.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	v := url.Values{}
+	for _, k := range keys {
+		v.Set(k, s.cfg.Tags[k])
+	}
+	return aws.String(v.Encode())
+}
+
+// retainUntil returns the Object Lock retention date of an object
+// written now, nil without Object Lock.
+func (s *Store) retainUntil() *time.Time {
+	if s.cfg.ObjectLockMode == "" {
+		return nil
+	}
+	t := s.opts.Now().UTC().AddDate(0, 0, s.cfg.ObjectLockDays)
+	return &t
+}
+
+func (s *Store) putInput(key string, body []byte, contentType string) *s3.PutObjectInput {
+	in := &s3.PutObjectInput{
+		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key), Body: bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))), ContentType: aws.String(contentType),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+		Tagging:           s.tagging(),
+	}
+	if s.cfg.SSE != "" {
+		in.ServerSideEncryption = types.ServerSideEncryption(s.cfg.SSE)
+	}
+	if s.cfg.KMSKeyID != "" {
+		in.SSEKMSKeyId = aws.String(s.cfg.KMSKeyID)
+	}
+	if s.cfg.StorageClass != "" {
+		in.StorageClass = types.StorageClass(s.cfg.StorageClass)
+	}
+	if s.cfg.ObjectLockMode != "" {
+		in.ObjectLockMode = types.ObjectLockMode(s.cfg.ObjectLockMode)
+		in.ObjectLockRetainUntilDate = s.retainUntil()
+	}
+	return in
+}
+
+// putObject stores body under the bucket key with one PUT, retrying.
+func (s *Store) putObject(ctx context.Context, key string, body []byte, contentType string) error {
+	return s.retry(ctx, "put", func(ctx context.Context) error {
+		_, err := s.client.PutObject(ctx, s.putInput(key, body, contentType), noRetry)
+		return err
+	})
+}
+
+// Put stores size bytes from r under key (a negative size means unknown):
+// with one PUT up to PartSize, as a multipart upload beyond. Transient
+// failures are retried until ctx ends; the object appears whole or not at
+// all.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error {
+	full := s.cfg.key(key)
+	first := s.opts.PartSize
+	if size >= 0 && size < first {
+		first = size
+	}
+	buf := make([]byte, first)
+	n, err := io.ReadFull(r, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("put %s: read: %w", key, err)
+	}
+	buf = buf[:n]
+	if int64(n) < s.opts.PartSize && (size < 0 || int64(n) == size) {
+		if size >= 0 && !drained(r) {
+			return fmt.Errorf("put %s: more than %d bytes", key, size)
+		}
+		if size >= 0 && int64(n) != size {
+			return fmt.Errorf("put %s: read %d bytes; want %d", key, n, size)
+		}
+		if err := s.putObject(ctx, full, buf, contentType); err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+		return nil
+	}
+	if size >= 0 && int64(n) < first {
+		return fmt.Errorf("put %s: read %d bytes; want %d", key, n, size)
+	}
+	// Multipart: buf holds the first full part.
+	m := &multipart{s: s, key: full, contentType: contentType}
+	total := int64(0)
+	part := make([]byte, s.opts.PartSize)
+	copy(part, buf)
+	pn := n
+	for {
+		if err := m.send(ctx, part[:pn]); err != nil {
+			m.abort()
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+		total += int64(pn)
+		pn, err = io.ReadFull(r, part)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			m.abort()
+			return fmt.Errorf("put %s: read: %w", key, err)
+		}
+		if pn == 0 {
+			break
+		}
+	}
+	if size >= 0 && total != size {
+		m.abort()
+		return fmt.Errorf("put %s: read %d bytes; want %d", key, total, size)
+	}
+	if err := m.complete(ctx); err != nil {
+		m.abort()
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// drained reports whether r has nothing more to read.
+func drained(r io.Reader) bool {
+	var b [1]byte
+	n, _ := io.ReadFull(r, b[:])
+	return n == 0
+}
+
+func notFound(key string, err error) error {
+	var nsk *types.NoSuchKey
+	var nf *types.NotFound
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &nsk) || errors.As(err, &nf) || (errors.As(err, &re) && re.HTTPStatusCode() == 404) {
+		return fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", key, err)
+}
+
+// Open returns the object's contents; the error wraps ErrNotFound if it
+// does not exist.
+func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.cfg.key(key))})
+	if err != nil {
+		return nil, notFound(key, err)
+	}
+	return out.Body, nil
+}
+
+// OpenRange returns n bytes of the object from offset off (to the end if
+// n < 0). A range past the end reads nothing.
+func (s *Store) OpenRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if off < 0 {
+		return nil, fmt.Errorf("open %s: negative offset", key)
+	}
+	if n == 0 {
+		if _, err := s.Stat(ctx, key); err != nil {
+			return nil, err
+		}
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	rng := fmt.Sprintf("bytes=%d-", off)
+	if n > 0 {
+		rng = fmt.Sprintf("bytes=%d-%d", off, off+n-1)
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.cfg.key(key)), Range: aws.String(rng)})
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() == 416 {
+		if _, err := s.Stat(ctx, key); err != nil {
+			return nil, err
+		}
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	if err != nil {
+		return nil, notFound(key, err)
+	}
+	return out.Body, nil
+}
+
+// Info describes a stored object.
+type Info struct {
+	// Key is the object's store key (without the prefix).
+	Key string
+	// Size is its length in bytes.
+	Size int64
+	// ModTime is when it was last written.
+	ModTime time.Time
+	// ContentType is its content type.
+	ContentType string
+}
+
+// Stat describes the object.
+func (s *Store) Stat(ctx context.Context, key string) (Info, error) {
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.cfg.key(key))})
+	if err != nil {
+		return Info{}, notFound(key, err)
+	}
+	info := Info{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType)}
+	if out.LastModified != nil {
+		info.ModTime = *out.LastModified
+	}
+	return info, nil
+}
+
+// Delete removes the object; deleting a missing object is not an error.
+// Under Object Lock a retained object cannot be deleted.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.cfg.key(key))})
+	if err != nil {
+		if errors.Is(notFound(key, err), ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// AbortUploads aborts every unfinished multipart upload of key (what a
+// crashed run left behind) and returns how many it aborted.
+func (s *Store) AbortUploads(ctx context.Context, key string) (int, error) {
+	full := s.cfg.key(key)
+	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(full)}
+	n := 0
+	for {
+		out, err := s.client.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return n, fmt.Errorf("list multipart uploads of %s: %w", key, err)
+		}
+		for _, u := range out.Uploads {
+			if aws.ToString(u.Key) != full {
+				continue
+			}
+			_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: u.Key, UploadId: u.UploadId})
+			if err != nil && !isNoSuchUpload(err) {
+				return n, fmt.Errorf("abort multipart upload of %s: %w", key, err)
+			}
+			n++
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return n, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
+}
+
+func isNoSuchUpload(err error) bool {
+	var nsu *types.NoSuchUpload
+	var ae smithy.APIError
+	return errors.As(err, &nsu) || (errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload")
+}
