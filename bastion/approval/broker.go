@@ -36,7 +36,6 @@ type Store interface {
 	ListApprovals(ctx context.Context, status string, limit int) ([]state.Approval, error)
 	VoteApproval(ctx context.Context, id string, v state.Vote) (state.Approval, error)
 	ExpireApproval(ctx context.Context, id, status string, force bool) (state.Approval, error)
-	CreateGrant(ctx context.Context, g state.JITGrant) error
 	ActiveGrants(ctx context.Context, username string) ([]state.JITGrant, error)
 	RevokeGrant(ctx context.Context, id, by string) error
 }
@@ -373,25 +372,15 @@ func (b *Broker) Cancel(ctx context.Context, id string) (state.Approval, error) 
 	return a, nil
 }
 
-// finished handles a request that just left pending: audit, grant, wake
-// local waiters, notify.
+// finished handles a request that just left pending: audit, wake local
+// waiters, notify. (The store created the grant of an approved access
+// request together with the decision.)
 func (b *Broker) finished(ctx context.Context, a state.Approval) {
 	b.decisions.WithLabelValues(a.Status).Inc()
 	b.audit(ctx, state.Event{Type: state.EventApprovalDecided, Actor: a.DecidedBy, Target: a.Target,
 		Session: a.Session, Details: map[string]any{"request": a.ID, "kind": a.Kind, "status": a.Status,
 			"requester": a.Requester, "approvals": a.Approvals(), "note": a.Note}})
 	b.log.Info("approval decided", "request", a.ID, "status", a.Status, "by", a.DecidedBy)
-	if a.Kind == state.ApprovalAccess && a.Status == state.ApprovalApproved {
-		var logins []string
-		if a.Login != "" {
-			logins = []string{a.Login}
-		}
-		g := state.JITGrant{ID: ulid.Make().String(), Username: a.Requester, Target: a.Target, Logins: logins,
-			Approval: a.ID, Created: b.now().UTC(), Expires: b.now().UTC().Add(a.Duration)}
-		if err := b.opts.Store.CreateGrant(context.WithoutCancel(ctx), g); err != nil {
-			b.log.Error("create just-in-time grant", "request", a.ID, "err", err)
-		}
-	}
 	b.mu.Lock()
 	if ch, ok := b.wake[a.ID]; ok {
 		close(ch)

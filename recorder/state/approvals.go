@@ -219,7 +219,9 @@ func (s *Store) ListApprovals(ctx context.Context, status string, limit int) ([]
 }
 
 // VoteApproval adds v to the pending request id in one transaction: a denial
-// denies it, and the Required-th distinct approval approves it. An approver
+// denies it, and the Required-th distinct approval approves it; an approved
+// access request creates its just-in-time grant (id = the request id) in the
+// same transaction. An approver
 // who voted already is not counted twice. A request past its expiry is timed
 // out instead. It returns the request after the vote, and ErrDecided (with
 // the request) if it was not pending.
@@ -302,10 +304,34 @@ func (s *Store) updateApproval(ctx context.Context, id string, f func(a *Approva
 		WHERE id = ?`, a.Status, votes, decided, a.DecidedBy, a.Note, id); err != nil {
 		return Approval{}, fmt.Errorf("update approval %s: %w", id, err)
 	}
+	// An approved access request becomes a grant in the same transaction, so
+	// that whoever sees the approval also finds the grant.
+	var g *JITGrant
+	if a.Kind == ApprovalAccess && a.Status == ApprovalApproved {
+		g = &JITGrant{ID: a.ID, Username: a.Requester, Target: a.Target, Approval: a.ID, Created: now, Expires: now.Add(a.Duration)}
+		if a.Login != "" {
+			g.Logins = []string{a.Login}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO grants (id, username, target, logins, approval, created, expires)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, g.ID, g.Username, g.Target, joinList(g.Logins), g.Approval,
+			formatTime(g.Created), formatTime(g.Expires)); err != nil {
+			return Approval{}, fmt.Errorf("grant access for approval %s: %w", id, err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return Approval{}, fmt.Errorf("update approval %s: %w", id, err)
 	}
+	if g != nil {
+		if _, err := s.Append(ctx, grantEvent(*g)); err != nil {
+			return a, fmt.Errorf("audit grant %s: %w", g.ID, err)
+		}
+	}
 	return a, nil
+}
+
+func grantEvent(g JITGrant) Event {
+	return Event{Type: EventGrantCreated, Actor: g.Username, Target: g.Target,
+		Details: map[string]any{"grant": g.ID, "approval": g.Approval, "expires": formatTime(g.Expires), "logins": g.Logins}}
 }
 
 // JITGrant is a just-in-time grant: an approved access request adds Target
@@ -331,7 +357,9 @@ type JITGrant struct {
 	RevokedBy string `json:"revoked_by,omitempty"`
 }
 
-// CreateGrant stores g and appends a grant.created audit event.
+// CreateGrant stores g and appends a grant.created audit event. Approved
+// access requests get their grant from VoteApproval; CreateGrant is for
+// grants made directly by an operator.
 func (s *Store) CreateGrant(ctx context.Context, g JITGrant) error {
 	if g.Created.IsZero() {
 		g.Created = s.now()
@@ -342,8 +370,7 @@ func (s *Store) CreateGrant(ctx context.Context, g JITGrant) error {
 	if err != nil {
 		return fmt.Errorf("create grant %s: %w", g.ID, err)
 	}
-	_, err = s.Append(ctx, Event{Type: EventGrantCreated, Actor: g.Username, Target: g.Target,
-		Details: map[string]any{"grant": g.ID, "approval": g.Approval, "expires": formatTime(g.Expires), "logins": g.Logins}})
+	_, err = s.Append(ctx, grantEvent(g))
 	if err != nil {
 		return fmt.Errorf("audit grant %s: %w", g.ID, err)
 	}
