@@ -28,7 +28,7 @@ import (
 const (
 	// ExitDenied means the session was refused by policy after the inner hop
 	// accepted the user (for example a shell for an exec-only role).
-	ExitDenied = 126
+	ExitDenied = 123
 	// ExitRecordingUnavailable means the role requires recording and the
 	// recording could not be started or failed mid-session.
 	ExitRecordingUnavailable = 125
