@@ -1,0 +1,61 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestEveryInvalidValueNamesItsKey covers each check of Validate not in
+// TestParseErrorsNameKeyPath: every invalid value is refused with an error
+// that names the key path of the bad value.
+func TestEveryInvalidValueNamesItsKey(t *testing.T) {
+	const role = "roles: [{name: r, match: {groups: [g]}, "
+	tests := []struct {
+		name, src, want string
+	}{
+		{"public url scheme", "public_url: ftp://bastion", "public_url: must be an http(s) URL"},
+		{"ca algorithm", "ca: {user: {algorithm: dsa}}", "ca.user.algorithm: must be ed25519, ecdsa-p256 or rsa-3072"},
+		{"recording format", "recording: {format: v9}", "recording.format: must be v2 or v3"},
+		{"recording overflow", "recording: {on_overflow: explode}", "recording.on_overflow: must be block or drop"},
+		{"recording buffer", "recording: {buffer_size: 100}", "recording.buffer_size: must be at least 65536 bytes"},
+		{"negative connections", "ssh: {max_connections: -1}", "ssh.max_connections: must not be negative"},
+		{"issuer name missing", "identity: {issuers: [{issuer_url: 'https://idp', client_id: c}]}", "identity.issuers[0].name: missing"},
+		{"issuer name duplicate", "identity: {issuers: [{name: x, issuer_url: 'https://a', client_id: c}, {name: x, issuer_url: 'https://b', client_id: c}]}", `identity.issuers[1].name: duplicate issuer name "x"`},
+		{"issuer audience", "identity: {issuers: [{name: x, issuer_url: 'https://idp'}]}", "identity.issuers[0].audience: missing"},
+		{"cert ttl tiny", "identity: {cert_ttl: {agent: 10s}}", "identity.cert_ttl.agent: must be at least 1m"},
+		{"target name missing", "targets: [{kind: tcp, address: 'h:1'}]", "targets[0].name: missing"},
+		{"target name characters", "targets: [{name: 'a b/c', kind: tcp, address: 'h:1'}]", "targets[0].name: use letters, digits"},
+		{"target port zero", "targets: [{name: a, kind: tcp, address: 'h:0'}]", "targets[0].address: port must be 1-65535"},
+		{"target port too big", "targets: [{name: a, kind: tcp, address: 'h:70000'}]", "targets[0].address: port must be 1-65535"},
+		{"command on tcp", "targets: [{name: a, kind: tcp, address: 'h:1', command: [sh]}]", "targets[0].command: only command targets run a command"},
+		{"address on command", "targets: [{name: a, kind: command, command: [sh], address: 'h:1'}]", "targets[0].address: command targets have no address"},
+		{"protocol", "targets: [{name: a, kind: tcp, address: 'h:1', protocol: mysql}]", "targets[0].protocol: must be postgres or empty"},
+		{"database user without postgres", "targets: [{name: a, kind: tcp, address: 'h:1', database_user: u}]", "targets[0].database_user: only tcp targets with protocol: postgres"},
+		{"database password alone", "targets: [{name: a, kind: tcp, address: 'h:1', protocol: postgres, database_password: p}]", "targets[0].database_password: needs database_user"},
+		{"role name missing", "roles: [{match: {groups: [g]}}]", "roles[0].name: missing"},
+		{"role name duplicate", "roles: [{name: r, match: {groups: [g]}}, {name: r, match: {groups: [h]}}]", `roles[1].name: duplicate role name "r"`},
+		{"empty target selector", role + "targets: [{}]}]", "roles[0].targets[0]: empty selector"},
+		{"login with spaces", role + "logins: ['root; rm -rf /']}]", "roles[0].logins[0]: must be a plain user name"},
+		{"login empty", role + "logins: ['']}]", "roles[0].logins[0]: must be a plain user name"},
+		{"port out of range", role + "ports: [0]}]", "roles[0].ports[0]: must be 1-65535"},
+		{"port negative", role + "ports: [22, -5]}]", "roles[0].ports[1]: must be 1-65535"},
+		{"interactive", role + "interactive: sometimes}]", "roles[0].interactive: must be allow or deny"},
+		{"rule match and glob", role + "rules: [{match: x, glob: 'y*', action: deny}]}]", "roles[0].rules[0]: set exactly one of match"},
+		{"rule neither", role + "rules: [{action: deny}]}]", "roles[0].rules[0]: set exactly one of match"},
+		{"allow bad port", role + "forwarding: {allow: ['10.0.0.0/8:99999']}}]", "roles[0].forwarding.allow[0]"},
+		{"state scheme", "state: mysql://db", "state: scheme must be one of"},
+		{"storage not a url", "storage: '::'", "storage:"},
+		{"http listen", "listen: {http: 'localhost'}", "listen.http: must be host:port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src))
+			if err == nil {
+				t.Fatalf("Parse(%q) succeeded; want error containing %q", tt.src, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %q; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
