@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,7 +120,8 @@ func newEnv(t testing.TB, rawURL, dir string, opts s3store.Options) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &env{s3: st3, store: recorder.NewS3Store(st3), st: st, reg: prometheus.NewRegistry(), spool: filepath.Join(dir, "spool"), dir: dir}
-	e.rec, err = recorder.New(recorder.Options{Store: e.store, State: st, SpoolDir: e.spool, Metrics: e.reg, Replica: "r1", BufferSize: 4 << 20})
+	e.rec, err = recorder.New(recorder.Options{Store: e.store, State: st, SpoolDir: e.spool, Metrics: e.reg, Replica: "r1", BufferSize: 4 << 20,
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,4 +251,12 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		}
 		<-tick.C
 	}
+}
+
+// testWriter sends log lines to the test log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -149,16 +149,26 @@ type setupError struct {
 func (e *setupError) Error() string { return e.msg }
 func (e *setupError) Unwrap() error { return e.err }
 
+// httpStatus returns the HTTP status of a failed request, 0 if there was
+// no answer (the SDK reports a failed send as a response error with status
+// 0).
+func httpStatus(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
 func bucketError(bucket string, err error) error {
 	var reason string
-	var re *smithyhttp.ResponseError
-	switch {
-	case errors.As(err, &re) && re.HTTPStatusCode() == 404:
+	switch code := httpStatus(err); {
+	case code == 404:
 		reason = "HTTP 404: no such bucket"
-	case errors.As(err, &re) && (re.HTTPStatusCode() == 403 || re.HTTPStatusCode() == 401):
-		reason = fmt.Sprintf("HTTP %d: access denied", re.HTTPStatusCode())
-	case errors.As(err, &re):
-		reason = fmt.Sprintf("HTTP %d", re.HTTPStatusCode())
+	case code == 403 || code == 401:
+		reason = fmt.Sprintf("HTTP %d: access denied", code)
+	case code != 0:
+		reason = fmt.Sprintf("HTTP %d", code)
 	default:
 		reason = "no answer: check endpoint, region and the AWS credential chain"
 	}
@@ -244,18 +254,18 @@ func (s *Store) succeeded() {
 // shortError describes err without request ids or URLs with queries.
 func shortError(err error) string {
 	var ae smithy.APIError
-	var re *smithyhttp.ResponseError
+	code := httpStatus(err)
 	switch {
-	case errors.As(err, &ae) && errors.As(err, &re):
-		return fmt.Sprintf("%s (HTTP %d)", ae.ErrorCode(), re.HTTPStatusCode())
-	case errors.As(err, &re):
-		return fmt.Sprintf("HTTP %d", re.HTTPStatusCode())
+	case errors.As(err, &ae) && code != 0:
+		return fmt.Sprintf("%s (HTTP %d)", ae.ErrorCode(), code)
+	case code != 0:
+		return fmt.Sprintf("HTTP %d", code)
 	case errors.As(err, &ae):
 		return ae.ErrorCode()
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return ue.Err.Error()
+		return ue.Op + " " + ue.URL[:strings.IndexAny(ue.URL+"?", "?")] + ": " + ue.Err.Error()
 	}
 	return "no answer from the S3 endpoint"
 }
@@ -275,12 +285,10 @@ func retryable(err error) bool {
 			return true
 		}
 	}
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) {
-		c := re.HTTPStatusCode()
+	if c := httpStatus(err); c != 0 {
 		return c >= 500 || c == 429 || c == 408
 	}
-	return true
+	return true // no answer: network error, refused connection, timeout
 }
 
 // noRetry turns off the SDK's own retries: writes retry in [Store.retry].
@@ -450,8 +458,7 @@ func drained(r io.Reader) bool {
 func notFound(key string, err error) error {
 	var nsk *types.NoSuchKey
 	var nf *types.NotFound
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &nsk) || errors.As(err, &nf) || (errors.As(err, &re) && re.HTTPStatusCode() == 404) {
+	if errors.As(err, &nsk) || errors.As(err, &nf) || httpStatus(err) == 404 {
 		return fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
 	return fmt.Errorf("%s: %w", key, err)
@@ -484,8 +491,7 @@ func (s *Store) OpenRange(ctx context.Context, key string, off, n int64) (io.Rea
 		rng = fmt.Sprintf("bytes=%d-%d", off, off+n-1)
 	}
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.cfg.key(key)), Range: aws.String(rng)})
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) && re.HTTPStatusCode() == 416 {
+	if httpStatus(err) == 416 {
 		if _, err := s.Stat(ctx, key); err != nil {
 			return nil, err
 		}

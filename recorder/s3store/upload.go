@@ -114,6 +114,9 @@ func (u *Upload) run() {
 		u.s.mu.Unlock()
 	}()
 	u.err = u.stream()
+	if u.err != nil && u.ctx.Err() == nil {
+		u.s.log.Load().Error("recording upload failed", "key", u.full, "err", u.err)
+	}
 }
 
 func (u *Upload) stream() error {
