@@ -125,6 +125,10 @@ func (c *serverConn) directTCPIP(ci *ConnInfo, nch ssh.NewChannel) {
 				c.reject(ci, nch, ssh.Prohibited, denied, policy.CodeNoForwarding, details)
 				return
 			}
+			if t.Protocol == "postgres" && c.s.opts.Postgres != nil {
+				c.postgres(ci, nch, p, t, port, d, details) // pgforward.go
+				return
+			}
 			c.forward(ci, nch, p, []string{t.Dial(port)}, d, details)
 		case t.Kind == config.KindSSH && t.Passthrough:
 			c.forward(ci, nch, p, []string{t.Dial(port)}, d, details)

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/posternhq/postern/bastion/pgproxy"
 	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
@@ -81,6 +82,12 @@ type Options struct {
 	// Inner serves ssh targets that are not passthrough and command targets;
 	// such targets are refused with "postern: <name>: not available" if nil.
 	Inner InnerServer
+	// Postgres terminates the PostgreSQL protocol on forwards to tcp
+	// targets with protocol: postgres (pgforward.go); they are spliced as
+	// bytes if nil.
+	Postgres *pgproxy.Proxy
+	// Masking masks results on postgres targets; nothing is masked if nil.
+	Masking *MaskPolicy
 	// HostKeyFile is postern's own ed25519 host key (OpenSSH PEM), generated
 	// with mode 0600 if missing; an in-memory key per Server if empty.
 	HostKeyFile string

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/posternhq/postern/bastion/pgproxy"
 	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/certs/devidp"
@@ -166,15 +167,26 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return err
 	}
 
+	masking, err := NewMaskPolicy(cfg)
+	if err != nil {
+		return fmt.Errorf("masking: %w", err)
+	}
 	inner, err := NewInnerHop(InnerHopOptions{
 		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
-		Log: s.log, Metrics: s.reg,
+		Masking: masking, Log: s.log, Metrics: s.reg,
+	})
+	if err != nil {
+		return err
+	}
+	pg, err := pgproxy.New(pgproxy.Options{
+		Recorder: s.recorder, Store: store, Audit: audit, Log: s.log.With("component", "pgproxy"), Metrics: s.reg,
 	})
 	if err != nil {
 		return err
 	}
 	s.ssh, err = NewServer(Options{
 		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state, Inner: inner,
+		Postgres: pg, Masking: masking,
 		HostKeyFile: filepath.Join(cfg.DataDir, "host_key"), HostNames: hostNames(cfg),
 		Config: cfg.SSH, Log: s.log, Metrics: s.reg,
 	})
