@@ -244,7 +244,9 @@ SELECT 'mail bob@example.com';
 
 type approverFunc func(context.Context, StatementRequest) error
 
-func (f approverFunc) ApproveStatement(ctx context.Context, r StatementRequest) error { return f(ctx, r) }
+func (f approverFunc) ApproveStatement(ctx context.Context, r StatementRequest) error {
+	return f(ctx, r)
+}
 
 // TestProxyExtendedAndApproval uses pgx (extended protocol): parameters are
 // audited with their types; an approve rule holds a statement until the
