@@ -45,6 +45,14 @@ const (
 // runs a little behind still accepts a fresh certificate.
 const certBackdate = time.Minute
 
+// targetClockSkew is the clock difference between postern and a target that
+// a target certificate tolerates either way: valid_after is backdated and
+// valid_before extended by it. Target certificates authenticate one
+// connection of a key that only postern holds, so the wider window costs
+// nothing, while a target whose clock is a few minutes off would otherwise
+// refuse every login.
+const targetClockSkew = 5 * time.Minute
+
 // CA is one certificate authority: a signing key plus extra public keys it
 // also trusts while a new signing key rolls out. A CA is immutable after
 // loading and safe for concurrent use.
@@ -415,8 +423,9 @@ func (a *Authority) SignHost(pub ssh.PublicKey, principals []string, ttl time.Du
 
 // SignTarget returns a user certificate from the target CA that lets postern
 // log in to a target as login: principal login, key id keyID (the identity it
-// acts for), valid from one minute ago until ttl from now, with permit-pty and
-// permit-port-forwarding and nothing else.
+// acts for), valid for ttl with targetClockSkew of slack on each side (a
+// target whose clock is off by that much still accepts it), with permit-pty
+// and permit-port-forwarding and nothing else.
 func (a *Authority) SignTarget(pub ssh.PublicKey, login, keyID string, ttl time.Duration) (*ssh.Certificate, error) {
 	if login == "" {
 		return nil, errors.New("sign target certificate: empty login")
@@ -435,8 +444,8 @@ func (a *Authority) SignTarget(pub ssh.PublicKey, login, keyID string, ttl time.
 		CertType:        ssh.UserCert,
 		KeyId:           keyID,
 		ValidPrincipals: []string{login},
-		ValidAfter:      unixTime(now.Add(-certBackdate)),
-		ValidBefore:     unixTime(now.Add(ttl)),
+		ValidAfter:      unixTime(now.Add(-targetClockSkew)),
+		ValidBefore:     unixTime(now.Add(ttl + targetClockSkew)),
 		Permissions: ssh.Permissions{Extensions: map[string]string{
 			"permit-pty":             "",
 			"permit-port-forwarding": "",
