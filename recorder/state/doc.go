@@ -4,25 +4,41 @@
 // # Store
 //
 // [Open] returns a [*Store] backed by SQLite (the pure-Go modernc.org/sqlite
-// driver) from a URL of the form sqlite:///abs/path.db or sqlite://relative.db.
+// driver) from a URL of the form sqlite:///abs/path.db or sqlite://relative.db,
+// or backed by PostgreSQL from a postgres:// URL (see below).
 // The schema is applied from embedded migrations (tracked in a schema_version
 // table); the database runs in WAL mode with a busy timeout so that a second
 // process (for example `postern audit verify` next to a running server) can
 // read while the server writes. A Store is safe for concurrent use; Close it
 // when done.
 //
-// The method set every backend offers is the [Backend] interface. *Store is
-// the SQLite implementation; a PostgreSQL store for several replicas will
-// implement the same interface. The SQL is kept portable (BIGINT, TEXT,
-// INTEGER columns, no SQLite-only functions); only the placeholder style and
-// the transaction locking differ between the two.
+// The method set every backend offers is the [Backend] interface. [Open]
+// with a postgres:// (or postgresql://) URL returns the same *Store on
+// PostgreSQL (pgx), for several replicas sharing one database. Both backends
+// run the same code, the same SQL and the same embedded migrations: the SQL
+// is kept portable (BIGINT, TEXT, INTEGER columns, no SQLite-only
+// functions, '?' placeholders), and the PostgreSQL connection rewrites '?'
+// to $n and LIKE to ILIKE (SQLite's LIKE ignores ASCII case). Transactions
+// are serialised the same way on both: SQLite's BEGIN IMMEDIATE, and on
+// PostgreSQL a transaction-scoped advisory lock every transaction takes
+// first, so read-then-write transactions (the audit chain head, session
+// replacement, approval votes, migrations) never interleave, across
+// processes and replicas. A new migration must therefore stay portable.
+//
+// # Notifications
+//
+// [Store.Notify] and [Store.Subscribe] carry short hints between replicas
+// (for example "approval X was decided") over PostgreSQL LISTEN/NOTIFY; on
+// SQLite they work within the process. Delivery is best effort: readers
+// re-read the store on a hint and also poll as a fallback.
 //
 // # Audit chain
 //
 // [Store.Append] assigns each [Event] the next sequence number (1, 2, …), a
 // time if it has none, the hash of the previous event (Prev; 64 zeros for the
 // first event) and its own Hash. Appends are serialised: one writer at a time
-// within a process (a mutex) and across processes (BEGIN IMMEDIATE).
+// within a process (a mutex) and across processes and replicas (BEGIN
+// IMMEDIATE, or the PostgreSQL advisory lock).
 //
 // The canonical hash of an event, which anyone can recompute, is
 //
@@ -57,8 +73,8 @@ package state
 
 import "context"
 
-// Backend is the method set of a state store. *Store (SQLite) implements it;
-// other backends (PostgreSQL) implement the same contract.
+// Backend is the method set of a state store. *Store implements it on both
+// SQLite and PostgreSQL.
 type Backend interface {
 	// Append adds e to the audit chain and returns it with Seq, Time, Prev
 	// and Hash assigned.

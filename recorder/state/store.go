@@ -49,6 +49,8 @@ type Store struct {
 	// the same across processes.
 	appendMu  sync.Mutex
 	auditFile *os.File // nil if no export
+
+	notify notifier // Subscribe/Notify (LISTEN/NOTIFY on PostgreSQL)
 }
 
 // timeLayout is how times are stored: fixed width, UTC, microseconds, so that
@@ -66,8 +68,20 @@ func parseTime(s string) (time.Time, error) {
 }
 
 // Open opens (creating if needed) the state store at url and applies pending
-// migrations. url is sqlite:///abs/path.db or sqlite://relative.db.
+// migrations. url is sqlite:///abs/path.db, sqlite://relative.db, or a
+// PostgreSQL URL (postgres://user:password@host:5432/db?sslmode=require; the
+// password is never echoed in errors). Both backends run the same embedded
+// migrations and the same SQL (see the package documentation).
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	if isPostgresURL(url) {
+		db, cfg, err := openPostgres(ctx, url)
+		if err != nil {
+			return nil, err
+		}
+		s := newStore(db, opts)
+		s.notify.pg = cfg
+		return s.finishOpen(ctx, opts, "")
+	}
 	path, err := sqlitePath(url)
 	if err != nil {
 		return nil, err
@@ -88,6 +102,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state store: %w", err)
 	}
+	return newStore(db, opts).finishOpen(ctx, opts, path)
+}
+
+func newStore(db *sql.DB, opts Options) *Store {
 	s := &Store{db: db, now: opts.Now, log: opts.Log}
 	if s.now == nil {
 		s.now = time.Now
@@ -95,13 +113,22 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	return s
+}
+
+// finishOpen applies migrations, restricts the SQLite file (path; none for
+// PostgreSQL) and opens the audit file. It closes the database on error.
+func (s *Store) finishOpen(ctx context.Context, opts Options, path string) (*Store, error) {
+	db := s.db
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("restrict state store permissions: %w", err)
+	if path != "" {
+		if err := os.Chmod(path, 0o600); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("restrict state store permissions: %w", err)
+		}
 	}
 	if opts.AuditFile != "" {
 		if err := os.MkdirAll(filepath.Dir(opts.AuditFile), 0o700); err != nil {
@@ -147,7 +174,17 @@ func (s *Store) Close() error {
 // split into statements at ';', so a statement must not contain one (no
 // triggers, no ';' in literals); lines starting with "--" are comments.
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+	// In a transaction: on PostgreSQL it then holds the store's lock, so
+	// replicas starting together do not race to create the table.
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create schema_version: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("create schema_version: %w", err)
 	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")

@@ -3,7 +3,6 @@ package state
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,15 +13,17 @@ import (
 	"time"
 )
 
+// openTest opens a fresh store of the backend under test (see testURL) and
+// returns it with its URL, for opening a second handle on the same store.
 func openTest(t testing.TB, opts Options) (*Store, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(context.Background(), "sqlite://"+path, opts)
+	url := testURL(t)
+	s, err := Open(context.Background(), url, opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, path
+	return s, url
 }
 
 func TestSqlitePath(t *testing.T) {
@@ -52,7 +53,7 @@ func TestSqlitePath(t *testing.T) {
 func TestAppendVerifyChain(t *testing.T) {
 	ctx := context.Background()
 	auditFile := filepath.Join(t.TempDir(), "audit.jsonl")
-	s, path := openTest(t, Options{AuditFile: auditFile})
+	s, url := openTest(t, Options{AuditFile: auditFile})
 	for i := range 10 {
 		e, err := s.Append(ctx, Event{Type: EventAuthSuccess, Actor: "alice", Details: map[string]any{
 			"i": i, "big": uint64(1<<63 + 5), "f": 0.1, "nested": map[string]any{"b": 1, "a": []int{1, 2}}, "html": "<&>",
@@ -104,7 +105,7 @@ func TestAppendVerifyChain(t *testing.T) {
 
 	// Persisted across reopen.
 	s.Close()
-	s2, err := Open(ctx, "sqlite://"+path, Options{})
+	s2, err := Open(ctx, url, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,18 +131,19 @@ func TestVerifyDetectsTamper(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			s, path := openTest(t, Options{})
+			s, url := openTest(t, Options{})
 			for i := range 8 {
 				if _, err := s.Append(ctx, Event{Type: EventChannelOpen, Details: map[string]any{"cmd": fmt.Sprint("rm -rf ", i)}}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			db, err := sql.Open("sqlite", path)
+			// Tamper through a second handle, as another process would.
+			other, err := Open(ctx, url, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer db.Close()
-			if _, err := db.Exec(tt.sql); err != nil {
+			defer other.Close()
+			if _, err := other.db.Exec(tt.sql); err != nil {
 				t.Fatal(err)
 			}
 			rep, err := s.Verify(ctx)
@@ -183,11 +185,12 @@ func TestConcurrentAppend(t *testing.T) {
 }
 
 func TestConcurrentAppendTwoHandles(t *testing.T) {
-	// Two Stores on one file stand for two processes: BEGIN IMMEDIATE keeps
-	// the chain linear.
+	// Two Stores on one database stand for two processes (replicas): BEGIN
+	// IMMEDIATE (SQLite) or the advisory lock (PostgreSQL) keeps the chain
+	// linear.
 	ctx := context.Background()
-	a, path := openTest(t, Options{})
-	b, err := Open(ctx, "sqlite://"+path, Options{})
+	a, url := openTest(t, Options{})
+	b, err := Open(ctx, url, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +360,13 @@ func TestRevocations(t *testing.T) {
 }
 
 func TestFilePermissions(t *testing.T) {
-	_, path := openTest(t, Options{})
+	// SQLite only: the database is a file.
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(context.Background(), "sqlite://"+path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +378,10 @@ func TestFilePermissions(t *testing.T) {
 
 func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	ctx := context.Background()
-	url := "sqlite://" + filepath.Join(t.TempDir(), "sub", "state.db")
+	url := testURL(t)
+	if !isPostgresURL(url) {
+		url = "sqlite://" + filepath.Join(t.TempDir(), "sub", "state.db") // directory created by Open
+	}
 	var wg sync.WaitGroup
 	stores := make([]*Store, 6)
 	for i := range stores {
@@ -401,7 +413,7 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	for _, url := range []string{"postgres://db/x", "sqlite://", "::"} {
+	for _, url := range []string{"postgres://127.0.0.1:1/x?connect_timeout=5", "postgres://%zz", "mysql://x/y", "sqlite://", "::"} {
 		if s, err := Open(context.Background(), url, Options{}); err == nil {
 			s.Close()
 			t.Errorf("Open(%q) succeeded", url)
