@@ -28,7 +28,7 @@ web: ## build the web UI's player assets (asciinema-player and playwright-core f
 test: tools web ## run the whole test suite (needs the packages .ci/run installs)
 	$(GO) test $(TEST_FLAGS) ./...
 
-test-short: ## unit tests only, no real servers
+test-short: ## the quick subset: -short skips the slowest end-to-end tests
 	$(GO) test -short -count=1 ./...
 
 vet: ## go vet and gofmt check
@@ -63,7 +63,7 @@ clean: ## remove build outputs
 .PHONY: tools test-deps
 TOOL_BUILD = CGO_ENABLED=0 GOWORK=off $(GO) build
 
-tools: $(BIN)/dex $(BIN)/versitygw ## build the test servers bin/dex and bin/versitygw
+tools: $(BIN)/dex $(BIN)/versitygw $(BIN)/helm ## build the test servers bin/dex and bin/versitygw, and bin/helm (renders deploy/helm in tests)
 
 test-deps: tools ## alias of tools
 
@@ -72,3 +72,6 @@ $(BIN)/dex: tools/dex/go.mod tools/dex/go.sum
 
 $(BIN)/versitygw: tools/versitygw/go.mod tools/versitygw/go.sum
 	cd tools/versitygw && $(TOOL_BUILD) -o $(CURDIR)/$@ github.com/versity/versitygw/cmd/versitygw
+
+$(BIN)/helm: tools/helm/go.mod tools/helm/go.sum
+	cd tools/helm && $(TOOL_BUILD) -o $(CURDIR)/$@ helm.sh/helm/v3/cmd/helm
