@@ -49,3 +49,21 @@ func TestTargetCertSurvivesClockSkew(t *testing.T) {
 		t.Error("a target 30 minutes ahead accepts the certificate")
 	}
 }
+
+// TestVerifyToleratesTwoMinutesIdPSkew: an identity provider whose clock is
+// two minutes ahead (not-before in postern's future) or behind (a token that
+// just expired by postern's clock) still gets its fresh tokens accepted.
+func TestVerifyToleratesTwoMinutesIdPSkew(t *testing.T) {
+	f := newVerifyFixture(t, humanIssuer)
+	now := f.clock.Now()
+	for name, claims := range map[string]map[string]any{
+		"IdP 2m ahead":  {"nbf": now.Add(2 * time.Minute).Unix(), "iat": now.Add(2 * time.Minute).Unix()},
+		"IdP 2m behind": {"exp": now.Add(-110 * time.Second).Unix()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := f.v.Verify(t.Context(), f.srv.Mint(t, claims)); err != nil {
+				t.Errorf("Verify: %v; want accepted", err)
+			}
+		})
+	}
+}

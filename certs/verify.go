@@ -57,7 +57,7 @@ const (
 
 const (
 	maxTokenSize          = 16 << 10
-	clockSkew             = 30 * time.Second
+	clockSkew             = 2 * time.Minute // IdP and postern clocks may differ this much either way
 	jwksMaxBytes          = 1 << 20
 	discoveryTimeout      = 10 * time.Second
 	defaultMinKeyRefresh  = 10 * time.Second
@@ -109,7 +109,7 @@ type VerifierOptions struct {
 // A token is matched to an issuer by its (not yet trusted) iss claim and then
 // verified in full by go-oidc against that issuer alone: signature through
 // the issuer's JWKS, issuer, audience, expiry; the Verifier adds not-before
-// with 30 s of clock skew, authorized party (azp) when the token names several
+// with 2 minutes of clock skew, authorized party (azp) when the token names several
 // audiences, required claims (string claims, exact match), and the username
 // and groups claims. Only
 // asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted.
