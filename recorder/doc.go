@@ -24,6 +24,19 @@
 // A nil *Session records nothing, so callers need no "if recording" branches.
 // While a session runs, [Recorder.Follow] tails its spool for live viewers.
 //
+// # Stores
+//
+// [OpenStore] opens a [FileStore] (file://) or an [S3Store] (s3://, see
+// package s3store). A store that is also a [StreamingStore] (S3) gets each
+// spool while it is written: Start calls Begin, every spool write calls
+// [Upload.Grow] (which never waits), and Finish only sends the tail and
+// completes the upload. A [HealthReporter] store (S3) reports outages,
+// which the recorder appends as storage.outage and storage.recovered audit
+// events, and its backlog ([Recorder.StorageHealth]). Recover aborts the
+// streamed uploads a crashed run left behind before storing the repaired
+// spool again. Options.MinSpoolFree makes Start refuse new recordings
+// ([ErrSpoolFull]) while the spool's file system is nearly full.
+//
 // # Failure policy
 //
 // Recording never blocks the data path beyond the bounded buffer
