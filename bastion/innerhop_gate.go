@@ -212,7 +212,12 @@ func (s *hopSession) approve(kind, command string) *hopUserError {
 		return approvalUserError(err)
 	}
 	if la, ok := ap.(LineApprover); ok && kind == kindShell && la.GatesLines(c.decision) {
-		s.gate.Store(&lineGate{s: s, ap: la})
+		s.gate.Store(&lineGate{
+			check: func(line string) error { return la.ApproveCommand(c.ctx, s.commandRequest(line)) },
+			notice: func(err error) {
+				_, _ = s.ch.Stderr().Write([]byte("\r\n" + s.userLine(approvalUserError(err))))
+			},
+		})
 	}
 	return nil
 }
@@ -255,8 +260,8 @@ func (g *gateWriter) Write(p []byte) (int, error) {
 // itself (scripts, editors, here-documents), and commands run by another
 // command. Roles that must be exact use exec only (interactive: deny).
 type lineGate struct {
-	s  *hopSession
-	ap LineApprover
+	check  func(line string) error // nil: the line may run
+	notice func(err error)         // tells the user why a line was killed
 
 	// Used only by the input copy goroutine.
 	line    []byte
@@ -299,13 +304,12 @@ func (g *lineGate) write(w io.Writer, p []byte) (int, error) {
 				return start, err
 			}
 			start = i
-			if err := g.ap.ApproveCommand(g.s.c.ctx, g.s.commandRequest(line)); err != nil {
+			if err := g.check(line); err != nil {
 				// Kill the line instead of running it.
-				if _, err := w.Write([]byte{ctrlU}); err != nil {
-					return i, err
+				if _, werr := w.Write([]byte{ctrlU}); werr != nil {
+					return i, werr
 				}
-				ue := approvalUserError(err)
-				_, _ = g.s.ch.Stderr().Write([]byte("\r\n" + g.s.userLine(ue)))
+				g.notice(err)
 				start = i + 1
 			}
 		case b == keyDel || b == ctrlH:
