@@ -163,6 +163,12 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
+// Message size bounds: a longer message ends the connection.
+const (
+	maxClientMessage = 64 << 20
+	maxServerMessage = 256 << 20
+)
+
 // ErrRecordingUnavailable is returned when a required recording cannot start.
 var ErrRecordingUnavailable = errors.New("recording unavailable")
 
@@ -178,6 +184,8 @@ func (p *Proxy) Serve(ctx context.Context, client io.ReadWriter, upstream io.Rea
 		portals:  map[string]prepared{},
 		txStatus: 'I',
 	}
+	c.be.SetMaxBodyLen(maxClientMessage)
+	c.fe.SetMaxBodyLen(maxServerMessage)
 	c.log = p.log.With("target", s.Target, "identity", s.Identity)
 	err := c.startup()
 	if err != nil || c.cancel {
