@@ -55,6 +55,7 @@ type APIOptions struct {
 //	POST /v1/approvals                            {"target","login","for":"1h","reason"}: access request
 //	GET  /v1/approvals/{id}[?wait=30s]            requester or approver; long-polls while pending
 //	POST /v1/approvals/{id}/approve|deny          {"reason"}: approver (not the requester)
+//	POST /v1/approvals/{id}/revoke                ends the grant of an approved access request: approver
 //
 // Errors are {"error": "...", "code": "..."}.
 type API struct {
@@ -81,6 +82,7 @@ func NewAPI(opts APIOptions) (*API, error) {
 	a.mux.HandleFunc("GET /v1/approvals/{id}", a.get)
 	a.mux.HandleFunc("POST /v1/approvals/{id}/approve", a.decide(true))
 	a.mux.HandleFunc("POST /v1/approvals/{id}/deny", a.decide(false))
+	a.mux.HandleFunc("POST /v1/approvals/{id}/revoke", a.revoke)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not found", "not_found")
 	})
@@ -260,5 +262,27 @@ func (a *API) decide(approve bool) http.HandlerFunc {
 		default:
 			writeJSON(w, http.StatusOK, ap)
 		}
+	}
+}
+
+func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.auth(w, r)
+	if !ok {
+		return
+	}
+	if !a.isApprover(id) {
+		writeError(w, http.StatusForbidden, "the approver permission is required", "forbidden")
+		return
+	}
+	reqID := r.PathValue("id")
+	err := a.opts.Broker.RevokeGrant(r.Context(), reqID, id.Username)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no active grant for that request", "not_found")
+	case err != nil:
+		a.log.Error("revoke grant", "err", err)
+		writeError(w, http.StatusInternalServerError, "could not revoke the grant", "internal")
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"grant": reqID, "status": "revoked"})
 	}
 }

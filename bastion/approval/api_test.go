@@ -154,4 +154,16 @@ func TestAPI(t *testing.T) {
 	if code := al.do(t, "POST", srv.URL+"/v1/approvals/"+created.ID+"/approve", nil, nil); code != http.StatusForbidden {
 		t.Errorf("self approval through the API: %d", code)
 	}
+	if code := carol.do(t, "POST", srv.URL+"/v1/approvals/"+created.ID+"/approve", nil, nil); code != 200 {
+		t.Errorf("approve access: %d", code)
+	}
+	if code := al.do(t, "POST", srv.URL+"/v1/approvals/"+created.ID+"/revoke", nil, nil); code != http.StatusForbidden {
+		t.Errorf("non-approver revokes: %d", code)
+	}
+	if code := carol.do(t, "POST", srv.URL+"/v1/approvals/"+created.ID+"/revoke", nil, nil); code != 200 {
+		t.Errorf("revoke: %d", code)
+	}
+	if code := carol.do(t, "POST", srv.URL+"/v1/approvals/"+created.ID+"/revoke", nil, &e); code != http.StatusNotFound {
+		t.Errorf("revoke twice: %d %+v", code, e)
+	}
 }

@@ -185,10 +185,17 @@ func TestAccessRequestCreatesGrant(t *testing.T) {
 		time.Until(gs[0].Expires) < 59*time.Minute {
 		t.Fatalf("grants = %+v, %v", gs, err)
 	}
-	if err := st.RevokeGrant(context.Background(), gs[0].ID, "carol"); err != nil {
+	pg := b.PolicyGrants()(alice())
+	if len(pg) != 1 || pg[0].Target != "db-1" || pg[0].ID != a.ID || !pg[0].Expires.Equal(gs[0].Expires) {
+		t.Errorf("policy grants = %+v", pg)
+	}
+	if err := b.RevokeGrant(context.Background(), gs[0].ID, "carol"); err != nil {
 		t.Fatal(err)
 	}
 	if gs, _ := b.Grants(context.Background(), "alice"); len(gs) != 0 {
 		t.Errorf("revoked grant still active: %+v", gs)
+	}
+	if pg := b.PolicyGrants()(alice()); len(pg) != 0 {
+		t.Errorf("revoked grant still in the policy: %+v", pg)
 	}
 }

@@ -61,7 +61,8 @@ deny them. Deciding needs the approver (or admin) permission and, for a
 command, membership of one of its rule's approvers; nobody decides their own
 request. Authenticates with the profile of postern login.`,
 	}
-	cmd.AddCommand(newApprovalsLsCmd(g), newApprovalsShowCmd(g), newApprovalsDecideCmd(g, true), newApprovalsDecideCmd(g, false))
+	cmd.AddCommand(newApprovalsLsCmd(g), newApprovalsShowCmd(g), newApprovalsDecideCmd(g, true), newApprovalsDecideCmd(g, false),
+		newApprovalsRevokeCmd(g))
 	return cmd
 }
 
@@ -197,6 +198,29 @@ func newApprovalsDecideCmd(g *globalFlags, approve bool) *cobra.Command {
 	}
 	cf.register(cmd.Flags())
 	cmd.Flags().StringVar(&reason, "reason", "", "a note recorded with the decision")
+	return cmd
+}
+
+func newApprovalsRevokeCmd(g *globalFlags) *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "End the just-in-time access an approved access request granted",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := cf.api()
+			if err != nil {
+				return err
+			}
+			var res struct{ Grant, Status string }
+			if err := postJSON(cmd.Context(), api, "/v1/approvals/"+url.PathEscape(args[0])+"/revoke", struct{}{}, &res); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(g.stdout, "%s: access revoked\n", args[0])
+			return err
+		},
+	}
+	cf.register(cmd.Flags())
 	return cmd
 }
 

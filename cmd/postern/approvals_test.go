@@ -124,6 +124,13 @@ func TestRequestCommand(t *testing.T) {
 	if len(gs) != 1 || gs[0].Target != "db-2" {
 		t.Errorf("grants %+v", gs)
 	}
+	out, _, err = runClient(t, newApprovalsCmd, "revoke", gs[0].ID, "--dir", f.profile)
+	if err != nil || !strings.Contains(out, "access revoked") {
+		t.Errorf("revoke: %q %v", out, err)
+	}
+	if gs, _ := f.broker.Grants(context.Background(), "audra@example.com"); len(gs) != 0 {
+		t.Errorf("grants after revoke: %+v", gs)
+	}
 	go decide(false)
 	_, _, err = runClient(t, newRequestCmd, "db-2", "--for", "30m", "--reason", "again", "--dir", f.profile)
 	var ee exitError
