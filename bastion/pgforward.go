@@ -61,7 +61,7 @@ func (c *serverConn) postgres(ci *ConnInfo, nch ssh.NewChannel, p directTCPIP, t
 	stop := context.AfterFunc(ctx, func() { ch.Close(); nc.Close() })
 	defer stop()
 	err = c.s.opts.Postgres.Serve(ctx, ch, nc, pgproxy.Session{
-		Identity: ci.Identity.Username, Issuer: ci.Identity.Issuer, Role: d.Role, Target: t.Name, Record: d.Record,
+		Identity: ci.Identity.Username, Issuer: ci.Identity.Issuer, Groups: ci.Identity.Groups, Role: d.Role, Target: t.Name, Record: d.Record,
 		Rules: rules, Recording: masks.Recording, Stream: masks.Stream,
 		DatabaseUser: t.DatabaseUser, DatabasePassword: t.DatabasePassword,
 	})

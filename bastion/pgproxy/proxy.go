@@ -70,6 +70,8 @@ type StatementRequest struct {
 	Session string
 	// Identity, Role and Target describe who runs it where.
 	Identity, Role, Target string
+	// Groups are the identity's groups.
+	Groups []string
 	// Database is the database of the connection.
 	Database string
 	// Statement is the SQL text.
@@ -110,6 +112,8 @@ type Session struct {
 	ID string
 	// Identity, Issuer, Role and Target describe the user and target.
 	Identity, Issuer, Role, Target string
+	// Groups are the identity's groups (for approvals).
+	Groups []string
 	// Record is required, optional or off.
 	Record string
 	// Rules gate statements; first match wins; allow if none matches.
