@@ -1,9 +1,9 @@
 package s3store
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -25,8 +25,9 @@ type multipart struct {
 	parts       []types.CompletedPart
 }
 
-// send uploads data as the next part, creating the upload first if needed.
-func (m *multipart) send(ctx context.Context, data []byte) error {
+// send uploads n bytes from body() (a fresh reader for each attempt) as
+// the next part, creating the upload first if needed.
+func (m *multipart) send(ctx context.Context, body func() io.ReadSeeker, n int64) error {
 	s := m.s
 	if m.id == "" {
 		in := &s3.CreateMultipartUploadInput{
@@ -62,7 +63,7 @@ func (m *multipart) send(ctx context.Context, data []byte) error {
 	err := s.retry(ctx, "upload_part", func(ctx context.Context) error {
 		out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
 			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(m.key), UploadId: aws.String(m.id),
-			PartNumber: aws.Int32(num), Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
+			PartNumber: aws.Int32(num), Body: body(), ContentLength: aws.Int64(n),
 			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
 		}, noRetry)
 		if isNoSuchUpload(err) {

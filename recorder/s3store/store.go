@@ -1,7 +1,6 @@
 package s3store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -354,10 +353,10 @@ func (s *Store) retainUntil() *time.Time {
 	return &t
 }
 
-func (s *Store) putInput(key string, body []byte, contentType string) *s3.PutObjectInput {
+func (s *Store) putInput(key string, body io.ReadSeeker, size int64, contentType string) *s3.PutObjectInput {
 	in := &s3.PutObjectInput{
-		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key), Body: bytes.NewReader(body),
-		ContentLength: aws.Int64(int64(len(body))), ContentType: aws.String(contentType),
+		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key), Body: body,
+		ContentLength: aws.Int64(size), ContentType: aws.String(contentType),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
 		Tagging:           s.tagging(),
 	}
@@ -377,10 +376,11 @@ func (s *Store) putInput(key string, body []byte, contentType string) *s3.PutObj
 	return in
 }
 
-// putObject stores body under the bucket key with one PUT, retrying.
-func (s *Store) putObject(ctx context.Context, key string, body []byte, contentType string) error {
+// putObject stores size bytes from body() (a fresh reader for each
+// attempt) under the bucket key with one PUT, retrying.
+func (s *Store) putObject(ctx context.Context, key string, body func() io.ReadSeeker, size int64, contentType string) error {
 	return s.retry(ctx, "put", func(ctx context.Context) error {
-		_, err := s.client.PutObject(ctx, s.putInput(key, body, contentType), noRetry)
+		_, err := s.client.PutObject(ctx, s.putInput(key, body(), size, contentType), noRetry)
 		return err
 	})
 }
@@ -408,7 +408,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, co
 		if size >= 0 && int64(n) != size {
 			return fmt.Errorf("put %s: read %d bytes; want %d", key, n, size)
 		}
-		if err := s.putObject(ctx, full, buf, contentType); err != nil {
+		if err := s.putObject(ctx, full, bytesBody(buf), int64(len(buf)), contentType); err != nil {
 			return fmt.Errorf("put %s: %w", key, err)
 		}
 		return nil
@@ -423,7 +423,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, co
 	copy(part, buf)
 	pn := n
 	for {
-		if err := m.send(ctx, part[:pn]); err != nil {
+		if err := m.send(ctx, bytesBody(part[:pn]), int64(pn)); err != nil {
 			m.abort()
 			return fmt.Errorf("put %s: %w", key, err)
 		}

@@ -323,7 +323,10 @@ func TestOutageMidSession(t *testing.T) {
 	if !h.Down || h.Backlog < s3storeMinPart || h.LastError == "" {
 		t.Fatalf("health during the outage %+v; want down with a backlog over one part", h)
 	}
-	if slowest > time.Second {
+	// Output waiting on S3 would have blocked for the whole outage (or
+	// failed with ErrOverflow after BlockTimeout); disk and CPU may still
+	// make one call slow on a loaded machine.
+	if slowest >= recorder.BlockTimeout {
 		t.Errorf("slowest Output during the outage took %v; the data path must not wait on S3", slowest)
 	}
 	if got := metric(t, e.reg, "postern_s3_backlog_bytes"); got < s3storeMinPart {

@@ -1,6 +1,7 @@
 package s3store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -126,7 +127,6 @@ func (u *Upload) stream() error {
 	}
 	defer f.Close()
 	part := u.s.opts.PartSize
-	var buf []byte // allocated on the first part, so short sessions never hold one
 	var off int64
 	final := int64(-1)
 	restarts := 0
@@ -149,13 +149,9 @@ func (u *Upload) stream() error {
 				break
 			}
 			n := min(avail, part)
-			if buf == nil {
-				buf = make([]byte, part)
-			}
-			if _, err := f.ReadAt(buf[:n], off); err != nil {
-				return fmt.Errorf("upload %s: read spool: %w", u.key, err)
-			}
-			err := u.m.send(u.ctx, buf[:n])
+			// The part is read from the spool by each attempt: no upload
+			// holds a part buffer, even while S3 is away.
+			err := u.m.send(u.ctx, section(f, off, n), n)
 			if errors.Is(err, errNoSuchUpload) && restarts < maxRestarts {
 				restarts++
 				u.s.log.Load().Warn("multipart upload vanished: starting again", "key", u.full)
@@ -175,11 +171,7 @@ func (u *Upload) stream() error {
 		}
 		if u.m.id == "" {
 			// A short recording: one PUT of the whole file.
-			body := make([]byte, final)
-			if _, err := f.ReadAt(body, 0); err != nil && !(errors.Is(err, io.EOF) && final == 0) {
-				return fmt.Errorf("upload %s: read spool: %w", u.key, err)
-			}
-			if err := u.s.putObject(u.ctx, u.full, body, u.contentType); err != nil {
+			if err := u.s.putObject(u.ctx, u.full, section(f, 0, final), final, u.contentType); err != nil {
 				return fmt.Errorf("upload %s: %w", u.key, err)
 			}
 			u.sent.Store(final)
@@ -199,4 +191,15 @@ func (u *Upload) stream() error {
 		u.m.reset() // completed: nothing to abort
 		return nil
 	}
+}
+
+// section returns a function giving a fresh reader of n bytes of f from
+// off, for each attempt of a request.
+func section(f *os.File, off, n int64) func() io.ReadSeeker {
+	return func() io.ReadSeeker { return io.NewSectionReader(f, off, n) }
+}
+
+// bytesBody returns a function giving a fresh reader of b.
+func bytesBody(b []byte) func() io.ReadSeeker {
+	return func() io.ReadSeeker { return bytes.NewReader(b) }
 }
