@@ -17,6 +17,7 @@ import (
 
 	"github.com/posternhq/postern/bastion/approval"
 	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/recorder/state"
 )
@@ -329,4 +330,61 @@ func TestApprovalGateInteractive(t *testing.T) {
 			t.Errorf("markers %q lack %q", ms, want)
 		}
 	}
+}
+
+// TestJITAccess: a target outside the role becomes reachable with stock
+// ssh -J once an access request is approved, and not after revocation.
+func TestJITAccess(t *testing.T) {
+	f := newGateFixture(t, nil)
+	cfg := *f.cfg
+	cfg.Targets = append(cfg.Targets, sshTarget("db-1", startSSHD(t, f.auth)))
+	role := cfg.Roles[0]
+	role.Targets = []config.TargetSelector{{Name: "web-*"}}
+	cfg.Roles = []config.Role{role}
+	base, err := policy.New(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := base.WithGrants(f.broker.PolicyGrants())
+	f.mu.Lock()
+	f.cfg, f.engine = &cfg, eng
+	f.mu.Unlock()
+	f.server.SetPolicy(eng)
+
+	if r := f.ssh(nil, "db-1", "echo in"); r.code != 255 {
+		t.Fatalf("db-1 without a grant: exit %d stderr %q; want 255", r.code, r.stderr)
+	}
+	a, err := f.broker.SubmitAccess(context.Background(), approval.AccessRequest{
+		Requester: identityOf(t, f), Target: "db-1", Duration: time.Hour, Reason: "incident 7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.nextRequest(t)
+	f.click(t, "UCAROL", approval.SlackActionApprove, a.ID)
+	if got, _ := f.broker.Get(context.Background(), a.ID); got.Status != state.ApprovalApproved {
+		t.Fatalf("request %s", got.Status)
+	}
+	if r := f.ssh(nil, "db-1", "echo in"); r.code != 0 || string(r.stdout) != "in\n" {
+		t.Fatalf("db-1 with a grant: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	start := f.events.ofType(state.EventSessionStart)
+	if d := start[len(start)-1].Details; d["role"] != "grant:"+a.ID || d["recorded"] != true {
+		t.Errorf("session.start details %v; want the grant as role, recorded", d)
+	}
+	if err := f.broker.RevokeGrant(context.Background(), a.ID, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.ssh(nil, "db-1", "echo in"); r.code != 255 {
+		t.Errorf("db-1 after revocation: exit %d; want 255", r.code)
+	}
+}
+
+// identityOf is the identity in the fixture's user certificate.
+func identityOf(t *testing.T, f *gateFixture) certs.Identity {
+	t.Helper()
+	id, err := certs.IdentityFromCert(f.userCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
