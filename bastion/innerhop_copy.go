@@ -6,20 +6,28 @@ import (
 	"sync"
 )
 
-// Copy buffers. A copy loop starts with a small buffer and switches to a large
-// pooled one while reads keep filling the small one, so that bulk transfers
-// move 256 KiB per read while idle sessions hold only a few KiB.
+// Copy buffers. A copy loop starts with a 2 KiB buffer and moves up a tier
+// (8 KiB, then a large pooled one) each time a read fills the buffer, so that
+// bulk transfers move 256 KiB per read while idle sessions hold only 2 KiB
+// per direction (a recorded session has three directions).
 const (
+	startCopyBuf = 2 << 10
 	smallCopyBuf = 8 << 10
 	largeCopyBuf = 256 << 10
-	// smallReadsToShrink is how many consecutive short reads give the large
-	// buffer back to the pool.
+	// smallReadsToShrink is how many consecutive short reads (smaller than
+	// the tier below) give the buffers above the start one back to the pool.
 	smallReadsToShrink = 16
 )
 
 var (
+	startBufPool = sync.Pool{New: func() any { b := make([]byte, startCopyBuf); return &b }}
 	smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallCopyBuf); return &b }}
 	largeBufPool = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
+
+	// copyTiers are the buffer pools a copy loop climbs, smallest first.
+	copyTiers = [...]*sync.Pool{&startBufPool, &smallBufPool, &largeBufPool}
+	// copyTierSize is the buffer size of each tier.
+	copyTierSize = [...]int{startCopyBuf, smallCopyBuf, largeCopyBuf}
 )
 
 // errTapStop is returned by copyPooled when the tap refused a chunk.
@@ -30,15 +38,17 @@ var errTapStop = errors.New("recording tap refused data")
 // reaches dst that the tap refused. It returns the bytes written to dst and
 // nil at EOF.
 func copyPooled(dst io.Writer, src io.Reader, tap func([]byte) error) (int64, error) {
-	sp := smallBufPool.Get().(*[]byte)
-	defer smallBufPool.Put(sp)
-	var lp *[]byte
+	var held [len(copyTiers)]*[]byte
 	defer func() {
-		if lp != nil {
-			largeBufPool.Put(lp)
+		for i, p := range held {
+			if p != nil {
+				copyTiers[i].Put(p)
+			}
 		}
 	}()
-	buf := *sp
+	tier := 0
+	held[0] = copyTiers[0].Get().(*[]byte)
+	buf := *held[0]
 	short := 0
 	var written int64
 	for {
@@ -55,15 +65,23 @@ func copyPooled(dst io.Writer, src io.Reader, tap func([]byte) error) (int64, er
 				return written, werr
 			}
 			switch {
-			case lp == nil && nr == len(buf):
-				lp = largeBufPool.Get().(*[]byte)
-				buf = *lp
+			case nr == len(buf) && tier < len(copyTiers)-1:
+				tier++
+				if held[tier] == nil {
+					held[tier] = copyTiers[tier].Get().(*[]byte)
+				}
+				buf = *held[tier]
 				short = 0
-			case lp != nil && nr < smallCopyBuf:
+			case tier > 0 && nr < copyTierSize[tier-1]:
 				if short++; short >= smallReadsToShrink {
-					largeBufPool.Put(lp)
-					lp = nil
-					buf = *sp
+					for i := 1; i < len(held); i++ {
+						if held[i] != nil {
+							copyTiers[i].Put(held[i])
+							held[i] = nil
+						}
+					}
+					tier, short = 0, 0
+					buf = *held[0]
 				}
 			default:
 				short = 0
