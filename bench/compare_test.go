@@ -31,7 +31,9 @@ import (
 // POSTERN_BENCH_REPS (repetitions, default 5), POSTERN_BENCH_BULK_MIB (cat
 // size, default 64), POSTERN_BENCH_SESSIONS (idle sessions, default 1000),
 // POSTERN_BENCH_GOGC (GOGC of the postern process), POSTERN_BIN (a built
-// postern instead of building one), POSTERN_BENCH_OUT (results directory).
+// postern instead of building one), POSTERN_BENCH_OUT (results directory),
+// POSTERN_BENCH_ONLY (comma-separated subset of bulk, forward, setup,
+// keystroke, sessions, certs, memory).
 func TestCompare(t *testing.T) {
 	start := time.Now()
 	testutil.Need(t, "/usr/sbin/sshd", "ssh")
@@ -50,8 +52,17 @@ func TestCompare(t *testing.T) {
 		"GOGC of postern: " + orDefault(os.Getenv("POSTERN_BENCH_GOGC"), "default (100)"),
 	}
 
-	bulkRows, cpuRows := e.bulk(reps, bulk)
-	rec := make([]Row, 0, len(bulkRows))
+	only := map[string]bool{}
+	for _, k := range strings.Split(os.Getenv("POSTERN_BENCH_ONLY"), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			only[k] = true
+		}
+	}
+	want := func(k string) bool { return len(only) == 0 || only[k] }
+	var bulkRows, cpuRows, rec []Row
+	if want("bulk") {
+		bulkRows, cpuRows = e.bulk(reps, bulk)
+	}
 	for _, row := range bulkRows {
 		if !strings.HasPrefix(row.Name, "recorded") {
 			r.Rows = append(r.Rows, row)
@@ -59,13 +70,25 @@ func TestCompare(t *testing.T) {
 			rec = append(rec, row)
 		}
 	}
-	r.Rows = append(r.Rows, e.forward(reps)...)
+	if want("forward") {
+		r.Rows = append(r.Rows, e.forward(reps)...)
+	}
 	r.Rows = append(r.Rows, rec...)
-	r.Rows = append(r.Rows, e.setup(2*reps))
-	r.Rows = append(r.Rows, e.keystroke(2000))
-	r.Rows = append(r.Rows, e.sessions(3, 3*time.Second))
-	r.Rows = append(r.Rows, certIssuance(t)...)
-	r.Rows = append(r.Rows, e.memory(idle)...)
+	if want("setup") {
+		r.Rows = append(r.Rows, e.setup(2*reps))
+	}
+	if want("keystroke") {
+		r.Rows = append(r.Rows, e.keystroke(2000))
+	}
+	if want("sessions") {
+		r.Rows = append(r.Rows, e.sessions(3, 3*time.Second))
+	}
+	if want("certs") {
+		r.Rows = append(r.Rows, certIssuance(t)...)
+	}
+	if want("memory") {
+		r.Rows = append(r.Rows, e.memory(idle)...)
+	}
 	r.Rows = append(r.Rows, cpuRows...)
 	r.Duration = time.Since(start).Round(time.Second).String()
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sync"
 	"testing"
@@ -26,7 +27,9 @@ import (
 // $POSTERN_BENCH_PROFILE (default: a temporary directory, logged):
 // sessions.cpu (recorded sessions to the command target), recorded.cpu and
 // unrecorded.cpu (bulk text output through the inner hop), forward.cpu
-// (the splice path). The load generator runs in the same process; its
+// (the splice path), and idle.heap (a heap profile with
+// $POSTERN_BENCH_PROFILE_IDLE recorded sessions open, default 300; POSTERN_BENCH_PROFILE_HEAP_ONLY stops after
+// it). The load generator runs in the same process; its
 // frames are the x/crypto client's. Read them with `go tool pprof`.
 func TestProfile(t *testing.T) {
 	out := os.Getenv("POSTERN_BENCH_PROFILE")
@@ -54,6 +57,45 @@ func TestProfile(t *testing.T) {
 		t.Logf("%s: %v, profile %s", name, time.Since(t0).Round(time.Millisecond), fh.Name())
 	}
 
+	// Idle recorded sessions: a heap profile (inuse_space) with them open.
+	if n := envInt("POSTERN_BENCH_PROFILE_IDLE", 300); n > 0 {
+		var hops []*hop
+		for range n {
+			h, err := e.viaPostern(p, ssh.CipherAES128GCM, "idle-rec")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := h.inner.NewSession()
+			if err == nil {
+				err = s.RequestPty("xterm", 24, 80, ssh.TerminalModes{})
+			}
+			if err == nil {
+				err = s.Shell()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			hops = append(hops, h)
+		}
+		p.awaitEvents(t, state.EventSessionStart, n, time.Minute)
+		runtime.GC()
+		fh, err := os.Create(filepath.Join(out, "idle.heap"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.Lookup("heap").WriteTo(fh, 0); err != nil {
+			t.Fatal(err)
+		}
+		fh.Close()
+		t.Logf("idle: %d sessions, heap profile %s", n, fh.Name())
+		for _, h := range hops {
+			h.Close()
+		}
+	}
+
+	if os.Getenv("POSTERN_BENCH_PROFILE_HEAP_ONLY") != "" {
+		return
+	}
 	profile("sessions", func() {
 		var wg sync.WaitGroup
 		stop := time.Now().Add(5 * time.Second)
