@@ -58,8 +58,9 @@ func (s Samples) Quantile(q float64) float64 {
 type Figure struct {
 	// Median of the samples.
 	Median float64 `json:"median"`
-	// Min and Max bound the spread of the samples.
+	// Min is the smallest sample (the low end of the spread).
 	Min float64 `json:"min"`
+	// Max is the largest sample (the high end of the spread).
 	Max float64 `json:"max"`
 	// N is the number of samples.
 	N int `json:"n"`
@@ -131,11 +132,16 @@ func (r *Row) Check(atLeast bool, bound float64) {
 
 // Machine describes where the run happened.
 type Machine struct {
-	CPUs     int    `json:"cpus"`
+	// CPUs is the number of CPUs Go sees (nproc).
+	CPUs int `json:"cpus"`
+	// CPUModel is the first "model name" of /proc/cpuinfo.
 	CPUModel string `json:"cpu_model"`
-	SSH      string `json:"ssh"`
-	Go       string `json:"go"`
-	Kernel   string `json:"kernel,omitempty"`
+	// SSH is what `ssh -V` prints.
+	SSH string `json:"ssh"`
+	// Go is the Go version the harness was built with.
+	Go string `json:"go"`
+	// Kernel is the Linux release; empty if unknown.
+	Kernel string `json:"kernel,omitempty"`
 }
 
 // Report is a whole run.
