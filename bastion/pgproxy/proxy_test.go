@@ -313,3 +313,52 @@ func TestProxyExtendedAndApproval(t *testing.T) {
 		t.Errorf("no audited parameter types: %v", f.queries())
 	}
 }
+
+// TestProxyAuthentication relays the client's own SCRAM exchange when no
+// credential is configured, and reports a wrong configured credential.
+func TestProxyAuthentication(t *testing.T) {
+	f := newFixture(t, Session{Identity: "alice", Target: "pg", Record: "off"}, nil)
+	host, port, _ := net.SplitHostPort(f.addr)
+	run := func(password string) (string, error) {
+		cmd := exec.Command(psqlBin(t), "-X", "-A", "-t", "-h", host, "-p", port, "-U", pgtest.PasswordUser, "-d", f.db, "-c", "select current_user")
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+password, "PGSSLMODE=disable")
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := run(pgtest.Password); err != nil || out != pgtest.PasswordUser {
+		t.Errorf("relayed SCRAM: %q %v", out, err)
+	}
+	if out, err := run("wrong"); err == nil || !strings.Contains(out, "password authentication failed") {
+		t.Errorf("relayed SCRAM with a wrong password: %q %v", out, err)
+	}
+
+	bad := newFixture(t, Session{Identity: "alice", Target: "pg", Record: "off",
+		DatabaseUser: pgtest.PasswordUser, DatabasePassword: "not-it"}, nil)
+	out, errOut := bad.psql("x", "select 1;")
+	if out != "" || !strings.Contains(errOut, "password authentication failed") {
+		t.Errorf("wrong configured credential: %q %q", out, errOut)
+	}
+}
+
+func TestSplitAndClassify(t *testing.T) {
+	got := splitStatements("select 'a;b'; -- c;\n drop table x; $$ ; $$; /* ; */ delete from t")
+	if len(got) != 4 {
+		t.Fatalf("split %q", got)
+	}
+	for _, c := range []struct {
+		sql  string
+		want []string
+	}{
+		{"DROP TABLE x", []string{ClassDrop}},
+		{"  /* hi */ truncate t", []string{ClassTruncate}},
+		{"delete from t", []string{ClassDeleteNoWhere}},
+		{"DELETE FROM t WHERE id = 1", nil},
+		{"update t set a = 1", []string{ClassUpdateNoWhere}},
+		{"alter table t add column c int", []string{ClassAlter}},
+		{"select 1", nil},
+	} {
+		if got := classes(normalize(c.sql)); strings.Join(got, ",") != strings.Join(c.want, ",") {
+			t.Errorf("classes(%q) = %v; want %v", c.sql, got, c.want)
+		}
+	}
+}
