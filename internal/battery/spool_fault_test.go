@@ -1,0 +1,118 @@
+package battery
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// mountSmallTmpfs mounts a tmpfs of size bytes on dir and unmounts it at
+// cleanup. It needs root and the mount binary; CI runs as root.
+func mountSmallTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs for the spool needs root (CI runs as root)")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+}
+
+// TestSpoolDiskFull: the spool is a 2 MiB file system. A recorded session
+// that streams 4 MiB fills it: with record: required, postern ends that
+// session rather than let it run unrecorded, and keeps serving: once the
+// failed spool file has been sealed out of the spool, the next session is
+// recorded in full.
+func TestSpoolDiskFull(t *testing.T) {
+	data := t.TempDir()
+	mountSmallTmpfs(t, filepath.Join(data, "spool"), "2m")
+	s := startService(t, serviceOptions{Data: data})
+	signer := s.userSigner(t, "full@example.com", nil)
+
+	run := func(payload []byte) (out []byte, exit int, stderr string) {
+		t.Helper()
+		h, err := s.dialHop(signer, "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		sess, err := h.Inner.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var so, se bytes.Buffer
+		sess.Stdout, sess.Stderr = &so, &se
+		sess.Stdin = bytes.NewReader(payload)
+		err = sess.Run("exec cat")
+		var ee *ssh.ExitError
+		switch {
+		case err == nil:
+		case errors.As(err, &ee):
+			exit = ee.ExitStatus()
+		case errors.Is(err, io.EOF), strings.Contains(err.Error(), "exit status"):
+			exit = -1
+		default:
+			var missing *ssh.ExitMissingError
+			if !errors.As(err, &missing) {
+				t.Fatalf("session: %v", err)
+			}
+			exit = -1
+		}
+		return so.Bytes(), exit, se.String()
+	}
+
+	big := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n"), 4<<20/64)
+	out, exit, stderr := run(big)
+	// The contract is exit 125 with "recording unavailable" on stderr
+	// (docs/exit-codes.md). A command target's session often ends instead
+	// with its killed program's 137 and no message (docs/security.md, known
+	// gaps); what must hold either way is that the session ended and did not
+	// run on unrecorded.
+	t.Logf("4 MiB through a 2 MiB spool: exit %d, stderr %q, %d bytes echoed", exit, stderr, len(out))
+	if exit == 0 {
+		t.Errorf("the session ended with status 0 after its recording failed")
+	}
+	if len(out) >= len(big) {
+		t.Errorf("the whole stream went through unrecorded (%d bytes)", len(out))
+	}
+
+	small := []byte("after the spool filled up\n")
+	out, exit, stderr = run(small)
+	if exit != 0 || !bytes.Equal(out, small) {
+		t.Fatalf("next session: exit %d, stderr %q, out %q; want the echo", exit, stderr, out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		recs := s.recordings(t)
+		var found bool
+		for path, m := range recs {
+			if strings.Contains(verifyCast(t, path, m), "after the spool filled up") {
+				found = true
+			}
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the session after the full spool has no sealed recording (%d recordings: %v)", len(recs), recs)
+		}
+		time.Sleep(50 * time.Millisecond) // sealing follows the session's end; polling the store
+	}
+}
