@@ -297,9 +297,17 @@ func noRetry(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
 // with capped exponential backoff and jitter between transient failures.
 func (s *Store) retry(ctx context.Context, op string, fn func(context.Context) error) error {
 	backoff := s.opts.MinBackoff
-	for {
+	for failed := false; ; failed = true {
 		actx, cancel := context.WithTimeout(ctx, s.opts.AttemptTimeout)
-		err := fn(actx)
+		var err error
+		if failed {
+			// While S3 is away, a cheap HeadBucket asks whether it is back
+			// before a part is read, hashed and sent again.
+			_, err = s.client.HeadBucket(actx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)}, noRetry)
+		}
+		if err == nil {
+			err = fn(actx)
+		}
 		cancel()
 		if err == nil {
 			s.succeeded()
