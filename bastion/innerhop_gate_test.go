@@ -91,7 +91,12 @@ func newGateFixture(t *testing.T, rules []config.Rule) *gateFixture {
 	actions := httptest.NewServer(slack)
 	t.Cleanup(actions.Close)
 	f.actions = actions.URL
+	// The inner hop reads its policy under f.mu when it authenticates each
+	// connection: setting the approver under f.mu orders it before every
+	// session that follows.
+	f.mu.Lock()
 	f.hop.opts.Approver = NewApprovalGate(f.broker, f.hop.log)
+	f.mu.Unlock()
 	return f
 }
 
