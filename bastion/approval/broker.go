@@ -75,6 +75,13 @@ type Options struct {
 	// PollInterval is how often a waiter re-reads the store for decisions
 	// made elsewhere; 1s if zero.
 	PollInterval time.Duration
+	// Notify and Subscribe, when both are set, carry "request X was decided"
+	// hints between replicas (the state store's Notify and Subscribe: LISTEN/
+	// NOTIFY on PostgreSQL), so that a waiter on another replica is released
+	// at once rather than at its next poll. Polling goes on regardless: a lost
+	// hint only delays a release.
+	Notify    func(ctx context.Context, channel, payload string) error
+	Subscribe func(ctx context.Context, channel string) (<-chan string, error)
 	// NotifyTimeout bounds one notifier call (with its retries); 1m if zero.
 	NotifyTimeout time.Duration
 	// Now is the clock; time.Now if nil.
@@ -101,7 +108,13 @@ type Broker struct {
 	wake      map[string]chan struct{}
 	bg        sync.WaitGroup
 	closed    bool
+
+	stopSub context.CancelFunc // ends the hint subscription
+	subDone chan struct{}      // closed when the subscription goroutine ends
 }
+
+// hintChannel is the store notification channel of decision hints.
+const hintChannel = "postern_approvals"
 
 // NewBroker returns a Broker.
 func NewBroker(opts Options) (*Broker, error) {
@@ -140,7 +153,55 @@ func NewBroker(opts Options) (*Broker, error) {
 			}
 		}
 	}
+	b.subDone = make(chan struct{})
+	if opts.Notify != nil && opts.Subscribe != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		hints, err := opts.Subscribe(ctx, hintChannel)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("subscribe to approval decisions: %w", err)
+		}
+		b.stopSub = cancel
+		go b.listen(ctx, hints)
+	} else {
+		close(b.subDone)
+	}
 	return b, nil
+}
+
+// listen wakes local waiters on decision hints from other replicas, and
+// subscribes again (every few seconds) when the subscription breaks.
+func (b *Broker) listen(ctx context.Context, hints <-chan string) {
+	defer close(b.subDone)
+	for {
+		for id := range hints {
+			b.wakeLocal(id)
+		}
+		t := time.NewTimer(5 * time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		var err error
+		if hints, err = b.opts.Subscribe(ctx, hintChannel); err != nil {
+			b.log.Warn("subscribe to approval decisions", "err", err)
+			c := make(chan string)
+			close(c)
+			hints = c
+		}
+	}
+}
+
+// wakeLocal releases this process's waiters on request id.
+func (b *Broker) wakeLocal(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ch, ok := b.wake[id]; ok {
+		close(ch)
+		delete(b.wake, id)
+	}
 }
 
 // AddNotifier adds a channel that hears about every request.
@@ -156,6 +217,10 @@ func (b *Broker) Close() {
 	b.mu.Lock()
 	b.closed = true
 	b.mu.Unlock()
+	if b.stopSub != nil {
+		b.stopSub()
+	}
+	<-b.subDone
 	b.bg.Wait()
 }
 
@@ -381,12 +446,12 @@ func (b *Broker) finished(ctx context.Context, a state.Approval) {
 		Session: a.Session, Details: map[string]any{"request": a.ID, "kind": a.Kind, "status": a.Status,
 			"requester": a.Requester, "approvals": a.Approvals(), "note": a.Note}})
 	b.log.Info("approval decided", "request", a.ID, "status", a.Status, "by", a.DecidedBy)
-	b.mu.Lock()
-	if ch, ok := b.wake[a.ID]; ok {
-		close(ch)
-		delete(b.wake, a.ID)
+	b.wakeLocal(a.ID)
+	if b.opts.Notify != nil {
+		if err := b.opts.Notify(context.WithoutCancel(ctx), hintChannel, a.ID); err != nil {
+			b.log.Warn("publish approval decision", "request", a.ID, "err", err)
+		}
 	}
-	b.mu.Unlock()
 	b.notify(ctx, a)
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -197,5 +198,78 @@ func TestAccessRequestCreatesGrant(t *testing.T) {
 	}
 	if pg := b.PolicyGrants()(alice()); len(pg) != 0 {
 		t.Errorf("revoked grant still in the policy: %+v", pg)
+	}
+}
+
+// pubsub is an in-process stand-in for the state store's Notify/Subscribe
+// (PostgreSQL LISTEN/NOTIFY), shared by brokers playing replicas.
+type pubsub struct {
+	mu   sync.Mutex
+	subs []chan string
+}
+
+func (p *pubsub) Notify(_ context.Context, _, payload string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.subs {
+		select {
+		case c <- payload:
+		default:
+		}
+	}
+	return nil
+}
+
+func (p *pubsub) Subscribe(ctx context.Context, _ string) (<-chan string, error) {
+	c := make(chan string, 16)
+	p.mu.Lock()
+	p.subs = append(p.subs, c)
+	p.mu.Unlock()
+	out := make(chan string, 16)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-c:
+				out <- s
+			}
+		}
+	}()
+	return out, nil
+}
+
+// TestBrokerDecisionHints: with notifications, a waiter on another replica
+// is released at once, not at its next poll (an hour away here).
+func TestBrokerDecisionHints(t *testing.T) {
+	dir := t.TempDir()
+	ps := &pubsub{}
+	newReplica := func() *Broker {
+		b, err := NewBroker(Options{Store: openStore(t, dir), PollInterval: time.Hour, Groups: directory,
+			Notify: ps.Notify, Subscribe: ps.Subscribe})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		return b
+	}
+	b1, b2 := newReplica(), newReplica()
+	a := submitSudo(t, b1, sudoRule)
+	waited := make(chan state.Approval, 1)
+	go func() {
+		w, _ := b1.Wait(context.Background(), a.ID)
+		waited <- w
+	}()
+	if _, err := b2.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "carol"}, Approve: true}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case w := <-waited:
+		if w.Status != state.ApprovalApproved {
+			t.Errorf("waiter saw %+v", w)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hint did not release the waiter")
 	}
 }

@@ -9,8 +9,10 @@
 //
 // The [Broker] keeps requests in the state store, so they survive a restart
 // and a decision taken on one replica releases a command waiting on another:
-// a waiter is woken at once by a decision made in its own process and
-// otherwise sees it at the next poll of the store (every second by default).
+// a waiter is woken at once by a decision made in its own process or
+// announced through the store's notifications (Options.Notify and Subscribe,
+// LISTEN/NOTIFY on PostgreSQL), and otherwise sees it at the next poll of the
+// store (every second by default).
 // A request nobody decides times out and counts as denied; a notifier that
 // cannot be reached never approves anything (fail closed).
 //
