@@ -56,6 +56,8 @@ type StorageHealth struct {
 
 // HealthReporter is implemented by stores that can be unreachable (S3).
 type HealthReporter interface {
+	// Check asks the backend whether it answers now and updates Health.
+	Check(ctx context.Context) error
 	// Health returns the current health and backlog.
 	Health() StorageHealth
 	// OnHealth sets the function called when an outage begins or ends.
@@ -148,6 +150,10 @@ func (a *S3Store) OnHealth(fn func(StorageHealth)) {
 	}
 	a.s.OnHealth(func(h s3store.Health) { fn(fromS3Health(h)) })
 }
+
+// Check asks the bucket whether it answers and updates Health with the
+// answer (for readiness probes).
+func (a *S3Store) Check(ctx context.Context) error { return a.s.Check(ctx) }
 
 // SetLogger sets the store's logger.
 func (a *S3Store) SetLogger(l *slog.Logger) { a.s.SetLogger(l) }

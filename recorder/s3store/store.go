@@ -204,6 +204,24 @@ func (s *Store) Health() Health {
 	return h
 }
 
+// Check asks the bucket whether it answers (HeadBucket, no retries) and
+// updates the outage state with the answer: a transient failure starts an
+// outage, a success ends one. Readiness probes call it, so an outage that
+// began while no recording was being written is still seen to end.
+func (s *Store) Check(ctx context.Context) error {
+	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)}, noRetry)
+	switch {
+	case err == nil:
+		s.succeeded()
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("check bucket: %w", context.Cause(ctx))
+	case retryable(err):
+		s.failed("check", err)
+	}
+	return fmt.Errorf("check bucket %q: %s", s.cfg.Bucket, shortError(err))
+}
+
 // Bucket returns the bucket name.
 func (s *Store) Bucket() string { return s.cfg.Bucket }
 

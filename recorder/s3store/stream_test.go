@@ -339,7 +339,16 @@ func TestOutageMidSession(t *testing.T) {
 		t.Errorf("audit events %v; want %s", types, recorder.EventStorageOutage)
 	}
 
+	if err := e.store.Check(ctx); err == nil {
+		t.Error("Check succeeded while S3 is down")
+	}
 	srv.Restart(t)
+	if err := e.store.Check(ctx); err != nil {
+		t.Errorf("Check after the restart: %v", err)
+	}
+	if h := e.store.Health(); h.Down {
+		t.Errorf("health after a successful Check %+v; want up", h)
+	}
 	write(1 << 10)
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
