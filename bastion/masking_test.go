@@ -195,3 +195,38 @@ func TestInnerHopMaskingShell(t *testing.T) {
 		t.Errorf("recorded output %q", cast.output)
 	}
 }
+
+type discardSink struct{}
+
+func (discardSink) Output([]byte) error   { return nil }
+func (discardSink) Input([]byte) error    { return nil }
+func (discardSink) Resize(int, int) error { return nil }
+func (discardSink) Marker(string) error   { return nil }
+func (discardSink) Err() error            { return nil }
+
+// BenchmarkHopTapMasking measures the recording tap on bulk output (32 KiB
+// chunks of log lines) without rules and with the secret detectors.
+func BenchmarkHopTapMasking(b *testing.B) {
+	chunk := bytes.Repeat([]byte("2026-11-27T11:44:41Z INFO request served path=/api/v1/items status=200 bytes=5123\n"), 400)[:32<<10]
+	var secrets []mask.Rule
+	for _, d := range []string{mask.DetectorAWSKey, mask.DetectorAWSSecret, mask.DetectorPrivateKey, mask.DetectorJWT,
+		mask.DetectorBearer, mask.DetectorGitHub, mask.DetectorSlack, mask.DetectorURLPassword} {
+		secrets = append(secrets, mask.Rule{Detector: d})
+	}
+	m, _ := mask.New(secrets)
+	for _, c := range []struct {
+		name string
+		m    *mask.Masker
+	}{{"none", nil}, {"secrets", m}} {
+		b.Run(c.name, func(b *testing.B) {
+			tap := newHopTap(discardSink{}, true, nil)
+			tap.setMask(c.m)
+			b.SetBytes(int64(len(chunk)))
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = tap.output(chunk)
+			}
+			_ = tap.close()
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"regexp"
 	"sort"
+	"strings"
 )
 
 // detector is a built-in pattern.
@@ -92,22 +93,12 @@ func contains(subs ...string) func([]byte) bool {
 	}
 }
 
-func containsFold(sub string) func([]byte) bool {
-	lo, up := []byte(sub), bytes.ToUpper([]byte(sub))
-	first := []byte{lo[0], up[0]}
-	return func(p []byte) bool {
-		for i := 0; i+len(lo) <= len(p); {
-			j := bytes.IndexAny(p[i:], string(first))
-			if j < 0 {
-				return false
-			}
-			if i += j; i+len(lo) <= len(p) && bytes.EqualFold(p[i:i+len(lo)], lo) {
-				return true
-			}
-			i++
-		}
-		return false
-	}
+// containsFold is a prefilter for a case-insensitive word: it looks for the
+// word without its first letter in lower or upper case (which covers lower,
+// upper and title case; other mixed spellings are not masked).
+func containsFold(word string) func([]byte) bool {
+	rest := word[1:]
+	return contains(strings.ToLower(rest), strings.ToUpper(rest))
 }
 
 // detectors are the built-in detectors. Character classes exclude control
