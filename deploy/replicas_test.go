@@ -105,6 +105,7 @@ type replica struct {
 	name     string
 	data     string
 	config   string
+	env      []string
 	proc     *testutil.Proc
 	SSHAddr  string
 	HTTPAddr string
@@ -112,7 +113,8 @@ type replica struct {
 
 const login = "tester"
 
-func (c *cluster) start(t *testing.T, name string) *replica {
+// start runs a replica; env is extra KEY=VALUE environment.
+func (c *cluster) start(t *testing.T, name string, env ...string) *replica {
 	t.Helper()
 	data := t.TempDir()
 	cfg := fmt.Sprintf(`listen: {ssh: "127.0.0.1:0", http: "127.0.0.1:0"}
@@ -128,12 +130,13 @@ targets:
   - {name: echo, kind: command, command: [sh, -c, "exec cat"], exec: [sh, -c]}
 roles:
   - {name: ha, match: {groups: [ha]}, targets: [echo], logins: [%[5]s], record: required}
+  - {name: auditors, match: {groups: [auditors]}, targets: [echo], logins: [%[5]s], permissions: [auditor]}
 `, data, c.storage, c.stateURL, c.caDir, login)
 	path := filepath.Join(data, "postern.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{t: t, c: c, name: name, data: data, config: path}
+	r := &replica{t: t, c: c, name: name, data: data, config: path, env: env}
 	r.run()
 	return r
 }
@@ -144,7 +147,8 @@ var servingLine = regexp.MustCompile(`"msg":"postern serving".*`)
 func (r *replica) run() {
 	t := r.t
 	t.Helper()
-	r.proc = testutil.Start(t, posternBinary(t), []string{"serve", "--config", r.config, "--log-format", "json"})
+	r.proc = testutil.Start(t, posternBinary(t), []string{"serve", "--config", r.config, "--log-format", "json"},
+		testutil.Env(r.env...))
 	line := r.proc.WaitLine(t, servingLine, 60*time.Second)
 	var serving struct{ SSH, HTTP string }
 	if err := json.Unmarshal([]byte(line), &serving); err != nil {
@@ -155,6 +159,14 @@ func (r *replica) run() {
 
 // user returns a key with a user certificate (in group ha) and its serial.
 func (c *cluster) user(t *testing.T, username string) (ssh.Signer, uint64) {
+	t.Helper()
+	cs, cert, _ := c.userCert(t, username, "ha")
+	return cs, cert.Serial
+}
+
+// userCert returns a user certificate in groups, its key, and both as one
+// SSH signer.
+func (c *cluster) userCert(t *testing.T, username string, groups ...string) (ssh.Signer, *ssh.Certificate, ssh.Signer) {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -168,10 +180,10 @@ func (c *cluster) user(t *testing.T, username string) (ssh.Signer, uint64) {
 	_, _ = rand.Read(b[:])
 	serial := binary.BigEndian.Uint64(b[:]) >> 1 // positive as a signed column too
 	now := time.Now()
-	id := certs.Identity{Issuer: "ha", Subject: username, Username: username, Kind: certs.KindHuman, Groups: []string{"ha"}}
+	id := certs.Identity{Issuer: "ha", Subject: username, Username: username, Kind: certs.KindHuman, Groups: groups}
 	cert := &ssh.Certificate{
 		Key: signer.PublicKey(), Serial: serial, CertType: ssh.UserCert,
-		KeyId: "ha:" + username, ValidPrincipals: []string{login},
+		KeyId: "ha:" + username, ValidPrincipals: []string{login, username},
 		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix()),
 		Permissions: ssh.Permissions{Extensions: map[string]string{
 			"permit-pty": "", certs.IdentityExtension: certs.EncodeIdentity(id),
@@ -184,7 +196,7 @@ func (c *cluster) user(t *testing.T, username string) (ssh.Signer, uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cs, serial
+	return cs, cert, signer
 }
 
 func (r *replica) clientConfig(signer ssh.Signer) *ssh.ClientConfig {
