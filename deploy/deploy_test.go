@@ -733,6 +733,9 @@ func TestHelmDefaults(t *testing.T) {
 	for _, e := range dig(c, "env").([]any) {
 		env[dig(e, "name").(string)] = e
 	}
+	if dig(env["POSTERN_ADVERTISE_HOST"], "valueFrom", "fieldRef", "fieldPath") != "status.podIP" {
+		t.Error("POSTERN_ADVERTISE_HOST must be the pod IP (the replica's name and address for other replicas)")
+	}
 	if dig(env["POSTERN_DATABASE_PASSWORD"], "valueFrom", "secretKeyRef", "name") != "postern-db" {
 		t.Error("POSTERN_DATABASE_PASSWORD must come from database.existingSecret")
 	}
