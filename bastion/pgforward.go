@@ -49,7 +49,7 @@ func (c *serverConn) postgres(ci *ConnInfo, nch ssh.NewChannel, p directTCPIP, t
 		}
 		pr, err := pgproxy.ParseRule(r.Match, r.Action)
 		if err != nil {
-			continue // validated at load; an unknown class never matches
+			continue // config validation refuses unknown classes
 		}
 		pr.Approvers, pr.Approvals, pr.Timeout = r.Approvers, r.Approvals, r.Timeout.D()
 		rules = append(rules, pr)

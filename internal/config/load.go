@@ -495,6 +495,9 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 					v.add(rp+".match", "not a valid regular expression: "+err.Error())
 				}
 			}
+			if c, ok := strings.CutPrefix(rule.Match, "sql:"); ok && !sqlClasses[c] {
+				v.add(rp+".match", "unknown statement class; use sql:drop, sql:truncate, sql:alter, sql:delete-without-where or sql:update-without-where")
+			}
 			switch rule.Action {
 			case "allow", "deny":
 			case "approve":
@@ -590,6 +593,12 @@ func (e *ValidationError) Error() string {
 		return "invalid config: " + e.Problems[0]
 	}
 	return "invalid config:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// sqlClasses are the statement classes rules may match as "sql:<class>"
+// (postgres targets; see bastion/pgproxy).
+var sqlClasses = map[string]bool{
+	"drop": true, "truncate": true, "alter": true, "delete-without-where": true, "update-without-where": true,
 }
 
 // validateMasking checks masking rules: a known detector, a compiling

@@ -51,6 +51,14 @@ roles:
 			t.Errorf("%s: err = %v", c.want, err)
 		}
 	}
+	badClass := strings.Replace(base, "targets: [pg]", "targets: [pg]\n    rules: [{match: 'sql:dropp', action: deny}]", 1)
+	if _, err := Parse([]byte(badClass)); err == nil || !strings.Contains(err.Error(), "unknown statement class") {
+		t.Errorf("unknown sql class: %v", err)
+	}
+	okClass := strings.Replace(base, "targets: [pg]", "targets: [pg]\n    rules: [{match: 'sql:drop', action: deny}]", 1)
+	if _, err := Parse([]byte(okClass)); err != nil {
+		t.Errorf("sql:drop rule: %v", err)
+	}
 	bad := strings.Replace(base, "protocol: postgres, ", "", 1)
 	if _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "database credentials") {
 		t.Errorf("credentials on a plain tcp target: %v", err)
