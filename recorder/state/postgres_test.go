@@ -32,8 +32,8 @@ func testURL(t testing.TB) string {
 
 // TestPostgresSuite runs every other test of this package again, in a child
 // process of this test binary, against PostgreSQL: SQLite and PostgreSQL
-// stores pass the same suite. Tests that are about SQLite files alone are
-// left out.
+// stores pass the same suite. Tests that are about SQLite files alone, and
+// the PostgreSQL-only tests (which ran in this process), are left out.
 func TestPostgresSuite(t *testing.T) {
 	if os.Getenv(backendEnv) != "" {
 		return // already the child
@@ -42,7 +42,7 @@ func TestPostgresSuite(t *testing.T) {
 		t.Skip("starts PostgreSQL")
 	}
 	pgtest.Shared(t) // skips clearly if PostgreSQL is not installed; started once here
-	args := []string{"-test.run", ".", "-test.skip", "^(TestPostgresSuite|TestSqlitePath|TestFilePermissions)$",
+	args := []string{"-test.run", ".", "-test.skip", "^(TestPostgresSuite|TestSqlitePath|TestFilePermissions|TestPostgresNotifyAcrossStores|TestPostgresAppendManyStores)$",
 		"-test.count", "1", "-test.v"}
 	if d, ok := t.Deadline(); ok {
 		args = append(args, "-test.timeout", time.Until(d).Round(time.Second).String())
