@@ -8,6 +8,7 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -138,6 +139,27 @@ func TestDockerfile(t *testing.T) {
 	}
 	if !strings.Contains(entry, "/usr/local/bin/postern") {
 		t.Errorf("ENTRYPOINT %q does not run postern", entry)
+	}
+}
+
+// TestImageBinaryStatic: the binary built as the Dockerfile builds it runs
+// on a distroless static base: no program interpreter, no shared libraries.
+func TestImageBinaryStatic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/postern")
+	}
+	f, err := elf.Open(posternBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("the binary has a program interpreter: it is dynamically linked")
+		}
+	}
+	if libs, err := f.ImportedLibraries(); err != nil || len(libs) != 0 {
+		t.Errorf("the binary needs shared libraries %v (%v)", libs, err)
 	}
 }
 

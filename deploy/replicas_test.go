@@ -52,7 +52,8 @@ var (
 	buildErr  error
 )
 
-// posternBinary builds cmd/postern once per test binary.
+// posternBinary builds cmd/postern once per test binary, the way the
+// Dockerfile does (static, CGO_ENABLED=0, -trimpath).
 func posternBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -61,8 +62,9 @@ func posternBinary(t testing.TB) string {
 			return
 		}
 		buildBin = filepath.Join(buildDir, "postern")
-		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/postern")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", buildBin, "./cmd/postern")
 		cmd.Dir = testutil.RepoRoot(t)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
