@@ -23,37 +23,41 @@ type Masks struct {
 }
 
 // MaskPolicy resolves the masking rules (global plus per role) of a
-// session's roles. It is immutable after NewMaskPolicy and safe for
-// concurrent use; a nil *MaskPolicy masks nothing.
+// session's roles. It is safe for concurrent use; Update swaps the rules on
+// a configuration reload (sessions keep the masks they started with). A nil
+// *MaskPolicy masks nothing.
 type MaskPolicy struct {
+	mu     sync.Mutex
 	global []config.MaskRule
 	roles  map[string][]config.MaskRule
-
-	mu    sync.Mutex
-	cache map[string]Masks // by Decision.Role
+	cache  map[string]Masks // by Decision.Role
 }
 
-// NewMaskPolicy compiles the masking rules of cfg. It returns nil when cfg
-// has none.
+// NewMaskPolicy compiles the masking rules of cfg.
 func NewMaskPolicy(cfg *config.Config) (*MaskPolicy, error) {
-	p := &MaskPolicy{global: cfg.Masking.Rules, roles: map[string][]config.MaskRule{}, cache: map[string]Masks{}}
-	n := len(p.global)
-	for _, r := range cfg.Roles {
-		p.roles[r.Name] = r.Masking.Rules
-		n += len(r.Masking.Rules)
-	}
-	if n == 0 {
-		return nil, nil
-	}
-	if _, err := p.compile(p.global); err != nil {
+	p := &MaskPolicy{}
+	if err := p.Update(cfg); err != nil {
 		return nil, err
 	}
-	for name, rules := range p.roles {
-		if _, err := p.compile(rules); err != nil {
-			return nil, fmt.Errorf("role %s: %w", name, err)
-		}
-	}
 	return p, nil
+}
+
+// Update replaces the rules by those of cfg; on error the old rules stay.
+func (p *MaskPolicy) Update(cfg *config.Config) error {
+	roles := map[string][]config.MaskRule{}
+	if _, err := p.compile(cfg.Masking.Rules); err != nil {
+		return err
+	}
+	for _, r := range cfg.Roles {
+		if _, err := p.compile(r.Masking.Rules); err != nil {
+			return fmt.Errorf("role %s: %w", r.Name, err)
+		}
+		roles[r.Name] = r.Masking.Rules
+	}
+	p.mu.Lock()
+	p.global, p.roles, p.cache = cfg.Masking.Rules, roles, map[string]Masks{}
+	p.mu.Unlock()
+	return nil
 }
 
 // For returns the masks of a decision's roles (Decision.Role, names
@@ -71,7 +75,7 @@ func (p *MaskPolicy) For(roles string) Masks {
 	for _, name := range strings.Split(roles, ",") {
 		rules = append(rules, p.roles[strings.TrimSpace(name)]...)
 	}
-	m, _ := p.compile(rules) // every rule compiled in NewMaskPolicy
+	m, _ := p.compile(rules) // every rule compiled in Update
 	if len(p.cache) < 1024 {
 		p.cache[roles] = m
 	}

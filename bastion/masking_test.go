@@ -128,8 +128,17 @@ func TestMaskPolicyRoles(t *testing.T) {
 	if mb := p.For("b"); mb.Stream != nil {
 		t.Error("role b has no stream rules")
 	}
-	if none, _ := NewMaskPolicy(&config.Config{}); none != nil || none.For("x").Recording != nil {
-		t.Error("no rules must give a nil policy")
+	if none, _ := NewMaskPolicy(&config.Config{}); none.For("x").Recording != nil || none.For("x").Stream != nil {
+		t.Error("no rules must mask nothing")
+	}
+	if err := p.Update(&config.Config{Roles: []config.Role{{Name: "a", Masking: config.Masking{Rules: []config.MaskRule{{Detector: "jwt"}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := p.For("b,a"); m.Recording == nil || m.Stream == nil {
+		t.Error("update not applied")
+	}
+	if err := p.Update(&config.Config{Masking: config.Masking{Rules: []config.MaskRule{{Pattern: "("}}}}); err == nil {
+		t.Error("a bad rule was accepted")
 	}
 }
 

@@ -56,6 +56,7 @@ type Service struct {
 	authority *certs.Authority
 	policy    *policy.Engine
 	recorder  *recorder.Recorder
+	masking   *MaskPolicy
 	ssh       *Server
 	http      *http.Server
 	devIdP    *devidp.Provider
@@ -171,6 +172,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return fmt.Errorf("masking: %w", err)
 	}
+	s.masking = masking
 	inner, err := NewInnerHop(InnerHopOptions{
 		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
 		Masking: masking, Log: s.log, Metrics: s.reg,
@@ -290,6 +292,9 @@ func (s *Service) reload(ctx context.Context) {
 	var eng *policy.Engine
 	if err == nil {
 		eng, err = policy.New(cfg)
+	}
+	if err == nil && s.masking != nil {
+		err = s.masking.Update(cfg)
 	}
 	outcome := "applied"
 	if err != nil {
