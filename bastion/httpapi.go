@@ -75,14 +75,16 @@ func newPublicConfig(cfg *config.Config, hostCA, version string) publicConfig {
 
 // httpHandlers are the pieces the API mux routes to.
 type httpHandlers struct {
-	certs    http.Handler // POST /v1/certs
-	sessions http.Handler // /v1/sessions…
-	ui       http.Handler // /ui/, nil without an interactive issuer
-	devIdP   http.Handler // the development issuer, nil outside --dev
-	registry *prometheus.Registry
-	ready    func(ctx context.Context) error
-	config   func() publicConfig
-	log      *slog.Logger
+	certs     http.Handler // POST /v1/certs
+	sessions  http.Handler // /v1/sessions…
+	ui        http.Handler // /ui/, nil without an interactive issuer
+	approvals http.Handler // /v1/approvals…
+	slack     http.Handler // POST /v1/slack/actions, nil without Slack
+	devIdP    http.Handler // the development issuer, nil outside --dev
+	registry  *prometheus.Registry
+	ready     func(ctx context.Context) error
+	config    func() publicConfig
+	log       *slog.Logger
 }
 
 // newMux routes the HTTP API (DESIGN §4).
@@ -108,6 +110,11 @@ func newMux(h httpHandlers) *http.ServeMux {
 	mux.Handle("/v1/certs", h.certs)
 	mux.Handle("/v1/sessions", h.sessions)
 	mux.Handle("/v1/sessions/", h.sessions)
+	mux.Handle("/v1/approvals", h.approvals)
+	mux.Handle("/v1/approvals/", h.approvals)
+	if h.slack != nil {
+		mux.Handle("POST /v1/slack/actions", h.slack)
+	}
 	if h.ui != nil {
 		mux.Handle("/ui/", h.ui)
 		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))

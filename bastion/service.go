@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/posternhq/postern/bastion/approval"
 	"github.com/posternhq/postern/bastion/pgproxy"
 	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
@@ -55,6 +56,7 @@ type Service struct {
 	state     *state.Store
 	authority *certs.Authority
 	policy    *policy.Engine
+	grants    policy.GrantsFunc
 	recorder  *recorder.Recorder
 	masking   *MaskPolicy
 	ssh       *Server
@@ -173,9 +175,30 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return fmt.Errorf("masking: %w", err)
 	}
 	s.masking = masking
+	broker, err := approval.NewBroker(approval.Options{
+		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Log: s.log.With("component", "approvals"), Metrics: s.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("approvals: %w", err)
+	}
+	defer broker.Close()
+	s.grants = broker.PolicyGrants()
+	s.policy = s.policy.WithGrants(s.grants)
+	var slack http.Handler
+	if sc := cfg.Approvals.Slack; sc.WebhookURL != "" || sc.SigningSecret != "" {
+		if slack, err = approval.NewSlack(broker, sc, approval.SlackOptions{Log: s.log.With("component", "slack")}); err != nil {
+			return fmt.Errorf("approvals.slack: %w", err)
+		}
+	}
+	for i, wh := range cfg.Approvals.Webhooks {
+		if _, err := approval.NewWebhook(broker, wh, approval.WebhookOptions{}); err != nil {
+			return fmt.Errorf("approvals.webhooks[%d]: %w", i, err)
+		}
+	}
 	inner, err := NewInnerHop(InnerHopOptions{
 		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
-		Masking: masking, Log: s.log, Metrics: s.reg,
+		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")),
+		Masking:  masking, Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {
 		return err
@@ -199,6 +222,13 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	apiAuth := &certs.APIAuth{
 		Authority: s.authority, Verifier: verifier,
 		Revoked: func(serial uint64) (bool, error) { return s.state.IsRevoked(context.Background(), serial) },
+	}
+	approvalsAPI, err := approval.NewAPI(approval.APIOptions{
+		Broker: broker, Auth: apiAuth, Permissions: s.permissions, Log: s.log,
+		TargetExists: func(_ certs.Identity, name string) bool { _, ok := s.currentPolicy().Lookup(name); return ok },
+	})
+	if err != nil {
+		return fmt.Errorf("approvals API: %w", err)
 	}
 	var ui http.Handler
 	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok {
@@ -224,7 +254,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 				Auth: apiAuth, Permissions: s.permissions,
 				State: s.state, Store: store, Follow: s.recorder.Follow, Log: s.log, Metrics: s.reg,
 			}),
-			ui:    ui,
+			ui: ui, approvals: approvalsAPI, slack: slack,
 			ready: func(ctx context.Context) error { _, err := s.state.Events(ctx, 0, 1); return err },
 			config: func() publicConfig {
 				s.mu.Lock()
@@ -292,6 +322,9 @@ func (s *Service) reload(ctx context.Context) {
 	var eng *policy.Engine
 	if err == nil {
 		eng, err = policy.New(cfg)
+	}
+	if err == nil {
+		eng = eng.WithGrants(s.grants)
 	}
 	if err == nil && s.masking != nil {
 		err = s.masking.Update(cfg)

@@ -95,11 +95,10 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newSessionsCmd(g),
 		newPlayCmd(g),
 		newWatchCmd(g),
+		newApprovalsCmd(g),
+		newRequestCmd(g),
 		newVersionCmd(g),
 	)
-	for _, c := range laterCommands(g) {
-		root.AddCommand(c)
-	}
 	return root
 }
 

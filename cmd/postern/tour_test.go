@@ -76,6 +76,14 @@ func TestDevTour(t *testing.T) {
 		t.Errorf("stderr = %q; want to-stderr", stderr.String())
 	}
 
+	// The dev role's deny rule stops a flagged command before it runs, with
+	// the documented exit status (docs/exit-codes.md).
+	denied := exec.Command("ssh", "-F", sshConfig, "-o", "BatchMode=yes", "-J", jump, "dev@demo", "mkfs --version")
+	out, err := denied.CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 120 || !strings.Contains(string(out), "postern:") {
+		t.Errorf("deny rule: err = %v, output %q; want exit 120 and a postern: line", err, out)
+	}
+
 	// A recorded interactive shell (a pty forced with -tt).
 	shell := exec.Command("ssh", "-F", sshConfig, "-o", "BatchMode=yes", "-tt", "-J", jump, "dev@demo")
 	shell.Stdin = strings.NewReader("echo typed-in-the-shell\nexit\n")
@@ -90,11 +98,11 @@ func TestDevTour(t *testing.T) {
 	for {
 		metas, _ := filepath.Glob(filepath.Join(data, "recordings", "*", "*", "*", "*.json"))
 		casts, _ = filepath.Glob(filepath.Join(data, "recordings", "*", "*", "*", "*.cast"))
-		if len(metas) >= 2 && len(casts) >= 2 {
+		if len(metas) >= 3 && len(casts) >= 3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("recordings = %v; want 2 sealed casts\nserver log:\n%s", casts, srv.Output())
+			t.Fatalf("recordings = %v; want 3 sealed casts\nserver log:\n%s", casts, srv.Output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -125,8 +133,8 @@ func TestDevTour(t *testing.T) {
 	var rows []struct {
 		ID, Target, Identity string
 	}
-	if err := json.Unmarshal(lsOut, &rows); err != nil || len(rows) != 2 {
-		t.Fatalf("sessions ls --json = %s (%v); want 2 rows", lsOut, err)
+	if err := json.Unmarshal(lsOut, &rows); err != nil || len(rows) != 3 {
+		t.Fatalf("sessions ls --json = %s (%v); want 3 rows", lsOut, err)
 	}
 	for _, r := range rows {
 		if r.Target != "demo" || r.Identity != "dev" {
@@ -139,7 +147,7 @@ func TestDevTour(t *testing.T) {
 	}
 
 	verify := exec.Command(bin, "audit", "verify", "--dev", "--data-dir", data)
-	out, err := verify.CombinedOutput()
+	out, err = verify.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "intact") {
 		t.Errorf("audit verify: %v\n%s", err, out)
 	}
