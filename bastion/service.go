@@ -204,7 +204,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return err
 	}
 	pg, err := pgproxy.New(pgproxy.Options{
-		Recorder: s.recorder, Store: store, Audit: audit, Log: s.log.With("component", "pgproxy"), Metrics: s.reg,
+		Recorder: s.recorder, Store: store, Audit: audit, Approver: NewStatementGate(broker, s.log.With("component", "approvals")),
+		Log: s.log.With("component", "pgproxy"), Metrics: s.reg,
 	})
 	if err != nil {
 		return err
