@@ -36,6 +36,11 @@ var (
 	ErrOverflow = errors.New("recording buffer overflow")
 	// ErrFinished is returned by writes after Finish.
 	ErrFinished = errors.New("recording finished")
+	// ErrSealPending is returned by Finish when the store did not take the
+	// recording before Finish's context ended (a storage outage): the
+	// recording is complete in the spool and is stored and sealed in the
+	// background when the store is back (or by Recover after a restart).
+	ErrSealPending = errors.New("recording kept in the spool: it is stored and sealed when storage is back")
 	// ErrSpoolFull is returned by Start while the spool has less free
 	// space than Options.MinSpoolFree.
 	ErrSpoolFull = errors.New("recording spool is full: new recorded sessions are refused")
@@ -95,6 +100,12 @@ type Recorder struct {
 	mu     sync.Mutex
 	active map[string]*Session
 
+	// bg is the context of background seals (ErrSealPending), cancelled
+	// by Close; pending counts them.
+	bg      context.Context
+	stopBg  context.CancelFunc
+	pending sync.WaitGroup
+
 	// beforeWrite, if set (tests), runs in the writer goroutine before each
 	// spool write.
 	beforeWrite func()
@@ -106,6 +117,7 @@ func New(opts Options) (*Recorder, error) {
 		return nil, errors.New("recorder: no store")
 	}
 	r := &Recorder{opts: opts, active: make(map[string]*Session)}
+	r.bg, r.stopBg = context.WithCancel(context.Background())
 	switch opts.Format {
 	case "", "v2":
 		r.version = 2
@@ -395,5 +407,14 @@ func (r *Recorder) checkSpoolFree() error {
 		r.log.Error("recording spool is full: refusing new recorded sessions", "free_bytes", free, "min_free_bytes", r.opts.MinSpoolFree)
 		return fmt.Errorf("%w (%d MiB free, %d MiB required)", ErrSpoolFull, free>>20, r.opts.MinSpoolFree>>20)
 	}
+	return nil
+}
+
+// Close stops the background seals of recordings whose Finish returned
+// ErrSealPending and waits for them; their spools stay for Recover at the
+// next start. Sessions still recording are not affected.
+func (r *Recorder) Close() error {
+	r.stopBg()
+	r.pending.Wait()
 	return nil
 }

@@ -85,7 +85,7 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 	}
 	if err != nil {
 		r.m.errors.WithLabelValues("store").Inc()
-		return nil, err
+		return nil, &castStoreError{err}
 	}
 	row.Size, row.SHA256 = size, sum
 	sealed := &Sealed{ID: row.ID, Object: row.Object, MetaObject: MetaKey(row.Object), Size: size, SHA256: sum, Status: row.Status}
@@ -146,6 +146,37 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
 	}
 	return sealed, nil
+}
+
+// castStoreError is a failure to store the cast itself: nothing of the
+// seal (audit events, metadata, index) has happened yet, so it can be
+// retried whole.
+type castStoreError struct{ err error }
+
+func (e *castStoreError) Error() string { return e.err.Error() }
+func (e *castStoreError) Unwrap() error { return e.err }
+
+// sealLater keeps trying to seal a recording whose cast could not be
+// stored before its Finish context ended (a storage outage), until it
+// succeeds or Close is called; the spool stays until then, and Recover
+// seals it after a restart.
+func (r *Recorder) sealLater(row state.Session, spoolPath, errText string, d *spoolDigest) {
+	r.pending.Add(1)
+	go func() { // waited for by Close
+		defer r.pending.Done()
+		sealed, err := r.seal(r.bg, row, spoolPath, errText, d)
+		if err != nil {
+			r.log.Error("sealing recording after the storage outage failed: the next start recovers it", "session", row.ID, "err", err)
+			return
+		}
+		if ss, ok := r.opts.Store.(StreamingStore); ok {
+			// The upload abandoned at Finish may not have been aborted.
+			if err := ss.AbortUploads(r.bg, row.Object); err != nil {
+				r.log.Warn("aborting stale uploads failed", "session", row.ID, "err", err)
+			}
+		}
+		r.log.Info("recording sealed after the storage outage", "session", row.ID, "object", sealed.Object, "size", sealed.Size)
+	}()
 }
 
 // spoolDigest is the size and SHA-256 of a spool file, computed while it was

@@ -397,6 +397,17 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 		digest = nil
 	}
 	sealed, err := s.r.seal(ctx, row, s.spoolPath, errText, digest)
+	var cse *castStoreError
+	if err != nil && s.up != nil && ctx.Err() != nil && errors.As(err, &cse) {
+		// The store did not take the cast before ctx ended (an outage):
+		// store it from the spool, and seal it, when the store is back.
+		s.log.Warn("recording kept in the spool until storage is back", "err", err)
+		if digest != nil {
+			digest = &spoolDigest{size: digest.size, sum: digest.sum}
+		}
+		s.r.sealLater(row, s.spoolPath, errText, digest)
+		return nil, fmt.Errorf("recording %s: %w", s.id, ErrSealPending)
+	}
 	if err != nil {
 		s.log.Error("sealing recording failed", "err", err)
 		return nil, err

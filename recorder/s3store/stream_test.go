@@ -293,7 +293,7 @@ func TestOutageMidSession(t *testing.T) {
 		p := textChunk(rng, n)
 		start := time.Now()
 		if err := s.Output(p); err != nil {
-			t.Fatalf("output during the session: %v", err)
+			t.Fatalf("output during the session after %v (store health %+v): %v", time.Since(start), e.store.Health(), err)
 		}
 		written.Write(p)
 		return time.Since(start)
@@ -323,12 +323,10 @@ func TestOutageMidSession(t *testing.T) {
 	if !h.Down || h.Backlog < s3storeMinPart || h.LastError == "" {
 		t.Fatalf("health during the outage %+v; want down with a backlog over one part", h)
 	}
-	// Output waiting on S3 would have blocked for the whole outage (or
-	// failed with ErrOverflow after BlockTimeout); disk and CPU may still
-	// make one call slow on a loaded machine.
-	if slowest >= recorder.BlockTimeout {
-		t.Errorf("slowest Output during the outage took %v; the data path must not wait on S3", slowest)
-	}
+	// Output waiting on S3 would have blocked for the whole outage and
+	// failed with ErrOverflow after BlockTimeout (write fails the test);
+	// how slow one call gets otherwise depends on the machine's disk and
+	// CPU, so it is only logged.
 	if got := metric(t, e.reg, "postern_s3_backlog_bytes"); got < s3storeMinPart {
 		t.Errorf("postern_s3_backlog_bytes = %v during the outage; want over one part", got)
 	}
@@ -522,4 +520,47 @@ func partsUploaded(ctx context.Context, cli *s3.Client) int {
 		return 0
 	}
 	return len(parts.Parts)
+}
+
+// TestFinishDuringOutage ends a session while S3 is down: Finish returns
+// ErrSealPending once its context ends, and the recording is stored and
+// sealed in the background when S3 is back.
+func TestFinishDuringOutage(t *testing.T) {
+	srv := startS3(t)
+	e := newEnv(t, storeURL(srv, bucket, "rec"), "", testOpts)
+	t.Cleanup(func() { e.rec.Close() })
+	ctx := context.Background()
+	s, err := e.rec.Start(ctx, recorder.Meta{Identity: "frank", Target: "web-5", Kind: "shell"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Output([]byte("last words\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := s.Finish(fctx, recorder.Result{}); !errors.Is(err, recorder.ErrSealPending) {
+		t.Fatalf("Finish during the outage: %v; want ErrSealPending", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.spool, s.ID()+".cast")); err != nil {
+		t.Fatalf("spool gone before the recording is stored: %v", err)
+	}
+	srv.Restart(t)
+	var row state.Session
+	waitFor(t, time.Minute, "the background seal", func() bool {
+		row, err = e.st.GetSession(ctx, s.ID())
+		return err == nil && row.SealSeq != 0
+	})
+	if row.Status != state.StatusFinished {
+		t.Errorf("status %s; want finished", row.Status)
+	}
+	obj := download(t, e.store, row.Object)
+	if got := string(outputOf(t, obj)); got != "last words\r\n" || sha(obj) != row.SHA256 {
+		t.Errorf("stored output %q (sha %s); want %q with the sealed digest", got, sha(obj), "last words\r\n")
+	}
+	waitFor(t, 10*time.Second, "the spool removed", func() bool {
+		_, err := os.Stat(filepath.Join(e.spool, s.ID()+".cast"))
+		return errors.Is(err, os.ErrNotExist)
+	})
 }
