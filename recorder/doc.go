@@ -34,7 +34,10 @@
 // which the recorder appends as storage.outage and storage.recovered audit
 // events, and its backlog ([Recorder.StorageHealth]). Recover aborts the
 // streamed uploads a crashed run left behind before storing the repaired
-// spool again. Options.MinSpoolFree makes Start refuse new recordings
+// spool again. A session that ends while the store is down returns
+// [ErrSealPending] from Finish and is stored and sealed in the background
+// when the store answers ([Recorder.Close] stops that; Recover finishes it
+// after a restart). Options.MinSpoolFree makes Start refuse new recordings
 // ([ErrSpoolFull]) while the spool's file system is nearly full.
 //
 // # Failure policy
