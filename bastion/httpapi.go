@@ -82,7 +82,7 @@ type httpHandlers struct {
 	slack     http.Handler // POST /v1/slack/actions, nil without Slack
 	devIdP    http.Handler // the development issuer, nil outside --dev
 	registry  *prometheus.Registry
-	ready     func(ctx context.Context) error
+	ready     func(ctx context.Context) (map[string]string, error)
 	config    func() publicConfig
 	log       *slog.Logger
 }
@@ -96,12 +96,14 @@ func newMux(h httpHandlers) *http.ServeMux {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := h.ready(ctx); err != nil {
+		status, err := h.ready(ctx)
+		if err != nil {
 			h.log.Warn("not ready", "err", err)
 			writeError(w, http.StatusServiceUnavailable, "not_ready", "not ready")
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		status["status"] = "ready"
+		writeJSON(w, http.StatusOK, status)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.registry, promhttp.HandlerOpts{Registry: h.registry}))
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {

@@ -113,6 +113,19 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// The replica name owns the sessions this process records: recovery
+	// touches only its own, and a live follow asked on another replica is
+	// forwarded to the advertised address (POSTERN_ADVERTISE_HOST, set to the
+	// pod IP by the Helm chart).
+	advertise := ""
+	if h := os.Getenv("POSTERN_ADVERTISE_HOST"); h != "" {
+		_, port, _ := net.SplitHostPort(httpLn.Addr().String())
+		advertise = "http://" + net.JoinHostPort(h, port)
+	}
+	replica, err := ReplicaName(advertise, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("replica name: %w", err)
+	}
 	if s.state, err = state.Open(ctx, cfg.State, state.Options{AuditFile: cfg.Audit.File, Log: s.log}); err != nil {
 		return fmt.Errorf("open state store: %w", err)
 	}
@@ -130,7 +143,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	s.recorder, err = recorder.New(recorder.Options{
 		Store: store, State: s.state, SpoolDir: filepath.Join(cfg.DataDir, "spool"),
 		Format: cfg.Recording.Format, BufferSize: cfg.Recording.BufferSize, OnOverflow: cfg.Recording.OnOverflow,
-		FsyncInterval: cfg.Recording.FsyncInterval.D(), Log: s.log, Metrics: s.reg,
+		FsyncInterval: cfg.Recording.FsyncInterval.D(), Replica: replica, Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("start recorder: %w", err)
@@ -176,7 +189,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 	s.masking = masking
 	broker, err := approval.NewBroker(approval.Options{
-		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Log: s.log.With("component", "approvals"), Metrics: s.reg,
+		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Notify: s.state.Notify, Subscribe: s.state.Subscribe,
+		Log: s.log.With("component", "approvals"), Metrics: s.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("approvals: %w", err)
@@ -231,6 +245,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return fmt.Errorf("approvals API: %w", err)
 	}
+	follow := FollowAcrossReplicas(s.recorder.Follow, s.state, replica, &http.Client{})
 	var ui http.Handler
 	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok {
 		key, err := web.LoadCookieKey(filepath.Join(cfg.DataDir, "ui_cookie.key"))
@@ -240,7 +255,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		ui, err = web.New(web.Options{
 			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
 			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
-			State: s.state, Store: store, Follow: s.recorder.Follow, CookieKey: key, Log: s.log, Metrics: s.reg,
+			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
 		})
 		if err != nil {
 			return fmt.Errorf("web UI: %w", err)
@@ -249,20 +264,20 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	// No WriteTimeout: the live follow and live view stream for a session's
 	// whole length. Reads and headers are bounded (slowloris).
 	s.http = &http.Server{
-		Handler: newMux(httpHandlers{
+		Handler: WithForwarding(newMux(httpHandlers{
 			certs: issuer.Handler(certs.HandlerOptions{}), devIdP: s.devIdP, registry: s.reg, log: s.log,
 			sessions: players.NewAPI(players.APIOptions{
 				Auth: apiAuth, Permissions: s.permissions,
-				State: s.state, Store: store, Follow: s.recorder.Follow, Log: s.log, Metrics: s.reg,
+				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,
 			}),
 			ui: ui, approvals: approvalsAPI, slack: slack,
-			ready: func(ctx context.Context) error { _, err := s.state.Events(ctx, 0, 1); return err },
+			ready: func(ctx context.Context) (map[string]string, error) { return s.ready(ctx, store) },
 			config: func() publicConfig {
 				s.mu.Lock()
 				defer s.mu.Unlock()
 				return newPublicConfig(s.cfg, s.authority.HostCALine(), s.opts.Version)
 			},
-		}),
+		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -355,6 +370,25 @@ func (s *Service) currentPolicy() *policy.Engine {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.policy
+}
+
+// ready reports whether the state store answers; it is what a load balancer
+// needs. For stores that can tell (S3) the body also says whether the
+// recording store is reachable: an S3 outage does not make a replica unready,
+// because recordings keep spooling locally and upload when S3 returns.
+func (s *Service) ready(ctx context.Context, store recorder.Store) (map[string]string, error) {
+	status := map[string]string{"state": "ok"}
+	if _, err := s.state.Events(ctx, 0, 1); err != nil {
+		return nil, fmt.Errorf("state store: %w", err)
+	}
+	if c, ok := store.(interface{ Check(context.Context) error }); ok {
+		status["recordings"] = "ok"
+		if err := c.Check(ctx); err != nil {
+			s.log.Warn("recording store unreachable; recordings are spooling", "err", err)
+			status["recordings"] = "unreachable; spooling locally"
+		}
+	}
+	return status, nil
 }
 
 // permissions returns an identity's API permissions under the current policy.

@@ -1,11 +1,7 @@
-//go:build replicawatch
-
-// The live watch across replicas needs the service to name its replica by
-// its advertised HTTP address and to install the cross-replica follow
-// (bastion.ReplicaName, bastion.WithForwarding, bastion.FollowAcrossReplicas
-// wired in bastion/service.go, with POSTERN_ADVERTISE_HOST here standing for
-// the advertised host). Until that wiring lands this test is built only with
-// -tags replicawatch.
+// The live watch across replicas: each replica is named by its advertised
+// HTTP address (POSTERN_ADVERTISE_HOST here stands for the pod IP the Helm
+// chart sets), and a follow asked on a replica that does not record the
+// session is forwarded to the one that does.
 
 package deploy_test
 
