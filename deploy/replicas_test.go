@@ -131,7 +131,13 @@ recording: {fsync_interval: 100ms}
 targets:
   - {name: echo, kind: command, command: [sh, -c, "exec cat"], exec: [sh, -c]}
 roles:
-  - {name: ha, match: {groups: [ha]}, targets: [echo], logins: [%[5]s], record: required}
+  - name: ha
+    match: {groups: [ha]}
+    targets: [echo]
+    logins: [%[5]s]
+    record: required
+    rules: [{match: 'held-then-ran', action: approve, approvers: [approvers], timeout: 2m}]
+  - {name: approvers, match: {groups: [approvers]}, targets: [echo], logins: [%[5]s], permissions: [approver]}
   - {name: auditors, match: {groups: [auditors]}, targets: [echo], logins: [%[5]s], permissions: [auditor]}
 `, data, c.storage, c.stateURL, c.caDir, login)
 	path := filepath.Join(data, "postern.yaml")
