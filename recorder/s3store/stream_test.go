@@ -564,3 +564,46 @@ func TestFinishDuringOutage(t *testing.T) {
 		return errors.Is(err, os.ErrNotExist)
 	})
 }
+
+// TestUploadVanishes aborts the session's multipart upload behind its
+// back (as a lifecycle rule or another tool might): the upload starts again
+// from the spool and the object is still whole.
+func TestUploadVanishes(t *testing.T) {
+	srv := startS3(t)
+	e := newEnv(t, storeURL(srv, bucket, "rec"), "", testOpts)
+	ctx := context.Background()
+	s, err := e.rec.Start(ctx, recorder.Meta{Identity: "grace", Target: "web-6", Kind: "shell"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	var written bytes.Buffer
+	write := func(n int) {
+		for end := written.Len() + n; written.Len() < end; {
+			p := textChunk(rng, 32<<10)
+			if err := s.Output(p); err != nil {
+				t.Fatal(err)
+			}
+			written.Write(p)
+		}
+	}
+	write(7 << 20)
+	cli := rawClient(t, srv)
+	waitFor(t, time.Minute, "a part streamed", func() bool { return partsUploaded(ctx, cli) > 0 })
+	ups, err := cli.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+	if err != nil || len(ups.Uploads) != 1 {
+		t.Fatalf("ListMultipartUploads = %v, %v; want one upload", ups, err)
+	}
+	if _, err := cli.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: ups.Uploads[0].Key, UploadId: ups.Uploads[0].UploadId}); err != nil {
+		t.Fatal(err)
+	}
+	write(6 << 20)
+	sealed, err := s.Finish(ctx, recorder.Result{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := download(t, e.store, sealed.Object)
+	if got := outputOf(t, obj); !bytes.Equal(got, written.Bytes()) || sha(obj) != sealed.SHA256 {
+		t.Fatalf("object output %d bytes (sha match %v); want the %d written", len(got), sha(obj) == sealed.SHA256, written.Len())
+	}
+}
