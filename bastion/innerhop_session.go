@@ -455,6 +455,12 @@ func (s *hopSession) seal() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 30*time.Second)
 		_, recErr = rec.Finish(ctx, res)
 		cancel()
+		if errors.Is(recErr, recorder.ErrSealPending) {
+			// The recording store is down: the spool is complete and the
+			// recorder seals it in the background once the store answers.
+			s.log.Warn("recording stored later: the recording store is unreachable", "err", recErr)
+			recErr = nil
+		}
 		if recErr != nil {
 			c.h.metrics.recErr.Inc()
 			s.log.Error("recording could not be sealed", "err", recErr)

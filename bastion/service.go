@@ -143,11 +143,13 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	s.recorder, err = recorder.New(recorder.Options{
 		Store: store, State: s.state, SpoolDir: filepath.Join(cfg.DataDir, "spool"),
 		Format: cfg.Recording.Format, BufferSize: cfg.Recording.BufferSize, OnOverflow: cfg.Recording.OnOverflow,
-		FsyncInterval: cfg.Recording.FsyncInterval.D(), Replica: replica, Log: s.log, Metrics: s.reg,
+		FsyncInterval: cfg.Recording.FsyncInterval.D(), MinSpoolFree: cfg.Recording.MinSpoolFree,
+		Replica: replica, Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("start recorder: %w", err)
 	}
+	defer s.recorder.Close() // stops background seals; their spools stay for Recover
 	if n, err := s.recorder.Recover(ctx); err != nil {
 		s.log.Error("recovering interrupted recordings", "err", err)
 	} else if n > 0 {

@@ -164,6 +164,10 @@ type Recording struct {
 	OnOverflow string `yaml:"on_overflow"`
 	// FsyncInterval is how often the spool is fsynced; 1s if zero.
 	FsyncInterval Duration `yaml:"fsync_interval"`
+	// MinSpoolFree refuses new recorded sessions (fail closed) while the
+	// spool's file system has less free space than this many bytes; never
+	// if zero (the default).
+	MinSpoolFree int64 `yaml:"min_spool_free"`
 }
 
 // Target is one entry of the inventory.

@@ -317,6 +317,9 @@ func (c *Config) Validate() error {
 	if c.Recording.OnOverflow != "block" && c.Recording.OnOverflow != "drop" {
 		v.add("recording.on_overflow", "must be block or drop")
 	}
+	if c.Recording.MinSpoolFree < 0 {
+		v.add("recording.min_spool_free", "must be zero (off) or a number of bytes")
+	}
 	if c.Recording.BufferSize < 64<<10 {
 		v.add("recording.buffer_size", "must be at least 65536 bytes")
 	}
