@@ -309,6 +309,10 @@ func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, erro
 			defer flush()
 			_, err := copyPooled(w, f, s.countOut(s.outputTap))
 			if errors.Is(err, errTapStop) {
+				// The tap refuses data only when a required recording
+				// failed: end with that cause (exit 125 and its notice),
+				// not with the killed program's signal.
+				s.abort(recordingUnavailable(err))
 				p.kill()
 			}
 		})
@@ -327,8 +331,14 @@ func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, erro
 	stdout, flushOut := s.maskStream(s.ch)
 	stderr, flushErr := s.maskStream(s.ch.Stderr())
 	p.flush = func() { flushOut(); flushErr() }
-	cmd.Stdout = &tapWriter{w: stdout, tap: s.countOut(s.outputTap), stop: p.kill}
-	cmd.Stderr = &tapWriter{w: stderr, tap: s.countOut(s.outputTap), stop: p.kill}
+	// The tap refuses data only when a required recording failed: the
+	// session ends with that cause, not with the killed program's signal.
+	refused := func(err error) {
+		s.abort(recordingUnavailable(err))
+		p.kill()
+	}
+	cmd.Stdout = &tapWriter{w: stdout, tap: s.countOut(s.outputTap), stop: refused}
+	cmd.Stderr = &tapWriter{w: stderr, tap: s.countOut(s.outputTap), stop: refused}
 	cmd.WaitDelay = commandDrainTimeout
 	if err := cmd.Start(); err != nil {
 		p.cleanup()
@@ -357,12 +367,12 @@ func safeName(name string) string {
 type tapWriter struct {
 	w    io.Writer
 	tap  func([]byte) error
-	stop func()
+	stop func(error) // called with the tap's error when it refuses data
 }
 
 func (t *tapWriter) Write(p []byte) (int, error) {
 	if err := t.tap(p); err != nil {
-		t.stop()
+		t.stop(err)
 		return 0, err
 	}
 	return t.w.Write(p)
