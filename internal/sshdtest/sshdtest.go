@@ -108,6 +108,15 @@ func Start(t testing.TB, opts Options) *Server {
 	akFile := filepath.Join(dir, "authorized_keys")
 	writeFile(t, akFile, joinKeys(opts.AuthorizedKeys), 0o644)
 
+	// Sessions get a clean HOME: the login user's real shell start-up files
+	// (root's ~/.bashrc on a developer machine may run tools that take
+	// locks, and a session killed by a test leaves them held) must not make
+	// test commands slow or noisy. sshd applies SetEnv after its own HOME.
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
 	var head, tail []string
 	for i, l := range opts.Extra {
 		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(l)), "match ") {
@@ -141,6 +150,7 @@ func Start(t testing.TB, opts Options) *Server {
 			"MaxStartups 200",
 			"MaxSessions 100",
 			"LogLevel VERBOSE",
+			"SetEnv HOME="+home,
 		)
 		if !opts.NoSFTP {
 			lines = append(lines, "Subsystem sftp internal-sftp")
