@@ -192,6 +192,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	s.masking = masking
 	broker, err := approval.NewBroker(approval.Options{
 		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Notify: s.state.Notify, Subscribe: s.state.Subscribe,
+		Groups: func(username string) []string { return cfg.Approvals.Groups[username] },
 		Log: s.log.With("component", "approvals"), Metrics: s.reg,
 	})
 	if err != nil {

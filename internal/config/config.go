@@ -349,6 +349,10 @@ type Approvals struct {
 	Slack Slack `yaml:"slack"`
 	// Webhooks receive every request as signed JSON.
 	Webhooks []Webhook `yaml:"webhooks"`
+	// Groups lists the groups of approvers known only by username (Slack
+	// users), so they can decide rules whose approvers are groups; API and
+	// CLI approvers take their groups from their login instead. None if empty.
+	Groups map[string][]string `yaml:"groups"`
 }
 
 // Slack configures the Slack approval channel.
