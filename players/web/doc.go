@@ -20,7 +20,7 @@
 // Every answer carries a Content-Security-Policy without 'unsafe-inline':
 // scripts and styles are files (static/app.js mounts the player),
 // 'wasm-unsafe-eval' lets the player compile its WebAssembly terminal.
-// State-changing requests (POST; today only logout) need the session's CSRF
+// State-changing requests (POST: logout and approval decisions) need the session's CSRF
 // token and, when the browser sends them, a same-origin Origin and
 // Sec-Fetch-Site.
 //
@@ -37,5 +37,15 @@
 // server-sent events: a {"cols","rows"} reset, then [time, code, data]
 // events as the recorder writes them, then a "done" event.
 //
-// Pending approvals are not shown yet; they come with the approvals work.
+// # Approvals
+//
+// With Options.Approvals set, identities with the approver or admin
+// permission get /ui/approvals (pending requests first, then recently
+// decided ones) and /ui/approvals/{id}, the page the bastion's request
+// links point at, with Approve and Deny forms. A decision is a POST with
+// the CSRF token to /ui/approvals/{id}/approve or /deny, made as the
+// logged-in identity; the answer redirects back to the request, with the
+// outcome (or the broker's refusal, such as a self-approval) in a
+// one-minute sealed flash cookie. The web UI does not import the bastion:
+// the bastion adapts its approval broker to the Approvals interface.
 package web

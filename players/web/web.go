@@ -86,6 +86,9 @@ type Options struct {
 	// Metrics registers postern_web_logins_total; nothing is registered if
 	// nil.
 	Metrics prometheus.Registerer
+	// Approvals serves the approvals pages (/ui/approvals) to identities
+	// with the approver or admin permission; there are none if nil.
+	Approvals Approvals
 }
 
 // UI is the web UI handler: sessions list, replay, live view. Mount it at
@@ -171,6 +174,7 @@ func New(opts Options) (*UI, error) {
 		"seconds":  func(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) },
 		"clock":    func(d time.Duration) string { return clock(d) },
 		"deref":    func(p *int) int { return *p },
+		"base":     func() string { return u.base },
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("web ui: templates: %w", err)
@@ -229,6 +233,8 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.serveStatic(w, r, rest)
 	case strings.HasPrefix(rest, "/sessions/"):
 		u.sessionRoutes(w, r, strings.TrimPrefix(rest, "/sessions/"))
+	case rest == "/approvals" || strings.HasPrefix(rest, "/approvals/"):
+		u.approvalRoutes(w, r, strings.TrimPrefix(rest, "/approvals"))
 	default:
 		u.errorPage(w, r, http.StatusNotFound, "There is no such page.")
 	}
@@ -312,6 +318,8 @@ type pageData struct {
 	Session *session
 	Message string
 	Built   bool
+	// MayApprove shows the Approvals link.
+	MayApprove bool
 
 	// list page
 	Filter   state.SessionFilter
@@ -325,10 +333,17 @@ type pageData struct {
 	MoreMarkers bool
 	CastURL     string
 	LiveURL     string
+
+	// approvals pages
+	Pending  []state.Approval
+	Decided  []state.Approval
+	Approval *state.Approval
+	Flash    *flash
 }
 
 func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name string, d pageData) {
 	d.Base, d.Built = u.base, u.built
+	d.MayApprove = d.Session != nil && u.mayApprove(d.Session.Identity)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := u.tmpl.ExecuteTemplate(w, name, d); err != nil && r.Context().Err() == nil {
