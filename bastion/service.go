@@ -193,7 +193,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	broker, err := approval.NewBroker(approval.Options{
 		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Notify: s.state.Notify, Subscribe: s.state.Subscribe,
 		Groups: func(username string) []string { return cfg.Approvals.Groups[username] },
-		Log: s.log.With("component", "approvals"), Metrics: s.reg,
+		Log:    s.log.With("component", "approvals"), Metrics: s.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("approvals: %w", err)
@@ -259,6 +259,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
 			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
 			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
+			Approvals: webApprovals{broker: broker, log: s.log.With("component", "approvals")},
 		})
 		if err != nil {
 			return fmt.Errorf("web UI: %w", err)
