@@ -143,7 +143,7 @@ func (s *Store) CreateApproval(ctx context.Context, a Approval) error {
 	return nil
 }
 
-func scanApproval(row interface{ Scan(...any) error }) (Approval, error) {
+func scanApproval(row rowScanner) (Approval, error) {
 	var a Approval
 	var groups, approvers, votes, created, expires, decided string
 	var durMS int64
@@ -199,23 +199,7 @@ func (s *Store) ListApprovals(ctx context.Context, status string, limit int) ([]
 	}
 	q += ` ORDER BY created DESC, id DESC LIMIT ?`
 	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list approvals: %w", err)
-	}
-	defer rows.Close()
-	var out []Approval
-	for rows.Next() {
-		a, err := scanApproval(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list approvals: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list approvals: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "list approvals", q, args, scanApproval)
 }
 
 // VoteApproval adds v to the pending request id in one transaction: a denial
@@ -405,29 +389,18 @@ func (s *Store) ActiveGrants(ctx context.Context, username string) ([]JITGrant, 
 		q += ` AND username = ?`
 		args = append(args, username)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY expires, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list grants: %w", err)
-	}
-	defer rows.Close()
-	var out []JITGrant
-	for rows.Next() {
+	return queryAll(ctx, s.db, "list grants", q+` ORDER BY expires, id`, args, func(row rowScanner) (JITGrant, error) {
 		var g JITGrant
 		var logins, created, expires, revoked string
-		if err := rows.Scan(&g.ID, &g.Username, &g.Target, &logins, &g.Approval, &created, &expires, &revoked, &g.RevokedBy); err != nil {
-			return nil, fmt.Errorf("list grants: %w", err)
+		err := row.Scan(&g.ID, &g.Username, &g.Target, &logins, &g.Approval, &created, &expires, &revoked, &g.RevokedBy)
+		if err != nil {
+			return g, err
 		}
 		g.Logins = splitList(logins)
 		if g.Created, err = parseTime(created); err != nil {
-			return nil, err
+			return g, err
 		}
-		if g.Expires, err = parseTime(expires); err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list grants: %w", err)
-	}
-	return out, nil
+		g.Expires, err = parseTime(expires)
+		return g, err
+	})
 }

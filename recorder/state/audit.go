@@ -147,7 +147,7 @@ func (s *Store) Append(ctx context.Context, e Event) (Event, error) {
 
 const eventColumns = `seq, time, type, actor, source, target, session, details, prev, hash`
 
-func scanEvent(rows interface{ Scan(...any) error }) (Event, error) {
+func scanEvent(rows rowScanner) (Event, error) {
 	var e Event
 	var t, details string
 	if err := rows.Scan(&e.Seq, &t, &e.Type, &e.Actor, &e.Source, &e.Target, &e.Session, &details, &e.Prev, &e.Hash); err != nil {
@@ -169,23 +169,8 @@ func (s *Store) Events(ctx context.Context, afterSeq int64, limit int) ([]Event,
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, afterSeq, limit)
-	if err != nil {
-		return nil, fmt.Errorf("query audit events: %w", err)
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("query audit events: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "query audit events", `SELECT `+eventColumns+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`,
+		[]any{afterSeq, limit}, scanEvent)
 }
 
 // Verify walks the whole audit chain, recomputing every hash and prev link,

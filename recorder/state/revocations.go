@@ -59,27 +59,17 @@ func (s *Store) IsRevoked(ctx context.Context, serial uint64) (bool, error) {
 
 // Revocations returns every revocation, oldest first.
 func (s *Store) Revocations(ctx context.Context) ([]Revocation, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT serial, reason, revoked_by, time FROM revocations ORDER BY time, serial`)
-	if err != nil {
-		return nil, fmt.Errorf("list revocations: %w", err)
-	}
-	defer rows.Close()
-	var out []Revocation
-	for rows.Next() {
-		var r Revocation
-		var serial int64
-		var t string
-		if err := rows.Scan(&serial, &r.Reason, &r.By, &t); err != nil {
-			return nil, fmt.Errorf("list revocations: %w", err)
-		}
-		r.Serial = uint64(serial)
-		if r.Time, err = parseTime(t); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list revocations: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "list revocations", `SELECT serial, reason, revoked_by, time FROM revocations ORDER BY time, serial`, nil,
+		func(row rowScanner) (Revocation, error) {
+			var r Revocation
+			var serial int64
+			var t string
+			if err := row.Scan(&serial, &r.Reason, &r.By, &t); err != nil {
+				return r, err
+			}
+			r.Serial = uint64(serial)
+			var err error
+			r.Time, err = parseTime(t)
+			return r, err
+		})
 }

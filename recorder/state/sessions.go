@@ -148,7 +148,7 @@ func (s *Store) PutSession(ctx context.Context, row Session) error {
 	return nil
 }
 
-func scanSession(rows interface{ Scan(...any) error }) (Session, error) {
+func scanSession(rows rowScanner) (Session, error) {
 	var r Session
 	var start string
 	var end sql.NullString
@@ -238,23 +238,7 @@ func (s *Store) ListSessions(ctx context.Context, f SessionFilter) ([]Session, e
 		q += " LIMIT ?"
 		args = append(args, f.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	defer rows.Close()
-	var out []Session
-	for rows.Next() {
-		r, err := scanSession(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list sessions: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "list sessions", q, args, scanSession)
 }
 
 func escapeLike(s string) string {

@@ -249,3 +249,28 @@ func stripComments(stmt string) string {
 	}
 	return b.String()
 }
+
+// rowScanner is what a scan function reads one row from.
+type rowScanner interface{ Scan(dest ...any) error }
+
+// queryAll runs q and scans every row with scan. what names the query in
+// errors ("list sessions: …").
+func queryAll[T any](ctx context.Context, db *sql.DB, what, q string, args []any, scan func(rowScanner) (T, error)) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
