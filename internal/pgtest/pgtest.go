@@ -50,6 +50,8 @@ type Server struct {
 	base string // owns data/ and sock/; removed on Stop
 	bin  string
 	proc *testutil.Proc
+	args []string          // the postgres command line, for Restart
+	opts []testutil.Option // its process options
 
 	stopOnce sync.Once
 }
@@ -235,7 +237,8 @@ func launch(bin string) (_ *Server, err error) {
 			"-c", "log_min_messages=warning",
 			"-c", "log_statement=none",
 		}
-		proc, err := testutil.Launch(filepath.Join(bin, "postgres"), args, own.opts(testutil.Env("LC_ALL=C"))...)
+		s.args, s.opts = args, own.opts(testutil.Env("LC_ALL=C"))
+		proc, err := testutil.Launch(filepath.Join(bin, "postgres"), s.args, s.opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -489,6 +492,25 @@ func (s *Server) Log() string { return s.proc.Output() }
 // Kill kills the server at once, without a shutdown checkpoint, for fault
 // tests. Its data directory stays until [Server.Stop] or the test's end.
 func (s *Server) Kill() { s.proc.Stop() }
+
+// Restart starts a killed server again on the same port and data directory,
+// as after a crash: PostgreSQL recovers from its write-ahead log. It waits
+// until the server accepts connections.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if s.Running() {
+		t.Fatal("pgtest: Restart of a running server; Kill it first")
+	}
+	removeSysVSegment(filepath.Join(s.base, "data", "postmaster.pid"))
+	proc, err := testutil.Launch(filepath.Join(s.bin, "postgres"), s.args, s.opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.proc = proc
+	if _, err := proc.AwaitLine(readyLine, startTimeout); err != nil {
+		t.Fatalf("restart postgres: %v\n%s", err, proc.Output())
+	}
+}
 
 // Stop shuts the server down and removes its files. It is safe to call
 // more than once. The shutdown is immediate (no checkpoint), since the data
