@@ -20,15 +20,7 @@ func TestInnerHopTargetKilledMidSession(t *testing.T) {
 	f := newHopFixture(t, fixtureOpts{record: "required"})
 	sshd := startSSHD(t, f.auth)
 	f.setTargets(sshTarget("web-1", sshd))
-	type result struct {
-		r   sshResult
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := runClientErr("ssh", nil, "-F", f.sshCfg, "web-1", "echo started before the kill; exec sleep 60")
-		done <- result{r, err}
-	}()
+	done := f.sshInBackground("web-1", "echo started before the kill; exec sleep 60")
 	f.waitEvent(state.EventSessionStart, 1)
 	waitSpoolHolds(t, f.spoolDir, "started before the kill")
 	sshd.Kill()

@@ -501,3 +501,21 @@ func breakRecorderSpool(t testing.TB, f *hopFixture) {
 	}
 	writeTestFile(t, f.spoolDir, "not a directory")
 }
+
+// bgResult is what sshInBackground delivers when the client exits.
+type bgResult struct {
+	r   sshResult
+	err error
+}
+
+// sshInBackground runs the stock ssh client to target with command while
+// the test goes on (to kill or shut something down mid-session); the result
+// arrives on the channel when the client exits.
+func (f *hopFixture) sshInBackground(target, command string) <-chan bgResult {
+	done := make(chan bgResult, 1)
+	go func() {
+		r, err := runClientErr("ssh", nil, "-F", f.sshCfg, target, command)
+		done <- bgResult{r, err}
+	}()
+	return done
+}

@@ -12,15 +12,7 @@ func TestInnerHopShutdown(t *testing.T) {
 	f := newHopFixture(t, fixtureOpts{record: "required"})
 	sshd := startSSHD(t, f.auth)
 	f.setTargets(sshTarget("web-1", sshd))
-	type result struct {
-		r   sshResult
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := runClientErr("ssh", nil, "-F", f.sshCfg, "web-1", "echo started; exec sleep 60")
-		done <- result{r, err}
-	}()
+	done := f.sshInBackground("web-1", "echo started; exec sleep 60")
 	f.waitEvent(state.EventSessionStart, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
