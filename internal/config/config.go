@@ -151,6 +151,46 @@ type SSH struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerSource caps concurrent connections from one IP; 200 if zero.
 	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
+	// Penalty refuses new connections from a source address that keeps
+	// failing authentication.
+	Penalty Penalty `yaml:"penalty"`
+	// UpstreamReuse keeps the login to an ssh target open after an inner hop
+	// ends, for the next inner hop of the same identity, login and target.
+	UpstreamReuse UpstreamReuse `yaml:"upstream_reuse"`
+}
+
+// Penalty refuses, at accept and before any handshake work, new connections
+// from a source address that failed authentication MaxFailures times within
+// Window. The refusal lasts Duration, doubling for each repeat offence up to
+// MaxDuration.
+type Penalty struct {
+	// MaxFailures is how many failed authentications from one address within
+	// Window start a penalty; 20 if zero.
+	MaxFailures int `yaml:"max_failures"`
+	// Window is the period failures are counted over; 1m if zero.
+	Window Duration `yaml:"window"`
+	// Duration is how long a first penalty refuses the address; 30s if zero.
+	Duration Duration `yaml:"duration"`
+	// MaxDuration caps a repeated penalty; 10m if zero.
+	MaxDuration Duration `yaml:"max_duration"`
+	// Exempt lists addresses and CIDR prefixes that are never penalised (a
+	// load balancer or NAT that many users share).
+	Exempt []string `yaml:"exempt"`
+	// Disabled turns penalties off.
+	Disabled bool `yaml:"disabled"`
+}
+
+// UpstreamReuse keeps an authenticated login to an ssh target for reuse by
+// a later inner hop of the same identity, role, login and target, so that a
+// short command does not pay for a new SSH handshake with the target.
+type UpstreamReuse struct {
+	// Idle is how long an unused upstream login is kept; 30s if zero.
+	Idle Duration `yaml:"idle"`
+	// MaxAge bounds how long after its login an upstream connection is
+	// handed out again; 10m if zero.
+	MaxAge Duration `yaml:"max_age"`
+	// Disabled turns reuse off: every inner hop logs in to the target afresh.
+	Disabled bool `yaml:"disabled"`
 }
 
 // Recording configures the recorder.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -232,6 +233,14 @@ func (c *Config) SetDefaults() {
 	if c.SSH.MaxConnectionsPerSource == 0 {
 		c.SSH.MaxConnectionsPerSource = 200
 	}
+	if c.SSH.Penalty.MaxFailures == 0 {
+		c.SSH.Penalty.MaxFailures = 20
+	}
+	setDur(&c.SSH.Penalty.Window, "1m")
+	setDur(&c.SSH.Penalty.Duration, "30s")
+	setDur(&c.SSH.Penalty.MaxDuration, "10m")
+	setDur(&c.SSH.UpstreamReuse.Idle, "30s")
+	setDur(&c.SSH.UpstreamReuse.MaxAge, "10m")
 	if c.Recording.Format == "" {
 		c.Recording.Format = "v2"
 	}
@@ -325,6 +334,13 @@ func (c *Config) Validate() error {
 	}
 	if c.SSH.MaxConnections < 0 || c.SSH.MaxConnectionsPerSource < 0 {
 		v.add("ssh.max_connections", "must not be negative")
+	}
+	validatePenalty(&v, c.SSH.Penalty)
+	if c.SSH.UpstreamReuse.Idle < 0 {
+		v.add("ssh.upstream_reuse.idle", "must not be negative")
+	}
+	if c.SSH.UpstreamReuse.MaxAge < 0 {
+		v.add("ssh.upstream_reuse.max_age", "must not be negative")
 	}
 	targets := c.validateTargets(&v)
 	c.validateRoles(&v, targets)
@@ -625,4 +641,43 @@ func validateMasking(v *validator, p string, m Masking) {
 			}
 		}
 	}
+}
+
+// validatePenalty checks ssh.penalty.
+func validatePenalty(v *validator, p Penalty) {
+	if p.MaxFailures < 0 {
+		v.add("ssh.penalty.max_failures", "must not be negative")
+	}
+	if p.Window < 0 {
+		v.add("ssh.penalty.window", "must not be negative")
+	}
+	if p.Duration < 0 {
+		v.add("ssh.penalty.duration", "must not be negative")
+	}
+	if p.MaxDuration < p.Duration {
+		v.add("ssh.penalty.max_duration", "must not be shorter than ssh.penalty.duration")
+	}
+	for i, e := range p.Exempt {
+		if _, err := ParsePrefix(e); err != nil {
+			v.add(fmt.Sprintf("ssh.penalty.exempt[%d]", i), "must be an IP address or CIDR prefix")
+		}
+	}
+}
+
+// ParsePrefix parses an IP address (a single-address prefix) or a CIDR
+// prefix such as 10.0.0.0/8.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
