@@ -310,22 +310,24 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 		Meta:    map[string]any{"format": fmt.Sprintf("v%d", r.version), "width": m.Width, "height": m.Height, "term": m.Term},
 	}
 	if st := r.opts.State; st != nil {
-		if err := st.PutSession(ctx, s.row); err != nil {
-			s.discard()
-			return nil, fmt.Errorf("index session: %w", err)
-		}
-		_, err := st.Append(ctx, state.Event{
-			Time: now, Type: state.EventSessionStart, Actor: m.Identity, Target: m.Target, Session: m.ID,
-			Details: map[string]any{"kind": m.Kind, "login": m.Login, "role": m.Role, "command": m.Command, "object": s.key},
+		// The index row and session.start commit together: a session is
+		// either indexed and audited, or neither.
+		err := st.Write(ctx, func(tx *state.Tx) error {
+			if err := tx.PutSession(s.row); err != nil {
+				return fmt.Errorf("index session: %w", err)
+			}
+			_, err := tx.Append(state.Event{
+				Time: now, Type: state.EventSessionStart, Actor: m.Identity, Target: m.Target, Session: m.ID,
+				Details: map[string]any{"kind": m.Kind, "login": m.Login, "role": m.Role, "command": m.Command, "object": s.key},
+			})
+			if err != nil {
+				return fmt.Errorf("audit session start: %w", err)
+			}
+			return nil
 		})
 		if err != nil {
 			s.discard()
-			failed := s.row
-			failed.Status = state.StatusFailed
-			if perr := st.PutSession(ctx, failed); perr != nil {
-				s.log.Error("marking unstarted session failed", "err", perr)
-			}
-			return nil, fmt.Errorf("audit session start: %w", err)
+			return nil, err
 		}
 	}
 	r.mu.Lock()

@@ -70,9 +70,9 @@ type Metadata struct {
 	Masked bool `json:"masked"`
 }
 
-// seal stores the spool file as row.Object, audits session.end and
-// session.sealed, stores the metadata JSON, writes the final index row and
-// removes the spool. If the spool is gone but the object is already stored
+// seal stores the spool file as row.Object, commits session.end,
+// session.sealed and the final index row in one state write, stores the
+// metadata JSON and removes the spool. If the spool is gone but the object is already stored
 // (a crash after the upload), the stored object is hashed instead.
 func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string, digest *spoolDigest) (*Sealed, error) {
 	var size int64
@@ -101,15 +101,27 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		if errText != "" {
 			details["error"] = errText
 		}
-		if _, err := st.Append(ctx, state.Event{Type: state.EventSessionEnd, Actor: row.Identity, Target: row.Target, Session: row.ID, Details: details}); err != nil {
-			return nil, fmt.Errorf("audit session end: %w", err)
-		}
-		ev, err := st.Append(ctx, state.Event{Type: state.EventSessionSealed, Actor: row.Identity, Target: row.Target, Session: row.ID,
-			Details: map[string]any{"sha256": sum, "object": row.Object, "size": size}})
+		// session.end, session.sealed and the sealed index row commit
+		// together: a sealed row always has its seal event.
+		err := st.Write(ctx, func(tx *state.Tx) error {
+			if _, err := tx.Append(state.Event{Type: state.EventSessionEnd, Actor: row.Identity, Target: row.Target, Session: row.ID, Details: details}); err != nil {
+				return fmt.Errorf("audit session end: %w", err)
+			}
+			ev, err := tx.Append(state.Event{Type: state.EventSessionSealed, Actor: row.Identity, Target: row.Target, Session: row.ID,
+				Details: map[string]any{"sha256": sum, "object": row.Object, "size": size}})
+			if err != nil {
+				return fmt.Errorf("audit session seal: %w", err)
+			}
+			row.SealSeq = ev.Seq
+			if err := tx.PutSession(row); err != nil {
+				return fmt.Errorf("index sealed session: %w", err)
+			}
+			return nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("audit session seal: %w", err)
+			return nil, err
 		}
-		row.SealSeq, sealed.SealSeq = ev.Seq, ev.Seq
+		sealed.SealSeq = row.SealSeq
 	}
 
 	md := Metadata{
@@ -134,13 +146,11 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 	}
 	mdJSON = append(mdJSON, '\n')
 	if err := r.opts.Store.Put(ctx, sealed.MetaObject, bytes.NewReader(mdJSON), int64(len(mdJSON)), ContentTypeJSON); err != nil {
+		// The recording is sealed (the index and the audit chain hold
+		// everything the metadata says); the object is a convenience for
+		// readers of the store, so its loss is reported, not fatal.
 		r.m.errors.WithLabelValues("store").Inc()
-		return nil, fmt.Errorf("store metadata: %w", err)
-	}
-	if st := r.opts.State; st != nil {
-		if err := st.PutSession(ctx, row); err != nil {
-			return nil, fmt.Errorf("index sealed session: %w", err)
-		}
+		r.log.Error("storing recording metadata failed", "session", row.ID, "object", sealed.MetaObject, "err", err)
 	}
 	if err := os.Remove(spoolPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		r.log.Warn("remove spool file failed", "session", row.ID, "err", err)

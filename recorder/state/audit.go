@@ -6,10 +6,8 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
-	"time"
 )
 
 // GenesisPrev is the Prev of the first event in the chain.
@@ -83,66 +81,23 @@ func decodeDetails(s string) (map[string]any, error) {
 }
 
 // Append adds e to the audit chain. It assigns Seq, Time (if zero), Prev and
-// Hash and returns the stored event. Appends are serialised within the
-// process and across processes sharing the database. If an audit file is
-// configured the event is appended to it as one JSON line after it is
-// committed; a failure to write that file is logged, not returned, because
-// the database holds the authoritative chain.
+// Hash and returns the stored event once it is committed. Appends are
+// serialised within the process (grouped with concurrent writes, see Write)
+// and across processes sharing the database. If an audit file is configured
+// the event is appended to it as one JSON line after it is committed; a
+// failure to write that file is logged, not returned, because the database
+// holds the authoritative chain.
 func (s *Store) Append(ctx context.Context, e Event) (Event, error) {
-	if e.Type == "" {
-		return Event{}, errors.New("append audit event: missing type")
-	}
-	if e.Time.IsZero() {
-		e.Time = s.now()
-	}
-	e.Time = e.Time.UTC().Truncate(time.Microsecond)
-	details, detailsJSON, err := normalizeDetails(e.Details)
+	var out Event
+	err := s.Write(ctx, func(t *Tx) error {
+		var err error
+		out, err = t.Append(e)
+		return err
+	})
 	if err != nil {
 		return Event{}, err
 	}
-	e.Details = details
-
-	s.appendMu.Lock()
-	defer s.appendMu.Unlock()
-
-	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (see Open)
-	if err != nil {
-		return Event{}, fmt.Errorf("append audit event: %w", err)
-	}
-	defer tx.Rollback()
-	var last sql.NullInt64
-	var prev sql.NullString
-	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		e.Seq, e.Prev = 1, GenesisPrev
-	case err != nil:
-		return Event{}, fmt.Errorf("read audit chain head: %w", err)
-	default:
-		e.Seq, e.Prev = last.Int64+1, prev.String
-	}
-	if e.Hash, err = Hash(e); err != nil {
-		return Event{}, err
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO audit_events (seq, time, type, actor, source, target, session, details, prev, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, formatTime(e.Time), e.Type, e.Actor, e.Source, e.Target, e.Session, detailsJSON, e.Prev, e.Hash)
-	if err != nil {
-		return Event{}, fmt.Errorf("insert audit event: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Event{}, fmt.Errorf("commit audit event: %w", err)
-	}
-	if s.auditFile != nil {
-		line, err := json.Marshal(e)
-		if err == nil {
-			_, err = s.auditFile.Write(append(line, '\n'))
-		}
-		if err != nil {
-			s.log.Error("audit file write failed", "seq", e.Seq, "err", err)
-		}
-	}
-	return e, nil
+	return out, nil
 }
 
 const eventColumns = `seq, time, type, actor, source, target, session, details, prev, hash`

@@ -31,3 +31,24 @@ func BenchmarkIsRevoked(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppendParallel appends from 16 goroutines per CPU: concurrent
+// appends share commits (see Write), reported as events per commit.
+func BenchmarkAppendParallel(b *testing.B) {
+	s, _ := openTest(b, Options{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Append(ctx, Event{Type: EventChannelOpen, Actor: "alice", Target: "web-1", Details: map[string]any{"login": "deploy", "port": 22}}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	writes, groups := s.WriteStats()
+	if groups > 0 {
+		b.ReportMetric(float64(writes)/float64(groups), "events/commit")
+	}
+}

@@ -25,6 +25,7 @@ const (
 	EventCertDenied     = "cert.denied"
 	EventAuthSuccess    = "auth.success"
 	EventAuthFailure    = "auth.failure"
+	EventAuthPenalty    = "auth.penalty"
 	EventChannelOpen    = "channel.open"
 	EventChannelDeny    = "channel.deny"
 	EventForwardStart   = "forward.start"

@@ -101,51 +101,7 @@ const sessionColumns = `id, identity, issuer, role, target, login, kind, command
 
 // PutSession inserts row, or replaces the row with the same ID.
 func (s *Store) PutSession(ctx context.Context, row Session) error {
-	if row.ID == "" {
-		return errors.New("put session: missing id")
-	}
-	var end sql.NullString
-	if row.End != nil {
-		end = sql.NullString{String: formatTime(*row.End), Valid: true}
-	}
-	var exit sql.NullInt64
-	if row.ExitStatus != nil {
-		exit = sql.NullInt64{Int64: int64(*row.ExitStatus), Valid: true}
-	}
-	var meta string
-	if len(row.Meta) > 0 {
-		b, err := json.Marshal(row.Meta)
-		if err != nil {
-			return fmt.Errorf("encode session meta: %w", err)
-		}
-		meta = string(b)
-	}
-	masked := 0
-	if row.Masked {
-		masked = 1
-	}
-	// DELETE + INSERT in one transaction is the portable spelling of an
-	// upsert that replaces every column.
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("put session: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE id = ?`, row.ID); err != nil {
-		return fmt.Errorf("put session: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		row.ID, row.Identity, row.Issuer, row.Role, row.Target, row.Login, row.Kind, row.Command,
-		formatTime(row.Start), end, row.Status, exit, row.BytesIn, row.BytesOut, row.Size, row.SHA256,
-		row.SealSeq, row.Object, row.Replica, masked, meta)
-	if err != nil {
-		return fmt.Errorf("put session: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("put session: %w", err)
-	}
-	return nil
+	return s.Write(ctx, func(t *Tx) error { return t.PutSession(row) })
 }
 
 func scanSession(rows rowScanner) (Session, error) {

@@ -14,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -45,9 +44,10 @@ type Store struct {
 	now func() time.Time
 	log *slog.Logger
 
-	// appendMu serialises Append within the process; BEGIN IMMEDIATE does
-	// the same across processes.
-	appendMu  sync.Mutex
+	// writeQueue groups concurrent writes into one transaction (see
+	// Write); BEGIN IMMEDIATE (SQLite) or the advisory lock (PostgreSQL)
+	// serialises them across processes.
+	writeQueue
 	auditFile *os.File // nil if no export
 
 	notify notifier // Subscribe/Notify (LISTEN/NOTIFY on PostgreSQL)
