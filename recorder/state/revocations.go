@@ -50,7 +50,10 @@ func (s *Store) Revoke(ctx context.Context, serial uint64, reason, by string) er
 // IsRevoked reports whether serial has been revoked.
 func (s *Store) IsRevoked(ctx context.Context, serial uint64) (bool, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM revocations WHERE serial = ?`, serialColumn(serial)).Scan(&n)
+	st, err := s.stmt(ctx, sqlIsRevoked)
+	if err == nil {
+		err = st.QueryRowContext(ctx, serialColumn(serial)).Scan(&n)
+	}
 	if err != nil {
 		return false, fmt.Errorf("check revocation of serial %d: %w", serial, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -49,6 +50,7 @@ type Store struct {
 	// serialises them across processes.
 	writeQueue
 	auditFile *os.File // nil if no export
+	stmts     sync.Map // query string → *sql.Stmt (see stmt)
 
 	notify notifier // Subscribe/Notify (LISTEN/NOTIFY on PostgreSQL)
 }
@@ -161,6 +163,7 @@ func sqlitePath(raw string) (string, error) {
 // Close closes the database and the audit file.
 func (s *Store) Close() error {
 	var errs []error
+	s.closeStmts()
 	if s.auditFile != nil {
 		errs = append(errs, s.auditFile.Close())
 	}

@@ -226,7 +226,11 @@ func (t *Tx) Append(e Event) (Event, error) {
 	if !t.head.loaded {
 		var last sql.NullInt64
 		var prev sql.NullString
-		err := t.tx.QueryRowContext(t.ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
+		st, err := t.txStmt(sqlChainHead)
+		if err != nil {
+			return Event{}, err
+		}
+		err = st.QueryRowContext(t.ctx).Scan(&last, &prev)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			t.head.seq, t.head.hash = 0, GenesisPrev
@@ -241,8 +245,11 @@ func (t *Tx) Append(e Event) (Event, error) {
 	if e.Hash, err = Hash(e); err != nil {
 		return Event{}, err
 	}
-	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO audit_events (seq, time, type, actor, source, target, session, details, prev, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	ins, err := t.txStmt(sqlInsertEvent)
+	if err != nil {
+		return Event{}, err
+	}
+	_, err = ins.ExecContext(t.ctx,
 		e.Seq, formatTime(e.Time), e.Type, e.Actor, e.Source, e.Target, e.Session, detailsJSON, e.Prev, e.Hash)
 	if err != nil {
 		return Event{}, fmt.Errorf("insert audit event: %w", err)
@@ -298,11 +305,18 @@ func (t *Tx) PutSession(row Session) error {
 	}
 	// DELETE + INSERT is the portable spelling of an upsert that replaces
 	// every column.
-	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM sessions WHERE id = ?`, row.ID); err != nil {
+	del, err := t.txStmt(sqlDeleteSession)
+	if err != nil {
 		return fmt.Errorf("put session: %w", err)
 	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO sessions (`+sessionColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	if _, err := del.ExecContext(t.ctx, row.ID); err != nil {
+		return fmt.Errorf("put session: %w", err)
+	}
+	ins, err := t.txStmt(sqlInsertSession)
+	if err != nil {
+		return fmt.Errorf("put session: %w", err)
+	}
+	_, err = ins.ExecContext(t.ctx,
 		row.ID, row.Identity, row.Issuer, row.Role, row.Target, row.Login, row.Kind, row.Command,
 		formatTime(row.Start), end, row.Status, exit, row.BytesIn, row.BytesOut, row.Size, row.SHA256,
 		row.SealSeq, row.Object, row.Replica, masked, meta)
