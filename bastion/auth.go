@@ -18,6 +18,10 @@ const (
 	codeCertRequired          = "cert_required"
 	codeCertRevoked           = "cert_revoked"
 	codeRevocationUnavailable = "revocation_unavailable"
+	// codeNoAuth counts a handshake that reached authentication and ended
+	// without it, and without any key verifyKey refused (the client gave
+	// up, offered keys it never proved, or ran out of time or tries).
+	codeNoAuth = "no_auth"
 )
 
 // revocationTimeout bounds one revocation lookup during authentication.
@@ -25,7 +29,9 @@ const revocationTimeout = 5 * time.Second
 
 // serverConfig returns the x/crypto configuration of one connection: the
 // current host keys and auth callbacks bound to c. Only public key
-// authentication is offered; no banner is ever sent.
+// authentication is offered; no banner is ever sent. The key exchange is
+// done when PreAuthConnCallback runs: from then on a handshake that ends
+// without authenticating counts against the source's penalty.
 func (c *serverConn) serverConfig() (*ssh.ServerConfig, error) {
 	signers, err := c.s.hostSigners()
 	if err != nil {
@@ -36,6 +42,7 @@ func (c *serverConn) serverConfig() (*ssh.ServerConfig, error) {
 		MaxAuthTries:              6,
 		PublicKeyCallback:         c.offerKey,
 		VerifiedPublicKeyCallback: c.verifyKey,
+		PreAuthConnCallback:       func(ssh.ServerPreAuthConn) { c.authStarted = true },
 	}
 	for _, sg := range signers {
 		conf.AddHostKey(sg)
@@ -57,6 +64,16 @@ func (c *serverConn) offerKey(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions
 // source address, and whose serial is not revoked. Every outcome is audited
 // and every failure counted. On success it creates the connection's ConnInfo
 // and ties it to the connection through the extConnID extension.
+//
+// The first refused key of a connection counts one failure against the
+// source's penalty (penalty.go), before the client learns of the refusal;
+// further refused keys of the same connection are audited but not counted
+// again, so a connection is one failure however many keys it tries. A
+// connection that then authenticates takes its failure back (forgive): an
+// agent offering plain keys before the certificate does not add up to a
+// penalty. It never clears failures of other connections from the same
+// source. A store that cannot answer the revocation lookup is postern's
+// failure, not the client's, and is not counted.
 func (c *serverConn) verifyKey(cm ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Permissions, _ string) (*ssh.Permissions, error) {
 	s := c.s
 	now := s.now()
@@ -73,6 +90,13 @@ func (c *serverConn) verifyKey(cm ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 			Type: state.EventAuthFailure, Source: c.remote.Addr().String(), Details: details,
 		})
 		c.log.Info("auth failure", "reason", code, "login", cm.User(), "err", cause)
+		switch {
+		case code == codeRevocationUnavailable:
+			c.serverFault = true
+		case !c.failCounted:
+			c.failCounted = true
+			s.countAuthFailure(c)
+		}
 		return nil, fmt.Errorf("auth %s: %w", code, cause)
 	}
 	cert, ok := key.(*ssh.Certificate)
@@ -115,6 +139,10 @@ func (c *serverConn) verifyKey(cm ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 		Remote:   c.remote,
 		Expires:  expires,
 		Log:      c.log.With("identity", id.Username, "login", cm.User()),
+	}
+	if c.failCounted {
+		s.penalty.forgive(c.remote.Addr())
+		c.failCounted = false
 	}
 	details["issuer"] = id.Issuer
 	details["expires"] = expires.UTC().Format(time.RFC3339)

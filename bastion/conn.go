@@ -63,6 +63,12 @@ type serverConn struct {
 	// ci is set by the auth callbacks, which run on serve's goroutine during
 	// the handshake; it is read only after the handshake succeeded.
 	ci *ConnInfo
+	// The auth callbacks also keep what the penalty needs, on the same
+	// goroutine: authStarted reports whether the key exchange was done and
+	// authentication began, failCounted whether this connection has counted
+	// its failure, serverFault whether a key was refused for postern's own
+	// failure (revocation lookup).
+	authStarted, failCounted, serverFault bool
 
 	chans sync.WaitGroup // one per channel handler
 }
@@ -103,6 +109,13 @@ func (c *serverConn) serve() {
 	sc, chans, reqs, err := ssh.NewServerConn(c.ac, conf)
 	if err != nil {
 		c.log.Debug("handshake failed", "err", err)
+		if c.authStarted && !c.failCounted && !c.serverFault {
+			// Authentication began and ended without a key refused by
+			// verifyKey: still one failure of the source.
+			c.s.metrics.authFailures.WithLabelValues(codeNoAuth).Inc()
+			c.failCounted = true
+			c.s.countAuthFailure(c)
+		}
 		return
 	}
 	defer sc.Close()

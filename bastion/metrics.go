@@ -12,6 +12,7 @@ type metrics struct {
 	connectionsOpen prometheus.Gauge
 	connsRefused    *prometheus.CounterVec
 	authFailures    *prometheus.CounterVec
+	penalties       prometheus.Counter
 	channels        *prometheus.CounterVec
 	bytesUp         prometheus.Counter
 	bytesDown       prometheus.Counter
@@ -31,11 +32,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		})),
 		connsRefused: register(reg, &errs, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postern_connections_refused_total",
-			Help: "SSH connections refused before the handshake, by reason (limit_global, limit_source, shutdown).",
+			Help: "SSH connections refused before the handshake, by reason (limit_global, limit_source, penalty, shutdown).",
 		}, []string{"reason"})),
 		authFailures: register(reg, &errs, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postern_auth_failures_total", Help: "Failed SSH authentications, by reason code.",
 		}, []string{"reason"})),
+		penalties: register(reg, &errs, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "postern_auth_penalties_total",
+			Help: "Penalties started: a source refused at accept after repeated failed authentications.",
+		})),
 		channels: register(reg, &errs, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postern_channels_total",
 			Help: "SSH channel open requests on the bastion, by channel type and outcome (open, denied, failed).",

@@ -95,6 +95,9 @@ type Options struct {
 	// certificate (only the plain host key) if empty.
 	HostNames []string
 	// Config holds connection hygiene settings; see config.SSH for defaults.
+	// Config.Penalty sets the per-source penalties for failed
+	// authentication (penalty.go); its zero value turns them on with the
+	// defaults of config.Penalty, and SetPenalty replaces it.
 	Config config.SSH
 	// Resolver resolves forward destinations outside the inventory;
 	// net.DefaultResolver if nil.
@@ -121,6 +124,8 @@ type Server struct {
 	maxConns, maxConnsSource      int
 	maxChans                      int32         // per connection
 	revocationRecheck             time.Duration // how often open connections recheck revocation
+	penalty                       *penaltyBox
+	refusals                      refusalLog
 
 	policy  atomic.Pointer[policy.Engine]
 	hostKey ssh.Signer
@@ -177,6 +182,9 @@ func NewServer(opts Options) (*Server, error) {
 	if s.metrics, err = newMetrics(opts.Metrics); err != nil {
 		return nil, fmt.Errorf("bastion: register metrics: %w", err)
 	}
+	if s.penalty, err = newPenaltyBox(opts.Config.Penalty, s.now); err != nil {
+		return nil, fmt.Errorf("bastion: %w", err)
+	}
 	if s.hostKey, err = loadHostKey(opts.HostKeyFile); err != nil {
 		return nil, fmt.Errorf("bastion: %w", err)
 	}
@@ -207,6 +215,18 @@ func (s *Server) SetPolicy(e *policy.Engine) {
 	if e != nil {
 		s.policy.Store(e)
 	}
+}
+
+// SetPenalty replaces the settings of per-source penalties (a
+// configuration reload). Sources keep their counts and penalties in force,
+// except that a source now inside an exempt prefix is forgotten (its
+// penalty lifted) and Disabled forgets every source. It fails only if an
+// exempt entry does not parse.
+func (s *Server) SetPenalty(p config.Penalty) error {
+	if err := s.penalty.configure(p); err != nil {
+		return fmt.Errorf("bastion: %w", err)
+	}
+	return nil
 }
 
 // Policy returns the role policy in force.
@@ -350,10 +370,20 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// accept registers nc (or refuses it at once when over a limit) and starts
-// its goroutine.
+// accept registers nc (or refuses it at once when its source is penalised
+// or a limit is reached) and starts its goroutine. A refused connection is
+// closed before postern sends its version: no handshake work is spent on it.
 func (s *Server) accept(nc net.Conn) {
 	remote := addrPortOf(nc.RemoteAddr())
+	if _, ok := s.penalty.blocked(remote.Addr()); ok {
+		// Reset rather than close gracefully, so that a storm from a
+		// penalised source leaves no TIME_WAIT state behind on the bastion.
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		s.refuse(nc, remote, "penalty")
+		return
+	}
 	s.mu.Lock()
 	reason := ""
 	switch {
@@ -366,9 +396,7 @@ func (s *Server) accept(nc net.Conn) {
 	}
 	if reason != "" {
 		s.mu.Unlock()
-		s.metrics.connsRefused.WithLabelValues(reason).Inc()
-		s.log.Warn("connection refused", "remote", remote.String(), "reason", reason)
-		nc.Close()
+		s.refuse(nc, remote, reason)
 		return
 	}
 	c := s.newConn(nc, remote)
@@ -391,6 +419,68 @@ func (s *Server) accept(nc net.Conn) {
 		}()
 		c.serve()
 	}()
+}
+
+// refuse closes nc, counts the refusal and logs it, at most once per
+// refusalLogEvery for each reason.
+func (s *Server) refuse(nc net.Conn, remote netip.AddrPort, reason string) {
+	nc.Close()
+	s.metrics.connsRefused.WithLabelValues(reason).Inc()
+	if n, ok := s.refusals.allow(reason, s.now()); ok {
+		s.log.Warn("connection refused", "remote", remote.String(), "reason", reason, "suppressed", n)
+	}
+}
+
+// refusalLogEvery is the least time between two "connection refused" log
+// lines with the same reason; the refusals in between are counted in the
+// next line's "suppressed" and in postern_connections_refused_total.
+const refusalLogEvery = 10 * time.Second
+
+// refusalLog rate-limits the log lines of refused connections, so that a
+// storm of refusals does not become a storm of log lines.
+type refusalLog struct {
+	mu         sync.Mutex
+	next       map[string]time.Time // reason: when its next line may be written
+	suppressed map[string]int       // reason: refusals not logged since its last line
+}
+
+// allow reports whether a refusal for reason may be logged at now, and how
+// many were left out since the last line for reason.
+func (l *refusalLog) allow(reason string, now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.next == nil {
+		l.next, l.suppressed = map[string]time.Time{}, map[string]int{}
+	}
+	if now.Before(l.next[reason]) {
+		l.suppressed[reason]++
+		return 0, false
+	}
+	n := l.suppressed[reason]
+	l.next[reason], l.suppressed[reason] = now.Add(refusalLogEvery), 0
+	return n, true
+}
+
+// countAuthFailure counts one failed authentication of c against its
+// source and, if that starts a penalty, audits and logs it once: later
+// connections from the source are refused at accept and leave no audit
+// event each.
+func (s *Server) countAuthFailure(c *serverConn) {
+	p, started := s.penalty.fail(c.remote.Addr())
+	if !started {
+		return
+	}
+	s.metrics.penalties.Inc()
+	src := p.sourceString()
+	s.log.Warn("source penalised: refusing its connections", "source", src, "failures", p.Failures,
+		"duration", p.Duration, "until", p.Until.UTC().Format(time.RFC3339), "offence", p.Offence)
+	s.audit(c.ctx, c.log, state.Event{
+		Type: state.EventAuthPenalty, Actor: "postern", Source: src,
+		Details: map[string]any{
+			"conn": c.id, "failures": p.Failures, "duration": p.Duration.String(),
+			"until": p.Until.UTC().Format(time.RFC3339), "offence": p.Offence,
+		},
+	})
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

@@ -331,7 +331,8 @@ func (s *Service) shutdown() error {
 	return errors.Join(s.http.Shutdown(ctx), s.ssh.Shutdown(ctx))
 }
 
-// reload re-reads the configuration and swaps the policy. A bad
+// reload re-reads the configuration and swaps the policy, the masking
+// rules and the per-source penalty settings (ssh.penalty). A bad
 // configuration keeps the old one and says why.
 func (s *Service) reload(ctx context.Context) {
 	if s.opts.Reload == nil {
@@ -348,6 +349,9 @@ func (s *Service) reload(ctx context.Context) {
 	}
 	if err == nil && s.masking != nil {
 		err = s.masking.Update(cfg)
+	}
+	if err == nil {
+		err = s.ssh.SetPenalty(cfg.SSH.Penalty)
 	}
 	outcome := "applied"
 	if err != nil {

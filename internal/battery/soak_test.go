@@ -5,8 +5,10 @@ package battery
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -14,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -343,10 +346,14 @@ func TestSoak(t *testing.T) {
 
 // TestConnectionStorm sends SOAK_STORM (10000) SSH handshakes with bad
 // credentials (a certificate from a foreign CA, a bare key, an expired
-// certificate) from 64 concurrent clients while four good clients keep
-// running recorded sessions. Every bad handshake must be refused, every good
+// certificate) from 64 concurrent clients, each from its own address
+// (127.0.0.2 to 127.0.0.65), while four good clients keep running recorded
+// sessions from 127.0.0.1. Every bad handshake must be refused, every good
 // session must succeed, and the good sessions' latency during the storm is
-// reported beside the latency before it.
+// reported beside the latency before it. With the default ssh.penalty (20
+// failures a minute) each attacking address is refused at accept after its
+// 20th failure; the test reports how many bad handshakes were refused there
+// and how many at authentication.
 func TestConnectionStorm(t *testing.T) {
 	storm := envInt(t, "SOAK_STORM", 10000)
 	s := startService(t, serviceOptions{})
@@ -436,21 +443,21 @@ func TestConnectionStorm(t *testing.T) {
 		during, goodErrs = runGood(stop, 5)
 	}()
 
-	var refused, accepted, otherErr atomic.Int64
+	var refused, atAccept, accepted, otherErr atomic.Int64
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	began := time.Now()
-	for range 64 {
+	for w := range 64 {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+w))}, Timeout: 30 * time.Second}
 		wg.Go(func() {
 			for j := range jobs {
-				cfg := s.clientConfig(signers[j%len(signers)])
-				c, err := ssh.Dial("tcp", s.SSHAddr, cfg)
-				switch {
-				case err == nil:
+				switch outcome, err := badHandshake(d, s.SSHAddr, s.clientConfig(signers[j%len(signers)])); outcome {
+				case stormAccepted:
 					accepted.Add(1)
-					_ = c.Close()
-				case strings.Contains(err.Error(), "unable to authenticate"):
+				case stormRefusedAtAuth:
 					refused.Add(1)
+				case stormRefusedAtAccept:
+					atAccept.Add(1)
 				default:
 					if otherErr.Add(1) <= 5 {
 						t.Logf("bad handshake %d: %v", j, err)
@@ -475,8 +482,11 @@ func TestConnectionStorm(t *testing.T) {
 		slices.Sort(l)
 		return l[min(len(l)-1, int(float64(len(l))*q))].Round(time.Millisecond)
 	}
-	t.Logf("storm: %d bad handshakes in %v (%.0f/s): %d refused at authentication, %d other errors, %d accepted",
-		storm, took.Round(time.Millisecond), float64(storm)/took.Seconds(), refused.Load(), otherErr.Load(), accepted.Load())
+	t.Logf("storm: %d bad handshakes from 64 addresses in %v (%.0f/s): %d refused at accept (closed before the version exchange), %d refused at authentication, %d other errors, %d accepted",
+		storm, took.Round(time.Millisecond), float64(storm)/took.Seconds(), atAccept.Load(), refused.Load(), otherErr.Load(), accepted.Load())
+	t.Logf("server: %v connections refused for a penalty, %v penalties started, %v auth.failure counted",
+		s.metric(t, `postern_connections_refused_total{reason="penalty"}`), s.metric(t, "postern_auth_penalties_total"),
+		s.metricSum(t, "postern_auth_failures_total"))
 	t.Logf("good sessions before: %d, p50 %v, p99 %v", len(before), p(before, 0.5), p(before, 0.99))
 	t.Logf("good sessions during: %d, p50 %v, p99 %v, errors %d", len(during), p(during, 0.5), p(during, 0.99), goodErrs)
 	if accepted.Load() != 0 {
@@ -484,6 +494,107 @@ func TestConnectionStorm(t *testing.T) {
 	}
 	if goodErrs != 0 {
 		t.Errorf("%d good sessions failed during the storm", goodErrs)
+	}
+	// 20 failures from one address within a minute start its penalty (the
+	// default ssh.penalty); a storm of more than that per address must
+	// meet it.
+	if storm > 64*20*2 && atAccept.Load() == 0 {
+		t.Errorf("no bad handshake was refused at accept; want the penalty to refuse repeat offenders")
+	}
+}
+
+// Outcomes of one bad handshake in TestConnectionStorm.
+const (
+	stormAccepted        = "accepted"
+	stormRefusedAtAuth   = "refused at authentication"
+	stormRefusedAtAccept = "refused at accept"
+	stormOther           = "other"
+)
+
+// badHandshake dials addr with d and runs an SSH handshake with cfg. A
+// connection the server closes or resets before sending anything (its SSH
+// version) was refused at accept; one that fails with "unable to
+// authenticate" got as far as authentication.
+func badHandshake(d *net.Dialer, addr string, cfg *ssh.ClientConfig) (string, error) {
+	nc, err := d.Dial("tcp", addr)
+	if errors.Is(err, syscall.ECONNRESET) {
+		return stormRefusedAtAccept, err // reset before connect returned
+	}
+	if err != nil {
+		return stormOther, err
+	}
+	defer nc.Close()
+	cc := &readCounter{Conn: nc}
+	c, chans, reqs, err := ssh.NewClientConn(cc, addr, cfg)
+	switch {
+	case err == nil:
+		_ = ssh.NewClient(c, chans, reqs).Close()
+		return stormAccepted, nil
+	case cc.n.Load() == 0:
+		return stormRefusedAtAccept, err
+	case strings.Contains(err.Error(), "unable to authenticate"):
+		return stormRefusedAtAuth, err
+	default:
+		return stormOther, err
+	}
+}
+
+// readCounter counts the bytes read from its connection.
+type readCounter struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (r *readCounter) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.n.Add(int64(n))
+	return n, err
+}
+
+// metric returns the value of the series named exactly series (name and
+// labels as /metrics prints them); 0 if absent.
+func (s *service) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	var v float64
+	s.scanMetrics(t, func(name, value string) {
+		if name == series {
+			v, _ = strconv.ParseFloat(value, 64)
+		}
+	})
+	return v
+}
+
+// metricSum returns the sum of every series of the metric name.
+func (s *service) metricSum(t testing.TB, name string) float64 {
+	t.Helper()
+	var sum float64
+	s.scanMetrics(t, func(series, value string) {
+		if series == name || strings.HasPrefix(series, name+"{") {
+			f, _ := strconv.ParseFloat(value, 64)
+			sum += f
+		}
+	})
+	return sum
+}
+
+// scanMetrics calls f with each series and value of the service's /metrics.
+func (s *service) scanMetrics(t testing.TB, f func(series, value string)) {
+	t.Helper()
+	resp, err := http.Get("http://" + s.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			f(line[:i], line[i+1:])
+		}
 	}
 }
 
