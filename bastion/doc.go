@@ -43,6 +43,11 @@
 // source, key fingerprint and serial, and failures are counted in
 // postern_auth_failures_total{reason}.
 //
+// A source address (IPv4, or IPv6 /64) whose connections keep failing
+// authentication is penalised (penalty.go, ssh.penalty): for a while its
+// new connections are reset at accept, before any key exchange, and one
+// auth.penalty event is audited instead of one event per connection.
+//
 // # Channels
 //
 // Every channel type is gated:
@@ -95,7 +100,8 @@
 //
 // postern_connections_total, postern_connections_active,
 // postern_connections_refused_total{reason},
-// postern_auth_failures_total{reason}, postern_channels_total{type,outcome},
+// postern_auth_failures_total{reason}, postern_auth_penalties_total,
+// postern_channels_total{type,outcome},
 // postern_forwarded_bytes_total{direction}.
 //
 // [RFC 4254]: https://www.rfc-editor.org/rfc/rfc4254
