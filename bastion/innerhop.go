@@ -116,6 +116,14 @@ type InnerHopOptions struct {
 	// HandshakeTimeout bounds the inner SSH handshake with the client; 15s if
 	// zero.
 	HandshakeTimeout time.Duration
+	// UpstreamReuse keeps logins to ssh targets for reuse by later inner
+	// hops of the same identity, role, login and target (upstream_pool.go);
+	// on, with Idle 30s and MaxAge 10m, if zero.
+	UpstreamReuse config.UpstreamReuse
+
+	// probeTimeout bounds the first channel open on a reused login;
+	// probeTimeout (or DialTimeout, if shorter) if zero. Tests shorten it.
+	probeTimeout time.Duration
 }
 
 // InnerHop terminates the SSH connection a client runs inside a direct-tcpip
@@ -139,7 +147,10 @@ type InnerHopOptions struct {
 // verified by host_key, known_hosts or host_ca (never skipped); a mismatch
 // ends the session with "postern: web-1: host key verification failed". The
 // login is a fresh ed25519 key with a 2-minute target-CA certificate (key id
-// "<identity>/<session-id>"), or the target's stored private_key. Session
+// "<identity>/<session-id>"), or the target's stored private_key. A clean
+// login is kept after the inner hop ends and handed to the next inner hop
+// of the same identity, role, login and target (upstreamPool, which says
+// why that is safe), one inner hop at a time. Session
 // channels and their requests are relayed both ways (pty-req, env from an
 // allow-list, shell, exec, subsystem, window-change, signal, break,
 // keepalives, exit-status, exit-signal, eow), exit-status always before EOF
@@ -168,7 +179,8 @@ type InnerHopOptions struct {
 // on both SSH connections.
 //
 // An InnerHop is safe for concurrent use; each ServeChannel call owns its
-// channel, the inner connection and the upstream connection it dials.
+// channel and the inner connection, and has its upstream login to itself
+// until it ends; the InnerHop owns idle logins (Close closes them).
 type InnerHop struct {
 	opts    InnerHopOptions
 	now     func() time.Time
@@ -176,6 +188,7 @@ type InnerHop struct {
 	metrics *hopMetrics
 
 	hostKey ssh.Signer // per-process key certified for every target name
+	pool    *upstreamPool
 
 	mu        sync.Mutex
 	hostCerts map[string]*hostCertEntry
@@ -201,6 +214,9 @@ func NewInnerHop(opts InnerHopOptions) (*InnerHop, error) {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = defaultHandshakeTTL
 	}
+	if opts.probeTimeout <= 0 {
+		opts.probeTimeout = min(probeTimeout, opts.DialTimeout)
+	}
 	h := &InnerHop{opts: opts, now: opts.Now, log: opts.Log, hostCerts: map[string]*hostCertEntry{}}
 	if h.now == nil {
 		h.now = time.Now
@@ -218,8 +234,19 @@ func NewInnerHop(opts InnerHopOptions) (*InnerHop, error) {
 	if h.metrics, err = newHopMetrics(opts.Metrics); err != nil {
 		return nil, err
 	}
+	h.pool = newUpstreamPool(opts.UpstreamReuse, h.now, h.log, h.metrics.reuse)
 	return h, nil
 }
+
+// SetUpstreamReuse applies new reuse settings (a configuration reload) and
+// closes every idle upstream login: the reload may have changed targets,
+// host keys or roles, and a pooled login belongs to the old ones.
+func (h *InnerHop) SetUpstreamReuse(cfg config.UpstreamReuse) { h.pool.reset(cfg) }
+
+// Close closes every idle upstream login and keeps none from now on; logins
+// still in use are closed when their inner hop ends. It is for shutdown,
+// after the SSH server has drained.
+func (h *InnerHop) Close() { h.pool.close() }
 
 // hostSigner returns the host certificate signer for t, issuing a new
 // certificate when none is cached or the cached one is past its half-life.
@@ -259,6 +286,7 @@ type hopConn struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	sessions sync.WaitGroup // session goroutines, for the end of ServeChannel
+	up       *hopUpstream   // the upstream login (kind ssh), set before any session
 
 	liveMu sync.Mutex
 	live   map[*hopSession]struct{}
@@ -276,10 +304,67 @@ func (c *hopConn) track(s *hopSession) {
 }
 
 func (c *hopConn) untrack(s *hopSession) {
+	if c.up != nil {
+		if why := s.upstreamDirt(); why != "" {
+			c.up.spoil(why)
+		}
+	}
 	c.liveMu.Lock()
 	delete(c.live, s)
 	c.liveMu.Unlock()
 	close(s.done)
+}
+
+// sessionsDirt says why an open session keeps the upstream login from being
+// reused; "" if none does.
+func (c *hopConn) sessionsDirt() string {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	for s := range c.live {
+		if why := s.upstreamDirt(); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+// upstreamDirt says why the session leaves its upstream login unfit for
+// reuse: it was aborted (a failure or policy ended it), it has not ended,
+// or its program did not report how it ended (it may still run on the
+// target). "" if none of these.
+func (s *hopSession) upstreamDirt() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.aborted != nil:
+		return "session ended by " + s.aborted.code
+	case !s.ended:
+		return "session not ended"
+	case s.begun && s.exitStatus == nil && s.exitSignal == nil:
+		return "session ended without exit status"
+	}
+	return ""
+}
+
+// upstreamDetails adds to an audit event's details which upstream login the
+// inner hop uses: "upstream" is "reused" (made by an earlier inner hop of
+// the same identity) or "fresh", "upstream_login" the key id the target
+// logged the login with. Nothing for command targets.
+func (c *hopConn) upstreamDetails(d map[string]any) {
+	if c.up == nil {
+		return
+	}
+	c.up.mu.Lock()
+	u, reused := c.up.u, c.up.reused
+	c.up.mu.Unlock()
+	if u == nil {
+		return
+	}
+	d["upstream"] = "fresh"
+	if reused {
+		d["upstream"] = "reused"
+	}
+	d["upstream_login"] = u.keyID
 }
 
 // endAll aborts every open session with the cause of the context's end and
@@ -528,6 +613,7 @@ type hopMetrics struct {
 	bytesIn  prometheus.Counter // bytes.WithLabelValues("in"), resolved once
 	bytesOut prometheus.Counter
 	upstream *prometheus.CounterVec
+	reuse    *prometheus.CounterVec
 	recErr   prometheus.Counter
 }
 
@@ -549,6 +635,10 @@ func newHopMetrics(reg prometheus.Registerer) (*hopMetrics, error) {
 			Name: "postern_innerhop_upstream_errors_total",
 			Help: "Failures to reach a target, by reason.",
 		}, []string{"reason"}),
+		reuse: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_upstream_reuse_total",
+			Help: "Look-ups of pooled logins to ssh targets (hit, miss) and pooled logins closed (expired: idle or max age; dead: closed by the target).",
+		}, []string{"result"}),
 		recErr: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "postern_innerhop_recording_errors_total",
 			Help: "Sessions whose recording failed to start or failed mid-session.",
@@ -563,6 +653,7 @@ func newHopMetrics(reg prometheus.Registerer) (*hopMetrics, error) {
 	m.active = registerOrExisting(reg, m.active, &err)
 	m.bytes = registerOrExisting(reg, m.bytes, &err)
 	m.upstream = registerOrExisting(reg, m.upstream, &err)
+	m.reuse = registerOrExisting(reg, m.reuse, &err)
 	m.recErr = registerOrExisting(reg, m.recErr, &err)
 	if err != nil {
 		return nil, fmt.Errorf("inner hop metrics: %w", err)

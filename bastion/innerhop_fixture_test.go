@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,6 +54,7 @@ type hopFixture struct {
 	login    string
 	logs     *lockedBuffer
 	server   *Server
+	opts     fixtureOpts
 }
 
 // lockedBuffer is a log sink tests read.
@@ -127,17 +129,22 @@ func testLogin(t testing.TB) string {
 }
 
 type fixtureOpts struct {
-	record     string // role record mode; "off" if empty
-	targets    []config.Target
-	forwarding config.Forwarding
-	noRecorder bool
-	recDir     string // recording dir; a temp dir if empty
-	quiet      bool   // no logs (benchmarks)
+	record      string // role record mode; "off" if empty
+	targets     []config.Target
+	forwarding  config.Forwarding
+	noRecorder  bool
+	recDir      string // recording dir; a temp dir if empty
+	quiet       bool   // no logs (benchmarks)
+	reuse       config.UpstreamReuse
+	logins      []string       // logins the role allows besides the test login
+	interactive string         // the role's interactive setting
+	revoked     RevocationList // consulted by the outer server every 50ms; none if nil
+	probe       time.Duration  // InnerHopOptions.probeTimeout
 }
 
 func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 	t.Helper()
-	f := &hopFixture{t: t, events: &eventLog{}, login: testLogin(t), logs: &lockedBuffer{}}
+	f := &hopFixture{t: t, events: &eventLog{}, login: testLogin(t), logs: &lockedBuffer{}, opts: o}
 	var err error
 	f.auth, err = certs.LoadAuthority(config.CAs{}, t.TempDir())
 	if err != nil {
@@ -149,12 +156,13 @@ func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 	f.cfg = &config.Config{
 		Targets: o.targets,
 		Roles: []config.Role{{
-			Name:       "ops",
-			Match:      config.RoleMatch{Users: []string{"alice"}},
-			Targets:    []config.TargetSelector{{Name: "*"}},
-			Logins:     []string{f.login},
-			Record:     o.record,
-			Forwarding: o.forwarding,
+			Name:        "ops",
+			Match:       config.RoleMatch{Users: []string{"alice"}},
+			Targets:     []config.TargetSelector{{Name: "*"}},
+			Logins:      append([]string{f.login}, o.logins...),
+			Record:      o.record,
+			Forwarding:  o.forwarding,
+			Interactive: o.interactive,
 		}},
 	}
 	f.engine, err = policy.New(f.cfg)
@@ -172,8 +180,10 @@ func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 			defer f.mu.Unlock()
 			return f.engine
 		},
-		Audit: f.events.add,
-		Log:   slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, f.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Audit:         f.events.add,
+		UpstreamReuse: o.reuse,
+		probeTimeout:  o.probe,
+		Log:           slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, f.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if o.quiet {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -186,6 +196,7 @@ func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 	if err != nil {
 		t.Fatalf("NewInnerHop: %v", err)
 	}
+	t.Cleanup(f.hop.Close)
 	f.outer = startTestOuter(t, f)
 
 	_, f.userKey, _ = ed25519.GenerateKey(rand.Reader)
@@ -223,7 +234,13 @@ func (f *hopFixture) signUser(pub ssh.PublicKey) *ssh.Certificate {
 // signUserFor issues a user certificate for alice valid for ttl from now.
 func (f *hopFixture) signUserFor(pub ssh.PublicKey, ttl time.Duration) *ssh.Certificate {
 	f.t.Helper()
-	id := certs.Identity{Issuer: "test", Subject: "alice-sub", Username: "alice", Kind: certs.KindHuman, Groups: []string{"ops"}}
+	return f.signUserAs(pub, certs.Identity{Issuer: "test", Subject: "alice-sub", Username: "alice", Kind: certs.KindHuman, Groups: []string{"ops"}}, ttl)
+}
+
+// signUserAs issues a user certificate for id (whose username must be
+// alice, the role's user) valid for ttl from now.
+func (f *hopFixture) signUserAs(pub ssh.PublicKey, id certs.Identity, ttl time.Duration) *ssh.Certificate {
+	f.t.Helper()
 	now := time.Now()
 	cert := &ssh.Certificate{
 		Key: pub, CertType: ssh.UserCert, KeyId: "alice", ValidPrincipals: []string{"alice"},
@@ -343,15 +360,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 func startTestOuter(t testing.TB, f *hopFixture) string {
 	t.Helper()
 	srv, err := NewServer(Options{
-		Authority: f.auth,
-		Policy:    f.engine,
-		Audit:     f.events,
-		Inner:     f.hop,
-		HostNames: []string{"127.0.0.1", "bastion"},
-		Log:       f.hop.log,
+		Authority:   f.auth,
+		Policy:      f.engine,
+		Audit:       f.events,
+		Revocations: f.opts.revoked,
+		Inner:       f.hop,
+		HostNames:   []string{"127.0.0.1", "bastion"},
+		Log:         f.hop.log,
 	})
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
+	}
+	if f.opts.revoked != nil {
+		srv.revocationRecheck = 50 * time.Millisecond
 	}
 	f.server = srv
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -443,11 +464,23 @@ func (f *hopFixture) innerClient(t testing.TB, target string) *ssh.Client {
 }
 
 // cutProxy is a TCP proxy to a target whose connections a test can cut, to
-// simulate a lost target.
+// simulate a lost target, or freeze, to simulate a path that died silently.
+// It counts the connections it accepted and those still open, so that a
+// test can tell fresh logins to the target from reused ones.
 type cutProxy struct {
-	addr  string
-	mu    sync.Mutex
-	conns []net.Conn
+	addr     string
+	mu       sync.Mutex
+	to       string
+	pairs    []*proxyPair
+	accepted int
+	open     int
+	changed  chan struct{} // closed and replaced when accepted or open change
+}
+
+// proxyPair is one proxied connection: c from the client, u to the target.
+type proxyPair struct {
+	c, u   net.Conn
+	frozen atomic.Bool // u is closed, c is kept open and hears nothing more
 }
 
 func startCutProxy(t testing.TB, to string) *cutProxy {
@@ -456,7 +489,7 @@ func startCutProxy(t testing.TB, to string) *cutProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{addr: ln.Addr().String()}
+	p := &cutProxy{addr: ln.Addr().String(), to: to, changed: make(chan struct{})}
 	t.Cleanup(func() {
 		ln.Close()
 		p.cut()
@@ -467,29 +500,100 @@ func startCutProxy(t testing.TB, to string) *cutProxy {
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
+			to := p.to
+			p.mu.Unlock()
 			u, err := net.Dial("tcp", to)
 			if err != nil {
 				c.Close()
 				continue
 			}
+			pair := &proxyPair{c: c, u: u}
 			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
+			p.pairs = append(p.pairs, pair)
+			p.note(1, 1)
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
+			var both sync.WaitGroup
+			both.Go(func() { _, _ = io.Copy(u, c); u.Close() })
+			both.Go(func() {
+				_, _ = io.Copy(c, u)
+				if !pair.frozen.Load() {
+					c.Close()
+				}
+			})
+			go func() { // ends with the two copies above
+				both.Wait()
+				p.mu.Lock()
+				p.note(0, -1)
+				p.mu.Unlock()
+			}()
 		}
 	}()
 	return p
+}
+
+// setTo sends connections accepted from now on to addr.
+func (p *cutProxy) setTo(addr string) {
+	p.mu.Lock()
+	p.to = addr
+	p.mu.Unlock()
 }
 
 // cut closes every proxied connection.
 func (p *cutProxy) cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
+	for _, pr := range p.pairs {
+		pr.c.Close()
+		pr.u.Close()
 	}
-	p.conns = nil
+	p.pairs = nil
+}
+
+// freeze closes the target side of every proxied connection but keeps the
+// client side open and silent: the client is not told, as when a path dies
+// without a reset. Connections accepted later work.
+func (p *cutProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.pairs {
+		pr.frozen.Store(true)
+		pr.u.Close()
+	}
+}
+
+// counts returns the connections accepted so far and those still open.
+func (p *cutProxy) counts() (accepted, open int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted, p.open
+}
+
+// waitOpen waits until exactly n proxied connections are open.
+func (p *cutProxy) waitOpen(t testing.TB, n int) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		p.mu.Lock()
+		open, ch := p.open, p.changed
+		p.mu.Unlock()
+		if open == n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			t.Fatalf("proxy: %d connections open; want %d", open, n)
+		}
+	}
+}
+
+// note changes the counts by accepted and open. Called with p.mu held.
+func (p *cutProxy) note(accepted, open int) {
+	p.accepted += accepted
+	p.open += open
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 // breakRecorderSpool makes the recorder's spool directory unusable: it is

@@ -59,6 +59,7 @@ type Service struct {
 	grants    policy.GrantsFunc
 	recorder  *recorder.Recorder
 	masking   *MaskPolicy
+	inner     *InnerHop
 	ssh       *Server
 	http      *http.Server
 	devIdP    *devidp.Provider
@@ -215,11 +216,12 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	inner, err := NewInnerHop(InnerHopOptions{
 		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
 		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")),
-		Masking:  masking, Log: s.log, Metrics: s.reg,
+		Masking:  masking, Log: s.log, Metrics: s.reg, UpstreamReuse: cfg.SSH.UpstreamReuse,
 	})
 	if err != nil {
 		return err
 	}
+	s.inner = inner
 	pg, err := pgproxy.New(pgproxy.Options{
 		Recorder: s.recorder, Store: store, Audit: audit, Approver: NewStatementGate(broker, s.log.With("component", "approvals")),
 		Log: s.log.With("component", "pgproxy"), Metrics: s.reg,
@@ -328,12 +330,15 @@ func (s *Service) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s.log.Info("shutting down")
-	return errors.Join(s.http.Shutdown(ctx), s.ssh.Shutdown(ctx))
+	err := errors.Join(s.http.Shutdown(ctx), s.ssh.Shutdown(ctx))
+	s.inner.Close() // the idle upstream logins, once no inner hop is left
+	return err
 }
 
 // reload re-reads the configuration and swaps the policy, the masking
-// rules and the per-source penalty settings (ssh.penalty). A bad
-// configuration keeps the old one and says why.
+// rules, the per-source penalty settings (ssh.penalty) and the upstream
+// login reuse settings (ssh.upstream_reuse, which also closes idle logins).
+// A bad configuration keeps the old one and says why.
 func (s *Service) reload(ctx context.Context) {
 	if s.opts.Reload == nil {
 		s.log.Warn("reload requested but no configuration file to reload")
@@ -363,6 +368,7 @@ func (s *Service) reload(ctx context.Context) {
 		s.cfg, s.policy = cfg, eng
 		s.mu.Unlock()
 		s.ssh.SetPolicy(eng)
+		s.inner.SetUpstreamReuse(cfg.SSH.UpstreamReuse)
 		s.log.Info("configuration reloaded", "targets", len(cfg.Targets), "roles", len(cfg.Roles))
 	}
 	details := map[string]any{"outcome": outcome}
