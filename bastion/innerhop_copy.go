@@ -6,12 +6,14 @@ import (
 	"sync"
 )
 
-// Copy buffers. A copy loop starts with a 2 KiB buffer and moves up a tier
-// (8 KiB, then a large pooled one) each time a read fills the buffer, so that
-// bulk transfers move 256 KiB per read while idle sessions hold only 2 KiB
-// per direction (a recorded session has three directions).
+// Copy buffers. A copy loop starts with a 512-byte buffer and moves up a
+// tier (8 KiB, then a large pooled one) each time a read fills the buffer,
+// so that bulk transfers move 256 KiB per read while an idle session holds
+// only 512 bytes per direction (a recorded session has three directions,
+// each blocked in a read of its buffer while idle). Keystrokes and prompts
+// fit in the start buffer; the first full read leaves it.
 const (
-	startCopyBuf = 2 << 10
+	startCopyBuf = 512
 	smallCopyBuf = 8 << 10
 	largeCopyBuf = 256 << 10
 	// smallReadsToShrink is how many consecutive short reads (smaller than

@@ -22,7 +22,7 @@ func (r *scriptedReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// TestCopyPooledTiers checks that a copy loop climbs from the 2 KiB start
+// TestCopyPooledTiers checks that a copy loop climbs from the 512-byte start
 // buffer through 8 KiB to the large buffer only while reads fill it, and
 // drops back to the start buffer after a run of short reads.
 func TestCopyPooledTiers(t *testing.T) {

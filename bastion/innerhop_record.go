@@ -34,10 +34,13 @@ const promptTail = 128
 // masked (metadata masked: true); the values themselves are never recorded.
 //
 // Off the data path. The copy loops only copy each chunk into a pooled
-// buffer and queue it (tapQueue chunks at most); one goroutine per tap hands
+// buffer and queue it (tapQueue chunks at most); a drain goroutine hands
 // the queue, in order, to the recorder, whose encoding thus runs beside the
-// relay instead of inside it. A full queue blocks the copy loop: that, and
-// the recorder's own bounded buffer, is all the tap ever blocks.
+// relay instead of inside it. The drain goroutine runs only while the queue
+// holds something: the first enqueue starts it and it exits once it finds
+// the queue empty, so an idle session has none. A full queue blocks the
+// copy loop: that, and the recorder's own bounded buffer, is all the tap
+// ever blocks.
 //
 // Failure. The first recording error stops recording and is reported to
 // onFail. With required set (record: required) every later call returns
@@ -51,9 +54,12 @@ type hopTap struct {
 	onFail   func(error)
 
 	q       chan tapItem
-	done    chan struct{}
 	failed  atomic.Bool
 	stopErr atomic.Pointer[error]
+
+	runMu   sync.Mutex     // guards running; never held while sending to q
+	running bool           // a drain goroutine is running
+	drains  sync.WaitGroup // drain goroutines, for close
 
 	mu      sync.Mutex // orders the queue; guards the fields below
 	closed  bool
@@ -97,36 +103,52 @@ type tapSink interface {
 
 var _ tapSink = (*recorder.Session)(nil)
 
-// newHopTap starts a tap feeding s; close stops it.
+// newHopTap returns a tap feeding s; close stops it.
 func newHopTap(s tapSink, required bool, onFail func(error)) *hopTap {
-	t := &hopTap{s: s, required: required, onFail: onFail, q: make(chan tapItem, tapQueue), done: make(chan struct{})}
-	go t.run()
-	return t
+	return &hopTap{s: s, required: required, onFail: onFail, q: make(chan tapItem, tapQueue)}
 }
 
-// run hands queued operations to the recorder until close.
-func (t *hopTap) run() {
-	defer close(t.done)
-	for it := range t.q {
-		if !t.failed.Load() {
-			var err error
-			switch it.op {
-			case tapOutput:
-				err = t.s.Output(it.data)
-			case tapInput:
-				err = t.s.Input(it.data)
-			case tapResize:
-				err = t.s.Resize(it.cols, it.rows)
-			case tapMarker:
-				err = t.s.Marker(it.label)
-			}
-			if err != nil {
-				t.fail(err)
-			}
+// drain hands queued operations to the recorder, in order, until it finds
+// the queue empty. It checks for that under runMu, and enqueue starts a new
+// drain under runMu after every send, so no item is left without one.
+func (t *hopTap) drain() {
+	for {
+		select {
+		case it := <-t.q:
+			t.apply(it)
+			continue
+		default:
 		}
-		if it.buf != nil {
-			putTapBuf(it.buf)
+		t.runMu.Lock()
+		if len(t.q) == 0 {
+			t.running = false
+			t.runMu.Unlock()
+			return
 		}
+		t.runMu.Unlock()
+	}
+}
+
+// apply hands one queued operation to the recorder and recycles its buffer.
+func (t *hopTap) apply(it tapItem) {
+	if !t.failed.Load() {
+		var err error
+		switch it.op {
+		case tapOutput:
+			err = t.s.Output(it.data)
+		case tapInput:
+			err = t.s.Input(it.data)
+		case tapResize:
+			err = t.s.Resize(it.cols, it.rows)
+		case tapMarker:
+			err = t.s.Marker(it.label)
+		}
+		if err != nil {
+			t.fail(err)
+		}
+	}
+	if it.buf != nil {
+		putTapBuf(it.buf)
 	}
 }
 
@@ -171,8 +193,10 @@ func putTapBuf(b *[]byte) {
 	}
 }
 
-// enqueue queues it. Called with mu held, which keeps the queue in the
-// order the calls were made.
+// enqueue queues it and makes sure a drain goroutine runs. Called with mu
+// held, which keeps the queue in the order the calls were made. A send that
+// blocks on a full queue always has a drain running: the send that filled
+// the queue's last free slot started one or found one running.
 func (t *hopTap) enqueue(it tapItem) {
 	if t.closed {
 		if it.buf != nil {
@@ -181,6 +205,12 @@ func (t *hopTap) enqueue(it tapItem) {
 		return
 	}
 	t.q <- it
+	t.runMu.Lock()
+	if !t.running {
+		t.running = true
+		t.drains.Go(t.drain)
+	}
+	t.runMu.Unlock()
 }
 
 // copyItem returns an item holding a copy of p made by fill (which writes at
@@ -364,11 +394,10 @@ func (t *hopTap) close() error {
 	t.mu.Lock()
 	if !t.closed {
 		t.flushMask()
-		t.closed = true
-		close(t.q)
+		t.closed = true // no enqueue, and so no new drain, after this
 	}
 	t.mu.Unlock()
-	<-t.done
+	t.drains.Wait()
 	if t.failed.Load() {
 		if err := t.s.Err(); err != nil {
 			return err

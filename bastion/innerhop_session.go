@@ -221,6 +221,16 @@ func (s *hopSession) begin(kind, command string) *hopUserError {
 	return s.approve(kind, command) // innerhop_gate.go
 }
 
+// beginOffStack runs begin on a goroutine of its own and waits for it.
+// begin's call chain is deep (the recording's start, the state store, the
+// approver); run on the request goroutine, which idles for the life of the
+// session, it would leave that goroutine with a stack grown for it.
+func (s *hopSession) beginOffStack(kind, command string) *hopUserError {
+	res := make(chan *hopUserError, 1)
+	go func() { res <- s.begin(kind, command) }()
+	return <-res
+}
+
 // startRecording starts the recording as the decision's record mode says.
 func (s *hopSession) startRecording() *hopUserError {
 	c := s.c
@@ -543,13 +553,6 @@ func (c *hopConn) proxySession(nc ssh.NewChannel, up ssh.Conn) {
 			upCh.Close()
 		}
 	})
-	upDone := make(chan struct{})
-	side.Go(func() {
-		defer close(upDone)
-		for req := range upReqs {
-			s.fromUpstream(req)
-		}
-	})
 	side.Go(func() {
 		for req := range reqs {
 			s.fromClient(req, upCh)
@@ -558,8 +561,13 @@ func (c *hopConn) proxySession(nc ssh.NewChannel, up ssh.Conn) {
 		upCh.Close()
 	})
 
+	// The target's requests are served by this goroutine while the copies
+	// run: an idle session needs no goroutine of its own for them. They end
+	// when the upstream channel closes.
+	for req := range upReqs {
+		s.fromUpstream(req)
+	}
 	out.Wait()
-	<-upDone
 	s.mu.Lock()
 	noExit := s.exitStatus == nil && s.exitSignal == nil && s.aborted == nil && s.begun
 	s.mu.Unlock()
@@ -666,7 +674,7 @@ func (s *hopSession) fromClient(req *ssh.Request, upCh ssh.Channel) {
 		if kind == kindSubsystem && command == "sftp" {
 			s.sftp.Store(newSFTPAudit(s.c, s.id))
 		}
-		if ue := s.begin(kind, command); ue != nil {
+		if ue := s.beginOffStack(kind, command); ue != nil {
 			_ = req.Reply(true, nil)
 			s.abort(ue)
 			return

@@ -97,8 +97,9 @@ type Recorder struct {
 	// bound how many it may hold at once.
 	pool sync.Pool
 
-	mu     sync.Mutex
-	active map[string]*Session
+	mu       sync.Mutex
+	active   map[string]*Session
+	flushing bool // flushLoop runs
 
 	// bg is the context of background seals (ErrSealPending), cancelled
 	// by Close; pending counts them.
@@ -106,8 +107,8 @@ type Recorder struct {
 	stopBg  context.CancelFunc
 	pending sync.WaitGroup
 
-	// beforeWrite, if set (tests), runs in the writer goroutine before each
-	// spool write.
+	// beforeWrite, if set (tests), runs before each spool write (in the
+	// writer goroutine, or in Finish for the last writes).
 	beforeWrite func()
 }
 
@@ -271,7 +272,6 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 		log:       r.log.With("session", m.ID, "identity", m.Identity, "target", m.Target),
 		queue:     make(chan chunk, r.nbuf+1),
 		tokens:    make(chan struct{}, r.nbuf),
-		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		notifyCh:  make(chan struct{}),
 		sealed:    make(chan struct{}),
@@ -330,11 +330,15 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 			return nil, err
 		}
 	}
+	s.lastSync.Store(time.Now().UnixNano())
 	r.mu.Lock()
 	r.active[m.ID] = s
+	if !r.flushing {
+		r.flushing = true
+		go r.flushLoop() // exits once no session is active
+	}
 	r.mu.Unlock()
 	r.m.active.Inc()
-	go s.writeLoop() // exits when Finish closes stop; Finish waits for done
 	s.log.Debug("recording started", "object", s.key)
 	return s, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/posternhq/postern/recorder/state"
@@ -22,9 +23,13 @@ import (
 // Data path: events are encoded under a mutex into the current chunk (a
 // fixed-size buffer); full chunks go through a bounded queue to the
 // session's writer goroutine, which appends them to the spool file with
-// large writes and fsyncs every FsyncInterval. At most BufferSize bytes of
-// chunks exist per session; when all are in use the overflow policy decides
-// (block up to BlockTimeout then fail, or drop and record the gap).
+// large writes. The recorder's one flusher goroutine (flushLoop) hands a
+// partly filled chunk to the writer every flushInterval and asks it to fsync
+// every FsyncInterval while anything is unsynced. The writer runs only while
+// it has work: a queued chunk or a requested fsync starts it and it exits
+// when none is left, so an idle session has no goroutine. At most BufferSize
+// bytes of chunks exist per session; when all are in use the overflow policy
+// decides (block up to BlockTimeout then fail, or drop and record the gap).
 type Session struct {
 	r         *Recorder
 	id        string
@@ -50,12 +55,19 @@ type Session struct {
 
 	queue  chan chunk    // full chunks to the writer; never blocks (cap nbuf+1)
 	tokens chan struct{} // one per chunk the session may hold (cap nbuf)
-	f      *os.File      // spool file, owned by the writer goroutine after Start
-	stop   chan struct{}
-	done   chan struct{} // closed when the writer has written, synced and exited
+	f      *os.File      // spool file, owned by the running writer goroutine after Start, by Finish after the last
+	done   chan struct{} // closed by Finish once everything is written and synced
 
-	// hash and size cover every byte written to the spool; the writer
-	// goroutine owns them until done is closed.
+	wmu      sync.Mutex     // guards the three fields below; taken after mu, never before
+	writing  bool           // a writer goroutine runs; at most one does
+	syncDue  bool           // the flusher asked for an fsync
+	stopping bool           // Finish writes the rest itself: no new writer
+	writers  sync.WaitGroup // writer goroutines, for Finish
+	dirty    atomic.Bool    // written since the last fsync
+	lastSync atomic.Int64   // time of the last fsync (or of Start), in Unix nanoseconds
+
+	// hash and size cover every byte written to the spool; the running
+	// writer goroutine owns them, and Finish once the last has exited.
 	hash hash.Hash
 	size int64
 
@@ -260,6 +272,7 @@ func (s *Session) handOff() {
 	*s.curBuf = s.cur
 	if len(s.cur) > 0 {
 		s.queue <- chunk{buf: s.curBuf, gap: s.curGap, pooled: true} // never blocks: cap(queue) > number of chunks
+		s.kick(false)
 	} else {
 		s.r.release(s.curBuf, s.tokens)
 	}
@@ -340,8 +353,24 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	bytesIn, bytesOut := s.bytesIn, s.bytesOut
 	s.mu.Unlock()
 
-	close(s.stop)
-	<-s.done
+	// No new writer from here on; the one running, if any, finishes the
+	// queue's head and Finish writes the rest.
+	s.wmu.Lock()
+	s.stopping = true
+	s.wmu.Unlock()
+	s.writers.Wait()
+	for {
+		select {
+		case c := <-s.queue:
+			s.writeChunk(c)
+			continue
+		default:
+		}
+		break
+	}
+	s.sync()
+	s.notify()
+	close(s.done)
 	// The session stays in the active map until it is sealed, so Follow
 	// finds either the spool or the finished index row.
 	defer s.r.forget(s.id)

@@ -13,42 +13,91 @@ import (
 	"github.com/posternhq/postern/recorder/state"
 )
 
-// flushInterval is how often the writer takes a partly filled chunk, so a
+// flushInterval is how often the flusher takes a partly filled chunk, so a
 // quiet interactive session still reaches the spool (and live followers)
 // within this delay.
 const flushInterval = 50 * time.Millisecond
 
-// writeLoop is the session's writer goroutine. It owns the spool file's
-// write side: it appends queued chunks, fsyncs every FsyncInterval, and on
-// stop drains the queue, fsyncs and closes done.
-func (s *Session) writeLoop() {
-	defer close(s.done)
+// flushLoop is the recorder's flusher goroutine, one for all sessions in
+// place of a ticker per session: every flushInterval it visits each active
+// session (flushTick). Start starts it when the first session becomes
+// active; it exits at the first tick that finds none, so it is not waited
+// for.
+func (r *Recorder) flushLoop() {
 	tick := time.NewTicker(flushInterval)
 	defer tick.Stop()
-	lastSync := time.Now()
-	dirty := false
+	var sessions []*Session
+	for now := range tick.C {
+		r.mu.Lock()
+		if len(r.active) == 0 {
+			r.flushing = false
+			r.mu.Unlock()
+			return
+		}
+		for _, s := range r.active {
+			sessions = append(sessions, s)
+		}
+		r.mu.Unlock()
+		for _, s := range sessions {
+			s.flushTick(now)
+		}
+		clear(sessions)
+		sessions = sessions[:0]
+	}
+}
+
+// flushTick hands the current chunk to the writer and, when the spool has
+// unsynced writes and the last fsync is FsyncInterval old, asks the writer
+// for an fsync.
+func (s *Session) flushTick(now time.Time) {
+	s.flushCurrent()
+	if s.dirty.Load() && now.Sub(time.Unix(0, s.lastSync.Load())) >= s.r.opts.FsyncInterval {
+		s.kick(true)
+	}
+}
+
+// kick makes sure a writer goroutine runs, to write what is queued and, with
+// fsync, to fsync the spool. Called after every send to queue: a writer
+// exits only after finding the queue empty under wmu, so every queued chunk
+// has one.
+func (s *Session) kick(fsync bool) {
+	s.wmu.Lock()
+	if fsync {
+		s.syncDue = true
+	}
+	if !s.writing && !s.stopping {
+		s.writing = true
+		s.writers.Go(s.writeLoop)
+	}
+	s.wmu.Unlock()
+}
+
+// writeLoop is the session's writer goroutine while it has work: it appends
+// queued chunks to the spool and fsyncs when asked, then exits. At most one
+// runs at a time (kick); it owns the spool file's write side while it runs.
+func (s *Session) writeLoop() {
 	for {
 		select {
 		case c := <-s.queue:
-			dirty = s.writeChunk(c) || dirty
-		case <-tick.C:
-			s.flushCurrent()
-			if dirty && time.Since(lastSync) >= s.r.opts.FsyncInterval {
-				s.sync()
-				lastSync, dirty = time.Now(), false
+			if s.writeChunk(c) {
+				s.dirty.Store(true)
 			}
-		case <-s.stop:
-			for {
-				select {
-				case c := <-s.queue:
-					s.writeChunk(c)
-					continue
-				default:
-				}
-				break
-			}
+			continue
+		default:
+		}
+		s.wmu.Lock()
+		switch {
+		case len(s.queue) > 0:
+			s.wmu.Unlock()
+		case s.syncDue:
+			s.syncDue = false
+			s.wmu.Unlock()
+			s.dirty.Store(false)
 			s.sync()
-			s.notify()
+			s.lastSync.Store(time.Now().UnixNano())
+		default:
+			s.writing = false
+			s.wmu.Unlock()
 			return
 		}
 	}
