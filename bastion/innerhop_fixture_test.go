@@ -223,6 +223,7 @@ func (f *hopFixture) setTargets(targets ...config.Target) {
 	f.engine = eng
 	f.mu.Unlock()
 	f.server.SetPolicy(eng)
+	f.hop.SetUpstreamReuse(f.opts.reuse) // as Service.reload does: idle logins belong to the old targets
 }
 
 // signUser issues a user certificate for alice from the user CA.
