@@ -212,11 +212,13 @@ func (s *hopSession) begin(kind, command string) *hopUserError {
 	if ue := s.startRecording(); ue != nil {
 		return ue
 	}
+	details := map[string]any{
+		"kind": kind, "command": command, "login": c.login, "role": c.decision.Role,
+		"record": c.decision.Record, "recorded": s.recording() != nil, "conn": c.ci.ID, "pty": s.pty,
+	}
+	c.upstreamDetails(details) // innerhop.go
 	c.h.audit(c.ctx, state.Event{Type: state.EventSessionStart, Actor: c.ci.Identity.String(), Target: c.t.Name,
-		Session: s.id, Details: map[string]any{
-			"kind": kind, "command": command, "login": c.login, "role": c.decision.Role,
-			"record": c.decision.Record, "recorded": s.recording() != nil, "conn": c.ci.ID, "pty": s.pty,
-		}})
+		Session: s.id, Details: details})
 	s.log.Info("session start", "kind", kind, "command", command, "recorded", s.recording() != nil)
 	return s.approve(kind, command) // innerhop_gate.go
 }
