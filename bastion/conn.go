@@ -107,6 +107,7 @@ func (c *serverConn) serve() {
 		return
 	}
 	sc, chans, reqs, err := ssh.NewServerConn(c.ac, conf)
+	c.ac.handshaking.Store(false)
 	if err != nil {
 		c.log.Debug("handshake failed", "err", err)
 		if c.authStarted && !c.failCounted && !c.serverFault {
@@ -254,11 +255,15 @@ func (c *serverConn) globalRequests(reqs <-chan *ssh.Request) {
 type activityConn struct {
 	net.Conn
 	lastNano atomic.Int64
+	// handshaking acknowledges every read at once (see quickAck) until
+	// the SSH handshake is over.
+	handshaking atomic.Bool
 }
 
 func newActivityConn(nc net.Conn) *activityConn {
 	a := &activityConn{Conn: nc}
 	a.lastNano.Store(time.Now().UnixNano())
+	a.handshaking.Store(true)
 	return a
 }
 
@@ -266,6 +271,9 @@ func (a *activityConn) Read(p []byte) (int, error) {
 	n, err := a.Conn.Read(p)
 	if n > 0 {
 		a.lastNano.Store(time.Now().UnixNano())
+		if a.handshaking.Load() {
+			_ = quickAck(a.Conn)
+		}
 	}
 	return n, err
 }

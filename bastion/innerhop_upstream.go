@@ -240,7 +240,9 @@ func (c *hopConn) dialUpstream() (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.R
 	}
 	_ = nc.SetDeadline(h.now().Add(h.opts.DialTimeout))
 	stop := context.AfterFunc(c.ctx, func() { nc.Close() })
-	conn, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
+	hc := newHandshakeConn(nc)
+	conn, chans, reqs, err := ssh.NewClientConn(hc, addr, cfg)
+	hc.done()
 	stop()
 	if err != nil {
 		nc.Close()
