@@ -23,7 +23,9 @@
 // exponential backoff and full jitter while the error is transient
 // (network errors, 5xx, throttling, timeouts); client errors such as a
 // denied request fail at once. The first failure starts an outage and the
-// next success ends it; both are reported to the function set with
+// next success ends it, except throttling (SlowDown, 429), which starts
+// one only when a write is throttled three times in a row (it is counted
+// in postern_s3_throttled_total); both are reported to the function set with
 // [Store.OnHealth] (the recorder turns them into storage.outage and
 // storage.recovered audit events). [Store.Health] and the
 // postern_s3_backlog_bytes gauge give the bytes spooled but not yet in the

@@ -308,6 +308,22 @@ func retryable(err error) bool {
 	return true // no answer: network error, refused connection, timeout
 }
 
+// throttlesForOutage is how many throttling answers in a row for one write
+// start an outage.
+const throttlesForOutage = 3
+
+// throttled reports whether err is S3 asking the client to slow down.
+func throttled(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded":
+			return true
+		}
+	}
+	return httpStatus(err) == 429
+}
+
 // noRetry turns off the SDK's own retries: writes retry in [Store.retry].
 func noRetry(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
 
@@ -315,6 +331,7 @@ func noRetry(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
 // with capped exponential backoff and jitter between transient failures.
 func (s *Store) retry(ctx context.Context, op string, fn func(context.Context) error) error {
 	backoff := s.opts.MinBackoff
+	throttles := 0
 	for failed := false; ; failed = true {
 		actx, cancel := context.WithTimeout(ctx, s.opts.AttemptTimeout)
 		var err error
@@ -338,7 +355,21 @@ func (s *Store) retry(ctx context.Context, op string, fn func(context.Context) e
 			s.m.errors.WithLabelValues(op).Inc()
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		s.failed(op, err)
+		if throttled(err) {
+			// S3 asks this client to slow down: back off and try again.
+			// Only throttling that persists is an outage; single
+			// SlowDowns are routine at high request rates and would
+			// otherwise fill the audit log with outage/recovered pairs.
+			s.m.throttled.WithLabelValues(op).Inc()
+			if throttles++; throttles < throttlesForOutage {
+				s.m.errors.WithLabelValues(op).Inc()
+				s.log.Load().Debug("storage throttled: retrying", "op", op, "err", shortError(err))
+			} else {
+				s.failed(op, err)
+			}
+		} else {
+			s.failed(op, err)
+		}
 		// Equal jitter: half the backoff fixed, half random.
 		d := backoff/2 + rand.N(backoff/2+1)
 		t := time.NewTimer(d)
