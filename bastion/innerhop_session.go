@@ -284,13 +284,17 @@ func (s *hopSession) startRecording() *hopUserError {
 	}
 	required := mode == recordRequired
 	tap := newHopTap(s.recording(), required, func(err error) {
+		// Abort first: the copy loops stop as soon as the tap has failed,
+		// and the program may exit at once; the session must end with
+		// the recording's cause, not with the exit status of a program
+		// whose input was cut (see also endChannel).
+		if required {
+			s.abort(recordingUnavailable(err))
+		}
 		c.h.metrics.recErr.Inc()
 		s.log.Error("recording failed", "err", err, "record", mode)
 		c.h.audit(c.ctx, state.Event{Type: state.EventRecordingError, Actor: c.ci.Identity.String(), Target: c.t.Name,
 			Session: s.id, Details: map[string]any{"record": mode, "phase": "session", "error": "recording failed"}})
-		if required {
-			s.abort(recordingUnavailable(err))
-		}
 	})
 	if s.pty && echoOffInModes(s.modes) {
 		s.recording().SetEcho(false)
@@ -408,6 +412,13 @@ func (s *hopSession) setExitSignal(name string, payload []byte) {
 // endChannel ends the session towards the client: exit status (or signal),
 // then EOF, then close. It returns the exit status sent, if any.
 func (s *hopSession) endChannel() {
+	// A required recording that failed ends the session with its cause even
+	// if the failure callback has not run yet (abort is idempotent).
+	if t := s.tap.Load(); t != nil {
+		if err := t.stopped(); err != nil {
+			s.abort(recordingUnavailable(err))
+		}
+	}
 	s.notifyMu.Lock() // an abort in progress finishes its notice first
 	defer s.notifyMu.Unlock()
 	s.mu.Lock()
