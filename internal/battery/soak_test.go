@@ -59,10 +59,16 @@ type procStats struct {
 	RSSKiB     int
 	// StateFDs are the descriptors on the SQLite state files (state.db*).
 	StateFDs int
+	// HeapAlloc and HeapInuse are the Go heap's live bytes and in-use
+	// spans (from /metrics): RSS keeps what the heap once held, these do not.
+	HeapAlloc, HeapInuse float64
+	// GCs is the number of completed garbage collections.
+	GCs int
 }
 
 func (p procStats) String() string {
-	return fmt.Sprintf("goroutines %d, fds %d (%d on the state store), rss %.1f MiB", p.Goroutines, p.FDs, p.StateFDs, float64(p.RSSKiB)/1024)
+	return fmt.Sprintf("goroutines %d, fds %d (%d on the state store), rss %.1f MiB, heap live %.1f MiB / in use %.1f MiB",
+		p.Goroutines, p.FDs, p.StateFDs, float64(p.RSSKiB)/1024, p.HeapAlloc/(1<<20), p.HeapInuse/(1<<20))
 }
 
 // stats reads the postern process's goroutines (from /metrics), open file
@@ -99,9 +105,20 @@ func (s *service) stats(t testing.TB) procStats {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		f, _ := strconv.ParseFloat(v, 64)
+		switch name {
+		case "go_goroutines":
 			st.Goroutines = int(f)
+		case "go_memstats_heap_alloc_bytes":
+			st.HeapAlloc = f
+		case "go_memstats_heap_inuse_bytes":
+			st.HeapInuse = f
+		case "go_gc_duration_seconds_count":
+			st.GCs = int(f)
 		}
 	}
 	return st
@@ -144,6 +161,8 @@ func (s *service) samplePeaks(t testing.TB, every time.Duration) *peakSampler {
 				p.peak.FDs = max(p.peak.FDs, st.FDs)
 				p.peak.RSSKiB = max(p.peak.RSSKiB, st.RSSKiB)
 				p.peak.StateFDs = max(p.peak.StateFDs, st.StateFDs)
+				p.peak.HeapAlloc = max(p.peak.HeapAlloc, st.HeapAlloc)
+				p.peak.HeapInuse = max(p.peak.HeapInuse, st.HeapInuse)
 				p.mu.Unlock()
 			}
 		}
@@ -266,7 +285,19 @@ func TestSoak(t *testing.T) {
 		t.Logf("%d of %d sessions open after %v; holding them for %v", opened.Load(), sessions, time.Since(began).Round(time.Millisecond), duration)
 		held := s.stats(t)
 		t.Logf("all open: %s", held)
-		time.Sleep(duration) // the soak itself: sessions stream while the test waits
+		// The soak itself: sessions stream while the test waits, logging
+		// the figures every minute so that growth shows as a trend.
+		tick := time.NewTicker(time.Minute)
+		for end := time.After(duration); ; {
+			select {
+			case <-tick.C:
+				t.Logf("holding, %v in: %s", time.Since(began).Round(time.Second), s.stats(t))
+				continue
+			case <-end:
+			}
+			break
+		}
+		tick.Stop()
 	case <-time.After(setupLimit):
 		t.Errorf("only %d of %d sessions open after %v", opened.Load(), sessions, setupLimit)
 	}
@@ -328,8 +359,19 @@ func TestSoak(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond) // waiting for teardown, observed through /proc
 	}
+	// The heap still holds the closed sessions' garbage until the next
+	// collection; the runtime forces one at least every two minutes.
+	closedAt := end.GCs
+	for gcDeadline := time.Now().Add(150 * time.Second); end.GCs <= closedAt && time.Now().Before(gcDeadline); {
+		time.Sleep(time.Second) // waiting for the runtime's periodic GC, observed through /metrics
+		end = s.stats(t)
+	}
 	t.Logf("peak: %s", peak)
 	t.Logf("end: %s", end)
+	if end.GCs > closedAt && end.HeapAlloc > start.HeapAlloc+64<<20 {
+		t.Errorf("heap live after the sessions closed and a GC: %.1f MiB (start %.1f MiB); want it back near the start",
+			end.HeapAlloc/(1<<20), start.HeapAlloc/(1<<20))
+	}
 	t.Logf("sessions %d, failed %d, recordings verified %d (sha256 and content), echoed %.1f MiB, duration %v",
 		sessions, failed, verified, float64(bytesTotal)/(1<<20), duration)
 	if end.Goroutines > start.Goroutines+10 {
