@@ -559,44 +559,7 @@ func certIssuance(t *testing.T) []Row {
 func (e *env) memory(n int) []Row {
 	t := e.t
 	p := e.startPostern("mem")
-	openIdle := func(dial func() (*hop, error), count int) []*hop {
-		hops := make([]*hop, count)
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range 16 {
-			wg.Go(func() {
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= count {
-						return
-					}
-					h, err := dial()
-					if err != nil {
-						t.Errorf("idle session %d: %v", i, err)
-						return
-					}
-					s, err := h.inner.NewSession()
-					if err == nil {
-						err = s.RequestPty("xterm", 24, 80, ssh.TerminalModes{})
-					}
-					if err == nil {
-						err = s.Shell()
-					}
-					if err != nil {
-						t.Errorf("idle session %d: %v", i, err)
-						h.Close()
-						return
-					}
-					hops[i] = h
-				}
-			})
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
-		return hops
-	}
+	openIdle := func(dial func() (*hop, error), count int) []*hop { return openIdleHops(t, count, dial) }
 	closeAll := func(hs []*hop) {
 		for _, h := range hs {
 			h.Close()
@@ -765,4 +728,56 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// openIdleHops opens count idle sessions (pty + shell, stdin kept open as an
+// interactive client keeps it) over hops from dial, 16 at a time. On any
+// failure it closes what it opened and ends the test.
+func openIdleHops(t *testing.T, count int, dial func() (*hop, error)) []*hop {
+	t.Helper()
+	hops := make([]*hop, count)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= count {
+					return
+				}
+				h, err := dial()
+				if err != nil {
+					t.Errorf("idle session %d: %v", i, err)
+					return
+				}
+				s, err := h.inner.NewSession()
+				if err == nil {
+					// Without a reader the x/crypto client sends EOF at once.
+					_, err = s.StdinPipe()
+				}
+				if err == nil {
+					err = s.RequestPty("xterm", 24, 80, ssh.TerminalModes{})
+				}
+				if err == nil {
+					err = s.Shell()
+				}
+				if err != nil {
+					t.Errorf("idle session %d: %v", i, err)
+					h.Close()
+					return
+				}
+				hops[i] = h
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		for _, h := range hops {
+			if h != nil {
+				h.Close()
+			}
+		}
+		t.FailNow()
+	}
+	return hops
 }

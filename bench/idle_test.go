@@ -22,7 +22,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -392,50 +391,5 @@ func idleConfig(e *env, dataDir string) string {
 // idle target through p, 16 at a time.
 func openIdleSessions(t *testing.T, e *env, p *postern, count int) []*hop {
 	t.Helper()
-	hops := make([]*hop, count)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= count {
-					return
-				}
-				h, err := e.viaPostern(p, ssh.CipherAES128GCM, "idle-rec")
-				if err != nil {
-					t.Errorf("idle session %d: %v", i, err)
-					return
-				}
-				s, err := h.inner.NewSession()
-				if err == nil {
-					// Keep stdin open, as an interactive client does (the
-					// x/crypto client sends EOF at once without a reader).
-					_, err = s.StdinPipe()
-				}
-				if err == nil {
-					err = s.RequestPty("xterm", 24, 80, ssh.TerminalModes{})
-				}
-				if err == nil {
-					err = s.Shell()
-				}
-				if err != nil {
-					t.Errorf("idle session %d: %v", i, err)
-					h.Close()
-					return
-				}
-				hops[i] = h
-			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		for _, h := range hops {
-			if h != nil {
-				h.Close()
-			}
-		}
-		t.FailNow()
-	}
-	return hops
+	return openIdleHops(t, count, func() (*hop, error) { return e.viaPostern(p, ssh.CipherAES128GCM, "idle-rec") })
 }

@@ -97,20 +97,9 @@ func (s *service) stats(t testing.TB) procStats {
 			st.RSSKiB, _ = strconv.Atoi(f[1])
 		}
 	}
-	resp, err := http.Get("http://" + s.HTTPAddr + "/metrics")
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
+	s.scanMetrics(t, func(series, v string) {
 		f, _ := strconv.ParseFloat(v, 64)
-		switch name {
+		switch series {
 		case "go_goroutines":
 			st.Goroutines = int(f)
 		case "go_memstats_heap_alloc_bytes":
@@ -120,7 +109,7 @@ func (s *service) stats(t testing.TB) procStats {
 		case "go_gc_duration_seconds_count":
 			st.GCs = int(f)
 		}
-	}
+	})
 	return st
 }
 

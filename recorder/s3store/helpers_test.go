@@ -260,3 +260,24 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// finishIntact finishes s (waiting up to 2 minutes for the store), and
+// checks that the stored object holds exactly written as output and has
+// the sealed digest. It returns the object.
+func finishIntact(t *testing.T, e *env, s *recorder.Session, written []byte) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sealed, err := s.Finish(ctx, recorder.Result{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := download(t, e.store, sealed.Object)
+	if got := outputOf(t, obj); !bytes.Equal(got, written) {
+		t.Fatalf("object output is %d bytes; want the %d bytes written (lost %d)", len(got), len(written), len(written)-len(got))
+	}
+	if sha(obj) != sealed.SHA256 {
+		t.Error("object digest differs from the sealed digest")
+	}
+	return obj
+}

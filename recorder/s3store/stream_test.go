@@ -348,19 +348,7 @@ func TestOutageMidSession(t *testing.T) {
 		t.Errorf("health after a successful Check %+v; want up", h)
 	}
 	write(1 << 10)
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	sealed, err := s.Finish(fctx, recorder.Result{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj := download(t, e.store, sealed.Object)
-	if got := outputOf(t, obj); !bytes.Equal(got, written.Bytes()) {
-		t.Fatalf("object output is %d bytes; want the %d bytes written (lost %d)", len(got), written.Len(), written.Len()-len(got))
-	}
-	if sha(obj) != sealed.SHA256 {
-		t.Error("object digest differs from the sealed digest")
-	}
+	finishIntact(t, e, s, written.Bytes())
 	if h := e.store.Health(); h.Down || h.Backlog != 0 {
 		t.Errorf("health after recovery %+v; want up, no backlog", h)
 	}

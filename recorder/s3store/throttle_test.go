@@ -88,22 +88,9 @@ func TestThrottlingMidSession(t *testing.T) {
 		}
 		written.Write(p)
 	}
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	sealed, err := s.Finish(fctx, recorder.Result{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	obj := finishIntact(t, e, s, written.Bytes())
 	if proxy.throttled.Load() < 3 {
 		t.Fatalf("the proxy throttled %d of %d writes; want several (did the parts go through it?)", proxy.throttled.Load(), proxy.writes.Load())
-	}
-	proxy.on.Store(false) // read back without throttling
-	obj := download(t, e.store, sealed.Object)
-	if got := outputOf(t, obj); !bytes.Equal(got, written.Bytes()) {
-		t.Fatalf("object output is %d bytes; want the %d bytes written (lost %d)", len(got), written.Len(), written.Len()-len(got))
-	}
-	if sha(obj) != sealed.SHA256 {
-		t.Error("object digest differs from the sealed digest")
 	}
 	if h := e.store.Health(); h.Down || h.Backlog != 0 {
 		t.Errorf("health after the session %+v; want up, no backlog", h)
@@ -156,19 +143,7 @@ func TestPersistentThrottlingIsAnOutage(t *testing.T) {
 		t.Errorf("audit events %v; want %s", types, recorder.EventStorageOutage)
 	}
 	proxy.all.Store(false)
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	sealed, err := s.Finish(fctx, recorder.Result{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj := download(t, e.store, sealed.Object)
-	if got := outputOf(t, obj); !bytes.Equal(got, written.Bytes()) {
-		t.Fatalf("object output is %d bytes; want the %d bytes written", len(got), written.Len())
-	}
-	if sha(obj) != sealed.SHA256 {
-		t.Error("object digest differs from the sealed digest")
-	}
+	finishIntact(t, e, s, written.Bytes())
 	if h := e.store.Health(); h.Down {
 		t.Errorf("health after S3 accepted writes again %+v; want up", h)
 	}
