@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"regexp"
 	"testing"
@@ -69,4 +70,22 @@ func FuzzPGMessages(f *testing.F) {
 type rw struct {
 	io.Reader
 	io.Writer
+}
+
+// TestMalformedFunctionCall: a FunctionCall whose argument list is cut
+// short made pgproto3's decoder panic (found by FuzzPGMessages, input kept
+// in testdata/fuzz). The client's connection ends with errMalformed; the
+// process does not.
+func TestMalformedFunctionCall(t *testing.T) {
+	cr := bytes.NewReader([]byte("F\x00\x00\x00\r000000\x00\x000"))
+	p, _ := New(Options{})
+	c := &conn{
+		p: p, ctx: context.Background(), log: p.log,
+		client: rw{cr, io.Discard}, upstream: rw{bytes.NewReader(nil), io.Discard},
+		be: pgproto3.NewBackend(bufio.NewReader(cr), io.Discard), fe: pgproto3.NewFrontend(bufio.NewReader(bytes.NewReader(nil)), io.Discard),
+		stmts: map[string]prepared{}, portals: map[string]prepared{}, txStatus: 'I',
+	}
+	if err := c.fromClient(); !errors.Is(err, errMalformed) {
+		t.Fatalf("fromClient: err = %v; want errMalformed", err)
+	}
 }

@@ -344,7 +344,7 @@ func (c *conn) authenticate() error {
 	own := c.s.DatabasePassword != ""
 	var sc *scramClient
 	for {
-		msg, err := c.fe.Receive()
+		msg, err := receive(c.fe.Receive)
 		if err != nil {
 			return fmt.Errorf("authentication: %w", err)
 		}
@@ -417,7 +417,7 @@ func (c *conn) relayAuth(authType uint32) error {
 	if err := c.be.SetAuthType(authType); err != nil {
 		return fmt.Errorf("authentication: %w", err)
 	}
-	msg, err := c.be.Receive()
+	msg, err := receive(c.be.Receive)
 	if err != nil {
 		return fmt.Errorf("authentication: %w", err)
 	}

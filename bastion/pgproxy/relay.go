@@ -3,6 +3,7 @@ package pgproxy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -80,12 +81,29 @@ func (c *conn) push(p *pending) {
 	c.queue = append(c.queue, p)
 }
 
+// errMalformed reports a protocol message the decoder could not read.
+var errMalformed = errors.New("malformed protocol message")
+
+// receive reads one message with r. pgproto3's decoders have panicked on
+// malformed messages (FunctionCall with a truncated argument list, found by
+// FuzzPGMessages); a panic here would take the whole bastion down, so it
+// becomes an error that ends only the offending connection.
+func receive[M any](r func() (M, error)) (m M, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			var zero M
+			m, err = zero, fmt.Errorf("%w: %v", errMalformed, p)
+		}
+	}()
+	return r()
+}
+
 // fromClient relays client messages upstream, gating statements.
 func (c *conn) fromClient() error {
 	skip := false // a Parse was denied: drop messages until Sync
 	sent := 0     // messages forwarded since the last Sync
 	for {
-		msg, err := c.be.Receive()
+		msg, err := receive(c.be.Receive)
 		if err != nil {
 			return err
 		}
@@ -212,7 +230,7 @@ func (c *conn) pop(p *pending) {
 // completing statements.
 func (c *conn) fromServer() error {
 	for {
-		msg, err := c.fe.Receive()
+		msg, err := receive(c.fe.Receive)
 		if err != nil {
 			return err
 		}
