@@ -58,6 +58,11 @@ type hopSession struct {
 
 	gate atomic.Pointer[lineGate] // armed for a shell whose lines are gated (innerhop_gate.go)
 
+	// startReplied is closed once the client has its answer to the shell,
+	// exec or subsystem request relayed to the target; nil until such a
+	// request arrives. endChannel waits for it (see there).
+	startReplied atomic.Pointer[chan struct{}]
+
 	notifyMu   sync.Mutex // held by abort while it tells the user; endChannel waits for it
 	mu         sync.Mutex
 	ended      bool
@@ -412,6 +417,16 @@ func (s *hopSession) setExitSignal(name string, payload []byte) {
 // endChannel ends the session towards the client: exit status (or signal),
 // then EOF, then close. It returns the exit status sent, if any.
 func (s *hopSession) endChannel() {
+	// The target may answer the start request, run the program and close
+	// its channel before the request goroutine has relayed that answer: the
+	// client must get its answer before the close, or it takes its exec as
+	// failed (x/crypto: EOF) and never reads the output or exit status.
+	if p := s.startReplied.Load(); p != nil {
+		select {
+		case <-*p:
+		case <-time.After(endGrace):
+		}
+	}
 	// A required recording that failed ends the session with its cause even
 	// if the failure callback has not run yet (abort is idempotent).
 	if t := s.tap.Load(); t != nil {
@@ -692,6 +707,9 @@ func (s *hopSession) fromClient(req *ssh.Request, upCh ssh.Channel) {
 			s.abort(ue)
 			return
 		}
+		replied := make(chan struct{})
+		s.startReplied.Store(&replied)
+		defer close(replied)
 		ok, err := upCh.SendRequest(req.Type, req.WantReply, req.Payload)
 		if err != nil {
 			// The target is gone: say so rather than "request failed".
