@@ -84,26 +84,33 @@ func newEnv(t *testing.T, bulkSize int) *env {
 	return newEnvWith(t, bulkSize, true)
 }
 
-// newEnvWith starts every server of the comparison but postern itself
-// unless withPostern.
-func newEnvWith(t *testing.T, bulkSize int, withPostern bool) *env {
+// newIdentityEnv returns an env with the login user, the CAs and the user's
+// key and certificate, and nothing started.
+func newIdentityEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), targets: map[string]*sshdtest.Server{}, sources: map[string]string{}, payloads: map[string]string{}}
+	e := &env{t: t, dir: t.TempDir(), targets: map[string]*sshdtest.Server{}, sources: map[string]string{}}
 	u, err := user.Current()
 	if err != nil {
 		t.Fatalf("current user: %v", err)
 	}
 	e.login = u.Username
-
 	e.caDir = filepath.Join(e.dir, "shared")
 	if e.auth, err = certs.LoadAuthority(config.CAs{}, e.caDir); err != nil {
 		t.Fatalf("load authority: %v", err)
 	}
 	_, e.userKey, _ = ed25519.GenerateKey(rand.Reader)
 	e.plain, _ = ssh.NewSignerFromKey(e.userKey)
-	cert := e.userCert(e.plain.PublicKey())
-	e.certSigner, _ = ssh.NewCertSigner(cert, e.plain)
-	e.keyFile, e.certFile = sshdtest.WriteClientKey(t, e.userKey, cert)
+	e.certSigner, _ = ssh.NewCertSigner(e.userCert(e.plain.PublicKey()), e.plain)
+	return e
+}
+
+// newEnvWith starts every server of the comparison but postern itself
+// unless withPostern.
+func newEnvWith(t *testing.T, bulkSize int, withPostern bool) *env {
+	t.Helper()
+	e := newIdentityEnv(t)
+	e.payloads = map[string]string{}
+	e.keyFile, e.certFile = sshdtest.WriteClientKey(t, e.userKey, e.certSigner.PublicKey().(*ssh.Certificate))
 
 	// One identical sshd per target kind and cipher: postern's inventory
 	// wants a distinct address per target. The OpenSSH side uses the

@@ -5,8 +5,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -28,9 +25,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/bastion"
-	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/internal/sshdtest"
 	"github.com/posternhq/postern/recorder/state"
 )
 
@@ -355,19 +350,7 @@ func fileLine(l string) string {
 // and certificate, and the in-process idle target.
 func newIdleEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), targets: map[string]*sshdtest.Server{}, sources: map[string]string{}}
-	u, err := user.Current()
-	if err != nil {
-		t.Fatalf("current user: %v", err)
-	}
-	e.login = u.Username
-	e.caDir = filepath.Join(e.dir, "shared")
-	if e.auth, err = certs.LoadAuthority(config.CAs{}, e.caDir); err != nil {
-		t.Fatalf("load authority: %v", err)
-	}
-	_, e.userKey, _ = ed25519.GenerateKey(rand.Reader)
-	e.plain, _ = ssh.NewSignerFromKey(e.userKey)
-	e.certSigner, _ = ssh.NewCertSigner(e.userCert(e.plain.PublicKey()), e.plain)
+	e := newIdentityEnv(t)
 	e.idle = startIdleTarget(t)
 	return e
 }
