@@ -17,7 +17,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/sshdtest"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestAuthDenials covers every way a user key is refused. Each case

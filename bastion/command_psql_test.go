@@ -7,7 +7,7 @@ import (
 
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/pgtest"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestCommandTargetPsql: a psql command target against a real PostgreSQL,

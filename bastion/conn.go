@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // userError is a failure whose msg is safe to show the user; err, if any, is

@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/policy"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.

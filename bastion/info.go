@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // Info is what `ssh bastion targets --json` prints: who the user is and

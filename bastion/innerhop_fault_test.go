@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestInnerHopTargetKilledMidSession: the target's sshd (and every process

@@ -11,9 +11,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/posternhq/postern/bastion/approval"
-	"github.com/posternhq/postern/bastion/policy"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/approval"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // Exit statuses of held commands (contract, see docs/exit-codes.md).

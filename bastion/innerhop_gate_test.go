@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/bastion/approval"
-	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 const gateSlackSecret = "gate-test-signing-secret"

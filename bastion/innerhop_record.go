@@ -6,8 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/posternhq/postern/guardrails/mask"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/mask"
 )
 
 // passwordPrompt matches output that ends in a secret prompt.

@@ -17,7 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // castCheck is what a test learns from a recording.

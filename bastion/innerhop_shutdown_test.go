@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 func TestInnerHopShutdown(t *testing.T) {

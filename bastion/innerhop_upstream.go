@@ -15,8 +15,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/posternhq/postern/bastion/policy"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // errHostKeyMismatch marks a target whose host key did not verify.

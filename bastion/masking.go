@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/posternhq/postern/guardrails/mask"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/mask"
 )
 
 // Masks are the compiled masking rules of one session's roles: Recording

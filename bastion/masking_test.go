@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posternhq/postern/guardrails/mask"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/mask"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 const testAWSKey = "AKIAIOSFODNN7EXAMPLE"

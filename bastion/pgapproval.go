@@ -5,11 +5,11 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/posternhq/postern/bastion/approval"
-	"github.com/posternhq/postern/bastion/pgproxy"
+	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // StatementGate holds SQL statements of approve rules through the approval

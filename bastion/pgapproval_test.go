@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/bastion/approval"
-	"github.com/posternhq/postern/bastion/pgproxy"
+	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/pgtest"
 	"github.com/posternhq/postern/internal/testutil"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestStatementGateThroughBroker holds statements through the real broker

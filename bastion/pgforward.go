@@ -7,9 +7,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/pgproxy"
-	"github.com/posternhq/postern/bastion/policy"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/guardrails/pgproxy"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // postgres serves a forward to a tcp target with protocol: postgres: it

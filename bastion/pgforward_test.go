@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/bastion/pgproxy"
-	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/pgtest"
 	"github.com/posternhq/postern/internal/testutil"
+	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestPostgresThroughBastion runs psql through ssh -L and the real bastion

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 func TestReplicaID(t *testing.T) {

@@ -10,9 +10,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // directTCPIP is the payload of a direct-tcpip channel open request

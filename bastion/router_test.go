@@ -16,13 +16,13 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/pgtest"
 	"github.com/posternhq/postern/internal/sshdtest"
 	"github.com/posternhq/postern/internal/testutil"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // devConfig is the policy of most end-to-end tests: role "devs" (group dev)

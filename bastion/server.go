@@ -22,11 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/pgproxy"
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // InnerServer terminates the inner SSH hop of ssh targets that are not

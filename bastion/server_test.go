@@ -25,11 +25,11 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/sshdtest"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // bxFixture is a running bastion Server on 127.0.0.1 with fresh CAs, a real

@@ -17,16 +17,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/posternhq/postern/bastion/approval"
-	"github.com/posternhq/postern/bastion/pgproxy"
-	"github.com/posternhq/postern/bastion/policy"
+	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/certs/devidp"
+	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/web"
+	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // ServiceOptions are the process-level inputs of a Service.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // SFTP audit.

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // sftpPacket builds an SFTP packet: type, id, then fields (string, uint32

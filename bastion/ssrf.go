@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/policy"
 )
 
 // Resolver resolves destination names outside the inventory. *net.Resolver

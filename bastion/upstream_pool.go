@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/policy"
 )
 
 // Defaults and bounds of upstream login reuse.

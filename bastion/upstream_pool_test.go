@@ -19,11 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/sshdtest"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/state"
 )
 
 // reuseTarget starts a test sshd and a counting proxy in front of it and

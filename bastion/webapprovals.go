@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/posternhq/postern/bastion/approval"
+	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/players/web"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // webApprovals adapts the approval broker to the web UI's approvals pages.

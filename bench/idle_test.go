@@ -26,7 +26,7 @@ import (
 
 	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // idleChildEnv names the configuration file a child process of

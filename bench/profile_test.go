@@ -19,7 +19,7 @@ import (
 
 	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestProfile runs postern in this process (the same configuration as

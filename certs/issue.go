@@ -16,7 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TokenVerifier turns a raw OIDC ID token into an identity. *Verifier
@@ -48,7 +48,7 @@ type Grant struct {
 	MaxTTL time.Duration
 }
 
-// Policy decides what an identity may be granted. bastion/policy implements
+// Policy decides what an identity may be granted. policy implements
 // it from the configured roles.
 type Policy interface {
 	Grant(Identity) Grant

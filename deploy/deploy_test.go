@@ -243,7 +243,7 @@ func TestDockerignore(t *testing.T) {
 		}
 	}
 	for _, p := range []string{"go.mod", "go.sum", "cmd/postern/main.go", "players/web/package.json",
-		"players/web/assets/README.md", "recorder/state/migrations/0001_init.sql", "internal/config/config.go"} {
+		"players/web/assets/README.md", "state/migrations/0001_init.sql", "internal/config/config.go"} {
 		if ignored(pats, p) {
 			t.Errorf("%s is excluded by .dockerignore but the build needs it", p)
 		}

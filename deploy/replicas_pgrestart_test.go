@@ -9,7 +9,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/pgtest"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestReplicasPostgresRestart: the shared PostgreSQL crashes while a

@@ -26,7 +26,7 @@ import (
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/pgtest"
 	"github.com/posternhq/postern/internal/testutil"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // The tests below run two `postern serve` processes (the built binary) as

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/certs"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestReplicasWatchThroughB: a session recorded on A is followed live with

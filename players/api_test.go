@@ -18,7 +18,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/players/internal/playtest"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // apiFixture is the sessions API over a real recorder, state store and

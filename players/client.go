@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/certs/login"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // Client is the client side of the sessions API, used by `postern sessions`,

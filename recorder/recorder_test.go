@@ -21,7 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 type env struct {

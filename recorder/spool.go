@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // flushInterval is how often the flusher takes a partly filled chunk, so a

@@ -8,10 +8,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/certs/login"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/policy"
 )
 
 // testBastion is the bastion's HTTP API as login sees it, run in-process on

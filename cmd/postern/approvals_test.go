@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/bastion/approval"
+	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // approvalsFixture serves the approvals API over a real state store and

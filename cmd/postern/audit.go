@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // newAuditCmd is `postern audit`, whose one subcommand checks the audit log.

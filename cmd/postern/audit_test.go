@@ -11,7 +11,7 @@ import (
 
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // recordOne records and seals one session into the dev configuration under dir.

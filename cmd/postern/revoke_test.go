@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 func TestCARevoke(t *testing.T) {

@@ -24,7 +24,7 @@ import (
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // playersFixture serves the sessions API over a real recorder and stores

@@ -16,7 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/posternhq/postern/recorder/mask"
+	"github.com/posternhq/postern/guardrails/mask"
 )
 
 // MaxFileSize bounds the configuration file.
@@ -615,7 +615,7 @@ func (e *ValidationError) Error() string {
 }
 
 // sqlClasses are the statement classes rules may match as "sql:<class>"
-// (postgres targets; see bastion/pgproxy).
+// (postgres targets; see guardrails/pgproxy).
 var sqlClasses = map[string]bool{
 	"drop": true, "truncate": true, "alter": true, "delete-without-where": true, "update-without-where": true,
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/internal/playtest"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // devUser is the username the development issuer logs in.

@@ -22,7 +22,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 //go:embed templates/*.html

@@ -26,7 +26,7 @@ import (
 	"github.com/posternhq/postern/internal/s3test"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/recorder/s3store"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 const bucket = "recordings"

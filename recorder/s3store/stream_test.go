@@ -21,7 +21,7 @@ import (
 
 	"github.com/posternhq/postern/internal/s3test"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // TestLargeSessionStreamsIntact records 20 MiB of terminal output through

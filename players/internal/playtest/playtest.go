@@ -22,7 +22,7 @@ import (
 	"github.com/posternhq/postern/internal/config"
 
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // Env is a recorder with its stores in a test's temporary directory.

@@ -17,9 +17,9 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/posternhq/postern/guardrails/mask"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/mask"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // EventQuery is the audit event type of one statement.

@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/posternhq/postern/bastion/policy"
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/policy"
 )
 
 // grantsLookupTimeout bounds one read of the grants for an authorization.

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 const testSigningSecret = "8f742231b10e8888abcd99yyyzzz85a5"

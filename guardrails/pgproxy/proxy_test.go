@@ -15,10 +15,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/posternhq/postern/guardrails/mask"
 	"github.com/posternhq/postern/internal/pgtest"
 	"github.com/posternhq/postern/recorder"
-	"github.com/posternhq/postern/recorder/mask"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.RunMain(m)) }

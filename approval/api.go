@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/certs"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // Permission names the API checks (the same strings as the policy's).

@@ -12,7 +12,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 func submitSudo(t *testing.T, b *Broker, rule config.Rule) state.Approval {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/posternhq/postern/recorder/mask"
+	"github.com/posternhq/postern/guardrails/mask"
 )
 
 func encodeAll(msgs ...interface{ Encode([]byte) ([]byte, error) }) []byte {

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // WebhookOptions configures a generic webhook channel.

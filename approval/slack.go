@@ -20,7 +20,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/recorder/state"
+	"github.com/posternhq/postern/state"
 )
 
 // Slack action ids of the Approve and Deny buttons; each button's value is
