@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
@@ -84,7 +86,7 @@ func NewAPI(opts APIOptions) (*API, error) {
 	a.mux.HandleFunc("POST /v1/approvals/{id}/deny", a.decide(false))
 	a.mux.HandleFunc("POST /v1/approvals/{id}/revoke", a.revoke)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not found", "not_found")
+		httpx.Fail(w, http.StatusNotFound, "not_found", "not found")
 	})
 	return a, nil
 }
@@ -97,10 +99,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (a *API) auth(w http.ResponseWriter, r *http.Request) (certs.Identity, bool) {
 	id, err := a.opts.Auth.Authenticate(r)
 	if err != nil {
-		if ce := certs.AsError(err); ce != nil {
-			writeError(w, ce.HTTPStatus(), ce.Msg, ce.Code)
+		if ce := usererr.As(err); ce != nil {
+			httpx.WriteError(w, r, a.log, ce)
 		} else {
-			writeError(w, http.StatusUnauthorized, "authentication required", "auth_required")
+			httpx.Fail(w, http.StatusUnauthorized, "auth_required", "authentication required")
 		}
 		return certs.Identity{}, false
 	}
@@ -126,7 +128,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	switch status {
 	case "", state.ApprovalPending, state.ApprovalApproved, state.ApprovalDenied, state.ApprovalTimedOut, state.ApprovalCanceled:
 	default:
-		writeError(w, http.StatusBadRequest, "unknown status", "bad_request")
+		httpx.Fail(w, http.StatusBadRequest, "bad_request", "unknown status")
 		return
 	}
 	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
@@ -136,7 +138,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	all, err := a.opts.Broker.List(r.Context(), status, limit)
 	if err != nil {
 		a.log.Error("list approvals", "err", err)
-		writeError(w, http.StatusInternalServerError, "could not list approvals", "internal")
+		httpx.Fail(w, http.StatusInternalServerError, "internal", "could not list approvals")
 		return
 	}
 	out := []state.Approval{}
@@ -145,7 +147,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 			out = append(out, ap)
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 // accessRequestBody is the body of POST /v1/approvals.
@@ -163,25 +165,25 @@ func (a *API) request(w http.ResponseWriter, r *http.Request) {
 	}
 	var body accessRequestBody
 	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, "body must be JSON {target, for, reason}", "bad_request")
+		httpx.Fail(w, http.StatusBadRequest, "bad_request", "body must be JSON {target, for, reason}")
 		return
 	}
 	d, err := time.ParseDuration(body.For)
 	if err != nil || d <= 0 {
-		writeError(w, http.StatusBadRequest, "for must be a positive duration such as 1h", "bad_request")
+		httpx.Fail(w, http.StatusBadRequest, "bad_request", "for must be a positive duration such as 1h")
 		return
 	}
 	if a.opts.TargetExists != nil && !a.opts.TargetExists(id, body.Target) {
-		writeError(w, http.StatusForbidden, "access to that target cannot be requested", "forbidden")
+		httpx.Fail(w, http.StatusForbidden, "forbidden", "access to that target cannot be requested")
 		return
 	}
 	ap, err := a.opts.Broker.SubmitAccess(r.Context(), AccessRequest{Requester: id, Target: body.Target,
 		Login: body.Login, Duration: d, Reason: strings.TrimSpace(body.Reason)})
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), "bad_request")
+		httpx.WriteError(w, r, a.log, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, ap)
+	httpx.WriteJSON(w, http.StatusCreated, ap)
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request) {
@@ -198,7 +200,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 	if s := r.URL.Query().Get("wait"); s != "" && ap.Status == state.ApprovalPending {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "wait must be a duration such as 30s", "bad_request")
+			httpx.Fail(w, http.StatusBadRequest, "bad_request", "wait must be a duration such as 30s")
 			return
 		}
 		ap, err = a.opts.Broker.WaitFor(r.Context(), reqID, min(d, a.opts.MaxWait))
@@ -207,20 +209,20 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			a.log.Error("wait for approval", "request", reqID, "err", err)
-			writeError(w, http.StatusInternalServerError, "could not read the request", "internal")
+			httpx.Fail(w, http.StatusInternalServerError, "internal", "could not read the request")
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, ap)
+	httpx.WriteJSON(w, http.StatusOK, ap)
 }
 
 func (a *API) notFound(w http.ResponseWriter, err error) {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		a.log.Error("get approval", "err", err)
-		writeError(w, http.StatusInternalServerError, "could not read the request", "internal")
+		httpx.Fail(w, http.StatusInternalServerError, "internal", "could not read the request")
 		return
 	}
-	writeError(w, http.StatusNotFound, "no such approval request", "not_found")
+	httpx.Fail(w, http.StatusNotFound, "not_found", "no such approval request")
 }
 
 // decisionBody is the body of POST /v1/approvals/{id}/approve|deny.
@@ -235,13 +237,13 @@ func (a *API) decide(approve bool) http.HandlerFunc {
 			return
 		}
 		if !a.isApprover(id) {
-			writeError(w, http.StatusForbidden, "the approver permission is required", "forbidden")
+			httpx.Fail(w, http.StatusForbidden, "forbidden", "the approver permission is required")
 			return
 		}
 		var body decisionBody
 		if r.ContentLength != 0 {
 			if err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-				writeError(w, http.StatusBadRequest, "body must be JSON {reason}", "bad_request")
+				httpx.Fail(w, http.StatusBadRequest, "bad_request", "body must be JSON {reason}")
 				return
 			}
 		}
@@ -249,18 +251,18 @@ func (a *API) decide(approve bool) http.HandlerFunc {
 			Approve: approve, Reason: strings.TrimSpace(body.Reason), Via: "api"})
 		switch {
 		case errors.Is(err, ErrNotFound):
-			writeError(w, http.StatusNotFound, "no such approval request", "not_found")
+			httpx.Fail(w, http.StatusNotFound, "not_found", "no such approval request")
 		case errors.Is(err, ErrDecided):
-			writeError(w, http.StatusConflict, "already decided: "+strings.ReplaceAll(ap.Status, "_", " "), "already_decided")
+			httpx.Fail(w, http.StatusConflict, "already_decided", "already decided: "+strings.ReplaceAll(ap.Status, "_", " "))
 		case errors.Is(err, ErrSelfApproval):
-			writeError(w, http.StatusForbidden, ErrSelfApproval.Error(), "self_approval")
+			httpx.WriteError(w, r, a.log, ErrSelfApproval)
 		case errors.Is(err, ErrNotApprover):
-			writeError(w, http.StatusForbidden, ErrNotApprover.Error(), "not_approver")
+			httpx.WriteError(w, r, a.log, ErrNotApprover)
 		case err != nil:
 			a.log.Error("decide approval", "err", err)
-			writeError(w, http.StatusInternalServerError, "could not record the decision", "internal")
+			httpx.Fail(w, http.StatusInternalServerError, "internal", "could not record the decision")
 		default:
-			writeJSON(w, http.StatusOK, ap)
+			httpx.WriteJSON(w, http.StatusOK, ap)
 		}
 	}
 }
@@ -271,18 +273,18 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.isApprover(id) {
-		writeError(w, http.StatusForbidden, "the approver permission is required", "forbidden")
+		httpx.Fail(w, http.StatusForbidden, "forbidden", "the approver permission is required")
 		return
 	}
 	reqID := r.PathValue("id")
 	err := a.opts.Broker.RevokeGrant(r.Context(), reqID, id.Username)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
-		writeError(w, http.StatusNotFound, "no active grant for that request", "not_found")
+		httpx.Fail(w, http.StatusNotFound, "not_found", "no active grant for that request")
 	case err != nil:
 		a.log.Error("revoke grant", "err", err)
-		writeError(w, http.StatusInternalServerError, "could not revoke the grant", "internal")
+		httpx.Fail(w, http.StatusInternalServerError, "internal", "could not revoke the grant")
 	default:
-		writeJSON(w, http.StatusOK, map[string]string{"grant": reqID, "status": "revoked"})
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"grant": reqID, "status": "revoked"})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -13,19 +14,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
-// Errors of Decide and the API. Their messages are safe to show.
+// Errors of Decide and the API; user-visible, compared with errors.Is.
 var (
 	// ErrNotFound: no such request.
-	ErrNotFound = errors.New("no such approval request")
+	ErrNotFound = &usererr.Error{Status: http.StatusNotFound, Code: "not_found", Msg: "no such approval request"}
 	// ErrDecided: the request is no longer pending.
-	ErrDecided = errors.New("approval request already decided")
+	ErrDecided = &usererr.Error{Status: http.StatusConflict, Code: "already_decided", Msg: "approval request already decided"}
 	// ErrSelfApproval: requesters may not decide their own requests.
-	ErrSelfApproval = errors.New("you cannot decide your own request")
+	ErrSelfApproval = &usererr.Error{Status: http.StatusForbidden, Code: "self_approval", Msg: "you cannot decide your own request"}
 	// ErrNotApprover: the caller is not an approver of the request.
-	ErrNotApprover = errors.New("you are not an approver of this request")
+	ErrNotApprover = &usererr.Error{Status: http.StatusForbidden, Code: "not_approver", Msg: "you are not an approver of this request"}
 )
 
 // Store is the part of the state store the broker uses; *state.Store
@@ -280,13 +282,13 @@ type AccessRequest struct {
 func (b *Broker) SubmitAccess(ctx context.Context, r AccessRequest) (state.Approval, error) {
 	switch {
 	case r.Target == "":
-		return state.Approval{}, errors.New("a target is required")
+		return state.Approval{}, usererr.New("bad_request", "a target is required")
 	case r.Reason == "":
-		return state.Approval{}, errors.New("a reason is required")
+		return state.Approval{}, usererr.New("bad_request", "a reason is required")
 	case r.Duration <= 0:
-		return state.Approval{}, errors.New("a positive duration is required")
+		return state.Approval{}, usererr.New("bad_request", "a positive duration is required")
 	case r.Duration > b.opts.MaxAccess:
-		return state.Approval{}, fmt.Errorf("at most %s of access may be requested", b.opts.MaxAccess)
+		return state.Approval{}, usererr.New("bad_request", fmt.Sprintf("at most %s of access may be requested", b.opts.MaxAccess))
 	}
 	now := b.now().UTC()
 	a := state.Approval{

@@ -20,6 +20,8 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
@@ -307,22 +309,22 @@ func SignSlack(secret, ts string, body []byte) string {
 // ServeHTTP handles POST /v1/slack/actions.
 func (s *Slack) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed", "method_not_allowed")
+		httpx.Fail(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, slackMaxBody))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "body too large", "body_too_large")
+		httpx.Fail(w, http.StatusRequestEntityTooLarge, "body_too_large", "body too large")
 		return
 	}
 	if err := s.Verify(r.Header, body); err != nil {
 		s.log.Warn("slack callback refused", "reason", err.Error(), "remote", r.RemoteAddr)
-		writeError(w, http.StatusUnauthorized, "invalid Slack signature", "bad_signature")
+		httpx.Fail(w, http.StatusUnauthorized, "bad_signature", "invalid Slack signature")
 		return
 	}
 	act, err := ParseSlackPayload(body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "unsupported Slack payload", "bad_request")
+		httpx.Fail(w, http.StatusBadRequest, "bad_request", "unsupported Slack payload")
 		return
 	}
 	if act.ResponseURL != "" && !strings.HasPrefix(act.ResponseURL, s.opts.ResponseURLPrefix) {
@@ -347,7 +349,7 @@ func (s *Slack) decide(ctx context.Context, act SlackAction) {
 	a, err := s.b.Decide(ctx, act.Request, Decision{Approver: id, Trusted: true, Approve: act.ActionID == SlackActionApprove, Via: "slack"})
 	switch {
 	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrNotApprover), errors.Is(err, ErrNotFound):
-		ephemeral(upperFirst(err.Error()) + ".")
+		ephemeral(upperFirst(usererr.As(err).Msg) + ".")
 		return
 	case errors.Is(err, ErrDecided):
 		ephemeral("This request was already decided: " + strings.ReplaceAll(a.Status, "_", " ") + ".")
@@ -387,16 +389,4 @@ func upperFirst(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
-}
-
-// writeError answers with the API error shape.
-func writeError(w http.ResponseWriter, status int, msg, code string) {
-	writeJSON(w, status, map[string]string{"error": msg, "code": code})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }

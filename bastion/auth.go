@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
@@ -109,7 +109,7 @@ func (c *serverConn) verifyKey(cm ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 	id, err := s.opts.Authority.CheckUserCert(cert, cm.User(), c.remote.Addr(), now)
 	if err != nil {
 		code := "cert_invalid"
-		if ce := certs.AsError(err); ce != nil {
+		if ce := usererr.As(err); ce != nil {
 			code = ce.Code
 		}
 		return fail(code, err)

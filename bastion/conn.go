@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/posternhq/postern/internal/netx"
 	"github.com/posternhq/postern/state"
 )
 
@@ -34,12 +35,15 @@ func (e *userError) Unwrap() error { return e.err }
 
 // Causes of a connection's end.
 var (
-	errShutdown   = &userError{msg: "postern: server shutting down"}
-	errIdle       = &userError{msg: "postern: idle timeout"}
-	errExpired    = &userError{msg: "postern: certificate or session expired"}
-	errRevoked    = &userError{msg: "postern: certificate revoked"}
-	errConnClosed = errors.New("connection closed")
+	errShutdown = &userError{msg: "postern: server shutting down"}
+	errIdle     = &userError{msg: "postern: idle timeout"}
+	errExpired  = &userError{msg: "postern: certificate or session expired"}
+	errRevoked  = &userError{msg: "postern: certificate revoked"}
 )
+
+// ErrConnClosed is the cause of a channel's context when its outer
+// connection closed (the client left).
+var ErrConnClosed = errors.New("connection closed")
 
 // maxChannelsPerConn caps the channels open at once on one connection.
 const maxChannelsPerConn int32 = 1024
@@ -96,7 +100,7 @@ func (c *serverConn) close(cause error) {
 }
 
 func (c *serverConn) serve() {
-	defer c.close(errConnClosed)
+	defer c.close(ErrConnClosed)
 	start := time.Now()
 	if err := c.nc.SetDeadline(start.Add(c.s.handshakeTimeout)); err != nil {
 		return
@@ -148,7 +152,7 @@ func (c *serverConn) serve() {
 			c.handleChannel(ci, nch)
 		}()
 	}
-	c.cancel(errConnClosed)
+	c.cancel(ErrConnClosed)
 	c.chans.Wait()
 	cause := context.Cause(c.ctx)
 	var ue *userError
@@ -255,7 +259,7 @@ func (c *serverConn) globalRequests(reqs <-chan *ssh.Request) {
 type activityConn struct {
 	net.Conn
 	lastNano atomic.Int64
-	// handshaking acknowledges every read at once (see quickAck) until
+	// handshaking acknowledges every read at once (see netx.QuickAck) until
 	// the SSH handshake is over.
 	handshaking atomic.Bool
 }
@@ -272,7 +276,7 @@ func (a *activityConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		a.lastNano.Store(time.Now().UnixNano())
 		if a.handshaking.Load() {
-			_ = quickAck(a.Conn)
+			_ = netx.QuickAck(a.Conn)
 		}
 	}
 	return n, err

@@ -281,8 +281,7 @@ func TestChannelLimitPerConnection(t *testing.T) {
 // TestRevocationEndsOpenConnection: revoking the certificate of an open
 // connection closes it at the next periodic check.
 func TestRevocationEndsOpenConnection(t *testing.T) {
-	f := newBX(t, bxOptions{})
-	f.srv.revocationRecheck = 100 * time.Millisecond
+	f := newBX(t, bxOptions{mod: func(o *Options) { o.RevocationRecheck = 100 * time.Millisecond }})
 	c, cert, err := f.dial(certSpec{}, f.login)
 	if err != nil {
 		t.Fatal(err)

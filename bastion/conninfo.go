@@ -2,6 +2,7 @@ package bastion
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -31,4 +32,13 @@ type ConnInfo struct {
 	Expires time.Time
 	// Log carries conn and identity attributes.
 	Log *slog.Logger
+}
+
+// RemoteAddr returns the client's address as a net.Addr, or nil if it is
+// not known.
+func (ci *ConnInfo) RemoteAddr() net.Addr {
+	if ci.Remote.IsValid() {
+		return net.TCPAddrFromAddrPort(ci.Remote)
+	}
+	return nil
 }

@@ -29,7 +29,7 @@ const (
 	codeBadRequest     = "bad_request"
 	codeNotSupported   = "not_supported"
 	codeUnknownType    = "unknown_channel_type"
-	codeInnerMissing   = "inner_unavailable"
+	codeUnavailable    = "inner_unavailable"
 	codeDialFailed     = "dial_failed"
 	codeAcceptFailed   = "accept_failed"
 	channelDirectTCPIP = "direct-tcpip"
@@ -119,22 +119,18 @@ func (c *serverConn) directTCPIP(ci *ConnInfo, nch ssh.NewChannel) {
 			return
 		}
 		details["role"] = d.Role
-		switch {
-		case t.Kind == config.KindTCP:
-			if !d.Forwarding.Local {
-				c.reject(ci, nch, ssh.Prohibited, denied, policy.CodeNoForwarding, details)
-				return
-			}
-			if t.Protocol == "postgres" && c.s.opts.Postgres != nil {
-				c.postgres(ci, nch, p, t, port, d, details) // pgforward.go
-				return
-			}
-			c.forward(ci, nch, p, []string{t.Dial(port)}, d, details)
-		case t.Kind == config.KindSSH && t.Passthrough:
-			c.forward(ci, nch, p, []string{t.Dial(port)}, d, details)
-		default:
-			c.inner(ci, nch, t, d, details)
+		if t.Kind == config.KindTCP && !d.Forwarding.Local {
+			c.reject(ci, nch, ssh.Prohibited, denied, policy.CodeNoForwarding, details)
+			return
 		}
+		h := c.s.handler(t)
+		if h == nil {
+			c.reject(ci, nch, ssh.ConnectionFailed, "postern: "+t.Name+": not available", codeUnavailable, details)
+			return
+		}
+		ctx, cancel := c.sessionContext(d)
+		defer cancel()
+		h.ServeTarget(ctx, &TargetChannel{Conn: ci, Target: t, Decision: d, Host: p.Host, Port: port, Details: details, c: c, nch: nch})
 		return
 	}
 
@@ -157,30 +153,13 @@ func (c *serverConn) directTCPIP(ci *ConnInfo, nch ssh.NewChannel) {
 	for i, a := range addrs {
 		dials[i] = netip.AddrPortFrom(a, uint16(port)).String()
 	}
-	c.forward(ci, nch, p, dials, d, details)
-}
-
-// inner hands a channel to the inner-hop server.
-func (c *serverConn) inner(ci *ConnInfo, nch ssh.NewChannel, t *policy.Target, d policy.Decision, details map[string]any) {
-	if c.s.opts.Inner == nil {
-		c.reject(ci, nch, ssh.ConnectionFailed, "postern: "+t.Name+": not available", codeInnerMissing, details)
-		return
-	}
-	ch, reqs, err := nch.Accept()
-	if err != nil {
-		ci.Log.Debug("accept channel", "err", err)
-		return
-	}
-	go ssh.DiscardRequests(reqs)
-	c.s.metrics.channels.WithLabelValues(nch.ChannelType(), "open").Inc()
-	details["conn"], details["channel"], details["kind"] = ci.ID, nch.ChannelType(), t.Kind
-	c.s.audit(c.ctx, ci.Log, state.Event{
-		Type: state.EventChannelOpen, Actor: ci.Identity.Username, Source: ci.Remote.Addr().String(),
-		Target: t.Name, Details: details,
-	})
 	ctx, cancel := c.sessionContext(d)
 	defer cancel()
-	c.s.opts.Inner.ServeChannel(ctx, ci, ch, t)
+	nc, err := c.dial(ctx, ci, nch, p.Host, dials, details)
+	if err != nil {
+		return
+	}
+	c.splice(ctx, ci, nch, nc, details)
 }
 
 // sessionContext is the connection's context, ending also after the
@@ -192,24 +171,29 @@ func (c *serverConn) sessionContext(d policy.Decision) (context.Context, context
 	return context.WithCancel(c.ctx)
 }
 
-// forward dials the first reachable of addrs (already authorized and
-// checked), accepts the channel and splices it to the connection.
-func (c *serverConn) forward(ci *ConnInfo, nch ssh.NewChannel, p directTCPIP, addrs []string, d policy.Decision, details map[string]any) {
+// dial connects to the first reachable of addrs (already authorized and
+// checked) within dialTimeout. On failure it rejects nch with "connect
+// failed" (host as the client typed it) and returns the error.
+func (c *serverConn) dial(ctx context.Context, ci *ConnInfo, nch ssh.NewChannel, host string, addrs []string, details map[string]any) (net.Conn, error) {
 	var d0 net.Dialer
-	dctx, cancel := context.WithTimeout(c.ctx, dialTimeout)
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
 	var nc net.Conn
 	var err error
 	for _, a := range addrs {
 		if nc, err = d0.DialContext(dctx, "tcp", a); err == nil {
-			break
+			return nc, nil
 		}
 	}
-	cancel()
-	if err != nil {
-		ci.Log.Info("forward dial failed", "dest", details["dest"], "err", err)
-		c.reject(ci, nch, ssh.ConnectionFailed, "postern: "+policy.Printable(p.Host)+": connect failed", codeDialFailed, details)
-		return
-	}
+	ci.Log.Info("forward dial failed", "dest", details["dest"], "err", err)
+	c.reject(ci, nch, ssh.ConnectionFailed, "postern: "+policy.Printable(host)+": connect failed", codeDialFailed, details)
+	return nil, err
+}
+
+// splice accepts nch and copies bytes between it and nc until either side
+// ends or ctx does, auditing channel.open, forward.start and forward.end
+// (with byte counts). It closes nc.
+func (c *serverConn) splice(ctx context.Context, ci *ConnInfo, nch ssh.NewChannel, nc net.Conn, details map[string]any) {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		nc.Close()
@@ -236,9 +220,7 @@ func (c *serverConn) forward(ci *ConnInfo, nch ssh.NewChannel, p directTCPIP, ad
 	c.s.audit(c.ctx, ci.Log, ev)
 
 	start := time.Now()
-	ctx, cancelS := c.sessionContext(d)
 	st := splice(ctx, ch, tc, c.s.metrics.bytesUp, c.s.metrics.bytesDown)
-	cancelS()
 	dur := time.Since(start)
 	end := map[string]any{
 		"conn": ci.ID, "dest": details["dest"], "addr": details["addr"],

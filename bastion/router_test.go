@@ -211,7 +211,7 @@ func TestChannelDenials(t *testing.T) {
 		if !strings.Contains(res.stderr, "postern: cmd-1: not available") {
 			t.Fatalf("stderr %q; want not available", res.stderr)
 		}
-		e.waitEvent(state.EventChannelDeny, hasDetail("code", codeInnerMissing))
+		e.waitEvent(state.EventChannelDeny, hasDetail("code", codeUnavailable))
 	})
 	if got := counterValue(t, e.srv.metrics.channels.WithLabelValues(channelDirectTCPIP, "denied")); got < float64(len(tests)) {
 		t.Errorf("channels denied = %v; want >= %d", got, len(tests))
@@ -396,11 +396,10 @@ func bobID() (id certs.Identity) {
 	return id
 }
 
-// TestInnerServerGetsChannel: ssh targets that are not passthrough and
-// command targets go to Options.Inner with the connection's ConnInfo.
-func TestInnerServerGetsChannel(t *testing.T) {
-	inner := &testInner{got: make(chan string, 1)}
-	f := newBX(t, bxOptions{mod: func(o *Options) { o.Inner = inner }})
+// TestTargetHandlerGetsChannel: command targets go to the handler
+// registered for their kind, with the connection's ConnInfo.
+func TestTargetHandlerGetsChannel(t *testing.T) {
+	f := newBX(t, bxOptions{mod: func(o *Options) { o.Handlers[HandlerCommand] = TargetHandlerFunc(serveTestInner) }})
 	eng, err := policy.New(devConfig(f.login, config.Target{Name: "cmd-1", Kind: config.KindCommand, Command: []string{"true"}}))
 	if err != nil {
 		t.Fatal(err)
@@ -427,11 +426,13 @@ func TestInnerServerGetsChannel(t *testing.T) {
 	}
 }
 
-type testInner struct{ got chan string }
-
-func (ti *testInner) ServeChannel(_ context.Context, ci *ConnInfo, ch ssh.Channel, t *policy.Target) {
+func serveTestInner(_ context.Context, tc *TargetChannel) {
+	ch, err := tc.Accept()
+	if err != nil {
+		return
+	}
 	defer ch.Close()
-	io.WriteString(ch, "inner "+t.Name+" "+ci.Identity.Username)
+	io.WriteString(ch, "inner "+tc.Target.Name+" "+tc.Conn.Identity.Username)
 	ch.CloseWrite()
 }
 

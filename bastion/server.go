@@ -23,19 +23,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/certs"
-	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/state"
 )
-
-// InnerServer terminates the inner SSH hop of ssh targets that are not
-// passthrough, and serves command targets.
-type InnerServer interface {
-	// ServeChannel terminates SSH on a direct-tcpip channel addressed to t (an ssh target that is not passthrough,
-	// or a command target) and serves it until the channel or ctx ends. It owns ch and closes it.
-	ServeChannel(ctx context.Context, ci *ConnInfo, ch ssh.Channel, t *policy.Target)
-}
 
 // AuditLog is the subset of the state store the bastion writes audit events
 // to. *state.Store implements it.
@@ -79,15 +70,11 @@ type Options struct {
 	// Revocations is consulted for every user certificate; no certificate is
 	// considered revoked if nil.
 	Revocations RevocationList
-	// Inner serves ssh targets that are not passthrough and command targets;
-	// such targets are refused with "postern: <name>: not available" if nil.
-	Inner InnerServer
-	// Postgres terminates the PostgreSQL protocol on forwards to tcp
-	// targets with protocol: postgres (pgforward.go); they are spliced as
-	// bytes if nil.
-	Postgres *pgproxy.Proxy
-	// Masking masks results on postgres targets; nothing is masked if nil.
-	Masking *MaskPolicy
+	// Handlers serve the channels the policy admits to inventory targets,
+	// by kind (HandlerSSH, HandlerCommand, HandlerTCP, HandlerPostgres); a
+	// target whose kind has no handler is refused with "postern: <name>:
+	// not available".
+	Handlers map[string]TargetHandler
 	// HostKeyFile is postern's own ed25519 host key (OpenSSH PEM), generated
 	// with mode 0600 if missing; an in-memory key per Server if empty.
 	HostKeyFile string
@@ -99,6 +86,9 @@ type Options struct {
 	// authentication (penalty.go); its zero value turns them on with the
 	// defaults of config.Penalty, and SetPenalty replaces it.
 	Config config.SSH
+	// RevocationRecheck is how often an open connection checks whether its
+	// certificate was revoked since it authenticated; every minute if zero.
+	RevocationRecheck time.Duration
 	// Resolver resolves forward destinations outside the inventory;
 	// net.DefaultResolver if nil.
 	Resolver Resolver
@@ -177,7 +167,7 @@ func NewServer(opts Options) (*Server, error) {
 	s.maxConns = orInt(opts.Config.MaxConnections, defaultMaxConns)
 	s.maxConnsSource = orInt(opts.Config.MaxConnectionsPerSource, defaultMaxConnsSource)
 	s.maxChans = maxChannelsPerConn
-	s.revocationRecheck = revocationRecheck
+	s.revocationRecheck = orDur(opts.RevocationRecheck, revocationRecheck)
 	var err error
 	if s.metrics, err = newMetrics(opts.Metrics); err != nil {
 		return nil, fmt.Errorf("bastion: register metrics: %w", err)

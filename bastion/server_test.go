@@ -88,6 +88,7 @@ func newBX(t testing.TB, o bxOptions) *bxFixture {
 		HostNames:   []string{"localhost"},
 		Log:         slog.New(slog.NewTextHandler(f.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics:     f.reg,
+		Handlers:    map[string]TargetHandler{HandlerTCP: Splice},
 	}
 	if o.mod != nil {
 		o.mod(&opts)

@@ -24,8 +24,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/server"
 	"github.com/posternhq/postern/state"
 )
 
@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 // runtime.MemStats StackInuse and HeapInuse, and PSS, each as the delta
 // between 20 and 20+N open sessions divided by N
 // ($POSTERN_BENCH_IDLE_SESSIONS, default 300). Postern runs as a
-// bastion.Service in a child process (this test binary, see TestMain), so
+// server.Service in a child process (this test binary, see TestMain), so
 // every figure is postern's alone: the x/crypto clients and the idle
 // target run in this process. $POSTERN_BENCH_IDLE_GOGC sets the child's
 // GOGC; with $POSTERN_BENCH_PROFILE set, the child writes idle.heap there.
@@ -220,7 +220,7 @@ func idleChild(cfgPath string) int {
 		return fail(err)
 	}
 	ready := make(chan string, 1)
-	svc, err := bastion.NewService(cfg, bastion.ServiceOptions{Log: slog.New(slog.DiscardHandler),
+	svc, err := server.NewService(cfg, server.ServiceOptions{Log: slog.New(slog.DiscardHandler),
 		Ready: func(sshAddr, _ net.Addr) { ready <- sshAddr.String() }})
 	if err != nil {
 		return fail(err)

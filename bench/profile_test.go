@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/server"
 	"github.com/posternhq/postern/state"
 )
 
@@ -159,7 +159,7 @@ func TestProfile(t *testing.T) {
 	})
 }
 
-// startService runs postern in this process (bastion.Service with the
+// startService runs postern in this process (server.Service with the
 // same configuration as the binary) and waits until it serves.
 func (e *env) startService(name string) *postern {
 	e.t.Helper()
@@ -169,7 +169,7 @@ func (e *env) startService(name string) *postern {
 		e.t.Fatalf("config: %v", err)
 	}
 	ready := make(chan string, 1)
-	svc, err := bastion.NewService(cfg, bastion.ServiceOptions{Log: slog.New(slog.DiscardHandler),
+	svc, err := server.NewService(cfg, server.ServiceOptions{Log: slog.New(slog.DiscardHandler),
 		Ready: func(sshAddr, _ net.Addr) { ready <- sshAddr.String() }})
 	if err != nil {
 		e.t.Fatal(err)

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/internal/usererr"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -32,7 +33,7 @@ const apiSignaturePrefix = "postern-api-v1\n"
 // server's clock.
 const DefaultAPIMaxSkew = 5 * time.Minute
 
-// Codes returned by APIAuth.Authenticate in *Error (all with status 401).
+// Codes returned by APIAuth.Authenticate in *usererr.Error (all with status 401).
 const (
 	CodeAuthRequired = "auth_required"
 	CodeAuthInvalid  = "auth_invalid"
@@ -103,11 +104,11 @@ type APIAuth struct {
 	Now func() time.Time
 }
 
-func authErr(code, msg string, err error) *Error {
-	return &Error{Status: http.StatusUnauthorized, Code: code, Msg: msg, Err: err}
+func authErr(code, msg string, err error) *usererr.Error {
+	return &usererr.Error{Status: http.StatusUnauthorized, Code: code, Msg: msg, Err: err}
 }
 
-// Authenticate returns the identity that r proves, or an *Error with status
+// Authenticate returns the identity that r proves, or an *usererr.Error with status
 // 401 and code auth_required (no credentials), auth_invalid (malformed,
 // foreign CA, bad signature, wrong key), auth_expired (certificate, token or
 // timestamp out of date) or auth_revoked.
@@ -144,7 +145,7 @@ func (a *APIAuth) bearerAuth(ctx context.Context, token string) (Identity, error
 	if err != nil {
 		code := CodeAuthInvalid
 		msg := "invalid token"
-		if e := AsError(err); e != nil && strings.Contains(e.Code, "expired") {
+		if e := usererr.As(err); e != nil && strings.Contains(e.Code, "expired") {
 			code, msg = CodeAuthExpired, "token has expired"
 		}
 		return Identity{}, authErr(code, msg, err)
@@ -195,10 +196,10 @@ func (a *APIAuth) certAuth(r *http.Request, params string) (Identity, error) {
 	if id, err := IdentityFromCert(cert); err == nil {
 		login = id.Username
 	}
-	id, err := a.Authority.CheckUserCert(cert, login, sourceAddr(r, a.TrustProxy), now)
+	id, err := a.Authority.CheckUserCert(cert, login, httpx.ClientAddr(r, a.TrustProxy), now)
 	if err != nil {
 		code, msg := CodeAuthInvalid, "invalid certificate"
-		if e := AsError(err); e != nil {
+		if e := usererr.As(err); e != nil {
 			switch e.Code {
 			case CodeCertExpired, CodeCertNotYetValid:
 				code = CodeAuthExpired
@@ -217,7 +218,7 @@ func (a *APIAuth) certAuth(r *http.Request, params string) (Identity, error) {
 	if a.Revoked != nil {
 		revoked, err := a.Revoked(cert.Serial)
 		if err != nil {
-			return Identity{}, &Error{Status: http.StatusServiceUnavailable, Code: CodeAuthRevoked,
+			return Identity{}, &usererr.Error{Status: http.StatusServiceUnavailable, Code: CodeAuthRevoked,
 				Msg: "cannot check revocation; try again", Err: err}
 		}
 		if revoked {
@@ -261,22 +262,4 @@ func parseAuthParams(s string) (map[string]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// sourceAddr is the client address of r: the peer, or with trustProxy the
-// last X-Forwarded-For hop.
-func sourceAddr(r *http.Request, trustProxy bool) netip.Addr {
-	if trustProxy {
-		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			hops := strings.Split(xff[len(xff)-1], ",")
-			if a, err := netip.ParseAddr(strings.TrimSpace(hops[len(hops)-1])); err == nil {
-				return a.Unmap()
-			}
-		}
-	}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		return ap.Addr().Unmap()
-	}
-	a, _ := netip.ParseAddr(r.RemoteAddr)
-	return a.Unmap()
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // apiAuthFixture is an authority, a user key and a certificate for it.
@@ -76,9 +77,9 @@ func (f fakeVerifier) Verify(_ context.Context, raw string) (Identity, error) {
 		return id, nil
 	}
 	if raw == "expired" {
-		return Identity{}, &Error{Status: 401, Code: "token_expired", Msg: "token has expired"}
+		return Identity{}, &usererr.Error{Status: 401, Code: "token_expired", Msg: "token has expired"}
 	}
-	return Identity{}, &Error{Status: 401, Code: "token_invalid", Msg: "invalid token"}
+	return Identity{}, &usererr.Error{Status: 401, Code: "token_invalid", Msg: "invalid token"}
 }
 
 func TestAPIAuthAuthenticate(t *testing.T) {
@@ -165,7 +166,7 @@ func TestAPIAuthAuthenticate(t *testing.T) {
 			}
 			id, err := a.Authenticate(r)
 			if tt.wantCode != "" {
-				e := AsError(err)
+				e := usererr.As(err)
 				if e == nil {
 					t.Fatalf("Authenticate = %+v, %v; want error %s", id, err, tt.wantCode)
 				}
@@ -196,11 +197,11 @@ func TestAPIAuthRevocationErrorFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := a.Authenticate(r)
-	if e := AsError(err); e == nil || e.HTTPStatus() != http.StatusServiceUnavailable {
+	if e := usererr.As(err); e == nil || e.HTTPStatus() != http.StatusServiceUnavailable {
 		t.Fatalf("got %v; want a 503 error", err)
 	}
-	if strings.Contains(AsError(err).Msg, "database") {
-		t.Errorf("message %q leaks the internal cause", AsError(err).Msg)
+	if strings.Contains(usererr.As(err).Msg, "database") {
+		t.Errorf("message %q leaks the internal cause", usererr.As(err).Msg)
 	}
 }
 

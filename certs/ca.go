@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // CA algorithms accepted in config.CA.Algorithm for generated keys.
@@ -491,7 +492,7 @@ const (
 	optVerifyRequired = "verify-required"
 )
 
-// Codes returned by CheckUserCert in *Error.
+// Codes returned by CheckUserCert in *usererr.Error.
 const (
 	CodeCertExpired        = "cert_expired"
 	CodeCertNotYetValid    = "cert_not_yet_valid"
@@ -504,8 +505,8 @@ const (
 	CodeCertNoIdentity     = "cert_no_identity"
 )
 
-func certErr(code, msg string, err error) *Error {
-	return &Error{Status: http.StatusUnauthorized, Code: code, Msg: msg, Err: err}
+func certErr(code, msg string, err error) *usererr.Error {
+	return &usererr.Error{Status: http.StatusUnauthorized, Code: code, Msg: msg, Err: err}
 }
 
 // CheckUserCert checks a user certificate the way the bastion must before
@@ -516,7 +517,7 @@ func certErr(code, msg string, err error) *Error {
 // postern understands (source-address is enforced against src; force-command
 // and verify-required are refused, since postern never issues them and cannot
 // honour them on the outer hop), and a decodable identity extension.
-// Revocation is not checked here. Failures are *Error values with the
+// Revocation is not checked here. Failures are *usererr.Error values with the
 // cert_* codes above.
 func (a *Authority) CheckUserCert(cert *ssh.Certificate, login string, src netip.Addr, now time.Time) (Identity, error) {
 	if cert == nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // newTestAuthority generates the three CAs in a fresh data directory.
@@ -398,9 +399,9 @@ func TestCheckUserCert(t *testing.T) {
 				}
 				return
 			}
-			e := certs.AsError(err)
+			e := usererr.As(err)
 			if e == nil {
-				t.Fatalf("got %v; want *certs.Error %s", err, tc.want)
+				t.Fatalf("got %v; want *usererr.Error %s", err, tc.want)
 			}
 			if e.Code != tc.want {
 				t.Errorf("code = %s (%v); want %s", e.Code, err, tc.want)
@@ -468,7 +469,7 @@ func TestCheckUserCertRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = dropped.CheckUserCert(oldCert, "deploy", netip.MustParseAddr("127.0.0.1"), time.Now())
-	if e := certs.AsError(err); e == nil || e.Code != certs.CodeCertUnknownCA {
+	if e := usererr.As(err); e == nil || e.Code != certs.CodeCertUnknownCA {
 		t.Errorf("cert from a dropped key: %v; want %s", err, certs.CodeCertUnknownCA)
 	}
 }

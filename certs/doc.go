@@ -38,7 +38,7 @@
 // postern_cert_requests_failed_total{code} are kept on an injected registry.
 //
 // [Issuer.Handler] serves POST /v1/certs (bearer ID token, JSON body of at
-// most 64 KiB). Every refusal is an [*Error] with a stable code and a message
+// most 64 KiB). Every refusal is an [*usererr.Error] with a stable code and a message
 // safe to show; tokens are never echoed or logged.
 //
 // The certificate format is specified in [PROTOCOL.certkeys]; the OpenSSH

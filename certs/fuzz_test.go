@@ -13,6 +13,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // FuzzCertHandlerBody feeds arbitrary bodies to POST /v1/certs: whatever
@@ -79,8 +80,8 @@ func FuzzCheckUserCert(f *testing.F) {
 		}
 		id, err := a.CheckUserCert(cert, login, src, now)
 		if err != nil {
-			if certs.AsError(err) == nil {
-				t.Fatalf("refusal %v is not a *certs.Error", err)
+			if usererr.As(err) == nil {
+				t.Fatalf("refusal %v is not a *usererr.Error", err)
 			}
 			return
 		}

@@ -5,15 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"math"
 	"mime"
-	"net"
 	"net/http"
-	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/internal/usererr"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -52,17 +50,9 @@ type CertResponse struct {
 	HostCA string `json:"host_ca"`
 }
 
-// ErrorResponse is the JSON body of every error answer.
-type ErrorResponse struct {
-	// Error is a short human message.
-	Error string `json:"error"`
-	// Code is a stable machine code.
-	Code string `json:"code"`
-}
-
 // Handler returns the http.Handler for POST /v1/certs (the caller mounts it
 // at that path): a bearer ID token in Authorization, a JSON CertRequest body
-// of at most 64 KiB, answered with a CertResponse or an ErrorResponse.
+// of at most 64 KiB, answered with a CertResponse or an httpx.ErrorBody.
 func (i *Issuer) Handler(opts HandlerOptions) http.Handler {
 	return &certHandler{issuer: i, opts: opts}
 }
@@ -76,18 +66,18 @@ func (h *certHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.fail(w, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Msg: "use POST"})
+		h.fail(w, r, &usererr.Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Msg: "use POST"})
 		return
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		h.fail(w, &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+		h.fail(w, r, &usererr.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
 			Msg: "send Content-Type: application/json"})
 		return
 	}
 	token, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="postern"`)
-		h.fail(w, &Error{Status: http.StatusUnauthorized, Code: CodeTokenMissing,
+		h.fail(w, r, &usererr.Error{Status: http.StatusUnauthorized, Code: CodeTokenMissing,
 			Msg: "missing bearer token in Authorization"})
 		return
 	}
@@ -95,33 +85,33 @@ func (h *certHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.fail(w, &Error{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large",
+			h.fail(w, r, &usererr.Error{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large",
 				Msg: "request body exceeds 64 KiB"})
 			return
 		}
-		h.fail(w, &Error{Code: "bad_request", Msg: "could not read request body", Err: err})
+		h.fail(w, r, &usererr.Error{Code: "bad_request", Msg: "could not read request body", Err: err})
 		return
 	}
 	var req CertRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		h.fail(w, &Error{Code: "bad_request", Msg: "body must be a JSON object with public_key and optional ttl", Err: err})
+		h.fail(w, r, &usererr.Error{Code: "bad_request", Msg: "body must be a JSON object with public_key and optional ttl", Err: err})
 		return
 	}
 	if dec.More() {
-		h.fail(w, &Error{Code: "bad_request", Msg: "body must hold exactly one JSON object"})
+		h.fail(w, r, &usererr.Error{Code: "bad_request", Msg: "body must hold exactly one JSON object"})
 		return
 	}
 	pub, err := ParsePublicKey(req.PublicKey)
 	if err != nil {
-		h.fail(w, err)
+		h.fail(w, r, err)
 		return
 	}
 	var ttl time.Duration
 	if req.TTL != "" {
 		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
-			h.fail(w, &Error{Code: CodeBadTTL, Msg: "ttl must be a positive duration such as 10m", Err: err})
+			h.fail(w, r, &usererr.Error{Code: CodeBadTTL, Msg: "ttl must be a positive duration such as 10m", Err: err})
 			return
 		}
 	}
@@ -129,13 +119,13 @@ func (h *certHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Token:     token,
 		PublicKey: pub,
 		TTL:       ttl,
-		Source:    h.source(r),
+		Source:    httpx.ClientAddr(r, h.opts.TrustProxy),
 	})
 	if err != nil {
-		writeError(w, err)
+		httpx.WriteError(w, r, h.issuer.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, CertResponse{
+	httpx.WriteJSON(w, http.StatusOK, CertResponse{
 		Certificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(issued.Cert))),
 		ValidAfter:  issued.ValidAfter.UTC().Format(time.RFC3339),
 		ValidBefore: issued.ValidBefore.UTC().Format(time.RFC3339),
@@ -147,11 +137,11 @@ func (h *certHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // fail answers a request refused before the pipeline ran, counting it in
 // postern_cert_requests_failed_total like the pipeline's own refusals.
-func (h *certHandler) fail(w http.ResponseWriter, err error) {
-	if e := AsError(err); e != nil {
+func (h *certHandler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if e := usererr.As(err); e != nil {
 		h.issuer.failed.WithLabelValues(e.Code).Inc()
 	}
-	writeError(w, err)
+	httpx.WriteError(w, r, h.issuer.log, err)
 }
 
 // bearerToken extracts the token of an "Authorization: Bearer <token>" header.
@@ -162,50 +152,4 @@ func bearerToken(h string) (string, bool) {
 	}
 	token = strings.TrimSpace(token)
 	return token, token != ""
-}
-
-// source is the client address: the connection's peer, or with TrustProxy the
-// last X-Forwarded-For hop (the one our proxy appended).
-func (h *certHandler) source(r *http.Request) netip.Addr {
-	if h.opts.TrustProxy {
-		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			hops := strings.Split(xff[len(xff)-1], ",")
-			if a, err := netip.ParseAddr(strings.TrimSpace(hops[len(hops)-1])); err == nil {
-				return a.Unmap()
-			}
-		}
-	}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		return ap.Addr().Unmap()
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
-}
-
-// writeError answers with err's status and safe message; an error that is not
-// an *Error becomes a 500 with a generic message.
-func writeError(w http.ResponseWriter, err error) {
-	e := AsError(err)
-	if e == nil {
-		e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error"}
-	}
-	var ra *RetryAfterError
-	if errors.As(e.Err, &ra) {
-		secs := int64(math.Ceil(ra.Wait.Seconds()))
-		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
-	}
-	writeJSON(w, e.HTTPStatus(), ErrorResponse{Error: e.Msg, Code: e.Code})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	// The client may be gone; there is no one left to tell.
-	_ = enc.Encode(v)
 }

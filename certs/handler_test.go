@@ -21,6 +21,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/httpx"
 )
 
 // dsaLine is an authorized_keys line for a (made-up) DSA key.
@@ -195,7 +196,7 @@ func TestHandlerRefusals(t *testing.T) {
 			if resp.StatusCode != tc.wantStatus {
 				t.Errorf("status = %d; want %d (%s)", resp.StatusCode, tc.wantStatus, body)
 			}
-			var e certs.ErrorResponse
+			var e httpx.ErrorBody
 			if err := json.Unmarshal(body, &e); err != nil {
 				t.Fatalf("error body %q: %v", body, err)
 			}

@@ -16,11 +16,12 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
 // TokenVerifier turns a raw OIDC ID token into an identity. *Verifier
-// implements it. An error that is an *Error is passed to the caller as is
+// implements it. An error that is an *usererr.Error is passed to the caller as is
 // (with status 401 if it has none); any other error is answered with
 // "invalid_token".
 type TokenVerifier interface {
@@ -232,15 +233,15 @@ var pipeline = []step{
 	(*Issuer).stepValidate,
 }
 
-// Issue runs the pipeline for r. Refusals are *Error values whose Msg is safe
+// Issue runs the pipeline for r. Refusals are *usererr.Error values whose Msg is safe
 // to show the caller.
 func (i *Issuer) Issue(ctx context.Context, r Request) (*Issued, error) {
 	is := &issuance{req: r}
 	for _, s := range pipeline {
 		if err := s(i, ctx, is); err != nil {
-			e := AsError(err)
+			e := usererr.As(err)
 			if e == nil {
-				e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error", Err: err}
+				e = &usererr.Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error", Err: err}
 			}
 			i.refused(ctx, is, e)
 			return nil, e
@@ -287,7 +288,7 @@ func (i *Issuer) Issue(ctx context.Context, r Request) (*Issued, error) {
 	return out, nil
 }
 
-func (i *Issuer) refused(ctx context.Context, is *issuance, e *Error) {
+func (i *Issuer) refused(ctx context.Context, is *issuance, e *usererr.Error) {
 	i.failed.WithLabelValues(e.Code).Inc()
 	attrs := []slog.Attr{
 		slog.String("code", e.Code),
@@ -332,7 +333,7 @@ func (i *Issuer) stepDefaults(_ context.Context, is *issuance) error {
 		return err
 	}
 	if is.req.TTL < 0 || (is.req.TTL > 0 && is.req.TTL < MinTTL) {
-		return &Error{Code: CodeBadTTL, Msg: "ttl must be at least " + MinTTL.String()}
+		return &usererr.Error{Code: CodeBadTTL, Msg: "ttl must be at least " + MinTTL.String()}
 	}
 	if ok, wait := i.limiter.AllowSource(is.req.Source); !ok {
 		return rateLimited(wait, "source")
@@ -343,21 +344,21 @@ func (i *Issuer) stepDefaults(_ context.Context, is *issuance) error {
 // stepIdentity verifies the bearer token.
 func (i *Issuer) stepIdentity(ctx context.Context, is *issuance) error {
 	if is.req.Token == "" {
-		return &Error{Status: http.StatusUnauthorized, Code: CodeTokenMissing, Msg: "missing bearer token"}
+		return &usererr.Error{Status: http.StatusUnauthorized, Code: CodeTokenMissing, Msg: "missing bearer token"}
 	}
 	id, err := i.verifier.Verify(ctx, is.req.Token)
 	if err != nil {
-		if e := AsError(err); e != nil {
+		if e := usererr.As(err); e != nil {
 			c := *e
 			if c.Status == 0 {
 				c.Status = http.StatusUnauthorized
 			}
 			return &c
 		}
-		return &Error{Status: http.StatusUnauthorized, Code: CodeInvalidToken, Msg: "invalid token", Err: err}
+		return &usererr.Error{Status: http.StatusUnauthorized, Code: CodeInvalidToken, Msg: "invalid token", Err: err}
 	}
 	if id.Username == "" || id.Issuer == "" {
-		return &Error{Status: http.StatusUnauthorized, Code: CodeInvalidToken, Msg: "token names no user",
+		return &usererr.Error{Status: http.StatusUnauthorized, Code: CodeInvalidToken, Msg: "token names no user",
 			Err: errors.New("verifier returned an identity without username or issuer")}
 	}
 	is.id, is.verified = id, true
@@ -370,7 +371,7 @@ func (i *Issuer) stepPolicy(_ context.Context, is *issuance) error {
 	is.grant = i.policy.Grant(is.id)
 	logins := slices.DeleteFunc(slices.Clone(is.grant.Logins), func(s string) bool { return s == "" })
 	if len(logins) == 0 {
-		return &Error{Status: http.StatusForbidden, Code: CodeNoAccess, Msg: "no role grants you access"}
+		return &usererr.Error{Status: http.StatusForbidden, Code: CodeNoAccess, Msg: "no role grants you access"}
 	}
 	p := append(logins, is.id.Username)
 	slices.Sort(p)
@@ -451,7 +452,7 @@ func (i *Issuer) stepSign(_ context.Context, is *issuance) error {
 // certificate postern would refuse is never handed out.
 func (i *Issuer) stepValidate(_ context.Context, is *issuance) error {
 	if _, err := i.authority.CheckUserCert(is.cert, is.id.Username, is.req.Source, is.now); err != nil {
-		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error",
+		return &usererr.Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error",
 			Err: fmt.Errorf("validate issued certificate: %w", err)}
 	}
 	return nil
@@ -462,10 +463,10 @@ func (i *Issuer) stepValidate(_ context.Context, is *issuance) error {
 // unknown type. It returns nil for acceptable keys.
 func CheckPublicKey(pub ssh.PublicKey) error {
 	if pub == nil {
-		return &Error{Code: CodeBadPublicKey, Msg: "missing public key"}
+		return &usererr.Error{Code: CodeBadPublicKey, Msg: "missing public key"}
 	}
 	if _, ok := pub.(*ssh.Certificate); ok {
-		return &Error{Code: CodeBadPublicKey, Msg: "send a plain public key, not a certificate"}
+		return &usererr.Error{Code: CodeBadPublicKey, Msg: "send a plain public key, not a certificate"}
 	}
 	switch t := pub.Type(); t {
 	case ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519, ssh.KeyAlgoSKECDSA256,
@@ -473,13 +474,13 @@ func CheckPublicKey(pub ssh.PublicKey) error {
 		return nil
 	case ssh.KeyAlgoRSA:
 		if n := rsaBits(pub); n < 2048 {
-			return &Error{Code: CodeWeakKey, Msg: fmt.Sprintf("RSA key has %d bits; use at least 2048 (or ed25519)", n)}
+			return &usererr.Error{Code: CodeWeakKey, Msg: fmt.Sprintf("RSA key has %d bits; use at least 2048 (or ed25519)", n)}
 		}
 		return nil
 	case ssh.KeyAlgoDSA:
-		return &Error{Code: CodeWeakKey, Msg: "DSA keys are not accepted; use ed25519"}
+		return &usererr.Error{Code: CodeWeakKey, Msg: "DSA keys are not accepted; use ed25519"}
 	default:
-		return &Error{Code: CodeBadPublicKey, Msg: "unsupported key type " + printable(t)}
+		return &usererr.Error{Code: CodeBadPublicKey, Msg: "unsupported key type " + printable(t)}
 	}
 }
 
@@ -490,12 +491,12 @@ func ParsePublicKey(line string) (ssh.PublicKey, error) {
 	if err != nil {
 		if f := strings.Fields(line); len(f) > 0 && f[0] == ssh.KeyAlgoDSA {
 			// The SSH library no longer parses DSA keys at all.
-			return nil, &Error{Code: CodeWeakKey, Msg: "DSA keys are not accepted; use ed25519"}
+			return nil, &usererr.Error{Code: CodeWeakKey, Msg: "DSA keys are not accepted; use ed25519"}
 		}
-		return nil, &Error{Code: CodeBadPublicKey, Msg: "public_key is not an SSH public key", Err: err}
+		return nil, &usererr.Error{Code: CodeBadPublicKey, Msg: "public_key is not an SSH public key", Err: err}
 	}
 	if len(rest) > 0 {
-		return nil, &Error{Code: CodeBadPublicKey, Msg: "send exactly one public key"}
+		return nil, &usererr.Error{Code: CodeBadPublicKey, Msg: "send exactly one public key"}
 	}
 	if err := CheckPublicKey(pub); err != nil {
 		return nil, err
@@ -503,12 +504,12 @@ func ParsePublicKey(line string) (ssh.PublicKey, error) {
 	return pub, nil
 }
 
-func rateLimited(wait time.Duration, what string) *Error {
-	return &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
-		Msg: "too many certificate requests; retry later", Err: &RetryAfterError{Wait: wait, Scope: what}}
+func rateLimited(wait time.Duration, what string) *usererr.Error {
+	return &usererr.Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
+		Msg: "too many certificate requests; retry later", RetryAfter: wait, Err: &RetryAfterError{Wait: wait, Scope: what}}
 }
 
-// RetryAfterError is the cause inside a rate_limited *Error: how long until a
+// RetryAfterError is the cause inside a rate_limited *usererr.Error: how long until a
 // request would be allowed, and which limit (source or identity) was hit.
 type RetryAfterError struct {
 	// Wait is how long until a request would be allowed.

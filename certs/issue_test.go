@@ -18,6 +18,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
@@ -32,7 +33,7 @@ func (s tokenStub) Verify(_ context.Context, raw string) (certs.Identity, error)
 	}
 	id, ok := s[raw]
 	if !ok {
-		return certs.Identity{}, &certs.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Msg: "invalid token"}
+		return certs.Identity{}, &usererr.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Msg: "invalid token"}
 	}
 	return id, nil
 }
@@ -238,7 +239,7 @@ func TestIssueTTL(t *testing.T) {
 			_, key := newEd25519(t)
 			got, err := f.issuer.Issue(context.Background(), certs.Request{Token: tc.token, PublicKey: key.PublicKey(), TTL: tc.requested, Source: loopback})
 			if tc.wantCode != "" {
-				if e := certs.AsError(err); e == nil || e.Code != tc.wantCode {
+				if e := usererr.As(err); e == nil || e.Code != tc.wantCode {
 					t.Fatalf("got %v; want %s", err, tc.wantCode)
 				}
 				return
@@ -305,7 +306,7 @@ func TestIssueRefusals(t *testing.T) {
 					t.Error("issued with no principals")
 				}
 			} else {
-				e := certs.AsError(err)
+				e := usererr.As(err)
 				if e == nil || e.Code != tc.wantCode || e.HTTPStatus() != tc.wantStatus {
 					t.Fatalf("got %v; want %s (%d)", err, tc.wantCode, tc.wantStatus)
 				}
@@ -344,7 +345,7 @@ func TestIssueRateLimits(t *testing.T) {
 		}
 	}
 	err := issue("tok-alice", loopback)
-	e := certs.AsError(err)
+	e := usererr.As(err)
 	if e == nil || e.Code != certs.CodeRateLimited || e.HTTPStatus() != http.StatusTooManyRequests {
 		t.Fatalf("6th request by one identity: %v; want rate_limited 429", err)
 	}
@@ -451,7 +452,7 @@ func TestIssuePrincipals(t *testing.T) {
 			_, key := newEd25519(t)
 			got, err := f.issuer.Issue(context.Background(), certs.Request{Token: "tok-alice", PublicKey: key.PublicKey(), Source: loopback})
 			if tc.refuse {
-				if e := certs.AsError(err); e == nil || e.Code != certs.CodeNoAccess || e.HTTPStatus() != http.StatusForbidden {
+				if e := usererr.As(err); e == nil || e.Code != certs.CodeNoAccess || e.HTTPStatus() != http.StatusForbidden {
 					t.Fatalf("got %v; want no_access 403", err)
 				}
 				return

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // Token verification error codes (contract: they appear as "code" in HTTP
@@ -130,7 +131,7 @@ type VerifierOptions struct {
 // whose email_verified claim is false is refused; an absent email_verified
 // is accepted, as several providers only issue verified addresses and omit it.
 //
-// Every failure is a *Error with Status 401 (503 for issuer_unavailable) and
+// Every failure is a *usererr.Error with Status 401 (503 for issuer_unavailable) and
 // one of the Code* constants; messages never contain the token.
 type Verifier struct {
 	byURL   map[string]*trustedIssuer
@@ -243,7 +244,7 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOpti
 var _ TokenVerifier = (*Verifier)(nil)
 
 // Verify checks rawIDToken and returns the identity it vouches for; every
-// error is a *Error (see Verifier).
+// error is a *usererr.Error (see Verifier).
 func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (Identity, error) {
 	is, id, err := v.verify(ctx, rawIDToken)
 	name := metricIssuerUnknown
@@ -252,7 +253,7 @@ func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (Identity, err
 	}
 	result := metricResultOK
 	if err != nil {
-		e := AsError(err)
+		e := usererr.As(err)
 		result = e.Code
 		v.log.LogAttrs(ctx, slog.LevelInfo, "token rejected",
 			slog.String("issuer", name), slog.String("code", e.Code), slog.Any("err", e.Err))
@@ -261,9 +262,9 @@ func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (Identity, err
 	return id, err
 }
 
-// tokenError returns a *Error with Status 401.
-func tokenError(code, msg string, cause error) *Error {
-	return &Error{Status: http.StatusUnauthorized, Code: code, Msg: msg, Err: cause}
+// tokenError returns a *usererr.Error with Status 401.
+func tokenError(code, msg string, cause error) *usererr.Error {
+	return &usererr.Error{Status: http.StatusUnauthorized, Code: code, Msg: msg, Err: cause}
 }
 
 // jwtHeader is the part of a JOSE header the Verifier looks at before
@@ -325,7 +326,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*trustedIssuer, Iden
 	return is, id, err
 }
 
-// classify turns a go-oidc failure into a *Error. go-oidc verifies the
+// classify turns a go-oidc failure into a *usererr.Error. go-oidc verifies the
 // signature first; once res shows it passed, the Verifier's own claim checks
 // on the signed payload name the precise cause.
 func (v *Verifier) classify(is *trustedIssuer, res *sigResult, err error) error {
@@ -466,8 +467,8 @@ func (v *Verifier) discover(ctx context.Context, is *trustedIssuer) (*oidc.IDTok
 	}
 }
 
-func unavailable(cause error) *Error {
-	return &Error{Status: http.StatusServiceUnavailable, Code: CodeIssuerUnavailable,
+func unavailable(cause error) *usererr.Error {
+	return &usererr.Error{Status: http.StatusServiceUnavailable, Code: CodeIssuerUnavailable,
 		Msg: "identity provider is unavailable, try again shortly", Err: cause}
 }
 
@@ -517,7 +518,7 @@ type sigResultKey struct{}
 // sigResult is what the key set learnt while go-oidc verified a token: the
 // precise signature failure, or the payload once the signature verified.
 type sigResult struct {
-	err     *Error
+	err     *usererr.Error
 	payload []byte
 }
 
@@ -557,7 +558,7 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 	return payload, nil
 }
 
-func (k *keySet) verify(ctx context.Context, jwt string) ([]byte, *Error) {
+func (k *keySet) verify(ctx context.Context, jwt string) ([]byte, *usererr.Error) {
 	algs := make([]jose.SignatureAlgorithm, len(signingAlgs))
 	for i, a := range signingAlgs {
 		algs[i] = jose.SignatureAlgorithm(a)

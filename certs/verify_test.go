@@ -34,6 +34,7 @@ import (
 	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/certs/devidp/devidptest"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // verifyClock is a settable clock shared by the provider and the verifier.
@@ -282,15 +283,15 @@ func TestVerifyClockSkew(t *testing.T) {
 	}
 }
 
-// assertCode checks err is a 401 *Error with code want.
-func assertCode(t testing.TB, err error, want string) *Error {
+// assertCode checks err is a 401 *usererr.Error with code want.
+func assertCode(t testing.TB, err error, want string) *usererr.Error {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("Verify accepted the token; want %s", want)
 	}
-	e := AsError(err)
+	e := usererr.As(err)
 	if e == nil {
-		t.Fatalf("error %v (%T) is not a *certs.Error", err, err)
+		t.Fatalf("error %v (%T) is not a *usererr.Error", err, err)
 	}
 	if e.Code != want {
 		t.Fatalf("code = %s (%v); want %s", e.Code, err, want)
@@ -628,10 +629,10 @@ func TestVerifyKeyRefreshIsRateLimited(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			if _, err := f.v.Verify(ctx, tok); AsError(err) == nil || AsError(err).Code != CodeUnknownKey {
+			if _, err := f.v.Verify(ctx, tok); usererr.As(err) == nil || usererr.As(err).Code != CodeUnknownKey {
 				t.Errorf("Verify = %v; want unknown_key", err)
 			}
-			if _, err := f.v.Verify(ctx, bad); AsError(err) == nil || AsError(err).Code != CodeBadSignature {
+			if _, err := f.v.Verify(ctx, bad); usererr.As(err) == nil || usererr.As(err).Code != CodeBadSignature {
 				t.Errorf("Verify = %v; want bad_signature", err)
 			}
 		})
@@ -732,7 +733,7 @@ func TestVerifyCanceledContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err = v.Verify(ctx, tok)
-	if e := AsError(err); e == nil || e.Code != CodeIssuerUnavailable || !errors.Is(err, context.Canceled) {
+	if e := usererr.As(err); e == nil || e.Code != CodeIssuerUnavailable || !errors.Is(err, context.Canceled) {
 		t.Fatalf("Verify with a canceled context = %v; want issuer_unavailable wrapping context.Canceled", err)
 	}
 	// A canceled caller does not poison the issuer for others.
@@ -751,8 +752,8 @@ func FuzzVerify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tok string) {
 		id, err := fx.v.Verify(context.Background(), tok)
 		if err != nil {
-			if AsError(err) == nil {
-				t.Fatalf("error %v is not a *certs.Error", err)
+			if usererr.As(err) == nil {
+				t.Fatalf("error %v is not a *usererr.Error", err)
 			}
 			return
 		}

@@ -399,7 +399,7 @@ func TestReplicasKillOneMidSession(t *testing.T) {
 		t.Fatalf("B's live session is %q in the index after A's recovery; want running (A must recover only its own)", rowB.Status)
 	}
 	// Stricter, once the service names its replica in the index
-	// (recorder.Options.Replica = bastion.ReplicaID(data_dir)): A's recovery
+	// (recorder.Options.Replica = server.ReplicaID(data_dir)): A's recovery
 	// must not even try B's session.
 	if out := a.proc.Output(); rowA.Replica != "" && strings.Contains(out, idB) {
 		t.Errorf("restarted A tried to recover B's live session %s:\n%s", idB, grepLines(out, idB))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
@@ -109,18 +110,10 @@ const (
 	CodeNoRecording = "no_recording"
 )
 
-// apiError is an answer to send: status, stable code and a safe message.
-type apiError struct {
-	status int
-	code   string
-	msg    string
-	err    error // internal cause, logged only
-}
-
-func (e *apiError) Error() string { return e.code + ": " + e.msg }
-
-func fail(status int, code, msg string, err error) *apiError {
-	return &apiError{status: status, code: code, msg: msg, err: err}
+// fail is a refusal to answer with: status, stable code, a safe message
+// and the internal cause (logged only).
+func fail(status int, code, msg string, err error) *usererr.Error {
+	return &usererr.Error{Status: status, Code: code, Msg: msg, Err: err}
 }
 
 // ServeHTTP routes a request under /v1/sessions.
@@ -201,7 +194,7 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	ident, err := a.opts.Auth.Authenticate(r)
 	if err != nil {
-		e := certs.AsError(err)
+		e := usererr.As(err)
 		if e == nil {
 			a.writeError(w, r, fail(http.StatusInternalServerError, CodeInternal, "internal error", err))
 			return
@@ -209,7 +202,7 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 		if e.HTTPStatus() == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", certs.APIAuthScheme+`, Bearer`)
 		}
-		a.writeError(w, r, fail(e.HTTPStatus(), e.Code, e.Msg, e.Err))
+		a.writeError(w, r, e)
 		return
 	}
 	if !a.mayAudit(ident) {
@@ -353,7 +346,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) error {
 	if rows == nil {
 		rows = []state.Session{}
 	}
-	writeJSON(w, http.StatusOK, rows)
+	httpx.WriteJSON(w, http.StatusOK, rows)
 	return nil
 }
 
@@ -395,7 +388,7 @@ func (a *API) show(w http.ResponseWriter, r *http.Request, id string) error {
 	if err != nil {
 		return fail(http.StatusInternalServerError, CodeInternal, "internal error", err)
 	}
-	writeJSON(w, http.StatusOK, SessionDetail{Session: s, Integrity: integ})
+	httpx.WriteJSON(w, http.StatusOK, SessionDetail{Session: s, Integrity: integ})
 	return nil
 }
 
@@ -547,22 +540,7 @@ func (a *API) follow(w http.ResponseWriter, r *http.Request, id string) error {
 }
 
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var e *apiError
-	if !errors.As(err, &e) {
-		e = fail(http.StatusInternalServerError, CodeInternal, "internal error", err)
-	}
-	if e.status >= 500 {
-		a.log.Error("sessions api", "method", r.Method, "path", r.URL.Path, "code", e.code, "err", e.err)
-	}
-	writeJSON(w, e.status, map[string]string{"error": e.msg, "code": e.code})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v) // the client may be gone; no one is left to tell
+	httpx.WriteError(w, r, a.log, err)
 }
 
 // storeReadSeeker reads a stored object as an io.ReadSeeker for

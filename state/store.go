@@ -17,7 +17,8 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 //go:embed migrations/*.sql
@@ -122,7 +123,7 @@ func newStore(db *sql.DB, opts Options) *Store {
 // PostgreSQL) and opens the audit file. It closes the database on error.
 func (s *Store) finishOpen(ctx context.Context, opts Options, path string) (*Store, error) {
 	db := s.db
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrateRetry(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -169,6 +170,36 @@ func (s *Store) Close() error {
 	}
 	errs = append(errs, s.db.Close())
 	return errors.Join(errs...)
+}
+
+// migrateRetry runs migrate, again while SQLite answers SQLITE_BUSY, for up
+// to openBusyWait. Several processes opening a new database at once can get
+// SQLITE_BUSY without the busy handler running (one of them is switching
+// the file to WAL mode, or recovering its WAL index); the next attempt
+// finds the file settled.
+func (s *Store) migrateRetry(ctx context.Context) error {
+	deadline := time.Now().Add(openBusyWait)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		err := s.migrate(ctx)
+		if err == nil || !isSQLiteBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// openBusyWait bounds migrateRetry.
+const openBusyWait = 15 * time.Second
+
+// isSQLiteBusy reports whether err is SQLite's SQLITE_BUSY (5), in any of
+// its extended forms.
+func isSQLiteBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // migrate applies every embedded migration newer than the recorded schema

@@ -19,6 +19,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/httpx"
 )
 
 // writeTestProfile writes a profile directory whose certificate is signed
@@ -70,10 +71,7 @@ func TestAPIClientSignsRequests(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := api.Authenticate(r)
 		if err != nil {
-			e := certs.AsError(err)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(e.HTTPStatus())
-			json.NewEncoder(w).Encode(map[string]string{"error": e.Msg, "code": e.Code})
+			httpx.WriteError(w, r, nil, err)
 			return
 		}
 		if r.URL.Path == "/v1/forbidden" {

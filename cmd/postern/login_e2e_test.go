@@ -13,17 +13,18 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/posternhq/postern/bastion"
+	"github.com/posternhq/postern/bastion/innerhop"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/certs/login"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/dextest"
 	"github.com/posternhq/postern/internal/sshdtest"
 	"github.com/posternhq/postern/internal/testutil"
+	"github.com/posternhq/postern/server"
 )
 
 // TestLoginEndToEndService is issue 2's path through the whole bastion: a real
-// Dex vouches for alice → postern login against the real bastion.Service
+// Dex vouches for alice → postern login against the real server.Service
 // (its /v1/config and /v1/certs) → the stock ssh client, with nothing but the
 // profile's ssh_config, jumps through the bastion to a real sshd target that
 // trusts only the target CA.
@@ -65,7 +66,7 @@ func TestLoginEndToEndService(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	svc, err := bastion.NewService(cfg, bastion.ServiceOptions{
+	svc, err := server.NewService(cfg, server.ServiceOptions{
 		Log: slog.New(slog.NewTextHandler(loginTestLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -120,9 +121,9 @@ func TestLoginEndToEndService(t *testing.T) {
 		}
 		return ee.ExitCode(), stderr.String()
 	}
-	if code, stderr := shell(); code != bastion.ExitDenied || strings.Contains(stderr, `"code"`) ||
+	if code, stderr := shell(); code != innerhop.ExitDenied || strings.Contains(stderr, `"code"`) ||
 		!strings.Contains(stderr, "interactive sessions are not allowed") {
-		t.Errorf("shell: exit %d, stderr %q; want exit %d and a human message", code, stderr, bastion.ExitDenied)
+		t.Errorf("shell: exit %d, stderr %q; want exit %d and a human message", code, stderr, innerhop.ExitDenied)
 	}
 
 	// login --json on the fresh profile: the bastion's refusal of a shell
@@ -133,8 +134,8 @@ func TestLoginEndToEndService(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if code, stderr := shell(); code != bastion.ExitDenied || !strings.Contains(stderr, `"code":"interactive_denied"`) {
-		t.Errorf("shell with a --json profile: exit %d, stderr %q; want exit %d and a JSON error", code, stderr, bastion.ExitDenied)
+	if code, stderr := shell(); code != innerhop.ExitDenied || !strings.Contains(stderr, `"code":"interactive_denied"`) {
+		t.Errorf("shell with a --json profile: exit %d, stderr %q; want exit %d and a JSON error", code, stderr, innerhop.ExitDenied)
 	}
 }
 

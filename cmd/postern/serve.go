@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/server"
 )
 
 func newServeCmd(g *globalFlags) *cobra.Command {
@@ -35,7 +35,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			if g.Config != "" {
 				reload = func() (*config.Config, error) { return loadConfig(g) }
 			}
-			svc, err := bastion.NewService(cfg, bastion.ServiceOptions{
+			svc, err := server.NewService(cfg, server.ServiceOptions{
 				Version: version, Log: log, Reload: reload,
 				Ready: func(sshAddr, httpAddr net.Addr) {
 					if cfg.Dev {

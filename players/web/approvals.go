@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/state"
 )
@@ -28,9 +29,9 @@ type Approvals interface {
 	// Get returns one request; its error wraps state.ErrNotFound for an
 	// unknown id.
 	Get(ctx context.Context, id string) (state.Approval, error)
-	// Decide records approver's decision on request id. Its error text is
-	// shown to the approver as is (self-approval, already decided, not an
-	// approver), so it must not carry internals.
+	// Decide records approver's decision on request id. The message of a
+	// usererr.Error is shown to the approver (self-approval, already
+	// decided, not an approver); any other error is logged only.
 	Decide(ctx context.Context, id string, approver certs.Identity, approve bool, reason string) error
 }
 
@@ -200,8 +201,14 @@ func (u *UI) decide(w http.ResponseWriter, r *http.Request, s session, id string
 			if r.Context().Err() != nil {
 				return
 			}
-			u.log.Info("approval decision refused", "request", id, "approver", s.Identity.Username, "err", err)
-			f.Text, f.Error = "Not recorded: "+err.Error()+".", true
+			why := "the decision could not be recorded; try again"
+			if e := usererr.As(err); e != nil {
+				why = e.Msg
+				u.log.Info("approval decision refused", "request", id, "approver", s.Identity.Username, "err", err)
+			} else {
+				u.log.Error("approval decision failed", "request", id, "approver", s.Identity.Username, "err", err)
+			}
+			f.Text, f.Error = "Not recorded: "+why+".", true
 		} else if approve {
 			f.Text = "Your approval is recorded."
 		} else {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // Cookie names. With an https public URL the session cookie takes the
@@ -252,7 +253,7 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 	id, err := u.opts.Verifier.Verify(r.Context(), raw)
 	if err != nil {
 		msg := "Your identity could not be verified."
-		if e := certs.AsError(err); e != nil {
+		if e := usererr.As(err); e != nil {
 			msg = e.Msg
 		}
 		u.log.Info("web login refused", "err", err)
@@ -380,7 +381,7 @@ type cookieAuth struct{ u *UI }
 func (c cookieAuth) Authenticate(r *http.Request) (certs.Identity, error) {
 	s, ok := c.u.currentSession(r)
 	if !ok {
-		return certs.Identity{}, &certs.Error{Status: http.StatusUnauthorized, Code: certs.CodeAuthRequired, Msg: "log in first"}
+		return certs.Identity{}, &usererr.Error{Status: http.StatusUnauthorized, Code: certs.CodeAuthRequired, Msg: "log in first"}
 	}
 	return s.Identity, nil
 }

@@ -1,0 +1,132 @@
+// Package httpx is the HTTP plumbing every postern API shares: the one JSON
+// writer, the one error writer (which shows only [usererr.Error] messages),
+// request ids, and the one parser of the client's address.
+//
+// It imports no postern package but internal/usererr.
+package httpx
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/posternhq/postern/internal/usererr"
+)
+
+// ErrorBody is the body of every API error (the HTTP API contract):
+// {"error": "short human message", "code": "stable_machine_code"}. A
+// server-side failure also carries the request id the user can quote.
+type ErrorBody struct {
+	Error     string `json:"error"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// CodeInternal is the code of a failure whose cause is not shown.
+const CodeInternal = "internal"
+
+// WriteJSON answers with v as JSON and status. Responses are never cached
+// and never sniffed as another content type; HTML characters are not
+// escaped (the body is JSON, not markup).
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client may be gone; no one is left to tell
+}
+
+// Fail answers with a message that is safe to show and a stable code.
+func Fail(w http.ResponseWriter, status int, code, msg string) {
+	WriteJSON(w, status, ErrorBody{Error: msg, Code: code})
+}
+
+// WriteError answers with err. A [usererr.Error] in err's chain gives the
+// status, code and message (and Retry-After); anything else is a 500
+// "internal error". Failures of the server (5xx) are logged with the
+// request's id, which the body carries so the user can quote it; the text
+// of an error that is not a usererr.Error is never shown.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	e := usererr.As(err)
+	if e == nil {
+		e = &usererr.Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error", Err: err}
+	}
+	body := ErrorBody{Error: e.Msg, Code: e.Code}
+	status := e.HTTPStatus()
+	if status >= 500 {
+		body.RequestID = RequestID(r)
+		if log != nil {
+			log.Error("request failed", "request_id", body.RequestID, "method", r.Method, "path", r.URL.Path,
+				"code", e.Code, "err", err)
+		}
+	}
+	if e.RetryAfter > 0 {
+		secs := int64(math.Ceil(e.RetryAfter.Seconds()))
+		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+	}
+	WriteJSON(w, status, body)
+}
+
+type requestIDKey struct{}
+
+// RequestIDHeader carries a request's id in responses.
+const RequestIDHeader = "X-Request-Id"
+
+// WithRequestID gives every request an id (a ULID), in its context and in
+// the response's X-Request-Id header. A client-sent id is not trusted.
+func WithRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := ulid.Make().String()
+		w.Header().Set(RequestIDHeader, id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+// RequestID returns r's id, or a new one if r did not pass WithRequestID.
+func RequestID(r *http.Request) string {
+	if id, ok := r.Context().Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	return ulid.Make().String()
+}
+
+// ClientAddr is the address of the client that sent r: the connection's
+// peer, or with trustProxy the last X-Forwarded-For hop (the one the
+// trusted proxy in front of postern appended). An address that does not
+// parse is the zero Addr.
+func ClientAddr(r *http.Request, trustProxy bool) netip.Addr {
+	if trustProxy {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			hops := strings.Split(xff[len(xff)-1], ",")
+			if a, err := netip.ParseAddr(strings.TrimSpace(hops[len(hops)-1])); err == nil {
+				return a.Unmap()
+			}
+		}
+	}
+	return PeerAddr(r.RemoteAddr)
+}
+
+// PeerAddr parses a peer address as net/http reports it ("host:port", or a
+// bare host); the zero Addr if it does not parse.
+func PeerAddr(remote string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr().Unmap()
+	}
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	a, _ := netip.ParseAddr(strings.Trim(host, "[]"))
+	return a.Unmap()
+}

@@ -1,0 +1,453 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/posternhq/postern/approval"
+	"github.com/posternhq/postern/bastion"
+	"github.com/posternhq/postern/bastion/innerhop"
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/certs/devidp"
+	"github.com/posternhq/postern/guardrails"
+	"github.com/posternhq/postern/guardrails/pgproxy"
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/players"
+	"github.com/posternhq/postern/players/web"
+	"github.com/posternhq/postern/policy"
+	"github.com/posternhq/postern/recorder"
+	"github.com/posternhq/postern/state"
+)
+
+// ServiceOptions are the process-level inputs of a Service.
+type ServiceOptions struct {
+	// Version is reported by /v1/config.
+	Version string
+	// Log is the process logger; required.
+	Log *slog.Logger
+	// Reload re-reads the configuration (SIGHUP); nil disables reloading.
+	Reload func() (*config.Config, error)
+	// Ready, if set, is called once both listeners are up, with their addresses.
+	Ready func(sshAddr, httpAddr net.Addr)
+}
+
+// Service is a whole postern: the HTTP API, the SSH bastion, the recorder and
+// the state store, wired from one configuration. Run owns all of them: it
+// opens them, serves until its context ends, then shuts them down in order
+// (stop accepting, drain sessions, seal recordings, close the store).
+type Service struct {
+	opts ServiceOptions
+	log  *slog.Logger
+
+	mu  sync.Mutex
+	cfg *config.Config
+
+	reg       *prometheus.Registry
+	state     *state.Store
+	authority *certs.Authority
+	policy    *policy.Engine
+	grants    policy.GrantsFunc
+	recorder  *recorder.Recorder
+	masking   *guardrails.Policy
+	inner     *innerhop.Server
+	ssh       *bastion.Server
+	http      *http.Server
+	devIdP    *devidp.Provider
+}
+
+// NewService validates what can be checked without side effects. Run does the rest.
+func NewService(cfg *config.Config, opts ServiceOptions) (*Service, error) {
+	if opts.Log == nil {
+		return nil, errors.New("bastion: ServiceOptions.Log is required")
+	}
+	if cfg.Dev {
+		for _, a := range []string{cfg.Listen.HTTP, cfg.Listen.SSH} {
+			if !isLoopbackListen(a) {
+				return nil, fmt.Errorf("development mode listens on loopback only; %s is not a loopback address", a)
+			}
+		}
+	}
+	return &Service{opts: opts, log: opts.Log, cfg: cfg}, nil
+}
+
+func isLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// Run opens every component, serves until ctx ends, then shuts down within
+// drain. The SIGHUP channel, if non-nil, triggers a configuration reload.
+func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
+	cfg := s.cfg
+	s.reg = prometheus.NewRegistry()
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Listeners first: in dev mode the issuer URL must carry the real port.
+	sshLn, err := net.Listen("tcp", cfg.Listen.SSH)
+	if err != nil {
+		return fmt.Errorf("listen ssh %s: %w", cfg.Listen.SSH, err)
+	}
+	defer sshLn.Close()
+	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		return fmt.Errorf("listen http %s: %w", cfg.Listen.HTTP, err)
+	}
+	defer httpLn.Close()
+	if cfg.Dev {
+		cfg.ReloadDev(httpLn.Addr().String(), sshLn.Addr().String())
+	}
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	// The replica name owns the sessions this process records: recovery
+	// touches only its own, and a live follow asked on another replica is
+	// forwarded to the advertised address (POSTERN_ADVERTISE_HOST, set to the
+	// pod IP by the Helm chart).
+	advertise := ""
+	if h := os.Getenv("POSTERN_ADVERTISE_HOST"); h != "" {
+		_, port, _ := net.SplitHostPort(httpLn.Addr().String())
+		advertise = "http://" + net.JoinHostPort(h, port)
+	}
+	replica, err := ReplicaName(advertise, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("replica name: %w", err)
+	}
+	if s.state, err = state.Open(ctx, cfg.State, state.Options{AuditFile: cfg.Audit.File, Log: s.log}); err != nil {
+		return fmt.Errorf("open state store: %w", err)
+	}
+	defer s.state.Close()
+	if s.authority, err = certs.LoadAuthority(cfg.CA, cfg.DataDir); err != nil {
+		return fmt.Errorf("load certificate authorities: %w", err)
+	}
+	if s.policy, err = policy.New(cfg); err != nil {
+		return err
+	}
+	store, err := recorder.OpenStore(ctx, cfg.Storage)
+	if err != nil {
+		return fmt.Errorf("open recording store: %w", err)
+	}
+	s.recorder, err = recorder.New(recorder.Options{
+		Store: store, State: s.state, SpoolDir: filepath.Join(cfg.DataDir, "spool"),
+		Format: cfg.Recording.Format, BufferSize: cfg.Recording.BufferSize, OnOverflow: cfg.Recording.OnOverflow,
+		FsyncInterval: cfg.Recording.FsyncInterval.D(), MinSpoolFree: cfg.Recording.MinSpoolFree,
+		Replica: replica, Log: s.log, Metrics: s.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("start recorder: %w", err)
+	}
+	defer s.recorder.Close() // stops background seals; their spools stay for Recover
+	if n, err := s.recorder.Recover(ctx); err != nil {
+		s.log.Error("recovering interrupted recordings", "err", err)
+	} else if n > 0 {
+		s.log.Warn("recovered interrupted recordings", "count", n)
+	}
+
+	if cfg.Dev {
+		s.log.Warn("DEVELOPMENT MODE: embedded OIDC issuer auto-approves logins; insecure, loopback only", "issuer", cfg.PublicURL+config.DevIssuerPath)
+		s.devIdP, err = devidp.New(devidp.Options{
+			Issuer: cfg.PublicURL + config.DevIssuerPath, ClientID: config.DevClientID,
+			Users:       []devidp.User{{Username: "dev", Email: "dev@example.com", Groups: []string{"dev", "auditors", "approvers", "admins"}}},
+			DefaultUser: "dev", Log: s.log.With("component", "devidp"),
+		})
+		if err != nil {
+			return fmt.Errorf("start development issuer: %w", err)
+		}
+	}
+
+	audit := func(ctx context.Context, e state.Event) {
+		if _, err := s.state.Append(ctx, e); err != nil {
+			s.log.Error("audit append failed", "type", e.Type, "err", err)
+		}
+	}
+	verifier, err := certs.NewVerifier(ctx, cfg.Identity.Issuers, certs.VerifierOptions{Log: s.log, Metrics: s.reg})
+	if err != nil {
+		return fmt.Errorf("identity issuers: %w", err)
+	}
+	issuer, err := certs.NewIssuer(certs.IssuerOptions{
+		Authority: s.authority, Verifier: verifier, Policy: policyGrant{s}, TTL: cfg.Identity.CertTTL,
+		RateLimit: cfg.Identity.RateLimit, Audit: audit, Log: s.log, Metrics: s.reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	masking, err := guardrails.NewPolicy(cfg)
+	if err != nil {
+		return fmt.Errorf("masking: %w", err)
+	}
+	s.masking = masking
+	broker, err := approval.NewBroker(approval.Options{
+		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Notify: s.state.Notify, Subscribe: s.state.Subscribe,
+		Groups: func(username string) []string { return cfg.Approvals.Groups[username] },
+		Log:    s.log.With("component", "approvals"), Metrics: s.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("approvals: %w", err)
+	}
+	defer broker.Close()
+	s.grants = broker.PolicyGrants()
+	s.policy = s.policy.WithGrants(s.grants)
+	var slack http.Handler
+	if sc := cfg.Approvals.Slack; sc.WebhookURL != "" || sc.SigningSecret != "" {
+		if slack, err = approval.NewSlack(broker, sc, approval.SlackOptions{Log: s.log.With("component", "slack")}); err != nil {
+			return fmt.Errorf("approvals.slack: %w", err)
+		}
+	}
+	for i, wh := range cfg.Approvals.Webhooks {
+		if _, err := approval.NewWebhook(broker, wh, approval.WebhookOptions{}); err != nil {
+			return fmt.Errorf("approvals.webhooks[%d]: %w", i, err)
+		}
+	}
+	inner, err := innerhop.New(innerhop.Options{
+		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
+		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")),
+		Masking:  masking, Log: s.log, Metrics: s.reg, UpstreamReuse: cfg.SSH.UpstreamReuse,
+	})
+	if err != nil {
+		return err
+	}
+	s.inner = inner
+	pg, err := pgproxy.New(pgproxy.Options{
+		Recorder: s.recorder, Store: store, Audit: audit, Approver: NewStatementGate(broker, s.log.With("component", "approvals")),
+		Log: s.log.With("component", "pgproxy"), Metrics: s.reg,
+	})
+	if err != nil {
+		return err
+	}
+	s.ssh, err = bastion.NewServer(bastion.Options{
+		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state,
+		Handlers: map[string]bastion.TargetHandler{
+			bastion.HandlerSSH:      inner,
+			bastion.HandlerCommand:  inner,
+			bastion.HandlerTCP:      bastion.Splice,
+			bastion.HandlerPostgres: pgproxy.Handler{Proxy: pg, Masking: masking},
+		},
+		HostKeyFile: filepath.Join(cfg.DataDir, "host_key"), HostNames: hostNames(cfg),
+		Config: cfg.SSH, Log: s.log, Metrics: s.reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	apiAuth := &certs.APIAuth{
+		Authority: s.authority, Verifier: verifier,
+		Revoked: func(serial uint64) (bool, error) { return s.state.IsRevoked(context.Background(), serial) },
+	}
+	approvalsAPI, err := approval.NewAPI(approval.APIOptions{
+		Broker: broker, Auth: apiAuth, Permissions: s.permissions, Log: s.log,
+		TargetExists: func(_ certs.Identity, name string) bool { _, ok := s.currentPolicy().Lookup(name); return ok },
+	})
+	if err != nil {
+		return fmt.Errorf("approvals API: %w", err)
+	}
+	follow := FollowAcrossReplicas(s.recorder.Follow, s.state, replica, &http.Client{})
+	var ui http.Handler
+	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok {
+		key, err := web.LoadCookieKey(filepath.Join(cfg.DataDir, "ui_cookie.key"))
+		if err != nil {
+			return fmt.Errorf("web UI cookie key: %w", err)
+		}
+		ui, err = web.New(web.Options{
+			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
+			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
+			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
+			Approvals: webApprovals{broker: broker},
+		})
+		if err != nil {
+			return fmt.Errorf("web UI: %w", err)
+		}
+	}
+	// No WriteTimeout: the live follow and live view stream for a session's
+	// whole length. Reads and headers are bounded (slowloris).
+	s.http = &http.Server{
+		Handler: httpx.WithRequestID(WithForwarding(newMux(httpHandlers{
+			certs: issuer.Handler(certs.HandlerOptions{}), devIdP: s.devIdP, registry: s.reg, log: s.log,
+			sessions: players.NewAPI(players.APIOptions{
+				Auth: apiAuth, Permissions: s.permissions,
+				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,
+			}),
+			ui: ui, approvals: approvalsAPI, slack: slack,
+			ready: func(ctx context.Context) (map[string]string, error) { return s.ready(ctx, store) },
+			config: func() publicConfig {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return newPublicConfig(s.cfg, s.authority.HostCALine(), s.opts.Version)
+			},
+		}))),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.ssh.Serve(sshLn); err != nil && !errors.Is(err, bastion.ErrServerClosed) {
+			return fmt.Errorf("ssh server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.http.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				s.reload(gctx)
+			}
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		return s.shutdown()
+	})
+	s.log.Info("postern serving", "ssh", sshLn.Addr().String(), "http", httpLn.Addr().String(), "public_url", cfg.PublicURL)
+	if s.opts.Ready != nil {
+		s.opts.Ready(sshLn.Addr(), httpLn.Addr())
+	}
+	return g.Wait()
+}
+
+// shutdown stops accepting, drains sessions for up to 30 s, then closes.
+func (s *Service) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.log.Info("shutting down")
+	err := errors.Join(s.http.Shutdown(ctx), s.ssh.Shutdown(ctx))
+	s.inner.Close() // the idle upstream logins, once no inner hop is left
+	return err
+}
+
+// reload re-reads the configuration and swaps the policy, the masking
+// rules, the per-source penalty settings (ssh.penalty) and the upstream
+// login reuse settings (ssh.upstream_reuse, which also closes idle logins).
+// A bad configuration keeps the old one and says why.
+func (s *Service) reload(ctx context.Context) {
+	if s.opts.Reload == nil {
+		s.log.Warn("reload requested but no configuration file to reload")
+		return
+	}
+	cfg, err := s.opts.Reload()
+	var eng *policy.Engine
+	if err == nil {
+		eng, err = policy.New(cfg)
+	}
+	if err == nil {
+		eng = eng.WithGrants(s.grants)
+	}
+	if err == nil && s.masking != nil {
+		err = s.masking.Update(cfg)
+	}
+	if err == nil {
+		err = s.ssh.SetPenalty(cfg.SSH.Penalty)
+	}
+	outcome := "applied"
+	if err != nil {
+		outcome = "rejected"
+		s.log.Error("configuration reload rejected; keeping the running configuration", "err", err)
+	} else {
+		s.mu.Lock()
+		cfg.Listen, cfg.PublicURL, cfg.SSHAddress = s.cfg.Listen, s.cfg.PublicURL, s.cfg.SSHAddress
+		s.cfg, s.policy = cfg, eng
+		s.mu.Unlock()
+		s.ssh.SetPolicy(eng)
+		s.inner.SetUpstreamReuse(cfg.SSH.UpstreamReuse)
+		s.log.Info("configuration reloaded", "targets", len(cfg.Targets), "roles", len(cfg.Roles))
+	}
+	details := map[string]any{"outcome": outcome}
+	if err != nil {
+		details["error"] = err.Error()
+	}
+	if _, aerr := s.state.Append(ctx, state.Event{Type: state.EventConfigReload, Actor: "postern", Details: details}); aerr != nil {
+		s.log.Error("audit append failed", "err", aerr)
+	}
+}
+
+func (s *Service) currentPolicy() *policy.Engine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.policy
+}
+
+// ready reports whether the state store answers; it is what a load balancer
+// needs. For stores that can tell (S3) the body also says whether the
+// recording store is reachable: an S3 outage does not make a replica unready,
+// because recordings keep spooling locally and upload when S3 returns.
+func (s *Service) ready(ctx context.Context, store recorder.Store) (map[string]string, error) {
+	status := map[string]string{"state": "ok"}
+	if _, err := s.state.Events(ctx, 0, 1); err != nil {
+		return nil, fmt.Errorf("state store: %w", err)
+	}
+	if c, ok := store.(interface{ Check(context.Context) error }); ok {
+		status["recordings"] = "ok"
+		if err := c.Check(ctx); err != nil {
+			s.log.Warn("recording store unreachable; recordings are spooling", "err", err)
+			status["recordings"] = "unreachable; spooling locally"
+		}
+	}
+	return status, nil
+}
+
+// permissions returns an identity's API permissions under the current policy.
+func (s *Service) permissions(id certs.Identity) []string { return s.currentPolicy().Permissions(id) }
+
+// policyGrant lets issuance always see the current policy.
+type policyGrant struct{ s *Service }
+
+func (p policyGrant) Grant(id certs.Identity) certs.Grant { return p.s.currentPolicy().Grant(id) }
+
+// hostNames are the principals of postern's own host certificate: the names a
+// client may type for the bastion.
+func hostNames(cfg *config.Config) []string {
+	seen := map[string]bool{}
+	var names []string
+	add := func(h string) {
+		if h != "" && !seen[h] {
+			seen[h] = true
+			names = append(names, h)
+		}
+	}
+	if h, _, err := net.SplitHostPort(cfg.SSHAddress); err == nil {
+		add(h)
+	}
+	if u, err := urlHost(cfg.PublicURL); err == nil {
+		add(u)
+	}
+	add("localhost")
+	add("127.0.0.1")
+	return names
+}
+
+func urlHost(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	return u.Hostname(), nil
+}
