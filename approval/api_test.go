@@ -6,9 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/httpx"
 	"github.com/posternhq/postern/state"
 )
 
@@ -165,5 +168,67 @@ func TestAPI(t *testing.T) {
 	}
 	if code := carol.do(t, "POST", srv.URL+"/v1/approvals/"+created.ID+"/revoke", nil, &e); code != http.StatusNotFound {
 		t.Errorf("revoke twice: %d %+v", code, e)
+	}
+}
+
+// failingStore is a state store whose every write fails with an error that
+// names internals (a path, a driver message).
+type failingStore struct{ Store }
+
+var errStoreInternal = errors.New(`sqlite: disk I/O error (10) writing /var/lib/postern/state.db: pq: relation "approvals"`)
+
+func (failingStore) CreateApproval(context.Context, state.Approval) error { return errStoreInternal }
+func (failingStore) VoteApproval(context.Context, string, state.Vote) (state.Approval, error) {
+	return state.Approval{}, errStoreInternal
+}
+
+// TestAPIHidesStoreErrors: a failing store yields a 500 with a generic
+// message and a request id to quote, never the store's error text; a
+// refusal of the request itself (a user error) is still shown.
+func TestAPIHidesStoreErrors(t *testing.T) {
+	auth, err := certs.LoadAuthority(config.CAs{}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := openStore(t, t.TempDir())
+	b := newTestBroker(t, failingStore{st}, nil)
+	api, err := NewAPI(APIOptions{Broker: b, Auth: &certs.APIAuth{Authority: auth},
+		Permissions:  func(certs.Identity) []string { return []string{"approver"} },
+		TargetExists: func(_ certs.Identity, t string) bool { return t == "db-1" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(httpx.WithRequestID(api))
+	t.Cleanup(srv.Close)
+	al := newAPIUser(t, auth, alice())
+
+	for _, tc := range []struct {
+		name     string
+		body     map[string]string
+		status   int
+		code     string
+		internal bool
+	}{
+		{"store fails", map[string]string{"target": "db-1", "for": "1h", "reason": "incident"}, http.StatusInternalServerError, "internal", true},
+		{"user error", map[string]string{"target": "db-1", "for": "1h"}, http.StatusBadRequest, "bad_request", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e httpx.ErrorBody
+			code := al.do(t, "POST", srv.URL+"/v1/approvals", tc.body, &e)
+			if code != tc.status || e.Code != tc.code {
+				t.Fatalf("got %d %+v; want %d %s", code, e, tc.status, tc.code)
+			}
+			for _, leak := range []string{"sqlite", "disk I/O", "state.db", "relation", "store approval"} {
+				if strings.Contains(e.Error, leak) {
+					t.Errorf("the answer %q shows %q", e.Error, leak)
+				}
+			}
+			if tc.internal && e.RequestID == "" {
+				t.Error("a server failure without a request id to quote")
+			}
+			if !tc.internal && e.Error != "a reason is required" {
+				t.Errorf("user error %q; want the broker's message", e.Error)
+			}
+		})
 	}
 }

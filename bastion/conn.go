@@ -14,36 +14,31 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/netx"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
-// userError is a failure whose msg is safe to show the user; err, if any, is
-// the internal cause for logs.
-type userError struct {
-	msg string
-	err error
-}
-
-func (e *userError) Error() string {
-	if e.err != nil {
-		return e.msg + ": " + e.err.Error()
-	}
-	return e.msg
-}
-
-func (e *userError) Unwrap() error { return e.err }
-
 // Causes of a connection's end.
 var (
-	errShutdown = &userError{msg: "postern: server shutting down"}
-	errIdle     = &userError{msg: "postern: idle timeout"}
-	errExpired  = &userError{msg: "postern: certificate or session expired"}
-	errRevoked  = &userError{msg: "postern: certificate revoked"}
+	errShutdown = endCause("shutdown", "server shutting down")
+	errIdle     = endCause("idle_timeout", "idle timeout")
+	errExpired  = endCause("expired", "certificate or session expired")
+	errRevoked  = endCause("revoked", "certificate revoked")
 )
 
 // ErrConnClosed is the cause of a channel's context when its outer
 // connection closed (the client left).
 var ErrConnClosed = errors.New("connection closed")
+
+// exitEnded is the exit status of a session postern ends (the status ssh
+// itself reports for a connection that ends: docs/exit-codes.md).
+const exitEnded = 255
+
+// endCause is why postern ends a connection: the sessions on it tell the
+// user ("postern: <msg>") and exit with exitEnded.
+func endCause(code, msg string) *usererr.Error {
+	return &usererr.Error{Code: code, Msg: msg, Global: true, Exit: exitEnded}
+}
 
 // maxChannelsPerConn caps the channels open at once on one connection.
 const maxChannelsPerConn int32 = 1024
@@ -155,10 +150,9 @@ func (c *serverConn) serve() {
 	c.cancel(ErrConnClosed)
 	c.chans.Wait()
 	cause := context.Cause(c.ctx)
-	var ue *userError
 	reason := "closed"
-	if errors.As(cause, &ue) {
-		reason = ue.msg
+	if ue := usererr.As(cause); ue != nil {
+		reason = ue.Msg
 	}
 	c.log.Info("connection end", "duration", time.Since(start).Round(time.Millisecond), "reason", reason)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/state"
 )
@@ -133,7 +134,7 @@ func TestConnectionEndsAtCertExpiry(t *testing.T) {
 }
 
 func TestMaxSessionEndsForward(t *testing.T) {
-	echo := startEcho(t)
+	echo := testutil.EchoServer(t)
 	f := newBX(t, bxOptions{})
 	cfg := devConfig(f.login, config.Target{Name: "echo", Kind: config.KindTCP, Address: echo})
 	cfg.Roles[0].MaxSession = config.Duration(500 * time.Millisecond)
@@ -237,7 +238,7 @@ func atoi(s string) int {
 }
 
 func TestChannelLimitPerConnection(t *testing.T) {
-	echo := startEcho(t)
+	echo := testutil.EchoServer(t)
 	f := newBX(t, bxOptions{})
 	f.srv.maxChans = 3
 	eng, err := policy.New(devConfig(f.login, config.Target{Name: "echo", Kind: config.KindTCP, Address: echo}))

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/policy"
 )
 
@@ -127,7 +128,7 @@ func TestForwardLoad(t *testing.T) {
 		payload  = 16 << 10
 		slackFDs = 0
 	)
-	echo := startEcho(t)
+	echo := testutil.EchoServer(t)
 	f := newBX(t, bxOptions{})
 	eng, err := policy.New(devConfig(f.login, config.Target{Name: "echo", Kind: config.KindTCP, Address: echo}))
 	if err != nil {
@@ -309,7 +310,7 @@ func BenchmarkSpliceSSH(b *testing.B) {
 // idle forward holds, as "B/forward". b.N is ignored beyond the first run.
 func BenchmarkIdleForwardMemory(b *testing.B) {
 	const n = 200
-	echo := startEcho(b)
+	echo := testutil.EchoServer(b)
 	f := newBX(b, bxOptions{})
 	eng, err := policy.New(devConfig(f.login, config.Target{Name: "echo", Kind: config.KindTCP, Address: echo}))
 	if err != nil {

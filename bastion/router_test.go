@@ -68,7 +68,7 @@ func newE2E(t *testing.T, extra ...config.Target) *e2e {
 	// bastion first, then the sshd, then install the policy with SetPolicy.
 	f := newBX(t, bxOptions{mod: func(o *Options) { o.Resolver = hostsResolver{} }})
 	sshd := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: []ssh.PublicKey{f.auth.User.PublicKey()}})
-	echo := startEcho(t)
+	echo := testutil.EchoServer(t)
 	targets := append([]config.Target{
 		passthroughTarget("sshd-1", sshd),
 		{Name: "web-9", Kind: config.KindSSH, Address: "127.0.0.1:1"},
@@ -310,7 +310,7 @@ func (r *staticResolver) LookupNetIP(_ context.Context, _, _ string) ([]netip.Ad
 // dialed, and a name resolving to one forbidden address is refused.
 func TestForwardOutsideInventory(t *testing.T) {
 	res := &staticResolver{addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
-	echo := startEcho(t)
+	echo := testutil.EchoServer(t)
 	_, ps, _ := net.SplitHostPort(echo)
 	port, _ := strconv.Atoi(ps)
 	f := newBX(t, bxOptions{mod: func(o *Options) { o.Resolver = res }})

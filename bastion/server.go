@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/state"
@@ -259,20 +260,10 @@ func loadHostKey(path string) (ssh.Signer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create host key directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		// Another replica or process generated it first: use theirs.
-		return loadHostKey(path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("write host key: %w", err)
-	}
-	if _, err := f.Write(pem.EncodeToMemory(block)); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write host key: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write host key: %w", err)
+	if err := atomicfile.Create(path, pem.EncodeToMemory(block), 0o600); errors.Is(err, fs.ErrExist) {
+		return loadHostKey(path) // another replica or process generated it first: use theirs
+	} else if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
 	}
 	return signer, nil
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -375,51 +374,6 @@ func openDirect(c *ssh.Client, host string, port int) (ssh.Channel, error) {
 	}
 	go ssh.DiscardRequests(reqs)
 	return ch, nil
-}
-
-// startEcho starts a TCP echo server on 127.0.0.1 and returns its address.
-// Each connection echoes until the client's EOF, then half-closes and
-// closes. Everything is closed and waited for when the test ends.
-func startEcho(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	conns := map[net.Conn]struct{}{}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			wg.Go(func() {
-				defer func() {
-					c.Close()
-					mu.Lock()
-					delete(conns, c)
-					mu.Unlock()
-				}()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			})
-		}
-	})
-	return ln.Addr().String()
 }
 
 func counterValue(t *testing.T, c prometheus.Collector) float64 {

@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/usererr"
 )
@@ -279,56 +280,17 @@ func generateKeyFile(path, algorithm string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := writeTemp(dir, filepath.Base(path), pem.EncodeToMemory(block), 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
+	if err := atomicfile.Create(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return readKeyFile(path)
+			return readKeyFile(path) // another replica generated it first
 		}
 		return nil, err
 	}
 	pub := keyLine(signer.PublicKey()) + " postern " + filepath.Base(path) + "\n"
-	tmpPub, err := writeTemp(dir, filepath.Base(path)+".pub", []byte(pub), 0o644)
-	if err != nil {
+	if err := atomicfile.Write(path+".pub", []byte(pub), 0o644); err != nil {
 		return nil, err
-	}
-	if err := os.Rename(tmpPub, path+".pub"); err != nil {
-		os.Remove(tmpPub)
-		return nil, err
-	}
-	if d, err := os.Open(dir); err == nil {
-		// Make the new names durable; a failure here loses nothing yet.
-		_ = d.Sync()
-		d.Close()
 	}
 	return signer, nil
-}
-
-// writeTemp writes data to a new hidden file in dir with the given mode,
-// synced to disk, and returns its path.
-func writeTemp(dir, base string, data []byte, mode os.FileMode) (string, error) {
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
 }
 
 // algorithmKeyType returns the SSH key type a generated key of algorithm

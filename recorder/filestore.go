@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/posternhq/postern/internal/atomicfile"
 )
 
 // FileStore is a Store in a local directory. Objects are files (mode 0600)
@@ -57,16 +59,11 @@ func (s *FileStore) Put(ctx context.Context, key string, r io.Reader, size int64
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".put-*")
+	tmp, err := atomicfile.New(p, 0o600)
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Close() // discards it unless committed
 	src := r
 	if _, ok := r.(*os.File); !ok {
 		src = ctxReader{ctx, r} // a local file is copied by the kernel where it can
@@ -78,26 +75,8 @@ func (s *FileStore) Put(ctx context.Context, key string, r io.Reader, size int64
 	if size >= 0 && n != size {
 		return fmt.Errorf("put %s: wrote %d bytes; want %d", key, n, size)
 	}
-	if err := tmp.Sync(); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -127,7 +106,7 @@ func (s *FileStore) Adopt(ctx context.Context, key, path string) error {
 		}
 		return fmt.Errorf("adopt %s: %w", key, err)
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // ctxReader stops a copy when ctx is done.

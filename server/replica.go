@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/state"
 )
 
@@ -47,28 +48,12 @@ func ReplicaID(dataDir string) (string, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", fmt.Errorf("create data directory: %w", err)
 	}
-	// Written to a temporary file, then linked into place: of two processes
-	// starting on one data directory, the second reads the first one's
-	// complete name, never a partial file.
-	tmp, err := os.CreateTemp(dataDir, replicaIDFile+".*")
-	if err != nil {
-		return "", fmt.Errorf("create replica id: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, werr := tmp.WriteString(id + "\n")
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return "", fmt.Errorf("write replica id: %w", werr)
-	}
-	if err := os.Link(tmp.Name(), path); errors.Is(err, fs.ErrExist) {
+	// Linked into place complete: of two processes starting on one data
+	// directory, the second reads the first one's whole name.
+	if err := atomicfile.Create(path, []byte(id+"\n"), 0o600); errors.Is(err, fs.ErrExist) {
 		return ReplicaID(dataDir)
 	} else if err != nil {
-		return "", fmt.Errorf("create replica id: %w", err)
+		return "", fmt.Errorf("replica id: %w", err)
 	}
 	return id, nil
 }

@@ -24,12 +24,7 @@ const (
 // names no exit status), anything else a plain denial.
 func approvalUserError(err error) *usererr.Error {
 	if ue := usererr.As(err); ue != nil {
-		if ue.Exit == 0 {
-			c := *ue
-			c.Exit = ExitDenied
-			return &c
-		}
-		return ue
+		return withExit(ue, ExitDenied)
 	}
 	return &usererr.Error{Msg: "command not allowed", Code: "denied", Exit: ExitDenied, Err: err}
 }

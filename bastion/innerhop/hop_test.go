@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/sshdtest"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/state"
 )
 
@@ -233,7 +232,7 @@ func TestInnerHopConnectionLost(t *testing.T) {
 }
 
 func TestInnerHopLocalForward(t *testing.T) {
-	echo := startEchoServer(t)
+	echo := testutil.EchoServer(t)
 	for _, allowed := range []bool{true, false} {
 		t.Run(map[bool]string{true: "allowed", false: "denied"}[allowed], func(t *testing.T) {
 			f := newHopFixture(t, fixtureOpts{forwarding: config.Forwarding{Local: allowed}})
@@ -254,28 +253,6 @@ func TestInnerHopLocalForward(t *testing.T) {
 			}
 		})
 	}
-}
-
-// startEchoServer runs a TCP echo server on 127.0.0.1 and returns its address.
-func startEchoServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 func TestInnerHopSFTP(t *testing.T) {

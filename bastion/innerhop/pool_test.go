@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/posternhq/postern/internal/testutil"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/certs"
@@ -41,7 +43,7 @@ func reuseTarget(t *testing.T, f *hopFixture) (*sshdtest.Server, *cutProxy) {
 
 // reuseCount returns postern_upstream_reuse_total{result}.
 func reuseCount(f *hopFixture, result string) int {
-	return int(testutil.ToFloat64(f.hop.metrics.reuse.WithLabelValues(result)))
+	return int(promtest.ToFloat64(f.hop.metrics.reuse.WithLabelValues(result)))
 }
 
 // wantAccepted checks how many connections (logins) the proxy accepted.
@@ -216,7 +218,7 @@ func (r *revocationFlag) IsRevoked(context.Context, uint64) (bool, error) {
 // port, whose session was ended by policy, or whose certificate was revoked
 // mid-session does not give its login back; the next hop logs in afresh.
 func TestUpstreamReuseDirtyHopsCloseTheLogin(t *testing.T) {
-	echo := startEchoServer(t)
+	echo := testutil.EchoServer(t)
 	tests := []struct {
 		name string
 		opts fixtureOpts

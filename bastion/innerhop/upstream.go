@@ -401,10 +401,12 @@ func (c *hopConn) serveFailure(first ssh.NewChannel, chans <-chan ssh.NewChannel
 	}
 }
 
+// asHopUserError is the user-visible cause of a session's end: the one in
+// err's chain (ExitUpstreamFailed if it names no exit status), else "session
+// terminated".
 func asHopUserError(err error) *usererr.Error {
-	var ue *usererr.Error
-	if errors.As(err, &ue) {
-		return ue
+	if ue := usererr.As(err); ue != nil {
+		return withExit(ue, ExitUpstreamFailed)
 	}
 	return &usererr.Error{Msg: "session terminated", Code: "terminated", Exit: ExitUpstreamFailed, Err: err}
 }
@@ -937,4 +939,14 @@ func relayRequests(reqs <-chan *ssh.Request, dst ssh.Channel) {
 			_ = req.Reply(ok && err == nil, nil)
 		}
 	}
+}
+
+// withExit returns ue, or a copy of it with exit if it names no exit status.
+func withExit(ue *usererr.Error, exit int) *usererr.Error {
+	if ue.Exit != 0 {
+		return ue
+	}
+	c := *ue
+	c.Exit = exit
+	return &c
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/atomicfile"
 )
 
 // File names inside a profile directory.
@@ -239,7 +240,7 @@ func loadOrCreateKey(dir, comment string) (ssh.Signer, error) {
 			return nil, fmt.Errorf("parse key %s (remove it to generate a new one): %w", path, perr)
 		}
 		// Rewrite the public half in case it was lost.
-		if err := writeFileAtomic(filepath.Join(dir, PublicKeyFileName), authorizedKey(s.PublicKey(), comment), 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, PublicKeyFileName), authorizedKey(s.PublicKey(), comment), 0o644); err != nil {
 			return nil, err
 		}
 		return s, nil
@@ -254,7 +255,7 @@ func loadOrCreateKey(dir, comment string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode key: %w", err)
 	}
-	switch err := writeFileExclusive(path, pem.EncodeToMemory(blk), 0o600); {
+	switch err := atomicfile.Create(path, pem.EncodeToMemory(blk), 0o600); {
 	case errors.Is(err, os.ErrExist):
 		// Another login in this profile generated one first: use it, so the
 		// certificates both logins write are for the same key.
@@ -266,7 +267,7 @@ func loadOrCreateKey(dir, comment string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load generated key: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, PublicKeyFileName), authorizedKey(s.PublicKey(), comment), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, PublicKeyFileName), authorizedKey(s.PublicKey(), comment), 0o644); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -279,59 +280,6 @@ func authorizedKey(pub ssh.PublicKey, comment string) []byte {
 		line += " " + comment
 	}
 	return []byte(line + "\n")
-}
-
-// writeFileExclusive writes data to path complete or not at all, and only
-// if path does not exist yet (an error wrapping os.ErrExist otherwise).
-func writeFileExclusive(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
-// writeFileAtomic writes data to a temporary file in the same directory and
-// renames it over path, so readers never see a partial file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp) // no-op once renamed
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
-// writeTemp writes data, synced, with mode perm to a new temporary file
-// beside path and returns its name.
-func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("write %s: %w", path, err)
-	}
-	return tmp, nil
 }
 
 // profileInput is what writeProfile needs to lay out a profile.
@@ -389,10 +337,10 @@ func writeProfile(p *Profile, in profileInput) error {
 	p.ValidBefore = certValidBefore(in.cert)
 
 	line := strings.TrimSpace(in.certLine) + "\n"
-	if err := writeFileAtomic(p.CertFile, []byte(line), 0o644); err != nil {
+	if err := atomicfile.Write(p.CertFile, []byte(line), 0o644); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(p.KnownHosts, kh, 0o644); err != nil {
+	if err := atomicfile.Write(p.KnownHosts, kh, 0o644); err != nil {
 		return err
 	}
 	return writeProfileConfig(p)
@@ -400,7 +348,7 @@ func writeProfile(p *Profile, in profileInput) error {
 
 // writeProfileConfig writes p's ssh_config and profile.json.
 func writeProfileConfig(p *Profile) error {
-	if err := writeFileAtomic(p.SSHConfig, sshConfig(p), 0o644); err != nil {
+	if err := atomicfile.Write(p.SSHConfig, sshConfig(p), 0o644); err != nil {
 		return err
 	}
 	pf := profileFile{
@@ -412,7 +360,7 @@ func writeProfileConfig(p *Profile) error {
 	if err != nil {
 		return fmt.Errorf("encode profile: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(p.Dir, ProfileFileName), append(b, '\n'), 0o644)
+	return atomicfile.Write(filepath.Join(p.Dir, ProfileFileName), append(b, '\n'), 0o644)
 }
 
 // certValidBefore converts the certificate's valid_before, where the maximum

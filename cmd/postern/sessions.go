@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/posternhq/postern/certs/login"
+	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/players"
 )
 
@@ -181,17 +181,12 @@ including Debian's asciinema 2.2; v3 needs asciinema 3 or asciinema-player 3.10+
 
 // exportToFile downloads into a temporary file beside out and renames it
 // into place, so an interrupted download never leaves a partial cast.
-func exportToFile(cmd *cobra.Command, g *globalFlags, c *players.Client, id, out string, version int) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp*")
+func exportToFile(cmd *cobra.Command, g *globalFlags, c *players.Client, id, out string, version int) error {
+	f, err := atomicfile.New(out, 0o600)
 	if err != nil {
 		return fmt.Errorf("create output: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
+	defer f.Close() // discards it unless committed
 	var progress func(done, total int64)
 	if isTerminal(g.stderr) {
 		progress = newProgressBar(g.stderr)
@@ -202,13 +197,7 @@ func exportToFile(cmd *cobra.Command, g *globalFlags, c *players.Client, id, out
 	if progress != nil {
 		fmt.Fprintln(g.stderr)
 	}
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("write %s: %w", out, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", out, err)
-	}
-	if err := os.Rename(f.Name(), out); err != nil {
+	if err := f.Commit(); err != nil {
 		return fmt.Errorf("write %s: %w", out, err)
 	}
 	fmt.Fprintf(g.stderr, "wrote %s\n", out)

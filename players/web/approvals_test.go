@@ -18,6 +18,7 @@ import (
 	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/certs/devidp/devidptest"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/internal/playtest"
 	"github.com/posternhq/postern/state"
@@ -82,11 +83,13 @@ func (f *fakeApprovals) Decide(_ context.Context, id string, approver certs.Iden
 	a, ok := f.reqs[id]
 	switch {
 	case !ok:
-		return errors.New("no such approval request")
+		return usererr.New("not_found", "no such approval request")
 	case a.Status != state.ApprovalPending:
-		return errors.New("approval already decided")
+		return usererr.New("already_decided", "approval already decided")
 	case a.Requester == approver.Username:
-		return errors.New("you cannot decide your own request")
+		return usererr.New("self_approval", "you cannot decide your own request")
+	case id == internalFailureID:
+		return errors.New("store: disk I/O error at /var/lib/postern/state.db")
 	}
 	a.Votes = append(a.Votes, state.Vote{By: approver.Username, Approve: approve, Reason: reason, Via: "web", Time: time.Now()})
 	a.Status, a.DecidedBy, a.Note, a.Decided = state.ApprovalDenied, approver.Username, reason, time.Now()
@@ -408,16 +411,26 @@ func TestUIApprovalsDecide(t *testing.T) {
 	}
 }
 
+// internalFailureID is a request whose decision fails inside the store.
+const internalFailureID = "01JPENDINGFAIL00000000000A"
+
 func TestUIApprovalsDecideError(t *testing.T) {
 	f := newApprovalsFixture(t, true)
 	c := f.browser(t)
 	const selfPath = "/ui/approvals/01JPENDINGSELF00000000000A"
+	now := time.Now()
+	f.fake.add(state.Approval{ID: internalFailureID, Kind: state.ApprovalCommand, Status: state.ApprovalPending,
+		Requester: "bob@example.com", Target: "web-2", Login: "root", Command: "uptime", Rule: "uptime", Required: 1,
+		Created: now.Add(-10 * time.Second), Expires: now.Add(time.Hour)})
 	_, body := f.loginAt(t, c, selfPath)
 	tok := csrfToken(t, body)
 
 	for _, tc := range []struct{ path, want string }{
 		{selfPath, "you cannot decide your own request"},
 		{"/ui/approvals/01JAPPROVEDOLD0000000000AA", "approval already decided"},
+		// A failure that is not the approver's to read: a generic message,
+		// nothing of the store's error.
+		{"/ui/approvals/" + internalFailureID, "the decision could not be recorded; try again"},
 	} {
 		resp := postForm(t, c, f.srv.URL+tc.path+"/approve", url.Values{"csrf": {tok}}, "")
 		if resp.StatusCode != http.StatusSeeOther {
@@ -427,9 +440,12 @@ func TestUIApprovalsDecideError(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, tc.want) || !strings.Contains(body, "flash-error") {
 			t.Errorf("%s: got %d; want the page with %q shown as an error", tc.path, resp.StatusCode, tc.want)
 		}
+		if strings.Contains(body, "disk I/O") || strings.Contains(body, "state.db") {
+			t.Errorf("%s: the page shows the store's error", tc.path)
+		}
 	}
-	if n := len(f.fake.decisions()); n != 2 {
-		t.Errorf("Decide called %d times; want 2", n)
+	if n := len(f.fake.decisions()); n != 3 {
+		t.Errorf("Decide called %d times; want 3", n)
 	}
 	if a, _ := f.fake.Get(context.Background(), "01JPENDINGSELF00000000000A"); a.Status != state.ApprovalPending {
 		t.Errorf("self-approval changed the request to %s", a.Status)

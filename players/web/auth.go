@@ -22,6 +22,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/usererr"
 )
@@ -103,20 +104,10 @@ func LoadCookieKey(path string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("write cookie key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		// Another process created it first: use theirs.
-		return LoadCookieKey(path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("write cookie key: %w", err)
-	}
-	if _, err := f.Write(key); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write cookie key: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write cookie key: %w", err)
+	if err := atomicfile.Create(path, key, 0o600); errors.Is(err, os.ErrExist) {
+		return LoadCookieKey(path) // another process created it first: use theirs
+	} else if err != nil {
+		return nil, fmt.Errorf("cookie key: %w", err)
 	}
 	return key, nil
 }
