@@ -25,14 +25,15 @@ web: ## build the web UI's player assets (asciinema-player and playwright-core f
 	  cd players/web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs; \
 	else echo "npm not found: the web UI says 'player assets not built' and the browser tests skip"; fi
 
-test: tools web ## run the whole test suite (needs the packages .ci/run installs)
-	$(GO) test $(TEST_FLAGS) ./...
+test: tools web build ## run the whole test suite (needs the packages .ci/run installs)
+	POSTERN_BIN=$(CURDIR)/$(BIN)/postern $(GO) test $(TEST_FLAGS) ./...
 
 test-short: ## the quick subset: -short skips the slowest end-to-end tests
 	$(GO) test -short -count=1 ./...
 
-vet: ## go vet and gofmt check
+vet: ## go vet, gofmt and go mod tidy checks
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 bench: build ## postern vs OpenSSH side by side; writes bench/results/latest.{md,json} (never part of `make test`)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
@@ -148,12 +149,12 @@ func NewBroker(opts Options) (*Broker, error) {
 		Help: "Approval requests decided, by status (approved, denied, timed_out, canceled)."}, []string{"status"})
 	b.notifyErr = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_approval_notify_failures_total",
 		Help: "Notifications that could not be delivered, by channel."}, []string{"channel"})
-	if opts.Metrics != nil {
-		for _, c := range []prometheus.Collector{b.requests, b.decisions, b.notifyErr} {
-			if err := opts.Metrics.Register(c); err != nil {
-				return nil, fmt.Errorf("register approval metrics: %w", err)
-			}
-		}
+	r := &promx.Registrar{Reg: opts.Metrics}
+	b.requests = promx.Add(r, b.requests)
+	b.decisions = promx.Add(r, b.decisions)
+	b.notifyErr = promx.Add(r, b.notifyErr)
+	if r.Err != nil {
+		return nil, fmt.Errorf("approvals: %w", r.Err)
 	}
 	b.subDone = make(chan struct{})
 	if opts.Notify != nil && opts.Subscribe != nil {

@@ -1,8 +1,7 @@
 package bastion
 
 import (
-	"errors"
-
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,53 +21,37 @@ type metrics struct {
 // A collector already registered (a second Server on the same registry) is
 // shared.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	var errs []error
+	r := &promx.Registrar{Reg: reg}
 	m := &metrics{
-		connections: register(reg, &errs, prometheus.NewCounter(prometheus.CounterOpts{
+		connections: promx.Add(r, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "postern_connections_total", Help: "SSH connections accepted by the bastion.",
 		})),
-		connectionsOpen: register(reg, &errs, prometheus.NewGauge(prometheus.GaugeOpts{
+		connectionsOpen: promx.Add(r, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "postern_connections_active", Help: "SSH connections open on the bastion.",
 		})),
-		connsRefused: register(reg, &errs, prometheus.NewCounterVec(prometheus.CounterOpts{
+		connsRefused: promx.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postern_connections_refused_total",
 			Help: "SSH connections refused before the handshake, by reason (limit_global, limit_source, penalty, shutdown).",
 		}, []string{"reason"})),
-		authFailures: register(reg, &errs, prometheus.NewCounterVec(prometheus.CounterOpts{
+		authFailures: promx.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postern_auth_failures_total", Help: "Failed SSH authentications, by reason code.",
 		}, []string{"reason"})),
-		penalties: register(reg, &errs, prometheus.NewCounter(prometheus.CounterOpts{
+		penalties: promx.Add(r, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "postern_auth_penalties_total",
 			Help: "Penalties started: a source refused at accept after repeated failed authentications.",
 		})),
-		channels: register(reg, &errs, prometheus.NewCounterVec(prometheus.CounterOpts{
+		channels: promx.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postern_channels_total",
 			Help: "SSH channel open requests on the bastion, by channel type and outcome (open, denied, failed).",
 		}, []string{"type", "outcome"})),
 	}
-	fwd := register(reg, &errs, prometheus.NewCounterVec(prometheus.CounterOpts{
+	fwd := promx.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "postern_forwarded_bytes_total",
 		Help: "Bytes spliced by forwards, by direction (up: client to destination, down: destination to client).",
 	}, []string{"direction"}))
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	m.bytesUp, m.bytesDown = fwd.WithLabelValues("up"), fwd.WithLabelValues("down")
 	return m, nil
-}
-
-func register[T prometheus.Collector](reg prometheus.Registerer, errs *[]error, c T) T {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing
-			}
-		}
-		*errs = append(*errs, err)
-	}
-	return c
 }

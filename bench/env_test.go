@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -158,29 +157,6 @@ func (e *env) userCert(pub ssh.PublicKey) *ssh.Certificate {
 	return cert
 }
 
-// posternBinary returns $POSTERN_BIN or builds cmd/postern.
-func posternBinary(t *testing.T) string {
-	if p := os.Getenv("POSTERN_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("POSTERN_BIN=%s: %v", p, err)
-		}
-		return p
-	}
-	bin := filepath.Join(t.TempDir(), "postern")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/postern")
-	cmd.Dir = testutil.RepoRoot(t)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build postern: %v\n%s", err, out)
-	}
-	return bin
-}
-
-var posternBin struct {
-	once sync.Once
-	path string
-}
-
 // config returns the YAML configuration of a postern instance: recorded
 // (web-rec-*), unrecorded (web-plain-*) and passthrough (web-pass-*) ssh
 // targets per cipher, tcp sources, a command target running true, and the
@@ -230,7 +206,6 @@ func (e *env) config(dataDir string) string {
 // waits for its "postern serving" line.
 func (e *env) startPostern(name string) *postern {
 	e.t.Helper()
-	posternBin.once.Do(func() { posternBin.path = posternBinary(e.t) })
 	p := &postern{dataDir: filepath.Join(e.dir, "postern-"+name)}
 	cfg := filepath.Join(e.dir, name+".yaml")
 	if err := os.WriteFile(cfg, []byte(e.config(p.dataDir)), 0o600); err != nil {
@@ -240,7 +215,7 @@ func (e *env) startPostern(name string) *postern {
 	if g := os.Getenv("POSTERN_BENCH_GOGC"); g != "" {
 		env = append(env, "GOGC="+g)
 	}
-	p.proc = testutil.Start(e.t, posternBin.path, []string{"serve", "--config", cfg, "--log-format", "json", "--log-level", "warn"},
+	p.proc = testutil.Start(e.t, testutil.PosternBinary(e.t), []string{"serve", "--config", cfg, "--log-format", "json", "--log-level", "warn"},
 		testutil.Env(env...))
 	// The serving line is logged at info; with warn the port comes from the
 	// listening socket instead.

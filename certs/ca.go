@@ -325,6 +325,8 @@ func rsaBits(pub ssh.PublicKey) int {
 // postern presents to targets.
 type Authority struct {
 	User, Host, Target *CA
+	// Now is the clock certificates are issued by; time.Now if nil.
+	Now func() time.Time
 }
 
 // LoadAuthority loads (or on first start generates) the three CAs named user,
@@ -358,30 +360,12 @@ func (a *Authority) HostCALine() string {
 // SignHost returns a host certificate for pub from the host CA, valid for the
 // given principals (host names) from one minute ago until ttl from now.
 func (a *Authority) SignHost(pub ssh.PublicKey, principals []string, ttl time.Duration) (*ssh.Certificate, error) {
-	if len(principals) == 0 || slices.Contains(principals, "") {
-		return nil, errors.New("sign host certificate: no principals")
+	id := ""
+	if len(principals) > 0 {
+		id = "postern:host:" + principals[0]
 	}
-	if ttl <= 0 {
-		return nil, errors.New("sign host certificate: lifetime must be positive")
-	}
-	now := time.Now()
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	cert := &ssh.Certificate{
-		Key:             pub,
-		Serial:          serial,
-		CertType:        ssh.HostCert,
-		KeyId:           "postern:host:" + principals[0],
-		ValidPrincipals: slices.Clone(principals),
-		ValidAfter:      unixTime(now.Add(-certBackdate)),
-		ValidBefore:     unixTime(now.Add(ttl)),
-	}
-	if err := sign(cert, a.Host); err != nil {
-		return nil, fmt.Errorf("sign host certificate: %w", err)
-	}
-	return cert, nil
+	return a.Sign(pub, SignOptions{CA: a.Host, Type: ssh.HostCert, KeyID: id, Principals: principals,
+		TTL: ttl, Backdate: certBackdate})
 }
 
 // SignTarget returns a user certificate from the target CA that lets postern
@@ -390,48 +374,9 @@ func (a *Authority) SignHost(pub ssh.PublicKey, principals []string, ttl time.Du
 // target whose clock is off by that much still accepts it), with permit-pty
 // and permit-port-forwarding and nothing else.
 func (a *Authority) SignTarget(pub ssh.PublicKey, login, keyID string, ttl time.Duration) (*ssh.Certificate, error) {
-	if login == "" {
-		return nil, errors.New("sign target certificate: empty login")
-	}
-	if ttl <= 0 {
-		return nil, errors.New("sign target certificate: lifetime must be positive")
-	}
-	now := time.Now()
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	cert := &ssh.Certificate{
-		Key:             pub,
-		Serial:          serial,
-		CertType:        ssh.UserCert,
-		KeyId:           keyID,
-		ValidPrincipals: []string{login},
-		ValidAfter:      unixTime(now.Add(-targetClockSkew)),
-		ValidBefore:     unixTime(now.Add(ttl + targetClockSkew)),
-		Permissions: ssh.Permissions{Extensions: map[string]string{
-			"permit-pty":             "",
-			"permit-port-forwarding": "",
-		}},
-	}
-	if err := sign(cert, a.Target); err != nil {
-		return nil, fmt.Errorf("sign target certificate: %w", err)
-	}
-	return cert, nil
-}
-
-func sign(cert *ssh.Certificate, ca *CA) error {
-	if ca.signer == nil {
-		return fmt.Errorf("%s CA was opened without its private key", ca.name)
-	}
-	return cert.SignCert(rand.Reader, ca.signer)
-}
-
-func unixTime(t time.Time) uint64 {
-	if t.Unix() < 0 {
-		return 0
-	}
-	return uint64(t.Unix())
+	return a.Sign(pub, SignOptions{CA: a.Target, Type: ssh.UserCert, KeyID: keyID, Principals: []string{login},
+		TTL: ttl, Backdate: targetClockSkew, Slack: targetClockSkew,
+		Extensions: map[string]string{"permit-pty": "", "permit-port-forwarding": ""}})
 }
 
 // newSerial returns a random non-zero serial number.

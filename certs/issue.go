@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
@@ -180,32 +181,13 @@ func NewIssuer(opts IssuerOptions) (*Issuer, error) {
 		Name: "postern_cert_requests_failed_total",
 		Help: "Certificate requests refused, by error code.",
 	}, []string{"code"})
-	if opts.Metrics != nil {
-		var err error
-		if i.issued, err = register(opts.Metrics, i.issued); err != nil {
-			return nil, err
-		}
-		if i.failed, err = register(opts.Metrics, i.failed); err != nil {
-			return nil, err
-		}
+	r := &promx.Registrar{Reg: opts.Metrics} // two issuers on one registry share their counters
+	i.issued = promx.Add(r, i.issued)
+	i.failed = promx.Add(r, i.failed)
+	if r.Err != nil {
+		return nil, fmt.Errorf("certs: %w", r.Err)
 	}
 	return i, nil
-}
-
-// register registers c, or returns the identical collector already registered
-// (two issuers on one registry share their counters).
-func register(r prometheus.Registerer, c *prometheus.CounterVec) (*prometheus.CounterVec, error) {
-	err := r.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-			return existing, nil
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("certs: register metrics: %w", err)
-	}
-	return c, nil
 }
 
 // issuance is the state one request carries through the pipeline.
@@ -414,10 +396,6 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // stepSign builds and signs the certificate with the user CA.
 func (i *Issuer) stepSign(_ context.Context, is *issuance) error {
-	serial, err := newSerial()
-	if err != nil {
-		return err
-	}
 	ext := map[string]string{IdentityExtension: EncodeIdentity(is.id)}
 	if is.grant.PermitPTY {
 		ext["permit-pty"] = ""
@@ -431,18 +409,11 @@ func (i *Issuer) stepSign(_ context.Context, is *issuance) error {
 	if is.grant.PermitX11Forwarding {
 		ext["permit-X11-forwarding"] = ""
 	}
-	cert := &ssh.Certificate{
-		Key:             is.req.PublicKey,
-		Serial:          serial,
-		CertType:        ssh.UserCert,
-		KeyId:           fmt.Sprintf("postern:%s:%s:%d", is.id.Issuer, is.id.Username, serial),
-		ValidPrincipals: is.principals,
-		ValidAfter:      unixTime(is.now.Add(-certBackdate)),
-		ValidBefore:     unixTime(is.now.Add(is.ttl)),
-		Permissions:     ssh.Permissions{Extensions: ext},
-	}
-	if err := sign(cert, i.authority.User); err != nil {
-		return fmt.Errorf("sign user certificate: %w", err)
+	cert, err := i.authority.Sign(is.req.PublicKey, SignOptions{CA: i.authority.User, Type: ssh.UserCert,
+		KeyID: fmt.Sprintf("postern:%s:%s", is.id.Issuer, is.id.Username), SerialInKeyID: true,
+		Principals: is.principals, TTL: is.ttl, Backdate: certBackdate, Extensions: ext, Now: is.now})
+	if err != nil {
+		return err
 	}
 	is.cert = cert
 	return nil

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/internal/usererr"
 )
 
@@ -223,19 +224,10 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOpti
 		Name: "postern_token_verifications_total",
 		Help: "OIDC token verifications by configured issuer name and result (ok or an error code).",
 	}, []string{"issuer", "result"})
-	if opts.Metrics != nil {
-		if err := opts.Metrics.Register(v.results); err != nil {
-			// Several Verifiers (e.g. after a reload) share one counter.
-			var are prometheus.AlreadyRegisteredError
-			existing, ok := (*prometheus.CounterVec)(nil), false
-			if errors.As(err, &are) {
-				existing, ok = are.ExistingCollector.(*prometheus.CounterVec)
-			}
-			if !ok {
-				return nil, fmt.Errorf("register token verification metric: %w", err)
-			}
-			v.results = existing
-		}
+	// Several Verifiers (e.g. after a reload) share one counter.
+	var err error
+	if v.results, err = promx.Register(opts.Metrics, v.results); err != nil {
+		return nil, fmt.Errorf("token verification metric: %w", err)
 	}
 	return v, nil
 }

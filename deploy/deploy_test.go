@@ -148,7 +148,7 @@ func TestImageBinaryStatic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cmd/postern")
 	}
-	f, err := elf.Open(posternBinary(t))
+	f, err := elf.Open(testutil.PosternBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}

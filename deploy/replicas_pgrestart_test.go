@@ -9,6 +9,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/pgtest"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/state"
 )
 
@@ -21,7 +22,7 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and a postern replica")
 	}
-	posternBinary(t)
+	testutil.PosternBinary(t)
 	srv := pgtest.Start(t) // its own server: this test kills it
 	c := &cluster{stateURL: srv.PasswordDSN(srv.NewDB(t)), storage: t.TempDir(), caDir: t.TempDir()}
 	auth, err := certs.LoadAuthority(config.CAs{}, c.caDir)

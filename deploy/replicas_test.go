@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,40 +38,8 @@ import (
 
 func TestMain(m *testing.M) {
 	code := pgtest.RunMain(m)
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testutil.RemovePosternBinary()
 	os.Exit(code)
-}
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
-)
-
-// posternBinary builds cmd/postern once per test binary, the way the
-// Dockerfile does (static, CGO_ENABLED=0, -trimpath).
-func posternBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "postern-deploy-")
-		if buildErr != nil {
-			return
-		}
-		buildBin = filepath.Join(buildDir, "postern")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", buildBin, "./cmd/postern")
-		cmd.Dir = testutil.RepoRoot(t)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildBin
 }
 
 // cluster is the shared part of a deployment.
@@ -88,7 +55,7 @@ func newCluster(t *testing.T) *cluster {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and two postern replicas")
 	}
-	posternBinary(t)
+	testutil.PosternBinary(t)
 	srv := pgtest.Shared(t)
 	c := &cluster{stateURL: srv.PasswordDSN(srv.NewDB(t)), storage: t.TempDir(), caDir: t.TempDir()}
 	// The CA keys are made once, as an operator would, and given to every replica.
@@ -155,7 +122,7 @@ var servingLine = regexp.MustCompile(`"msg":"postern serving".*`)
 func (r *replica) run() {
 	t := r.t
 	t.Helper()
-	r.proc = testutil.Start(t, posternBinary(t), []string{"serve", "--config", r.config, "--log-format", "json"},
+	r.proc = testutil.Start(t, testutil.PosternBinary(t), []string{"serve", "--config", r.config, "--log-format", "json"},
 		testutil.Env(r.env...))
 	line := r.proc.WaitLine(t, servingLine, 60*time.Second)
 	var serving struct{ SSH, HTTP string }
@@ -312,7 +279,7 @@ func TestReplicasRevocationOnBBlocksA(t *testing.T) {
 	if err := a.canLogIn(signer); err != nil {
 		t.Fatalf("login on A before revocation: %v", err)
 	}
-	out, err := exec.Command(posternBinary(t), "ca", "revoke", strconv.FormatUint(serial, 10),
+	out, err := exec.Command(testutil.PosternBinary(t), "ca", "revoke", strconv.FormatUint(serial, 10),
 		"--reason", "ha test", "--config", b.config).CombinedOutput()
 	if err != nil {
 		t.Fatalf("postern ca revoke through B's config: %v\n%s", err, out)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
@@ -77,16 +78,18 @@ type API struct {
 }
 
 // NewAPI returns the sessions API handler; mount it at /v1/sessions and
-// /v1/sessions/. It panics if opts.Metrics already holds its counter (a
-// programming error, like http.ServeMux on a duplicate pattern).
+// /v1/sessions/. Two APIs on one registry share their counter; it panics if
+// opts.Metrics holds a different collector of the same name (a programming
+// error, like http.ServeMux on a duplicate pattern).
 func NewAPI(opts APIOptions) *API {
 	a := &API{opts: opts, log: opts.Log, now: opts.Now}
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "postern_sessions_api_requests_total",
 		Help: "Requests to the sessions API, by route (list, show, cast, follow) and HTTP status.",
 	}, []string{"route", "code"})
-	if opts.Metrics != nil {
-		opts.Metrics.MustRegister(a.requests)
+	var err error
+	if a.requests, err = promx.Register(opts.Metrics, a.requests); err != nil {
+		panic(err) // a conflicting collector of the same name: a programming error
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)

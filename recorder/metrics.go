@@ -1,9 +1,9 @@
 package recorder
 
 import (
-	"errors"
 	"fmt"
 
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -30,34 +30,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "postern_recording_dropped_bytes_total", Help: "Terminal bytes dropped because a recording buffer was full (drop policy).",
 		}),
 	}
-	if reg == nil {
-		return m, nil
+	r := &promx.Registrar{Reg: reg}
+	m.bytes = promx.Add(r, m.bytes)
+	m.active = promx.Add(r, m.active)
+	m.errors = promx.Add(r, m.errors)
+	m.dropped = promx.Add(r, m.dropped)
+	if r.Err != nil {
+		return nil, fmt.Errorf("recorder metrics: %w", r.Err)
 	}
-	var err error
-	m.bytes, err = register(reg, m.bytes)
-	if err == nil {
-		m.active, err = register(reg, m.active)
-	}
-	if err == nil {
-		m.errors, err = register(reg, m.errors)
-	}
-	if err == nil {
-		m.dropped, err = register(reg, m.dropped)
-	}
-	return m, err
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (several recorders may share a registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register recorder metrics: %w", err)
-	}
-	return c, nil
+	return m, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/state"
 )
 
@@ -170,7 +171,7 @@ func New(opts Options) (*Recorder, error) {
 		l.SetLogger(r.log.With("component", "storage"))
 	}
 	if c, ok := opts.Store.(prometheus.Collector); ok && opts.Metrics != nil {
-		if _, err := register(opts.Metrics, c); err != nil {
+		if _, err := promx.Register(opts.Metrics, c); err != nil {
 			return nil, err
 		}
 	}

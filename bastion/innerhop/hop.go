@@ -20,6 +20,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/guardrails"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/recorder"
@@ -645,35 +646,16 @@ func newHopMetrics(reg prometheus.Registerer) (*hopMetrics, error) {
 			Help: "Sessions whose recording failed to start or failed mid-session.",
 		}),
 	}
-	if reg == nil {
-		m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
-		return m, nil
-	}
-	var err error
-	m.sessions = registerOrExisting(reg, m.sessions, &err)
-	m.active = registerOrExisting(reg, m.active, &err)
-	m.bytes = registerOrExisting(reg, m.bytes, &err)
-	m.upstream = registerOrExisting(reg, m.upstream, &err)
-	m.reuse = registerOrExisting(reg, m.reuse, &err)
-	m.recErr = registerOrExisting(reg, m.recErr, &err)
-	if err != nil {
-		return nil, fmt.Errorf("inner hop metrics: %w", err)
+	r := &promx.Registrar{Reg: reg}
+	m.sessions = promx.Add(r, m.sessions)
+	m.active = promx.Add(r, m.active)
+	m.bytes = promx.Add(r, m.bytes)
+	m.upstream = promx.Add(r, m.upstream)
+	m.reuse = promx.Add(r, m.reuse)
+	m.recErr = promx.Add(r, m.recErr)
+	if r.Err != nil {
+		return nil, fmt.Errorf("inner hop metrics: %w", r.Err)
 	}
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	return m, nil
-}
-
-// registerOrExisting registers c, or returns the collector already
-// registered under the same name (several InnerHops on one registry).
-func registerOrExisting[C prometheus.Collector](reg prometheus.Registerer, c C, errp *error) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		*errp = errors.Join(*errp, err)
-	}
-	return c
 }

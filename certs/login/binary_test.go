@@ -20,7 +20,7 @@ import (
 func TestEndToEndDexBinary(t *testing.T) {
 	e := startDexE2E(t)
 	b, d, tokenFile, tg, principals := e.bastion, e.dex, e.tokenFile, e.target, alicePrincipals
-	bin := buildPostern(t)
+	bin := testutil.PosternBinary(t)
 	dir := filepath.Join(t.TempDir(), "profile")
 	run := func(args ...string) (stdout, stderr string, code int) {
 		t.Helper()
@@ -75,16 +75,4 @@ func TestEndToEndDexBinary(t *testing.T) {
 	if strings.Contains(errs, mallory) {
 		t.Error("the token was printed")
 	}
-}
-
-// buildPostern builds the postern binary into a test directory.
-func buildPostern(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "postern")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/postern")
-	cmd.Dir = testutil.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/postern: %v\n%s", err, out)
-	}
-	return bin
 }

@@ -17,17 +17,6 @@ import (
 	"github.com/posternhq/postern/recorder"
 )
 
-// buildPostern builds the postern binary once per test run.
-func buildPostern(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "postern")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // servingLine matches the JSON log line that names the bound addresses.
 var servingLine = regexp.MustCompile(`"msg":"postern serving".*`)
 
@@ -39,7 +28,7 @@ func TestDevTour(t *testing.T) {
 		t.Skip("end-to-end: starts postern and runs ssh")
 	}
 	testutil.Need(t, "ssh", "asciinema")
-	bin := buildPostern(t)
+	bin := testutil.PosternBinary(t)
 	data := t.TempDir()
 	profile := t.TempDir()
 

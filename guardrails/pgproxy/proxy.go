@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/posternhq/postern/guardrails/mask"
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
@@ -157,12 +158,11 @@ func New(opts Options) (*Proxy, error) {
 			Name: "postern_sql_masked_values_total", Help: "Result values masked on their way to clients.",
 		}),
 	}
-	if opts.Metrics != nil {
-		for _, c := range []prometheus.Collector{p.m.statements, p.m.masked} {
-			if err := opts.Metrics.Register(c); err != nil {
-				return nil, fmt.Errorf("register pgproxy metrics: %w", err)
-			}
-		}
+	r := &promx.Registrar{Reg: opts.Metrics}
+	p.m.statements = promx.Add(r, p.m.statements)
+	p.m.masked = promx.Add(r, p.m.masked)
+	if r.Err != nil {
+		return nil, fmt.Errorf("pgproxy: %w", r.Err)
 	}
 	return p, nil
 }

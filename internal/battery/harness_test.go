@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,42 +21,11 @@ import (
 	"github.com/posternhq/postern/internal/testutil"
 )
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-	buildDir  string
-)
-
-// TestMain removes the shared build directory after the run.
+// TestMain removes the postern binary built for the run.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
+	testutil.RemovePosternBinary()
 	os.Exit(code)
-}
-
-// posternBinary builds cmd/postern once per test binary run.
-func posternBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "postern-battery-")
-		if buildErr != nil {
-			return
-		}
-		buildBin = filepath.Join(buildDir, "postern")
-		root := testutil.RepoRoot(t)
-		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/postern")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildBin
 }
 
 // login is the target login every battery role allows.
@@ -95,7 +62,7 @@ var servingLine = regexp.MustCompile(`"msg":"postern serving".*`)
 // "battery" group, then starts postern and waits until it serves.
 func startService(t testing.TB, o serviceOptions) *service {
 	t.Helper()
-	posternBinary(t)
+	testutil.PosternBinary(t)
 	if o.Data == "" {
 		o.Data = t.TempDir()
 	}
@@ -129,7 +96,7 @@ roles:
 func (s *service) start() {
 	t := s.t
 	t.Helper()
-	s.proc = testutil.Start(t, posternBinary(t), []string{"serve", "--config", s.config, "--log-format", "json"})
+	s.proc = testutil.Start(t, testutil.PosternBinary(t), []string{"serve", "--config", s.config, "--log-format", "json"})
 	line := s.proc.WaitLine(t, servingLine, 60*time.Second)
 	var serving struct{ SSH, HTTP string }
 	if err := json.Unmarshal([]byte(line), &serving); err != nil {

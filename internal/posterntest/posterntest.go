@@ -1,11 +1,12 @@
 // Package posterntest runs a whole postern for tests: a server.Service in
-// the test's process on 127.0.0.1 ([Start]), or the postern binary built once
-// per test run ([Binary]). Around the service it gives what end-to-end tests
-// need: users with certificates from the service's own user CA and an
-// ssh_config that reaches every target through the bastion (ProxyJump), test
-// sshd targets that trust the service's target CA, the audit events and
-// recordings the service wrote, and a stand-in for Slack that captures
-// approval messages and sends signed button clicks.
+// the test's process on 127.0.0.1 ([Start]). (Tests that run the postern
+// binary get it from testutil.PosternBinary, built once per test run.)
+// Around the service it gives what end-to-end tests need: users with
+// certificates from the service's own user CA and an ssh_config that
+// reaches every target through the bastion (ProxyJump), test sshd targets
+// that trust the service's target CA, the audit events and recordings the
+// service wrote, and a stand-in for Slack that captures approval messages
+// and sends signed button clicks.
 //
 // It is a test harness: only tests import it.
 package posterntest
@@ -20,10 +21,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -394,41 +393,4 @@ func (u *User) run(env []string, stdin []byte, args []string) (testutil.Result, 
 func (u *User) PTY(t *testing.T, cols, rows uint16, args ...string) *testutil.PTY {
 	t.Helper()
 	return testutil.StartPTY(t, cols, rows, "ssh", append([]string{"-F", u.SSHConfig}, args...)...)
-}
-
-var binary struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// Binary returns the postern binary: $POSTERN_BIN (which `make test` sets
-// to the binary it builds first), or cmd/postern built once per test binary
-// the way the Dockerfile builds it (static, -trimpath).
-func Binary(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("POSTERN_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("POSTERN_BIN=%s: %v", p, err)
-		}
-		return p
-	}
-	binary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "postern-bin-")
-		if err != nil {
-			binary.err = err
-			return
-		}
-		binary.path = filepath.Join(dir, "postern")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binary.path, "./cmd/postern")
-		cmd.Dir = testutil.RepoRoot(t)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binary.err = fmt.Errorf("go build ./cmd/postern: %w\n%s", err, out)
-		}
-	})
-	if binary.err != nil {
-		t.Fatal(binary.err)
-	}
-	return binary.path
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
@@ -157,10 +158,8 @@ func New(opts Options) (*UI, error) {
 		Name: "postern_web_logins_total",
 		Help: "Web UI logins, by result (ok, refused, failed).",
 	}, []string{"result"})
-	if opts.Metrics != nil {
-		if err := opts.Metrics.Register(u.logins); err != nil {
-			return nil, fmt.Errorf("web ui: register metrics: %w", err)
-		}
+	if u.logins, err = promx.Register(opts.Metrics, u.logins); err != nil {
+		return nil, fmt.Errorf("web ui: %w", err)
 	}
 	if u.now == nil {
 		u.now = time.Now
