@@ -28,4 +28,9 @@
 // library: it is a few lines of HMAC-SHA256 with a constant-time compare, and
 // doing it in-house keeps the clock injectable (tests, the 5-minute window)
 // and adds the replay cache the libraries do not have.
+//
+// # Imports
+//
+// approval imports certs, policy and the state store; it never imports the
+// bastion, the inner hop, the recorder, players or server.
 package approval

@@ -3,9 +3,11 @@ package bastion
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,6 +26,7 @@ var (
 	errIdle     = endCause("idle_timeout", "idle timeout")
 	errExpired  = endCause("expired", "certificate or session expired")
 	errRevoked  = endCause("revoked", "certificate revoked")
+	errInternal = endCause("internal_error", "internal error; connection closed")
 )
 
 // ErrConnClosed is the cause of a channel's context when its outer
@@ -96,6 +99,7 @@ func (c *serverConn) close(cause error) {
 
 func (c *serverConn) serve() {
 	defer c.close(ErrConnClosed)
+	defer c.recoverPanic("connection")
 	start := time.Now()
 	if err := c.nc.SetDeadline(start.Add(c.s.handshakeTimeout)); err != nil {
 		return
@@ -144,6 +148,7 @@ func (c *serverConn) serve() {
 		go func() {
 			defer c.chans.Done()
 			defer open.Add(-1)
+			defer c.recoverPanic("channel")
 			c.handleChannel(ci, nch)
 		}()
 	}
@@ -155,6 +160,22 @@ func (c *serverConn) serve() {
 		reason = ue.Msg
 	}
 	c.log.Info("connection end", "duration", time.Since(start).Round(time.Millisecond), "reason", reason)
+}
+
+// recoverPanic, deferred at the top of each of a connection's goroutines
+// that serves the client (the connection itself, each channel handler),
+// stops a panic there from taking the process: the value and stack are
+// logged, postern_panics_total{where} counted, and the connection ended
+// with a short notice. One bad client never ends the others' sessions.
+func (c *serverConn) recoverPanic(where string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	c.s.metrics.panics.WithLabelValues(where).Inc()
+	c.log.Error("panic serving a connection; connection closed", "where", where, "panic", fmt.Sprint(r),
+		"stack", string(debug.Stack()))
+	c.close(errInternal)
 }
 
 // watch ends the connection after the idle timeout without traffic, at

@@ -1,7 +1,11 @@
-// Package bastion is postern's SSH server: it authenticates users by their
-// postern user certificates, routes every channel through the role policy
-// ([policy]), forwards bytes to permitted destinations, terminates the inner
-// hop of recorded ssh targets and serves command targets.
+// Package bastion is postern's outer SSH server: it accepts connections,
+// authenticates users by their postern user certificates, decides every
+// channel with the role policy ([policy]) and hands the channels it admits
+// to inventory targets to the [TargetHandler] registered for the target's
+// kind (Options.Handlers: the inner hop for ssh and command targets, the
+// PostgreSQL proxy, the byte [Splice] for tcp and passthrough targets). It
+// splices forwards to destinations outside the inventory itself, behind the
+// SSRF guard, and answers the bastion's own session (info, targets).
 //
 // # Lifecycle
 //
@@ -15,8 +19,11 @@
 // every later channel is decided by the new policy.
 //
 // Connection handling lives in conn.go, authentication in auth.go, channel
-// routing in router.go, the SSRF guard in ssrf.go, splicing in forward.go and
-// the bastion's own session in info.go.
+// routing in router.go, the handler map in handler.go, the SSRF guard in
+// ssrf.go, splicing in forward.go and the bastion's own session in info.go.
+// A panic while serving one client is recovered in its connection's
+// goroutines: that connection ends, every other goes on
+// (postern_panics_total).
 //
 // The server owns its listeners; each accepted connection is owned by one
 // goroutine that closes it. A connection is refused before the handshake
@@ -56,10 +63,11 @@
 //     is looked up in the inventory. An inventory target must be authorized
 //     by the policy (for ssh and command targets only that some login of the
 //     matching roles reaches it: the inner hop checks the actual login). tcp
-//     targets additionally need forwarding.local; ssh targets marked
-//     passthrough are spliced as bytes (the target's sshd must then trust the
-//     user CA, and nothing is recorded); other ssh targets and command
-//     targets are handed to [InnerServer]. A destination outside the
+//     targets additionally need forwarding.local. The channel then goes to
+//     the handler of the target's kind; a kind without a handler is refused
+//     ("postern: <name>: not available"). ssh targets marked passthrough go
+//     to the tcp handler (the target's sshd must then trust the user CA, and
+//     nothing is recorded). A destination outside the
 //     inventory goes through the SSRF guard and needs forwarding.local and a
 //     covering forwarding.allow entry.
 //   - session: the bastion runs no shell and no commands. A shell (or exec
@@ -102,7 +110,15 @@
 // postern_connections_refused_total{reason},
 // postern_auth_failures_total{reason}, postern_auth_penalties_total,
 // postern_channels_total{type,outcome},
-// postern_forwarded_bytes_total{direction}.
+// postern_forwarded_bytes_total{direction}, postern_panics_total{where}.
+//
+// # Imports
+//
+// bastion knows certificates (certs), the policy, the configuration and the
+// audit event type (state); it never imports the handlers it serves
+// (bastion/innerhop, guardrails), the recorder, approvals, players, the
+// development issuer or server. TestImportRules (server/imports_test.go)
+// holds this.
 //
 // [RFC 4254]: https://www.rfc-editor.org/rfc/rfc4254
 // [draft-miller-ssh-cert]: https://datatracker.ietf.org/doc/html/draft-miller-ssh-cert

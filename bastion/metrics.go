@@ -13,6 +13,7 @@ type metrics struct {
 	authFailures    *prometheus.CounterVec
 	penalties       prometheus.Counter
 	channels        *prometheus.CounterVec
+	panics          *prometheus.CounterVec
 	bytesUp         prometheus.Counter
 	bytesDown       prometheus.Counter
 }
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "SSH channel open requests on the bastion, by channel type and outcome (open, denied, failed).",
 		}, []string{"type", "outcome"})),
 	}
+	m.panics = promx.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "postern_panics_total",
+		Help: "Panics recovered while serving a client, by where (connection, channel); each ended its connection.",
+	}, []string{"where"}))
 	fwd := promx.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "postern_forwarded_bytes_total",
 		Help: "Bytes spliced by forwards, by direction (up: client to destination, down: destination to client).",

@@ -448,3 +448,51 @@ func FuzzDirectTCPIPPayload(f *testing.F) {
 		parseIPHost(p.Host)
 	})
 }
+
+// TestPanicInHandlerEndsOnlyItsConnection: a handler that panics ends its
+// own connection with a notice; the server keeps serving the next one and
+// counts the panic.
+func TestPanicInHandlerEndsOnlyItsConnection(t *testing.T) {
+	f := newBX(t, bxOptions{mod: func(o *Options) {
+		o.Handlers[HandlerCommand] = TargetHandlerFunc(func(ctx context.Context, tc *TargetChannel) {
+			if tc.Target.Name == "boom" {
+				panic("handler bug")
+			}
+			serveTestInner(ctx, tc)
+		})
+	}})
+	eng, err := policy.New(devConfig(f.login,
+		config.Target{Name: "boom", Kind: config.KindCommand, Command: []string{"true"}},
+		config.Target{Name: "cmd-1", Kind: config.KindCommand, Command: []string{"true"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv.SetPolicy(eng)
+	c, _, err := f.dial(certSpec{}, f.login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openDirect(c, "boom", 22); err == nil {
+		t.Error("a channel to the panicking handler opened")
+	}
+	if err := c.Wait(); err == nil {
+		t.Error("the connection did not end with an error")
+	}
+	c2, _, err := f.dial(certSpec{}, f.login)
+	if err != nil {
+		t.Fatalf("the server stopped serving after a panic: %v", err)
+	}
+	ch, err := openDirect(c2, "cmd-1", 22)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(ch); string(got) != "inner cmd-1 alice@example.com" {
+		t.Errorf("second connection read %q", got)
+	}
+	if n := counterValue(t, f.srv.metrics.panics.WithLabelValues("channel")); n != 1 {
+		t.Errorf("postern_panics_total{where=channel} = %v; want 1", n)
+	}
+	if !strings.Contains(f.logBuf.String(), "handler bug") {
+		t.Error("the panic was not logged")
+	}
+}

@@ -44,6 +44,12 @@
 // The certificate format is specified in [PROTOCOL.certkeys]; the OpenSSH
 // known_hosts @cert-authority marker in [sshd(8)].
 //
+// # Imports
+//
+// certs imports the configuration and the state store (audit events); it
+// never imports the bastion, the recorder, approvals, players, guardrails or
+// server.
+//
 // [PROTOCOL.certkeys]: https://datatracker.ietf.org/doc/draft-miller-ssh-cert/
 // [sshd(8)]: https://man.openbsd.org/sshd.8#SSH_KNOWN_HOSTS_FILE_FORMAT
 package certs

@@ -36,6 +36,11 @@
 //
 // Formats: [asciicast v2], [asciicast v3].
 //
+// # Imports
+//
+// players imports the recorder, the state store and certs; it never imports
+// the bastion, approvals, guardrails or server.
+//
 // [asciicast v2]: https://docs.asciinema.org/manual/asciicast/v2/
 // [asciicast v3]: https://docs.asciinema.org/manual/asciicast/v3/
 package players

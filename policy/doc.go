@@ -30,4 +30,9 @@
 // Denials carry a user-visible reason that is the same whether a target does
 // not exist or is not allowed, so the inventory does not leak: see
 // [DenyMessage].
+//
+// # Imports
+//
+// policy imports certs (identities) and the configuration; it never imports
+// the bastion, the recorder, approvals, players, guardrails or server.
 package policy

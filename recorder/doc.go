@@ -56,6 +56,12 @@
 // [Decoder] for reading casts back. Specifications:
 // [asciicast v2] and [asciicast v3].
 //
+// # Imports
+//
+// recorder imports the state store and recorder/s3store; it knows no SSH and
+// no policy: it never imports the bastion, certs, policy, approvals, players
+// or server.
+//
 // [asciicast v2]: https://docs.asciinema.org/manual/asciicast/v2/
 // [asciicast v3]: https://docs.asciinema.org/manual/asciicast/v3/
 package recorder

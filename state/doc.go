@@ -69,6 +69,10 @@
 // [Store.Revoke] records a revoked certificate serial (and appends a
 // cert.revoked audit event); [Store.IsRevoked] is asked on every
 // authentication.
+//
+// # Imports
+//
+// state imports nothing of postern.
 package state
 
 import "context"

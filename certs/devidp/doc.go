@@ -33,6 +33,11 @@
 // ServeHTTP serves it at the issuer's path; there is nothing to close. Its
 // state lives as long as the Provider value.
 //
+// # Imports
+//
+// devidp imports nothing of postern; only the service in development mode and
+// tests use it.
+//
 // [RFC 8252]: https://www.rfc-editor.org/rfc/rfc8252
 // [RFC 8628]: https://www.rfc-editor.org/rfc/rfc8628
 package devidp

@@ -57,6 +57,11 @@
 // or the certificate has expired, or the profile belongs to another bastion,
 // Login renews.
 //
+// # Imports
+//
+// login imports certs (the API types); it never imports the server side
+// (bastion, recorder, server).
+//
 // [RFC 7636]: https://www.rfc-editor.org/rfc/rfc7636
 // [RFC 8252]: https://www.rfc-editor.org/rfc/rfc8252
 // [RFC 8628]: https://www.rfc-editor.org/rfc/rfc8628

@@ -1,5 +1,3 @@
-// Command postern is the SSH bastion and session recorder: one binary that
-// serves (postern serve) and is its own client (login, play, sessions, …).
 package main
 
 import (

@@ -21,4 +21,8 @@
 // caller (see Flush), may escape in part. Private key blocks are masked from
 // their BEGIN line to their END line whatever their size; output after a
 // BEGIN line without END stays masked until the stream ends.
+//
+// # Imports
+//
+// mask imports nothing of postern.
 package mask

@@ -42,4 +42,10 @@
 // function, a DO block or a prepared statement created before the
 // connection is not seen as what it runs. COPY data is relayed unparsed and
 // unmasked.
+//
+// # Imports
+//
+// pgproxy imports the bastion (it is a TargetHandler), guardrails and the
+// recorder; it never imports approvals (it is given a StatementApprover),
+// players or server.
 package pgproxy

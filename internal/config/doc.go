@@ -9,4 +9,8 @@
 // Only the file format is decided here; each package interprets its section.
 //
 // The reference for every key is docs/config.md.
+//
+// # Imports
+//
+// config imports only guardrails/mask (to validate detector names).
 package config

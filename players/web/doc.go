@@ -48,4 +48,10 @@
 // outcome (or the broker's refusal, such as a self-approval) in a
 // one-minute sealed flash cookie. The web UI does not import the bastion:
 // the bastion adapts its approval broker to the Approvals interface.
+//
+// # Imports
+//
+// web imports players, the recorder, the state store and certs; it never
+// imports the bastion, approvals (it is given an Approvals), guardrails or
+// server.
 package web

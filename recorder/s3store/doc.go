@@ -41,6 +41,10 @@
 //
 // See [Amazon S3 multipart upload] and [S3 Object Lock].
 //
+// # Imports
+//
+// s3store imports nothing of postern.
+//
 // [Amazon S3 multipart upload]: https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html
 // [S3 Object Lock]: https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock.html
 package s3store
