@@ -25,8 +25,8 @@ func TestCommandTargetPsql(t *testing.T) {
 		Env: map[string]string{"PGPASSWORD": pgtest.Password}})
 
 	r := f.ssh(nil, "psql-db", "select item from orders order by id")
-	if r.code != 0 || string(r.stdout) != "widget\ngadget\n" {
-		t.Fatalf("exec query: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || string(r.Stdout) != "widget\ngadget\n" {
+		t.Fatalf("exec query: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 	execEnd := f.waitEvent(state.EventSessionEnd, 1)[0]
 	c := f.checkCast(execEnd.Session)
@@ -37,8 +37,8 @@ func TestCommandTargetPsql(t *testing.T) {
 	// Interactive psql in a pty: the typed query and its result table are in
 	// the recording, as the user saw them.
 	r = f.ssh([]byte("select count(*) as n_orders from orders;\n\\q\n"), "-tt", "psql-db")
-	if r.code != 0 || !strings.Contains(string(r.stdout), "n_orders") {
-		t.Fatalf("interactive psql: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.Contains(string(r.Stdout), "n_orders") {
+		t.Fatalf("interactive psql: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 	shellEnd := f.waitEvent(state.EventSessionEnd, 2)[1]
 	c = f.checkCast(shellEnd.Session)

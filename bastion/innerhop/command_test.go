@@ -35,8 +35,8 @@ func TestCommandTargetExec(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := f.ssh(tt.stdin, "psql-prod", tt.cmd)
-			if r.code != tt.wantStatus || string(r.stdout) != tt.wantOut || !strings.Contains(string(r.stderr), tt.wantErr) {
-				t.Errorf("exit %d stdout %q stderr %q; want %d %q %q", r.code, r.stdout, r.stderr, tt.wantStatus, tt.wantOut, tt.wantErr)
+			if r.Code != tt.wantStatus || string(r.Stdout) != tt.wantOut || !strings.Contains(string(r.Stderr), tt.wantErr) {
+				t.Errorf("exit %d stdout %q stderr %q; want %d %q %q", r.Code, r.Stdout, r.Stderr, tt.wantStatus, tt.wantOut, tt.wantErr)
 			}
 		})
 	}
@@ -79,12 +79,12 @@ func TestCommandTargetDirAndProcessGroup(t *testing.T) {
 	// A background child keeps running after the command exits; the
 	// session end kills the whole group.
 	r := f.ssh(nil, "tool", "pwd; sleep 300 >/dev/null 2>&1 & echo $!")
-	if r.code != 0 {
-		t.Fatalf("exit %d stderr %q", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d stderr %q", r.Code, r.Stderr)
 	}
-	lines := strings.Fields(string(r.stdout))
+	lines := strings.Fields(string(r.Stdout))
 	if len(lines) != 2 {
-		t.Fatalf("output %q; want a directory and a pid", r.stdout)
+		t.Fatalf("output %q; want a directory and a pid", r.Stdout)
 	}
 	f.waitEvent(state.EventSessionEnd, 1)
 	if _, err := os.Stat(lines[0]); !os.IsNotExist(err) {
@@ -128,8 +128,8 @@ func TestCommandTargetRunAs(t *testing.T) {
 	f := newHopFixture(t, fixtureOpts{})
 	f.setTargets(config.Target{Name: "tool", Kind: config.KindCommand, Command: []string{"/bin/sh", "-c"}, RunAs: "nobody"})
 	r := f.ssh(nil, "tool", `id -un; echo "$HOME"; test -w . && echo writable`)
-	if r.code != 0 || !strings.HasPrefix(string(r.stdout), "nobody\n") || !strings.Contains(string(r.stdout), "writable") {
-		t.Errorf("exit %d stdout %q stderr %q; want nobody in a writable directory", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.HasPrefix(string(r.Stdout), "nobody\n") || !strings.Contains(string(r.Stdout), "writable") {
+		t.Errorf("exit %d stdout %q stderr %q; want nobody in a writable directory", r.Code, r.Stdout, r.Stderr)
 	}
 }
 
@@ -185,9 +185,9 @@ func TestDemoTarget(t *testing.T) {
 	f := newHopFixture(t, fixtureOpts{record: "required"})
 	f.setTargets(d)
 	r := f.ssh(nil, "demo", `echo "one arg" | tr a-z A-Z; pwd`)
-	lines := strings.Split(strings.TrimSpace(string(r.stdout)), "\n")
-	if r.code != 0 || len(lines) != 2 || lines[0] != "ONE ARG" {
-		t.Fatalf("exec on demo: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	lines := strings.Split(strings.TrimSpace(string(r.Stdout)), "\n")
+	if r.Code != 0 || len(lines) != 2 || lines[0] != "ONE ARG" {
+		t.Fatalf("exec on demo: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 	f.waitEvent(state.EventSessionEnd, 1)
 	if _, err := os.Stat(lines[1]); !os.IsNotExist(err) {

@@ -28,8 +28,8 @@ func TestInnerHopTargetKilledMidSession(t *testing.T) {
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
-	if res.r.code != ExitUpstreamFailed || !strings.Contains(string(res.r.stderr), "postern: web-1: connection lost") {
-		t.Errorf("exit %d stderr %q; want %d and the connection lost message", res.r.code, res.r.stderr, ExitUpstreamFailed)
+	if res.r.Code != ExitUpstreamFailed || !strings.Contains(string(res.r.Stderr), "postern: web-1: connection lost") {
+		t.Errorf("exit %d stderr %q; want %d and the connection lost message", res.r.Code, res.r.Stderr, ExitUpstreamFailed)
 	}
 	ev := f.waitEvent(state.EventSessionEnd, 1)[0]
 	if got, _ := ev.Details["ended_by"].(string); got != "connection_lost" {

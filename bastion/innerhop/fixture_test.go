@@ -5,13 +5,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -26,6 +24,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/sshdtest"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/state"
 )
@@ -296,10 +295,8 @@ func startSSHD(t testing.TB, auth *certs.Authority) *sshdtest.Server {
 	return sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: []ssh.PublicKey{auth.Target.PublicKey()}})
 }
 
-type sshResult struct {
-	stdout, stderr []byte
-	code           int
-}
+// sshResult is how a client program ended.
+type sshResult = testutil.Result
 
 // ssh runs the stock ssh client with the fixture's config.
 func (f *hopFixture) ssh(stdin []byte, args ...string) sshResult {
@@ -319,26 +316,7 @@ func runClient(t testing.TB, bin string, stdin []byte, args ...string) sshResult
 // runClientErr runs a client program for at most two minutes; it is safe in
 // goroutines other than the test's.
 func runClientErr(bin string, stdin []byte, args ...string) (sshResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		return sshResult{}, fmt.Errorf("%s %v timed out; stderr: %s", bin, args, errb.String())
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		return sshResult{}, fmt.Errorf("run %s: %w", bin, err)
-	}
-	return sshResult{stdout: out.Bytes(), stderr: errb.Bytes(), code: code}, nil
+	return testutil.Run(nil, stdin, bin, args...)
 }
 
 func writeTestFile(t testing.TB, path, data string) {

@@ -38,28 +38,28 @@ func TestInnerHopExec(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := f.ssh(nil, "web-1", tt.cmd)
-			if r.code != tt.wantStatus {
-				t.Errorf("exit = %d; want %d (stderr %q)", r.code, tt.wantStatus, r.stderr)
+			if r.Code != tt.wantStatus {
+				t.Errorf("exit = %d; want %d (stderr %q)", r.Code, tt.wantStatus, r.Stderr)
 			}
-			if string(r.stdout) != tt.wantOut {
-				t.Errorf("stdout = %q; want %q", r.stdout, tt.wantOut)
+			if string(r.Stdout) != tt.wantOut {
+				t.Errorf("stdout = %q; want %q", r.Stdout, tt.wantOut)
 			}
-			if tt.wantErr != "" && !strings.Contains(string(r.stderr), tt.wantErr) {
-				t.Errorf("stderr = %q; want %q", r.stderr, tt.wantErr)
+			if tt.wantErr != "" && !strings.Contains(string(r.Stderr), tt.wantErr) {
+				t.Errorf("stderr = %q; want %q", r.Stderr, tt.wantErr)
 			}
 		})
 	}
 	t.Run("stdin", func(t *testing.T) {
 		in := bytes.Repeat([]byte("abc\n"), 1000)
 		r := f.ssh(in, "web-1", "cat")
-		if !bytes.Equal(r.stdout, in) {
-			t.Errorf("cat returned %d bytes; want %d (stderr %q)", len(r.stdout), len(in), r.stderr)
+		if !bytes.Equal(r.Stdout, in) {
+			t.Errorf("cat returned %d bytes; want %d (stderr %q)", len(r.Stdout), len(in), r.Stderr)
 		}
 	})
 	t.Run("signal", func(t *testing.T) {
 		r := f.ssh(nil, "web-1", "kill -TERM $$")
-		if r.code != 255 && r.code != 128+15 {
-			t.Errorf("exit = %d; want a signal exit (stderr %q)", r.code, r.stderr)
+		if r.Code != 255 && r.Code != 128+15 {
+			t.Errorf("exit = %d; want a signal exit (stderr %q)", r.Code, r.Stderr)
 		}
 	})
 	t.Run("several sessions on one connection", func(t *testing.T) {
@@ -92,8 +92,8 @@ func TestInnerHopRefusesOtherKey(t *testing.T) {
 	otherKey, otherCert := sshdtest.WriteClientKey(t, other, f.signUser(otherPub))
 	cfg := f.writeSSHConfigKeys(f.keyFile, f.certFile, otherKey, otherCert)
 	r := runClient(t, "ssh", nil, "-F", cfg, "web-1", "echo hello")
-	if r.code != 255 || len(r.stdout) != 0 {
-		t.Fatalf("ssh with another key on the inner hop: exit %d stdout %q stderr %q; want refusal", r.code, r.stdout, r.stderr)
+	if r.Code != 255 || len(r.Stdout) != 0 {
+		t.Fatalf("ssh with another key on the inner hop: exit %d stdout %q stderr %q; want refusal", r.Code, r.Stdout, r.Stderr)
 	}
 	if ev := f.events.ofType(state.EventSessionStart); len(ev) != 0 {
 		t.Errorf("session started with a foreign key: %+v", ev)
@@ -106,11 +106,11 @@ func TestInnerHopPolicyDeniesLogin(t *testing.T) {
 	f.setTargets(sshTarget("web-1", sshd))
 	// The denial is a banner, which ssh shows at LogLevel INFO (its default).
 	r := f.ssh(nil, "-o", "LogLevel=INFO", "-l", "nobody-else", "web-1", "echo hello")
-	if r.code != 255 {
-		t.Fatalf("exit = %d; want 255", r.code)
+	if r.Code != 255 {
+		t.Fatalf("exit = %d; want 255", r.Code)
 	}
-	if !strings.Contains(string(r.stderr), "postern: web-1: not allowed for alice") {
-		t.Errorf("stderr = %q; want the policy's denial", r.stderr)
+	if !strings.Contains(string(r.Stderr), "postern: web-1: not allowed for alice") {
+		t.Errorf("stderr = %q; want the policy's denial", r.Stderr)
 	}
 	f.waitEvent(state.EventChannelDeny, 1)
 }
@@ -124,14 +124,14 @@ func TestInnerHopHostKeyMismatch(t *testing.T) {
 	tg.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(wrongPub)))
 	f.setTargets(tg)
 	r := f.ssh(nil, "web-1", "echo hello")
-	if r.code != ExitUpstreamFailed {
-		t.Errorf("exit = %d; want %d", r.code, ExitUpstreamFailed)
+	if r.Code != ExitUpstreamFailed {
+		t.Errorf("exit = %d; want %d", r.Code, ExitUpstreamFailed)
 	}
-	if !strings.Contains(string(r.stderr), "postern: web-1: host key verification failed") {
-		t.Errorf("stderr = %q; want the host key message", r.stderr)
+	if !strings.Contains(string(r.Stderr), "postern: web-1: host key verification failed") {
+		t.Errorf("stderr = %q; want the host key message", r.Stderr)
 	}
-	if len(r.stdout) != 0 {
-		t.Errorf("stdout = %q; want nothing", r.stdout)
+	if len(r.Stdout) != 0 {
+		t.Errorf("stdout = %q; want nothing", r.Stdout)
 	}
 	ev := f.waitEvent(state.EventChannelDeny, 1)
 	if ev[0].Details["code"] != "host_key_mismatch" {
@@ -166,8 +166,8 @@ func TestInnerHopHostVerification(t *testing.T) {
 		t.Run(tt.target.Name, func(t *testing.T) {
 			f.setTargets(tt.target)
 			r := f.ssh(nil, tt.target.Name, "echo ok")
-			if r.code != tt.want {
-				t.Errorf("exit = %d; want %d (stderr %q)", r.code, tt.want, r.stderr)
+			if r.Code != tt.want {
+				t.Errorf("exit = %d; want %d (stderr %q)", r.Code, tt.want, r.Stderr)
 			}
 		})
 	}
@@ -178,14 +178,14 @@ func TestInnerHopRecordingUnavailable(t *testing.T) {
 	sshd := startSSHD(t, f.auth)
 	f.setTargets(sshTarget("web-1", sshd))
 	r := f.ssh(nil, "web-1", "echo should-not-run")
-	if r.code != ExitRecordingUnavailable {
-		t.Errorf("exit = %d; want %d", r.code, ExitRecordingUnavailable)
+	if r.Code != ExitRecordingUnavailable {
+		t.Errorf("exit = %d; want %d", r.Code, ExitRecordingUnavailable)
 	}
-	if !strings.Contains(string(r.stderr), "postern: recording unavailable; session ended") {
-		t.Errorf("stderr = %q; want the recording message", r.stderr)
+	if !strings.Contains(string(r.Stderr), "postern: recording unavailable; session ended") {
+		t.Errorf("stderr = %q; want the recording message", r.Stderr)
 	}
-	if len(r.stdout) != 0 {
-		t.Errorf("stdout = %q; want nothing", r.stdout)
+	if len(r.Stdout) != 0 {
+		t.Errorf("stdout = %q; want nothing", r.Stdout)
 	}
 	f.waitEvent(state.EventRecordingError, 1)
 }
@@ -195,8 +195,8 @@ func TestInnerHopJSONErrors(t *testing.T) {
 	sshd := startSSHD(t, f.auth)
 	f.setTargets(sshTarget("web-1", sshd))
 	r := runClient(t, "env", nil, "POSTERN_JSON_ERRORS=1", "ssh", "-F", f.sshCfg, "-o", "SendEnv=POSTERN_JSON_ERRORS", "web-1", "true")
-	if r.code != ExitRecordingUnavailable || !strings.Contains(string(r.stderr), `"code":"recording_unavailable"`) {
-		t.Errorf("exit %d stderr %q; want a JSON error", r.code, r.stderr)
+	if r.Code != ExitRecordingUnavailable || !strings.Contains(string(r.Stderr), `"code":"recording_unavailable"`) {
+		t.Errorf("exit %d stderr %q; want a JSON error", r.Code, r.Stderr)
 	}
 }
 
@@ -223,11 +223,11 @@ func TestInnerHopConnectionLost(t *testing.T) {
 		t.Fatal(res.err)
 	}
 	r := res.r
-	if r.code != ExitUpstreamFailed {
-		t.Errorf("exit = %d; want %d", r.code, ExitUpstreamFailed)
+	if r.Code != ExitUpstreamFailed {
+		t.Errorf("exit = %d; want %d", r.Code, ExitUpstreamFailed)
 	}
-	if !strings.Contains(string(r.stderr), "postern: web-1: connection lost") {
-		t.Errorf("stderr = %q; want the connection lost message", r.stderr)
+	if !strings.Contains(string(r.Stderr), "postern: web-1: connection lost") {
+		t.Errorf("stderr = %q; want the connection lost message", r.Stderr)
 	}
 }
 
@@ -240,12 +240,12 @@ func TestInnerHopLocalForward(t *testing.T) {
 			f.setTargets(sshTarget("web-1", sshd))
 			in := []byte("ping through the target\n")
 			r := f.ssh(in, "-W", echo, "web-1")
-			if allowed && !bytes.Equal(r.stdout, in) {
-				t.Errorf("-W through web-1: got %q (exit %d, stderr %q); want %q", r.stdout, r.code, r.stderr, in)
+			if allowed && !bytes.Equal(r.Stdout, in) {
+				t.Errorf("-W through web-1: got %q (exit %d, stderr %q); want %q", r.Stdout, r.Code, r.Stderr, in)
 			}
 			if !allowed {
-				if r.code == 0 || len(r.stdout) != 0 {
-					t.Errorf("-W without forwarding rights: exit %d stdout %q; want refusal", r.code, r.stdout)
+				if r.Code == 0 || len(r.Stdout) != 0 {
+					t.Errorf("-W without forwarding rights: exit %d stdout %q; want refusal", r.Code, r.Stdout)
 				}
 				f.waitEvent(state.EventChannelDeny, 1)
 			} else {
@@ -270,8 +270,8 @@ func TestInnerHopSFTP(t *testing.T) {
 	batch := filepath.Join(dir, "batch")
 	writeTestFile(t, batch, "put "+src+" "+remote+"\nget "+remote+" "+back+"\nrename "+remote+" "+remote+".2\nrm "+remote+".2\n")
 	r := runClient(t, "sftp", nil, "-F", f.sshCfg, "-b", batch, "web-1")
-	if r.code != 0 {
-		t.Fatalf("sftp: exit %d stderr %q", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("sftp: exit %d stderr %q", r.Code, r.Stderr)
 	}
 	got, _ := os.ReadFile(back)
 	if !bytes.Equal(got, data) {
@@ -303,12 +303,12 @@ func TestInnerHopSFTP(t *testing.T) {
 			args = append(args, "-O")
 		}
 		dst := filepath.Join(t.TempDir(), "scp.bin")
-		if r := runClient(t, "scp", nil, append(args, src, "web-1:"+dst)...); r.code != 0 {
-			t.Fatalf("scp up (legacy %v): exit %d stderr %q", legacy, r.code, r.stderr)
+		if r := runClient(t, "scp", nil, append(args, src, "web-1:"+dst)...); r.Code != 0 {
+			t.Fatalf("scp up (legacy %v): exit %d stderr %q", legacy, r.Code, r.Stderr)
 		}
 		down := filepath.Join(t.TempDir(), "scp-back.bin")
-		if r := runClient(t, "scp", nil, append(args, "web-1:"+dst, down)...); r.code != 0 {
-			t.Fatalf("scp down (legacy %v): exit %d stderr %q", legacy, r.code, r.stderr)
+		if r := runClient(t, "scp", nil, append(args, "web-1:"+dst, down)...); r.Code != 0 {
+			t.Fatalf("scp down (legacy %v): exit %d stderr %q", legacy, r.Code, r.Stderr)
 		}
 		if got, _ := os.ReadFile(down); !bytes.Equal(got, data) {
 			t.Errorf("scp round trip (legacy %v): got %d bytes; want %d", legacy, len(got), len(data))
@@ -329,8 +329,8 @@ func TestInnerHopCertificateExpiry(t *testing.T) {
 	if took := time.Since(start); took > 30*time.Second {
 		t.Errorf("session lasted %v after its certificate expired", took)
 	}
-	if r.code != ExitUpstreamFailed || !strings.Contains(string(r.stderr), "postern: web-1: session expired") {
-		t.Errorf("exit %d stderr %q; want 255 and the expiry message", r.code, r.stderr)
+	if r.Code != ExitUpstreamFailed || !strings.Contains(string(r.Stderr), "postern: web-1: session expired") {
+		t.Errorf("exit %d stderr %q; want 255 and the expiry message", r.Code, r.Stderr)
 	}
 	ev := f.waitEvent(state.EventSessionEnd, 1)
 	if ev[0].Details["ended_by"] != "session_expired" {

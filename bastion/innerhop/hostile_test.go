@@ -45,8 +45,8 @@ func TestInnerHopRefusesBadHostCerts(t *testing.T) {
 			sshd := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: []ssh.PublicKey{f.auth.Target.PublicKey()}, HostKey: hs, HostCert: cert})
 			f.setTargets(config.Target{Name: "web-ca", Kind: config.KindSSH, Address: sshd.Addr(), HostCA: caLine})
 			r := f.ssh(nil, "web-ca", "echo ok")
-			if r.code != ExitUpstreamFailed || strings.Contains(string(r.stdout), "ok") {
-				t.Errorf("exit = %d, stdout %q; want %d and no command run (stderr %q)", r.code, r.stdout, ExitUpstreamFailed, r.stderr)
+			if r.Code != ExitUpstreamFailed || strings.Contains(string(r.Stdout), "ok") {
+				t.Errorf("exit = %d, stdout %q; want %d and no command run (stderr %q)", r.Code, r.Stdout, ExitUpstreamFailed, r.Stderr)
 			}
 		})
 	}

@@ -91,8 +91,8 @@ func TestInnerHopMaskingExec(t *testing.T) {
 			f.setTargets(config.Target{Name: "box", Kind: config.KindCommand, Command: []string{"/bin/sh", "-c"}})
 			f.setMasking(config.MaskRule{Detector: "aws_key", AppliesTo: tc.appliesTo})
 			r := f.ssh(nil, "box", cmd)
-			if string(r.stdout) != tc.wantClient {
-				t.Errorf("client got %q; want %q", r.stdout, tc.wantClient)
+			if string(r.Stdout) != tc.wantClient {
+				t.Errorf("client got %q; want %q", r.Stdout, tc.wantClient)
 			}
 			f.waitEvent(state.EventSessionEnd, 1)
 			c := f.checkCast(f.lastSession())

@@ -58,8 +58,8 @@ func wantAccepted(t *testing.T, p *cutProxy, want int) {
 func wantRun(t *testing.T, f *hopFixture, cfg, command, want string) {
 	t.Helper()
 	r := runClient(t, "ssh", nil, "-F", cfg, "web-1", command)
-	if r.code != 0 || string(r.stdout) != want {
-		t.Fatalf("ssh web-1 %q: exit %d stdout %q stderr %q; want exit 0 and %q", command, r.code, r.stdout, r.stderr, want)
+	if r.Code != 0 || string(r.Stdout) != want {
+		t.Fatalf("ssh web-1 %q: exit %d stdout %q stderr %q; want exit 0 and %q", command, r.Code, r.Stdout, r.Stderr, want)
 	}
 }
 
@@ -151,9 +151,9 @@ func TestUpstreamReuseKey(t *testing.T) {
 			r := runClient(t, "ssh", nil, append(args, "web-1", "id -un")...)
 			// On a reused login the command runs as the test login; as
 			// nobody, whose shell refuses commands, it does not.
-			ranAsFirst := string(r.stdout) == f.login+"\n"
+			ranAsFirst := string(r.Stdout) == f.login+"\n"
 			if ranAsFirst != (tt.login == "") {
-				t.Errorf("second hop printed %q (exit %d, stderr %q); ran as %s: %v", r.stdout, r.code, r.stderr, f.login, ranAsFirst)
+				t.Errorf("second hop printed %q (exit %d, stderr %q); ran as %s: %v", r.Stdout, r.Code, r.Stderr, f.login, ranAsFirst)
 			}
 			wantLogins := 2
 			if tt.wantReuse {
@@ -230,8 +230,8 @@ func TestUpstreamReuseDirtyHopsCloseTheLogin(t *testing.T) {
 			opts: fixtureOpts{forwarding: config.Forwarding{Remote: true}},
 			dirty: func(t *testing.T, f *hopFixture, _ *revocationFlag) {
 				r := f.ssh(nil, "-o", "ExitOnForwardFailure=yes", "-R", "0:"+echo, "web-1", "echo forwarded")
-				if r.code != 0 || string(r.stdout) != "forwarded\n" {
-					t.Fatalf("ssh -R: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+				if r.Code != 0 || string(r.Stdout) != "forwarded\n" {
+					t.Fatalf("ssh -R: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 				}
 			},
 		},
@@ -239,8 +239,8 @@ func TestUpstreamReuseDirtyHopsCloseTheLogin(t *testing.T) {
 			name: "session ended by policy",
 			opts: fixtureOpts{interactive: policy.InteractiveDeny},
 			dirty: func(t *testing.T, f *hopFixture, _ *revocationFlag) {
-				if r := f.ssh(nil, "-T", "web-1"); r.code != ExitDenied {
-					t.Fatalf("shell for an exec-only role: exit %d (stderr %q); want %d", r.code, r.stderr, ExitDenied)
+				if r := f.ssh(nil, "-T", "web-1"); r.Code != ExitDenied {
+					t.Fatalf("shell for an exec-only role: exit %d (stderr %q); want %d", r.Code, r.Stderr, ExitDenied)
 				}
 			},
 		},
@@ -255,7 +255,7 @@ func TestUpstreamReuseDirtyHopsCloseTheLogin(t *testing.T) {
 				if res.err != nil {
 					t.Fatal(res.err)
 				}
-				if res.r.code == 0 {
+				if res.r.Code == 0 {
 					t.Fatalf("revoked session exited 0; want it ended")
 				}
 				rev.revoked.Store(false)

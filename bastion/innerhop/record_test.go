@@ -104,8 +104,8 @@ func TestInnerHopRecordedExec(t *testing.T) {
 	f.setTargets(sshTarget("web-1", sshd))
 
 	r := f.ssh(nil, "web-1", "echo hello; echo err >&2; exit 7")
-	if r.code != 7 || string(r.stdout) != "hello\n" {
-		t.Fatalf("exit %d stdout %q stderr %q; want 7 and hello", r.code, r.stdout, r.stderr)
+	if r.Code != 7 || string(r.Stdout) != "hello\n" {
+		t.Fatalf("exit %d stdout %q stderr %q; want 7 and hello", r.Code, r.Stdout, r.Stderr)
 	}
 	f.waitEvent(state.EventSessionEnd, 1)
 	c := f.checkCast(f.lastSession())
@@ -134,16 +134,16 @@ func TestInnerHopRecordedLargeOutput(t *testing.T) {
 
 	const size = 10 << 20
 	r := f.ssh(nil, "web-1", fmt.Sprintf("head -c %d /dev/urandom | base64 -w 76", size*3/4))
-	if r.code != 0 {
-		t.Fatalf("exit %d stderr %q", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d stderr %q", r.Code, r.Stderr)
 	}
-	if len(r.stdout) < size {
-		t.Fatalf("received %d bytes; want at least %d", len(r.stdout), size)
+	if len(r.Stdout) < size {
+		t.Fatalf("received %d bytes; want at least %d", len(r.Stdout), size)
 	}
 	f.waitEvent(state.EventSessionEnd, 1)
 	c := f.checkCast(f.lastSession())
-	if !bytes.Equal(c.output, r.stdout) {
-		t.Errorf("recorded output (%d bytes) differs from what the client received (%d bytes)", len(c.output), len(r.stdout))
+	if !bytes.Equal(c.output, r.Stdout) {
+		t.Errorf("recorded output (%d bytes) differs from what the client received (%d bytes)", len(c.output), len(r.Stdout))
 	}
 }
 
@@ -164,13 +164,13 @@ func TestInnerHopRecordedUTF8Split(t *testing.T) {
 		want = append(want, '|')
 	}
 	r := f.ssh(nil, "web-1", cmd.String())
-	if r.code != 0 || !bytes.Equal(r.stdout, want) {
-		t.Fatalf("exit %d: got %q; want %q (stderr %q)", r.code, r.stdout, want, r.stderr)
+	if r.Code != 0 || !bytes.Equal(r.Stdout, want) {
+		t.Fatalf("exit %d: got %q; want %q (stderr %q)", r.Code, r.Stdout, want, r.Stderr)
 	}
 	f.waitEvent(state.EventSessionEnd, 1)
 	c := f.checkCast(f.lastSession())
-	if !bytes.Equal(c.output, r.stdout) {
-		t.Errorf("recorded output %q; want %q", c.output, r.stdout)
+	if !bytes.Equal(c.output, r.Stdout) {
+		t.Errorf("recorded output %q; want %q", c.output, r.Stdout)
 	}
 	for _, e := range c.codes("o") {
 		if !utf8.ValidString(e.Data) || strings.ContainsRune(e.Data, utf8.RuneError) {
@@ -194,22 +194,22 @@ func TestInnerHopRecordingDirUnwritable(t *testing.T) {
 	f.setTargets(sshTarget("web-1", sshd))
 	breakRecorderSpool(t, f)
 	r := f.ssh(nil, "web-1", "echo should-not-run")
-	if r.code != ExitRecordingUnavailable {
-		t.Errorf("exit = %d; want %d (stderr %q)", r.code, ExitRecordingUnavailable, r.stderr)
+	if r.Code != ExitRecordingUnavailable {
+		t.Errorf("exit = %d; want %d (stderr %q)", r.Code, ExitRecordingUnavailable, r.Stderr)
 	}
-	if !strings.Contains(string(r.stderr), "postern: recording unavailable; session ended") {
-		t.Errorf("stderr = %q; want the recording message", r.stderr)
+	if !strings.Contains(string(r.Stderr), "postern: recording unavailable; session ended") {
+		t.Errorf("stderr = %q; want the recording message", r.Stderr)
 	}
-	if len(r.stdout) != 0 {
-		t.Errorf("stdout = %q; want nothing", r.stdout)
+	if len(r.Stdout) != 0 {
+		t.Errorf("stdout = %q; want nothing", r.Stdout)
 	}
 
 	t.Run("optional goes on", func(t *testing.T) {
 		f.cfg.Roles[0].Record = "optional"
 		f.setTargets(f.cfg.Targets...)
 		r := f.ssh(nil, "web-1", "echo runs")
-		if r.code != 0 || string(r.stdout) != "runs\n" {
-			t.Errorf("exit %d stdout %q; want the command to run unrecorded", r.code, r.stdout)
+		if r.Code != 0 || string(r.Stdout) != "runs\n" {
+			t.Errorf("exit %d stdout %q; want the command to run unrecorded", r.Code, r.Stdout)
 		}
 	})
 }

@@ -21,8 +21,8 @@ func TestInnerHopShutdown(t *testing.T) {
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
-	if res.r.code != ExitUpstreamFailed {
-		t.Errorf("exit = %d; want %d (stderr %q)", res.r.code, ExitUpstreamFailed, res.r.stderr)
+	if res.r.Code != ExitUpstreamFailed {
+		t.Errorf("exit = %d; want %d (stderr %q)", res.r.Code, ExitUpstreamFailed, res.r.Stderr)
 	}
 	// The server closes the outer connection as it cancels the session
 	// context, so whether the inner hop's notice still reaches the client
