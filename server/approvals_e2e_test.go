@@ -33,7 +33,7 @@ type gateEnv struct {
 	auth  *certs.Authority
 	login string
 	dir   string // side-effect files
-	ended int    // session.end events consumed
+	ended int    // sealed sessions consumed
 }
 
 func newGateEnv(t *testing.T, rules []config.Rule) *gateEnv {
@@ -70,10 +70,12 @@ func newGateEnvIn(t *testing.T, dataDir string, rules []config.Rule, extra ...co
 	return e
 }
 
-// sessionEnd waits for the next session.end event and returns its session.
+// sessionEnd waits until the next session's recording is sealed and
+// returns the session's id (every session of these tests is recorded, one
+// after the other).
 func (e *gateEnv) sessionEnd() string {
 	e.ended++
-	return e.svc.WaitEvents(state.EventSessionEnd, e.ended)[e.ended-1].Session
+	return e.svc.WaitEvents(state.EventSessionSealed, e.ended)[e.ended-1].Session
 }
 
 // approvalStatus reads request id from the state store.

@@ -57,7 +57,7 @@ type hopSession struct {
 
 	bytesIn, bytesOut atomic.Int64
 
-	gate atomic.Pointer[lineGate] // armed for a shell whose lines are gated (innerhop_gate.go)
+	gate atomic.Pointer[lineGate] // armed for a shell whose lines are gated (gate.go)
 
 	// startReplied is closed once the client has its answer to the shell,
 	// exec or subsystem request relayed to the target; nil until such a
@@ -226,7 +226,7 @@ func (s *hopSession) begin(kind, command string) *usererr.Error {
 	c.h.audit(c.ctx, state.Event{Type: state.EventSessionStart, Actor: c.ci.Identity.String(), Target: c.t.Name,
 		Session: s.id, Details: details})
 	s.log.Info("session start", "kind", kind, "command", command, "recorded", s.recording() != nil)
-	return s.approve(kind, command) // innerhop_gate.go
+	return s.approve(kind, command) // gate.go
 }
 
 // beginOffStack runs begin on a goroutine of its own and waits for it.
