@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/internal/testutil"
 )
 
@@ -218,18 +219,7 @@ func storeHash(file string, hash []byte) {
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), "tmp")
-	if err != nil {
-		return
-	}
-	_, werr := tmp.Write(hash)
-	if cerr := tmp.Close(); werr != nil || cerr != nil {
-		os.Remove(tmp.Name())
-		return
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
-		os.Remove(tmp.Name())
-	}
+	_ = atomicfile.Write(file, hash, 0o600)
 }
 
 func localPart(email string) string {
