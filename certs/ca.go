@@ -101,7 +101,7 @@ func loadCA(name string, cfg config.CA, dataDir string, generate bool) (*CA, err
 		if dataDir == "" {
 			return nil, fmt.Errorf("ca.%s: no key, key_file or data_dir to generate one in", name)
 		}
-		path := filepath.Join(dataDir, "ca", name+"_ca")
+		path := filepath.Join(dataDir, "ca", keyFileName(name))
 		ca.source = path
 		s, err := readKeyFile(path)
 		switch {
@@ -319,18 +319,21 @@ func rsaBits(pub ssh.PublicKey) int {
 	return rk.N.BitLen()
 }
 
-// Authority is postern's three CAs: User signs the certificates users present
-// to postern, Host signs postern's own host certificate and the per-target host
-// certificates of the inner hop, and Target signs the short-lived certificates
-// postern presents to targets.
+// Authority is postern's three CAs and its audit key: User signs the
+// certificates users present to postern, Host signs postern's own host
+// certificate and the per-target host certificates of the inner hop, Target
+// signs the short-lived certificates postern presents to targets, and Audit
+// signs audit checkpoints and sealed recordings (it signs no certificate).
 type Authority struct {
 	User, Host, Target *CA
+	// Audit is the audit signing key.
+	Audit *AuditKey
 	// Now is the clock certificates are issued by; time.Now if nil.
 	Now func() time.Time
 }
 
 // LoadAuthority loads (or on first start generates) the three CAs named user,
-// host and target.
+// host and target, and the audit signing key.
 func LoadAuthority(cfg config.CAs, dataDir string) (*Authority, error) {
 	var a Authority
 	var err error
@@ -341,6 +344,9 @@ func LoadAuthority(cfg config.CAs, dataDir string) (*Authority, error) {
 		return nil, err
 	}
 	if a.Target, err = LoadCA(CATarget, cfg.Target, dataDir); err != nil {
+		return nil, err
+	}
+	if a.Audit, err = LoadAuditKey(cfg.Audit, dataDir); err != nil {
 		return nil, err
 	}
 	return &a, nil

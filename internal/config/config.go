@@ -65,6 +65,10 @@ type CAs struct {
 	Host CA `yaml:"host"`
 	// Target signs the short-lived certificates postern presents to targets.
 	Target CA `yaml:"target"`
+	// Audit is the audit signing key (ed25519 only): it signs audit
+	// checkpoints and sealed recordings' digest records. Its generated key
+	// file is <data_dir>/ca/audit_key.
+	Audit CA `yaml:"audit"`
 }
 
 // CA configures one certificate authority.
@@ -135,10 +139,65 @@ type RateLimit struct {
 	PerSource int `yaml:"per_source"`
 }
 
-// Audit configures the audit log export.
+// Audit configures the audit log's local file, its signed checkpoints,
+// where they are anchored, and the continuous export.
 type Audit struct {
 	// File is the JSONL file every event is appended to; <data_dir>/audit.jsonl if empty.
 	File string `yaml:"file"`
+	// CheckpointInterval is how often a signed checkpoint of the chain head
+	// is taken (when events were added since the last one); 10s if zero.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+	// Anchor says where checkpoints are written outside the state store.
+	Anchor AuditAnchor `yaml:"anchor"`
+	// Export streams audit events to S3 objects and an HTTP log sink.
+	Export AuditExport `yaml:"export"`
+}
+
+// AuditAnchor says where signed checkpoints are written besides the state
+// store.
+type AuditAnchor struct {
+	// Storage writes every checkpoint to the recording store under
+	// audit/checkpoints/ (with the store's S3 Object Lock retention, if
+	// set): "on" (the default when empty) or "off".
+	Storage string `yaml:"storage"`
+}
+
+// AuditExport configures the continuous export of audit events.
+type AuditExport struct {
+	// S3 writes the events as JSONL objects, one per time window, each
+	// ending with a signed checkpoint; off if its URL is empty.
+	S3 AuditExportS3 `yaml:"s3"`
+	// HTTP posts the events (and every checkpoint) to a log collector;
+	// off if its URL is empty.
+	HTTP AuditExportHTTP `yaml:"http"`
+}
+
+// AuditExportS3 writes audit events as JSONL objects.
+type AuditExportS3 struct {
+	// URL is the object store: s3://bucket/prefix?… (the settings of
+	// storage, Object Lock included) or file:///dir; off if empty.
+	URL string `yaml:"url"`
+	// Window is how much time one object covers; 5m if zero.
+	Window Duration `yaml:"window"`
+}
+
+// AuditExportHTTP posts audit events to a log collector.
+type AuditExportHTTP struct {
+	// URL receives the POSTs (for OTLP, the collector's /v1/logs; for HEC,
+	// /services/collector/event); off if empty.
+	URL string `yaml:"url"`
+	// Format is otlp (OpenTelemetry logs, OTLP/HTTP JSON; the default) or
+	// hec (Splunk HTTP Event Collector).
+	Format string `yaml:"format"`
+	// Token is sent as "Authorization: Bearer <token>" (otlp) or
+	// "Authorization: Splunk <token>" (hec); none if empty.
+	Token string `yaml:"token"`
+	// Headers are added to every request.
+	Headers map[string]string `yaml:"headers"`
+	// BatchSize is the most events one request carries; 500 if zero.
+	BatchSize int `yaml:"batch_size"`
+	// Timeout bounds one request; 10s if zero.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // SSH configures connection hygiene.

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -200,6 +201,18 @@ func (c *Config) SetDefaults() {
 	if c.Audit.File == "" {
 		c.Audit.File = filepath.Join(c.DataDir, "audit.jsonl")
 	}
+	setDur(&c.Audit.CheckpointInterval, "10s")
+	if c.Audit.Anchor.Storage == "" {
+		c.Audit.Anchor.Storage = "on"
+	}
+	setDur(&c.Audit.Export.S3.Window, "5m")
+	if c.Audit.Export.HTTP.Format == "" {
+		c.Audit.Export.HTTP.Format = "otlp"
+	}
+	if c.Audit.Export.HTTP.BatchSize == 0 {
+		c.Audit.Export.HTTP.BatchSize = 500
+	}
+	setDur(&c.Audit.Export.HTTP.Timeout, "10s")
 	t := &c.Identity.CertTTL
 	setDur(&t.Human, "8h")
 	setDur(&t.Agent, "15m")
@@ -319,6 +332,10 @@ func (c *Config) Validate() error {
 			v.add(ca.name+".algorithm", "must be ed25519, ecdsa-p256 or rsa-3072")
 		}
 	}
+	if a := c.CA.Audit.Algorithm; a != "" && a != "ed25519" {
+		v.add("ca.audit.algorithm", "the audit signing key is always ed25519; drop the setting")
+	}
+	validateAudit(&v, c.Audit)
 	c.validateIdentity(&v)
 	if c.Recording.Format != "v2" && c.Recording.Format != "v3" {
 		v.add("recording.format", "must be v2 or v3")
@@ -680,4 +697,37 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// validateAudit checks the audit section.
+func validateAudit(v *validator, a Audit) {
+	if a.CheckpointInterval < Duration(time.Second) || a.CheckpointInterval > Duration(time.Hour) {
+		v.add("audit.checkpoint_interval", "must be between 1s and 1h")
+	}
+	if a.Anchor.Storage != "on" && a.Anchor.Storage != "off" {
+		v.add("audit.anchor.storage", "must be on or off")
+	}
+	if a.Export.S3.URL != "" {
+		v.storeURL("audit.export.s3.url", a.Export.S3.URL, "s3", "file")
+	}
+	if a.Export.S3.Window < Duration(time.Second) || a.Export.S3.Window > Duration(24*time.Hour) {
+		v.add("audit.export.s3.window", "must be between 1s and 24h")
+	}
+	h := a.Export.HTTP
+	if h.URL != "" {
+		if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add("audit.export.http.url", "must be an http(s) URL such as https://collector.example.com:4318/v1/logs")
+		} else if u.User != nil {
+			v.add("audit.export.http.url", "must not carry credentials; use token or headers")
+		}
+	}
+	if h.Format != "otlp" && h.Format != "hec" {
+		v.add("audit.export.http.format", "must be otlp or hec")
+	}
+	if h.BatchSize < 1 || h.BatchSize > 10000 {
+		v.add("audit.export.http.batch_size", "must be between 1 and 10000")
+	}
+	if h.Timeout <= 0 {
+		v.add("audit.export.http.timeout", "must be positive")
+	}
 }

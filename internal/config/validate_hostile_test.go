@@ -53,6 +53,15 @@ func TestEveryInvalidValueNamesItsKey(t *testing.T) {
 		{"state scheme", "state: mysql://db", "state: scheme must be one of"},
 		{"storage not a url", "storage: '::'", "storage:"},
 		{"http listen", "listen: {http: 'localhost'}", "listen.http: must be host:port"},
+		{"audit key algorithm", "ca: {audit: {algorithm: rsa-3072}}", "ca.audit.algorithm: the audit signing key is always ed25519"},
+		{"checkpoint interval", "audit: {checkpoint_interval: 10ms}", "audit.checkpoint_interval: must be between 1s and 1h"},
+		{"anchor storage", "audit: {anchor: {storage: maybe}}", "audit.anchor.storage: must be on or off"},
+		{"export s3 scheme", "audit: {export: {s3: {url: 'ftp://x'}}}", "audit.export.s3.url: scheme must be one of s3, file"},
+		{"export s3 window", "audit: {export: {s3: {url: 's3://b', window: 48h}}}", "audit.export.s3.window: must be between 1s and 24h"},
+		{"export http url", "audit: {export: {http: {url: 'collector:4318'}}}", "audit.export.http.url: must be an http(s) URL"},
+		{"export http credentials", "audit: {export: {http: {url: 'https://u:p@collector'}}}", "audit.export.http.url: must not carry credentials"},
+		{"export http format", "audit: {export: {http: {url: 'https://c', format: syslog}}}", "audit.export.http.format: must be otlp or hec"},
+		{"export http batch", "audit: {export: {http: {url: 'https://c', batch_size: 20000}}}", "audit.export.http.batch_size: must be between 1 and 10000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
