@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 )
 
 // GenesisPrev is the Prev of the first event in the chain.
@@ -212,4 +214,89 @@ func (s *Store) verifySeals(ctx context.Context, rep *VerifyReport) error {
 		return fmt.Errorf("query sealed sessions: %w", err)
 	}
 	return nil
+}
+
+// EventFilter selects events in ListEvents. Empty fields match everything.
+type EventFilter struct {
+	// Actor matches Actor exactly.
+	Actor string
+	// Target matches Target exactly.
+	Target string
+	// Type matches Type exactly, or as a prefix when it ends in '*'
+	// ("session.*").
+	Type string
+	// Session matches Session exactly.
+	Session string
+	// Since keeps events at or after it; unbounded if zero.
+	Since time.Time
+	// Until keeps events before it; unbounded if zero.
+	Until time.Time
+	// AfterSeq keeps events with Seq > AfterSeq.
+	AfterSeq int64
+	// UpToSeq keeps events with Seq <= UpToSeq; unbounded if zero.
+	UpToSeq int64
+	// Limit caps the number of events; no limit if zero.
+	Limit int
+	// Newest selects the last Limit matching events rather than the first;
+	// either way they are returned in sequence order.
+	Newest bool
+}
+
+// ListEvents returns the events matching f in sequence order.
+func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		where = append(where, cond)
+		args = append(args, v)
+	}
+	if f.Actor != "" {
+		add("actor = ?", f.Actor)
+	}
+	if f.Target != "" {
+		add("target = ?", f.Target)
+	}
+	if prefix, ok := strings.CutSuffix(f.Type, "*"); ok {
+		// Case-sensitive on both backends (LIKE is not on SQLite).
+		add("substr(type, 1, ?) = ?", len(prefix))
+		args = append(args, prefix)
+	} else if f.Type != "" {
+		add("type = ?", f.Type)
+	}
+	if f.Session != "" {
+		add("session = ?", f.Session)
+	}
+	if !f.Since.IsZero() {
+		add("time >= ?", formatTime(f.Since))
+	}
+	if !f.Until.IsZero() {
+		add("time < ?", formatTime(f.Until))
+	}
+	if f.AfterSeq > 0 {
+		add("seq > ?", f.AfterSeq)
+	}
+	if f.UpToSeq > 0 {
+		add("seq <= ?", f.UpToSeq)
+	}
+	q := `SELECT ` + eventColumns + ` FROM audit_events`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	if f.Newest {
+		q += " ORDER BY seq DESC"
+	} else {
+		q += " ORDER BY seq"
+	}
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	evs, err := queryAll(ctx, s.db, "list audit events", q, args, scanEvent)
+	if err != nil {
+		return nil, err
+	}
+	if f.Newest {
+		slices.Reverse(evs)
+	}
+	return evs, nil
 }

@@ -23,28 +23,31 @@ type Revocation struct {
 // stored as int64 (serials above 2^63 read back negative in raw SQL).
 func serialColumn(serial uint64) int64 { return int64(serial) }
 
-// Revoke records serial as revoked and appends a cert.revoked audit event.
-// Revoking a serial again keeps the first record and appends nothing.
+// Revoke records serial as revoked and appends a cert.revoked audit event,
+// in one transaction: a revocation row always has its event. Revoking a
+// serial again keeps the first record and appends nothing.
 func (s *Store) Revoke(ctx context.Context, serial uint64, reason, by string) error {
-	now := s.now().UTC()
-	res, err := s.db.ExecContext(ctx, `INSERT INTO revocations (serial, reason, revoked_by, time) VALUES (?, ?, ?, ?)
-		ON CONFLICT (serial) DO NOTHING`, serialColumn(serial), reason, by, formatTime(now))
-	if err != nil {
-		return fmt.Errorf("revoke serial %d: %w", serial, err)
-	}
-	if n, err := res.RowsAffected(); err == nil && n == 0 {
+	now := s.now().UTC().Truncate(time.Microsecond)
+	return s.Write(ctx, func(t *Tx) error {
+		res, err := t.tx.ExecContext(t.ctx, `INSERT INTO revocations (serial, reason, revoked_by, time) VALUES (?, ?, ?, ?)
+			ON CONFLICT (serial) DO NOTHING`, serialColumn(serial), reason, by, formatTime(now))
+		if err != nil {
+			return fmt.Errorf("revoke serial %d: %w", serial, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return nil
+		}
+		_, err = t.Append(Event{
+			Time:    now,
+			Type:    EventCertRevoked,
+			Actor:   by,
+			Details: map[string]any{"serial": strconv.FormatUint(serial, 10), "reason": reason},
+		})
+		if err != nil {
+			return fmt.Errorf("audit revocation of serial %d: %w", serial, err)
+		}
 		return nil
-	}
-	_, err = s.Append(ctx, Event{
-		Time:    now,
-		Type:    EventCertRevoked,
-		Actor:   by,
-		Details: map[string]any{"serial": strconv.FormatUint(serial, 10), "reason": reason},
 	})
-	if err != nil {
-		return fmt.Errorf("audit revocation of serial %d: %w", serial, err)
-	}
-	return nil
 }
 
 // IsRevoked reports whether serial has been revoked.

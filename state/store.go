@@ -27,6 +27,10 @@ var migrations embed.FS
 // ErrNotFound reports a session (or other row) that does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrNoStore reports a state store that does not exist, from Open with
+// Options.MustExist.
+var ErrNoStore = errors.New("state store does not exist")
+
 // Options configures a Store. The zero value works.
 type Options struct {
 	// AuditFile is a JSONL file every appended audit event is also written
@@ -37,6 +41,10 @@ type Options struct {
 	// Log receives warnings (an audit file that cannot be written); discarded
 	// if nil.
 	Log *slog.Logger
+	// MustExist makes Open fail with ErrNoStore, creating nothing, when the
+	// store does not exist yet (no SQLite file; no postern schema in the
+	// PostgreSQL database): for readers such as `postern audit verify`.
+	MustExist bool
 }
 
 // Store is the SQLite state store. It is safe for concurrent use. The Store
@@ -81,6 +89,13 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		if err != nil {
 			return nil, err
 		}
+		if opts.MustExist {
+			var n int64
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_version`).Scan(&n); err != nil || n == 0 {
+				db.Close()
+				return nil, fmt.Errorf("%s has no postern schema: %w", redactURL(url), ErrNoStore)
+			}
+		}
 		s := newStore(db, opts)
 		s.notify.pg = cfg
 		return s.finishOpen(ctx, opts, "")
@@ -88,6 +103,11 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	path, err := sqlitePath(url)
 	if err != nil {
 		return nil, err
+	}
+	if opts.MustExist {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", path, ErrNoStore)
+		}
 	}
 	if dir := filepath.Dir(path); dir != "." {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

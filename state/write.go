@@ -224,22 +224,9 @@ func (t *Tx) Append(e Event) (Event, error) {
 		return Event{}, err
 	}
 	if !t.head.loaded {
-		var last sql.NullInt64
-		var prev sql.NullString
-		st, err := t.txStmt(sqlChainHead)
-		if err != nil {
+		if err := t.loadHead(); err != nil {
 			return Event{}, err
 		}
-		err = st.QueryRowContext(t.ctx).Scan(&last, &prev)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			t.head.seq, t.head.hash = 0, GenesisPrev
-		case err != nil:
-			return Event{}, fmt.Errorf("read audit chain head: %w", err)
-		default:
-			t.head.seq, t.head.hash = last.Int64, prev.String
-		}
-		t.head.loaded = true
 	}
 	e.Seq, e.Prev = t.head.seq+1, t.head.hash
 	if e.Hash, err = Hash(e); err != nil {
