@@ -29,7 +29,9 @@ var importRules = map[string][]string{
 	"recorder/...": {"bastion/...", "certs/...", "policy", "approval", "players/...", "server", "guardrails/pgproxy"},
 	"players/...":  {"bastion/...", "approval", "server", "guardrails", "guardrails/pgproxy"},
 	"approval":     {"bastion/...", "players/...", "recorder/...", "server", "guardrails/pgproxy"},
-	"state":        {"*"},
+	// Audit evidence reads recordings as objects; it knows no recorder.
+	"audit": {"bastion/...", "certs/...", "policy", "approval", "players/...", "recorder/...", "server", "guardrails/..."},
+	"state": {"*"},
 	// Foundations import nothing of postern (httpx only the error type it
 	// writes, config only the detector names it validates).
 	"guardrails/mask":     {"*"},
