@@ -273,10 +273,10 @@ func ParseFilter(q map[string][]string, now time.Time) (state.SessionFilter, err
 	}
 	f := state.SessionFilter{User: get("user"), Target: get("target"), Role: get("role"), Status: get("status"), Text: get("q")}
 	var err error
-	if f.Since, err = parseWhen(get("since"), now); err != nil {
+	if f.Since, err = ParseWhen(get("since"), now); err != nil {
 		return f, fmt.Errorf("since: %w", err)
 	}
-	if f.Until, err = parseWhen(get("until"), now); err != nil {
+	if f.Until, err = ParseWhen(get("until"), now); err != nil {
 		return f, fmt.Errorf("until: %w", err)
 	}
 	f.Limit = 100
@@ -295,8 +295,8 @@ func ParseFilter(q map[string][]string, now time.Time) (state.SessionFilter, err
 	return f, nil
 }
 
-// parseWhen parses an RFC 3339 time or a duration before now ("2h", "7d").
-func parseWhen(s string, now time.Time) (time.Time, error) {
+// ParseWhen parses an RFC 3339 time or a duration before now ("2h", "7d").
+func ParseWhen(s string, now time.Time) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/posternhq/postern/audit"
 	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/state"
 )
@@ -73,6 +74,10 @@ type Options struct {
 	// Replica names this server replica in the sessions index; Recover
 	// only touches sessions of its own replica.
 	Replica string
+	// Signer signs each sealed recording's digest record (audit.SealRecord,
+	// kept in the session.sealed event and the metadata JSON); seals are
+	// unsigned if nil, which `postern audit verify` reports.
+	Signer audit.Signer
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Log receives the recorder's logs; discarded if nil.

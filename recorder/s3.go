@@ -125,6 +125,11 @@ func (a *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	return ObjectInfo{Key: info.Key, Size: info.Size, ModTime: info.ModTime}, nil
 }
 
+// List returns the keys under prefix, sorted.
+func (a *S3Store) List(ctx context.Context, prefix string) ([]string, error) {
+	return a.s.List(ctx, prefix)
+}
+
 // Delete removes the object.
 func (a *S3Store) Delete(ctx context.Context, key string) error { return a.s.Delete(ctx, key) }
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/posternhq/postern/audit"
 	"github.com/posternhq/postern/state"
 )
 
@@ -68,6 +69,9 @@ type Metadata struct {
 	Approvals []any `json:"approvals"`
 	// Masked reports whether parts of the recording were masked.
 	Masked bool `json:"masked"`
+	// Seal is the signed digest record of the recording (the same envelope
+	// as in the session.sealed audit event); absent if seals are unsigned.
+	Seal *audit.Envelope `json:"seal,omitempty"`
 }
 
 // seal stores the spool file as row.Object, commits session.end,
@@ -90,6 +94,17 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 	row.Size, row.SHA256 = size, sum
 	sealed := &Sealed{ID: row.ID, Object: row.Object, MetaObject: MetaKey(row.Object), Size: size, SHA256: sum, Status: row.Status}
 
+	var seal *audit.Envelope
+	if r.opts.Signer != nil {
+		rec := audit.SealRecordOf(row)
+		rec.Metadata, rec.Time = sealed.MetaObject, r.opts.Now().UTC().Truncate(time.Microsecond)
+		env, err := audit.Sign(r.opts.Signer, rec)
+		if err != nil {
+			return nil, fmt.Errorf("sign seal: %w", err)
+		}
+		seal = &env
+	}
+
 	if st := r.opts.State; st != nil {
 		details := map[string]any{"status": row.Status, "bytes_in": row.BytesIn, "bytes_out": row.BytesOut}
 		if row.ExitStatus != nil {
@@ -107,8 +122,12 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 			if _, err := tx.Append(state.Event{Type: state.EventSessionEnd, Actor: row.Identity, Target: row.Target, Session: row.ID, Details: details}); err != nil {
 				return fmt.Errorf("audit session end: %w", err)
 			}
+			sd := map[string]any{"sha256": sum, "object": row.Object, "size": size}
+			if seal != nil {
+				sd["seal"] = seal
+			}
 			ev, err := tx.Append(state.Event{Type: state.EventSessionSealed, Actor: row.Identity, Target: row.Target, Session: row.ID,
-				Details: map[string]any{"sha256": sum, "object": row.Object, "size": size}})
+				Details: sd})
 			if err != nil {
 				return fmt.Errorf("audit session seal: %w", err)
 			}
@@ -129,6 +148,7 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		Kind: row.Kind, Command: row.Command, Start: row.Start.UTC(), End: row.End, Status: row.Status,
 		ExitStatus: row.ExitStatus, BytesIn: row.BytesIn, BytesOut: row.BytesOut, Size: size, SHA256: sum,
 		SealSeq: row.SealSeq, Object: row.Object, Replica: row.Replica, Approvals: []any{}, Masked: row.Masked,
+		Seal: seal,
 	}
 	md.Format, _ = row.Meta["format"].(string)
 	md.ExitSignal, _ = row.Meta["exit_signal"].(string)

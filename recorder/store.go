@@ -2,17 +2,20 @@ package recorder
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
 	"time"
 )
 
-// ErrNotFound reports an object that is not in the store.
-var ErrNotFound = errors.New("object not found")
+// ErrNotFound reports an object that is not in the store. It wraps
+// fs.ErrNotExist, so readers that know no recorder (package audit) can
+// tell a missing object too.
+var ErrNotFound = fmt.Errorf("object not found: %w", fs.ErrNotExist)
 
 // Store holds finished recordings and their metadata under slash-separated
 // keys (YYYY/MM/DD/<id>.cast and <id>.json). FileStore and S3Store
@@ -32,6 +35,9 @@ type Store interface {
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 	// Delete removes the object; deleting a missing object is not an error.
 	Delete(ctx context.Context, key string) error
+	// List returns the keys of the objects under prefix (a slash-separated
+	// directory, no trailing slash), sorted.
+	List(ctx context.Context, prefix string) ([]string, error)
 }
 
 // ObjectInfo describes a stored object.
@@ -84,4 +90,17 @@ func OpenStore(ctx context.Context, rawURL string) (Store, error) {
 	default:
 		return nil, fmt.Errorf("storage %q: unsupported scheme (want file:// or s3://)", rawURL)
 	}
+}
+
+// OpenExistingStore is OpenStore for readers (`postern audit verify`): a
+// file:// store whose directory does not exist is an error wrapping
+// fs.ErrNotExist instead of being created.
+func OpenExistingStore(ctx context.Context, rawURL string) (Store, error) {
+	if u, err := url.Parse(rawURL); err == nil && u.Scheme == "file" {
+		dir := filepath.FromSlash(u.Host + u.Path)
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("recording store %s: %w", dir, err)
+		}
+	}
+	return OpenStore(ctx, rawURL)
 }

@@ -598,6 +598,26 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// List returns the keys (without the store's prefix) of the objects under
+// prefix, a slash-separated "directory", sorted.
+func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
+	full := s.cfg.key(strings.Trim(prefix, "/")) + "/"
+	strip := len(s.cfg.key("")) // "prefix/", or nothing
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(full)}
+	var keys []string
+	for p := s3.NewListObjectsV2Paginator(s.client, in); p.HasMorePages(); {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %s", prefix, shortError(err))
+		}
+		for _, o := range out.Contents {
+			keys = append(keys, aws.ToString(o.Key)[strip:])
+		}
+	}
+	sort.Strings(keys)
+	return keys, nil
+}
+
 // AbortUploads aborts every unfinished multipart upload of key (what a
 // crashed run left behind) and returns how many it aborted.
 func (s *Store) AbortUploads(ctx context.Context, key string) (int, error) {
