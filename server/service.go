@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/posternhq/postern/approval"
+	"github.com/posternhq/postern/audit"
 	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/bastion/innerhop"
 	"github.com/posternhq/postern/certs"
@@ -149,7 +150,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		Store: store, State: s.state, SpoolDir: filepath.Join(cfg.DataDir, "spool"),
 		Format: cfg.Recording.Format, BufferSize: cfg.Recording.BufferSize, OnOverflow: cfg.Recording.OnOverflow,
 		FsyncInterval: cfg.Recording.FsyncInterval.D(), MinSpoolFree: cfg.Recording.MinSpoolFree,
-		Replica: replica, Log: s.log, Metrics: s.reg,
+		Replica: replica, Signer: s.authority.Audit, Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("start recorder: %w", err)
@@ -300,6 +301,20 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 
+	// The checkpointer and the export outlive the listeners: their last
+	// pass, after the sessions are sealed, covers the whole chain.
+	runAudit, err := s.auditJobs(ctx, cfg, store, replica)
+	if err != nil {
+		return err
+	}
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	var auditJobs sync.WaitGroup
+	stopAuditJobs := sync.OnceFunc(func() { stopAudit(); auditJobs.Wait() })
+	defer stopAuditJobs() // before the state store closes
+	for _, job := range runAudit {
+		auditJobs.Go(func() { job(auditCtx) })
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := s.ssh.Serve(sshLn); err != nil && !errors.Is(err, bastion.ErrServerClosed) {
@@ -325,13 +340,61 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		return s.shutdown()
+		err := s.shutdown()
+		stopAuditJobs()
+		return err
 	})
 	s.log.Info("postern serving", "ssh", sshLn.Addr().String(), "http", httpLn.Addr().String(), "public_url", cfg.PublicURL)
 	if s.opts.Ready != nil {
 		s.opts.Ready(sshLn.Addr(), httpLn.Addr())
 	}
 	return g.Wait()
+}
+
+// auditJobs builds the audit checkpointer (anchored to the recording store
+// unless audit.anchor.storage is off, and to the HTTP sink if one is
+// configured) and the continuous export, and returns their Run functions.
+func (s *Service) auditJobs(ctx context.Context, cfg *config.Config, store recorder.Store, replica string) ([]func(context.Context), error) {
+	log := s.log.With("component", "audit")
+	var anchors []audit.Anchor
+	if cfg.Audit.Anchor.Storage == "on" {
+		anchors = append(anchors, &audit.StorageAnchor{Objects: store})
+	}
+	var sink *audit.HTTPSink
+	if h := cfg.Audit.Export.HTTP; h.URL != "" {
+		var err error
+		sink, err = audit.NewHTTPSink(audit.HTTPSinkOptions{URL: h.URL, Format: h.Format, Token: h.Token,
+			Headers: h.Headers, Timeout: h.Timeout.D(), Instance: replica})
+		if err != nil {
+			return nil, fmt.Errorf("audit.export.http: %w", err)
+		}
+		anchors = append(anchors, sink)
+	}
+	cp, err := audit.NewCheckpointer(audit.CheckpointerOptions{
+		State: s.state, Signer: s.authority.Audit, Interval: cfg.Audit.CheckpointInterval.D(), Anchors: anchors,
+		By: replica, Log: log, Metrics: s.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	jobs := []func(context.Context){cp.Run}
+	var exportStore audit.Objects
+	if u := cfg.Audit.Export.S3.URL; u != "" {
+		if exportStore, err = recorder.OpenStore(ctx, u); err != nil {
+			return nil, fmt.Errorf("audit.export.s3.url: %w", err)
+		}
+	}
+	if exportStore != nil || sink != nil {
+		x, err := audit.NewExporter(audit.ExporterOptions{
+			State: s.state, Signer: s.authority.Audit, Owner: replica, S3: exportStore, Window: cfg.Audit.Export.S3.Window.D(),
+			HTTP: sink, BatchSize: cfg.Audit.Export.HTTP.BatchSize, Log: log, Metrics: s.reg,
+		})
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, x.Run)
+	}
+	return jobs, nil
 }
 
 // shutdown stops accepting, drains sessions for up to 30 s, then closes.

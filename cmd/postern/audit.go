@@ -1,138 +1,398 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
-	"os"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/posternhq/postern/audit"
+	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
 
-// newAuditCmd is `postern audit`, whose one subcommand checks the audit log.
+// Exit statuses of `postern audit verify`.
+const (
+	// exitTampered: the evidence was checked and problems were found.
+	exitTampered = 1
+	// exitCannotVerify: the evidence could not be checked (a missing
+	// store, no audit key).
+	exitCannotVerify = 2
+)
+
+// newAuditCmd is `postern audit`: verify, export and search the audit log.
 func newAuditCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "audit",
-		Short: "Check the audit log",
+		Short: "Verify, export and search the audit log",
 	}
-	c.AddCommand(newAuditVerifyCmd(g))
+	c.AddCommand(newAuditVerifyCmd(g), newAuditExportCmd(g), newAuditLsCmd(g))
 	return c
 }
 
+type auditVerifyFlags struct {
+	offline     string
+	auditKey    string
+	files       []string
+	checkpoints []string
+	asJSON      bool
+}
+
 func newAuditVerifyCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "verify",
-		Short: "Verify the audit hash chain and every sealed recording digest",
-		Long: `verify recomputes the SHA-256 chain of the audit log in the state store,
-checks each sealed session's digest against its session.sealed event, re-hashes
-every stored recording, and checks the chain of the exported audit file.
-It exits 0 if everything is intact and 1 otherwise, naming the first broken
-sequence number and every recording that does not match.`,
+	var f auditVerifyFlags
+	c := &cobra.Command{
+		Use:   "verify [--audit-file FILE]... [--checkpoints FILE]... | --offline DIR [--audit-key FILE]",
+		Short: "Verify the audit chain, its signed checkpoints and every sealed recording",
+		Long: `verify checks the evidence postern keeps and reports every problem, naming
+the sequence number or row and what differs:
+
+  - the audit chain in the state store: every event's hash and link, and no
+    missing event;
+  - every signed checkpoint (in the state store, in the recording store under
+    audit/checkpoints/, and in any --checkpoints file collected from a log
+    sink): its signature, and that the chain still matches it — a chain that
+    was rewritten and re-hashed, or whose tail was cut, does not;
+  - every sealed recording: its signed seal, the index row (every field, and
+    seal_seq), the stored cast's digest and the metadata JSON beside it;
+  - every revocation against its cert.revoked event;
+  - this replica's audit file (audit.file) and every --audit-file (other
+    replicas' files): each is a sequence of chain segments, and every line must
+    be the chain's event at its sequence number.
+
+With --offline DIR it verifies an evidence bundle written by
+'postern audit export', with no access to postern's stores; give the audit
+public key with --audit-key (from 'postern ca export --audit', obtained
+independently of the bundle).
+
+Exit status: 0 if everything is intact, 1 if a problem was found, 2 if the
+evidence could not be verified (a missing store, no audit key).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runAuditVerify(cmd, g)
+			return runAuditVerify(cmd.Context(), g, f)
 		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.offline, "offline", "", "verify the evidence bundle in `DIR` instead of the stores")
+	fl.StringVar(&f.auditKey, "audit-key", "", "trust the audit public key(s) in `FILE` (authorized_keys lines) instead of the configured ones")
+	fl.StringArrayVar(&f.files, "audit-file", nil, "also check another replica's audit `FILE` against the chain (repeatable)")
+	fl.StringArrayVar(&f.checkpoints, "checkpoints", nil, "also check the chain against the signed checkpoints in `FILE`, one per line (repeatable)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the report as JSON")
+	return c
+}
+
+// cannotVerify is an exit with status 2.
+func cannotVerify(err error) error {
+	return exitError{code: exitCannotVerify, msg: err.Error()}
+}
+
+func runAuditVerify(ctx context.Context, g *globalFlags, f auditVerifyFlags) error {
+	var opts audit.VerifyOptions
+	for _, p := range f.checkpoints {
+		cps, err := audit.ReadCheckpoints(p)
+		if err != nil {
+			return cannotVerify(fmt.Errorf("--checkpoints: %w", err))
+		}
+		opts.Checkpoints = append(opts.Checkpoints, cps...)
+	}
+	for _, p := range f.files {
+		opts.Files = append(opts.Files, audit.File{Path: p})
+	}
+	if f.auditKey != "" {
+		k, err := audit.ReadKeyring(f.auditKey)
+		if err != nil {
+			return cannotVerify(fmt.Errorf("--audit-key: %w", err))
+		}
+		opts.Keys = k
+	}
+	var src audit.Source
+	var warning string
+	if f.offline != "" {
+		b, err := audit.OpenBundle(f.offline)
+		if err != nil {
+			return cannotVerify(err)
+		}
+		if opts.Keys == nil {
+			k, err := audit.ParseKeyring(b.Keys())
+			if err != nil {
+				return cannotVerify(fmt.Errorf("the bundle carries no usable audit key (%v): pass --audit-key", err))
+			}
+			opts.Keys = k
+			warning = "warning: checked with the audit key inside the bundle; pass --audit-key with a key obtained independently (postern ca export --audit)"
+		}
+		src = b
+	} else {
+		cfg, err := loadConfig(g)
+		if err != nil {
+			return err
+		}
+		st, store, err := openEvidence(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if opts.Keys == nil {
+			if opts.Keys, err = auditKeyring(cfg); err != nil {
+				return cannotVerify(err)
+			}
+		}
+		s := &audit.StoreSource{State: st, Objects: store}
+		if cfg.Audit.Anchor.Storage == "on" {
+			s.Anchor = &audit.StorageAnchor{Objects: store}
+		}
+		src = s
+		opts.Files = append([]audit.File{{Path: cfg.Audit.File, Optional: true}}, opts.Files...)
+	}
+	rep, err := audit.Verify(ctx, src, opts)
+	if err != nil {
+		return cannotVerify(fmt.Errorf("verify: %w", err))
+	}
+	if f.asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printReport(g.stdout, rep, warning)
+	}
+	if !rep.OK() {
+		return exitError{code: exitTampered, msg: fmt.Sprintf("audit verification failed (%d problems in %d events, %d sealed recordings)",
+			len(rep.Problems), rep.Events, rep.Sealed)}
+	}
+	return nil
+}
+
+// openEvidence opens the configured state store and recording store for
+// reading; a store that does not exist is an exit with status 2, and
+// nothing is created.
+func openEvidence(ctx context.Context, cfg *config.Config) (*state.Store, recorder.Store, error) {
+	st, err := state.Open(ctx, cfg.State, state.Options{MustExist: true})
+	if errors.Is(err, state.ErrNoStore) {
+		return nil, nil, cannotVerify(fmt.Errorf("the state store is missing (%v): nothing to verify; check --config, --data-dir and state", err))
+	}
+	if err != nil {
+		return nil, nil, cannotVerify(fmt.Errorf("open state store: %w", err))
+	}
+	store, err := recorder.OpenExistingStore(ctx, cfg.Storage)
+	if errors.Is(err, fs.ErrNotExist) {
+		st.Close()
+		return nil, nil, cannotVerify(fmt.Errorf("the recording store is missing (%v); check storage", err))
+	}
+	if err != nil {
+		st.Close()
+		return nil, nil, cannotVerify(fmt.Errorf("open recording store: %w", err))
+	}
+	return st, store, nil
+}
+
+// auditKeyring is the configured audit public keys (ca.audit, read-only).
+func auditKeyring(cfg *config.Config) (*audit.Keyring, error) {
+	k, err := certs.OpenAuditKey(cfg.CA.Audit, cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	return audit.NewKeyring(k.Trusted())
+}
+
+func printReport(w io.Writer, rep *audit.Report, warning string) {
+	if warning != "" {
+		fmt.Fprintln(w, warning)
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintln(w, p)
+	}
+	if rep.OK() {
+		fmt.Fprintf(w, "audit log intact: %d events, %d sealed recordings\n", rep.Events, rep.Sealed)
+	}
+	fmt.Fprintf(w, "%s: events %d to %d, %d revocations; %d signed checkpoints match, the last at seq %d\n",
+		rep.Source, rep.First, rep.Last, rep.Revocations, rep.Checkpoints, rep.Covered)
+	for _, fr := range rep.Files {
+		if !fr.Missing {
+			fmt.Fprintf(w, "audit file %s: %d events in %d segments\n", fr.Path, fr.Events, fr.Segments)
+		}
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintln(w, "note:", n)
 	}
 }
 
-func runAuditVerify(cmd *cobra.Command, g *globalFlags) error {
-	ctx := cmd.Context()
+func newAuditExportCmd(g *globalFlags) *cobra.Command {
+	var since, until, out string
+	c := &cobra.Command{
+		Use:   "export --since WHEN [--until WHEN] -o DIR",
+		Short: "Write an evidence bundle that verifies offline",
+		Long: `export writes the audit events between --since and --until (widened to whole
+signed checkpoints), their checkpoints, the index rows, casts and metadata of
+the recordings sealed among them, the revocations they record and the audit
+public keys into DIR, which must not exist or be empty. Anyone can then check
+it with 'postern audit verify --offline DIR --audit-key KEYFILE', without
+access to postern's stores.
+
+When the audit signing key is readable here and no checkpoint covers the end of
+the range yet, export takes one (and anchors it as the server would).
+WHEN is an RFC 3339 time or a duration before now (24h, 7d).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("-o DIR is required")
+			}
+			now := time.Now()
+			s, err := players.ParseWhen(since, now)
+			if err != nil {
+				return fmt.Errorf("--since: %w", err)
+			}
+			u, err := players.ParseWhen(until, now)
+			if err != nil {
+				return fmt.Errorf("--until: %w", err)
+			}
+			return runAuditExport(cmd.Context(), g, s, u, out)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&since, "since", "", "first event time: RFC 3339 or a duration ago (default: the first event)")
+	fl.StringVar(&until, "until", "", "events before this time: RFC 3339 or a duration ago (default: now)")
+	fl.StringVarP(&out, "output", "o", "", "the bundle `DIR` to write")
+	return c
+}
+
+func runAuditExport(ctx context.Context, g *globalFlags, since, until time.Time, dir string) error {
 	cfg, err := loadConfig(g)
 	if err != nil {
 		return err
 	}
-	st, err := state.Open(ctx, cfg.State, state.Options{})
+	st, store, err := openEvidence(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("open state store: %w", err)
+		return err
 	}
 	defer st.Close()
-	store, err := recorder.OpenStore(ctx, cfg.Storage)
+	key, err := certs.OpenAuditKey(cfg.CA.Audit, cfg.DataDir)
 	if err != nil {
-		return fmt.Errorf("open recording store: %w", err)
+		return fmt.Errorf("audit key: %w", err)
 	}
-	rep, err := st.Verify(ctx)
-	if err != nil {
-		return fmt.Errorf("verify audit log: %w", err)
+	src := &audit.StoreSource{State: st, Objects: store}
+	var anchors []audit.Anchor
+	if cfg.Audit.Anchor.Storage == "on" {
+		src.Anchor = &audit.StorageAnchor{Objects: store}
+		anchors = append(anchors, src.Anchor)
 	}
-	badObjects, err := recorder.VerifySessions(ctx, st, store)
-	if err != nil {
-		return fmt.Errorf("verify recordings: %w", err)
-	}
-	var fileProblem string
-	if cfg.Audit.File != "" {
-		if fileProblem, err = verifyAuditFile(cfg.Audit.File); err != nil {
+	opts := audit.BundleOptions{Source: src, Keys: key.AuthorizedKeys(), Since: since, Until: until}
+	if key.CanSign() {
+		if opts.Checkpointer, err = audit.NewCheckpointer(audit.CheckpointerOptions{
+			State: st, Signer: key, Interval: cfg.Audit.CheckpointInterval.D(), Anchors: anchors, By: "postern audit export",
+		}); err != nil {
 			return err
 		}
 	}
-
-	out := g.stdout
-	var problems []string
-	if rep.FirstBroken != 0 {
-		problems = append(problems, fmt.Sprintf("audit log broken at seq %d: %s", rep.FirstBroken, rep.Reason))
+	m, err := audit.WriteBundle(ctx, dir, opts)
+	if err != nil {
+		return fmt.Errorf("audit export: %w", err)
 	}
-	for _, id := range rep.BadDigests {
-		problems = append(problems, fmt.Sprintf("recording %s: index digest does not match its session.sealed event", id))
-	}
-	for _, id := range badObjects {
-		problems = append(problems, fmt.Sprintf("recording %s: stored cast is missing or does not match its digest", id))
-	}
-	if fileProblem != "" {
-		problems = append(problems, "audit file "+cfg.Audit.File+": "+fileProblem)
-	}
-	if len(problems) == 0 {
-		fmt.Fprintf(out, "audit log intact: %d events, %d sealed recordings\n", rep.Events, rep.Sessions)
-		return nil
-	}
-	for _, p := range problems {
-		fmt.Fprintln(out, p)
-	}
-	return exitError{code: 1, msg: fmt.Sprintf("audit verification failed (%d problems in %d events, %d sealed recordings)", len(problems), rep.Events, rep.Sessions)}
+	fmt.Fprintf(g.stdout, "wrote %s: events %d to %d (%d), %d checkpoints, %d recordings, %d revocations\n",
+		dir, m.From, m.To, m.Events, m.Checkpoints, m.Sessions, m.Revocations)
+	return nil
 }
 
-// verifyAuditFile checks the hash chain of the exported JSONL audit file. A
-// missing file is fine (nothing exported yet). The file may start later than
-// the store's chain, so the first line's prev is not checked.
-func verifyAuditFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
+func newAuditLsCmd(g *globalFlags) *cobra.Command {
+	var f state.EventFilter
+	var since, until string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "ls [--actor U] [--target T] [--type T] [--session ID] [--since WHEN] [--until WHEN] [--limit N] [--json]",
+		Short: "List audit events from the state store",
+		Long: `ls lists the audit events that match every filter given, oldest first: the
+last --limit of them (100 by default; 0 for all). --type takes an exact type
+or a prefix ending in '*' (session.*). WHEN is an RFC 3339 time or a duration
+before now (24h, 7d). It reads the state store directly (SQLite or
+PostgreSQL), so it runs where the configuration is.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			now := time.Now()
+			var err error
+			if f.Since, err = players.ParseWhen(since, now); err != nil {
+				return fmt.Errorf("--since: %w", err)
+			}
+			if f.Until, err = players.ParseWhen(until, now); err != nil {
+				return fmt.Errorf("--until: %w", err)
+			}
+			if f.Limit < 0 {
+				return errors.New("--limit: want 0 (all) or a positive number")
+			}
+			f.Newest = true
+			cfg, err := loadConfig(g)
+			if err != nil {
+				return err
+			}
+			st, err := state.Open(cmd.Context(), cfg.State, state.Options{MustExist: true})
+			if err != nil {
+				return fmt.Errorf("open state store: %w", err)
+			}
+			defer st.Close()
+			evs, err := st.ListEvents(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetEscapeHTML(false)
+				for _, e := range evs {
+					if err := enc.Encode(e); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if len(evs) == 0 {
+				fmt.Fprintln(g.stderr, "no audit events match")
+				return nil
+			}
+			return writeEvents(g.stdout, evs)
+		},
 	}
-	if err != nil {
-		return "", fmt.Errorf("open audit file: %w", err)
+	fl := c.Flags()
+	fl.StringVar(&f.Actor, "actor", "", "only events of this actor (identity)")
+	fl.StringVar(&f.Actor, "identity", "", "alias of --actor")
+	fl.StringVar(&f.Target, "target", "", "only events on this target")
+	fl.StringVar(&f.Type, "type", "", "only events of this type, or type prefix ending in '*'")
+	fl.StringVar(&f.Session, "session", "", "only events of this session")
+	fl.StringVar(&since, "since", "", "only events since: RFC 3339 or a duration ago")
+	fl.StringVar(&until, "until", "", "only events before: RFC 3339 or a duration ago")
+	fl.IntVar(&f.Limit, "limit", 100, "at most this many (the newest), 0 for all")
+	fl.BoolVar(&asJSON, "json", false, "print one JSON event per line (the chain's canonical form)")
+	return c
+}
+
+// writeEvents prints events as a table.
+func writeEvents(w io.Writer, evs []state.Event) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tACTOR\tTARGET\tSESSION\tDETAILS")
+	for _, e := range evs {
+		d := ""
+		if len(e.Details) > 0 {
+			b, _ := json.Marshal(e.Details)
+			d = string(b)
+			if len(d) > 120 {
+				d = d[:117] + "…"
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Type,
+			dash(e.Actor), dash(e.Target), dash(e.Session), strings.ReplaceAll(d, "\t", " "))
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 16<<20)
-	prev := ""
-	line := 0
-	for sc.Scan() {
-		line++
-		if strings.TrimSpace(sc.Text()) == "" {
-			continue
-		}
-		dec := json.NewDecoder(strings.NewReader(sc.Text()))
-		dec.UseNumber()
-		var e state.Event
-		if err := dec.Decode(&e); err != nil {
-			return fmt.Sprintf("line %d is not an audit event", line), nil
-		}
-		h, err := state.Hash(e)
-		if err != nil || h != e.Hash {
-			return fmt.Sprintf("line %d (seq %d): hash does not match the event's contents", line, e.Seq), nil
-		}
-		if prev != "" && e.Prev != prev {
-			return fmt.Sprintf("line %d (seq %d): prev does not match the line before", line, e.Seq), nil
-		}
-		prev = e.Hash
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
 	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("read audit file: %w", err)
-	}
-	return "", nil
+	return s
 }

@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
 
-// recordOne records and seals one session into the dev configuration under dir.
+// recordOne records and seals one session into the dev configuration under
+// dir, as the server would: seals signed with the audit key.
 func recordOne(t *testing.T, cfg *config.Config) *recorder.Sealed {
 	t.Helper()
 	ctx := context.Background()
@@ -27,7 +31,11 @@ func recordOne(t *testing.T, cfg *config.Config) *recorder.Sealed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := recorder.New(recorder.Options{Store: store, State: st, SpoolDir: filepath.Join(cfg.DataDir, "spool")})
+	key, err := certs.LoadAuditKey(cfg.CA.Audit, cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := recorder.New(recorder.Options{Store: store, State: st, SpoolDir: filepath.Join(cfg.DataDir, "spool"), Signer: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,16 +51,18 @@ func recordOne(t *testing.T, cfg *config.Config) *recorder.Sealed {
 	return sealed
 }
 
-func auditVerify(t *testing.T, dir string) (string, error) {
+// runCLI runs the postern command line in-process with --dev --data-dir
+// dir and the given arguments.
+func runCLI(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	g := &globalFlags{Dev: true, DataDir: dir, stdout: &out, stderr: &out}
-	c := newAuditCmd(g)
-	c.SetOut(&out)
-	c.SetErr(&out)
-	c.SetArgs([]string{"verify"})
-	err := c.ExecuteContext(context.Background())
+	err := run(context.Background(), append([]string{"--dev", "--data-dir", dir}, args...), &out, &out)
 	return out.String(), err
+}
+
+func auditVerify(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	return runCLI(t, dir, append([]string{"audit", "verify"}, args...)...)
 }
 
 func TestAuditVerify(t *testing.T) {
@@ -76,7 +86,7 @@ func TestAuditVerify(t *testing.T) {
 	}
 	out, err = auditVerify(t, dir)
 	var ee exitError
-	if err == nil || !asExit(err, &ee) || ee.code != 1 || !strings.Contains(out, "recording "+sealed.ID) {
+	if !errors.As(err, &ee) || ee.code != exitTampered || !strings.Contains(out, "session "+sealed.ID+": recording "+sealed.Object+" differs") {
 		t.Fatalf("verify after cast tamper = %q, %v; want exit 1 naming %s", out, err, sealed.ID)
 	}
 
@@ -90,15 +100,108 @@ func TestAuditVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ = auditVerify(t, dir)
-	if !strings.Contains(out, "audit log broken at seq 2") {
+	if !strings.Contains(out, "seq 2 (session.end): the stored hash does not match") {
 		t.Errorf("verify after row tamper = %q; want seq 2 named", out)
 	}
 }
 
-func asExit(err error, ee *exitError) bool {
-	e, ok := err.(exitError)
-	if ok {
-		*ee = e
+// TestAuditVerifyMissingStore: verify pointed at a data directory that does
+// not exist says the store is missing, exits 2 and creates nothing.
+func TestAuditVerifyMissingStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nowhere")
+	out, err := auditVerify(t, dir)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != exitCannotVerify || !strings.Contains(ee.msg, "the state store is missing") {
+		t.Fatalf("verify of a missing data dir = %q, %v; want exit 2 saying the store is missing", out, err)
 	}
-	return ok
+	if strings.Contains(out, "intact") {
+		t.Errorf("verify of a missing data dir printed %q", out)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("verify created %s (stat: %v)", dir, err)
+	}
+}
+
+// TestAuditExportOffline: a bundle exported from the CLI verifies offline
+// with the key from `ca export --audit` after the whole data directory is
+// deleted; a bundle whose cast was edited does not.
+func TestAuditExportOffline(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Dev(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := recordOne(t, cfg)
+	keyOut, err := runCLI(t, dir, "ca", "export", "--audit")
+	if err != nil || !strings.HasPrefix(keyOut, "ssh-ed25519 ") {
+		t.Fatalf("ca export --audit = %q, %v", keyOut, err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "audit.pub")
+	if err := os.WriteFile(keyFile, []byte(keyOut), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	out, err := runCLI(t, dir, "audit", "export", "--since", "1h", "-o", bundle)
+	if err != nil || !strings.Contains(out, "events 1 to 3 (3), 1 checkpoints, 1 recordings") {
+		t.Fatalf("audit export = %q, %v", out, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, t.TempDir(), "audit", "verify", "--offline", bundle, "--audit-key", keyFile)
+	if err != nil || !strings.Contains(out, "audit log intact: 3 events, 1 sealed recordings") {
+		t.Fatalf("offline verify = %q, %v", out, err)
+	}
+	out, _ = runCLI(t, t.TempDir(), "audit", "verify", "--offline", bundle)
+	if !strings.Contains(out, "warning: checked with the audit key inside the bundle") {
+		t.Errorf("offline verify without --audit-key = %q; want a warning", out)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "objects", filepath.FromSlash(sealed.Object)), []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, t.TempDir(), "audit", "verify", "--offline", bundle, "--audit-key", keyFile)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != exitTampered || !strings.Contains(out, "session "+sealed.ID+": recording") {
+		t.Fatalf("offline verify of an edited bundle = %q, %v; want exit 1 naming the session", out, err)
+	}
+}
+
+// TestAuditLs lists and filters events from the state store, as a table
+// and as JSON.
+func TestAuditLs(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Dev(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := recordOne(t, cfg)
+	out, err := runCLI(t, dir, "audit", "ls")
+	if err != nil || !strings.Contains(out, "SEQ") || strings.Count(out, "\n") != 4 || !strings.Contains(out, "session.sealed") {
+		t.Fatalf("audit ls = %q, %v", out, err)
+	}
+	out, err = runCLI(t, dir, "audit", "ls", "--type", "session.s*", "--actor", "alice", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for line := range strings.Lines(out) {
+		var e state.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if e.Session != sealed.ID {
+			t.Errorf("event %d of session %q; want %s", e.Seq, e.Session, sealed.ID)
+		}
+		types = append(types, e.Type)
+	}
+	if strings.Join(types, ",") != "session.start,session.sealed" {
+		t.Errorf("types %v; want session.start then session.sealed", types)
+	}
+	out, err = runCLI(t, dir, "audit", "ls", "--actor", "nobody")
+	if err != nil || !strings.Contains(out, "no audit events match") {
+		t.Errorf("audit ls --actor nobody = %q, %v", out, err)
+	}
+	if _, err := runCLI(t, dir, "audit", "ls", "--since", "yesterday"); err == nil || !strings.Contains(err.Error(), "--since") {
+		t.Errorf("audit ls --since yesterday: %v; want an error naming --since", err)
+	}
 }

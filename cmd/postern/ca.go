@@ -21,11 +21,11 @@ func newCACmd(g *globalFlags) *cobra.Command {
 	return c
 }
 
-// newCAExportCmd is `postern ca export --user|--host|--target`.
+// newCAExportCmd is `postern ca export --user|--host|--target|--audit`.
 func newCAExportCmd(g *globalFlags) *cobra.Command {
-	var user, host, target bool
+	var user, host, target, auditKey bool
 	c := &cobra.Command{
-		Use:   "export --user|--host|--target",
+		Use:   "export --user|--host|--target|--audit",
 		Short: "Print a CA's public key line(s) for sshd or known_hosts",
 		Long: `Print the public key line(s) of one certificate authority, signing key first,
 then any extra keys it still trusts during a rotation:
@@ -35,6 +35,9 @@ then any extra keys it still trusts during a rotation:
   --host    "@cert-authority * <key>" known_hosts lines of the host CA
   --target  authorized_keys lines of the target CA (put them in every target's
             TrustedUserCAKeys file)
+  --audit   the audit signing key's public key(s), what 'postern audit verify
+            --audit-key' trusts: give it to auditors through a channel of its
+            own
 
 Keys are read, never generated: run postern serve once first.`,
 		Args: cobra.NoArgs,
@@ -43,7 +46,7 @@ Keys are read, never generated: run postern serve once first.`,
 			if err != nil {
 				return err
 			}
-			out, err := exportCA(cfg, user, host, target)
+			out, err := exportCA(cfg, user, host, target, auditKey)
 			if err != nil {
 				return err
 			}
@@ -55,14 +58,21 @@ Keys are read, never generated: run postern serve once first.`,
 	f.BoolVar(&user, "user", false, "the user CA (authorized_keys lines)")
 	f.BoolVar(&host, "host", false, "the host CA (@cert-authority known_hosts lines)")
 	f.BoolVar(&target, "target", false, "the target CA (authorized_keys lines for TrustedUserCAKeys)")
-	c.MarkFlagsMutuallyExclusive("user", "host", "target")
-	c.MarkFlagsOneRequired("user", "host", "target")
+	f.BoolVar(&auditKey, "audit", false, "the audit signing key (public key lines for audit verify --audit-key)")
+	c.MarkFlagsMutuallyExclusive("user", "host", "target", "audit")
+	c.MarkFlagsOneRequired("user", "host", "target", "audit")
 	return c
 }
 
 // exportCA returns the lines `ca export` prints for the selected CA.
-func exportCA(cfg *config.Config, user, host, target bool) (string, error) {
+func exportCA(cfg *config.Config, user, host, target, auditKey bool) (string, error) {
 	switch {
+	case auditKey:
+		k, err := certs.OpenAuditKey(cfg.CA.Audit, cfg.DataDir)
+		if err != nil {
+			return "", err
+		}
+		return strings.Join(k.AuthorizedKeys(), "\n"), nil
 	case user:
 		ca, err := certs.OpenCA(certs.CAUser, cfg.CA.User, cfg.DataDir)
 		if err != nil {
@@ -82,5 +92,5 @@ func exportCA(cfg *config.Config, user, host, target bool) (string, error) {
 		}
 		return strings.Join(ca.AuthorizedKeys(), "\n"), nil
 	}
-	return "", fmt.Errorf("choose one of --user, --host or --target")
+	return "", fmt.Errorf("choose one of --user, --host, --target or --audit")
 }
