@@ -324,7 +324,8 @@ func checkCheckpoints(ch *chain, found []FoundCheckpoint, rows []state.Session, 
 	var baseSealed int64
 	haveBase := full
 	lastGood := int64(0)
-	rewritten := 0 // checkpoints the chain no longer matches, after the first
+	rewritten := 0                 // checkpoints the chain no longer matches
+	var beyond *verifiedCheckpoint // the last checkpoint past the end of the chain
 	for _, seq := range seqs {
 		v := bySeq[seq]
 		cp := v.cp
@@ -338,8 +339,7 @@ func checkCheckpoints(ch *chain, found []FoundCheckpoint, rows []state.Session, 
 			baseSealed, haveBase = cp.Sealed, true
 			continue
 		case rep.Events == 0 || seq > ch.last:
-			rep.problem("the chain ends at seq %d, but a %s covers seq %d: %d events were cut from the tail",
-				ch.last, v.describe(), seq, seq-ch.last)
+			beyond = v // the last one says most
 			continue
 		}
 		got := ch.hashAt(seq)
@@ -380,6 +380,10 @@ func checkCheckpoints(ch *chain, found []FoundCheckpoint, rows []state.Session, 
 	}
 	if rewritten > 1 {
 		rep.problem("%d later checkpoints do not match the chain either", rewritten-1)
+	}
+	if beyond != nil {
+		rep.problem("the chain ends at seq %d, but a %s covers seq %d: %d events were cut from the tail",
+			ch.last, beyond.describe(), beyond.cp.Seq, beyond.cp.Seq-ch.last)
 	}
 	if !haveBase && rep.Events > 0 {
 		rep.problem("seq %d: no checkpoint of seq %d to tie the first event to", ch.from, ch.from-1)
