@@ -265,7 +265,7 @@ func checkpointsBySeq(ctx context.Context, src *StoreSource) ([]*seqCheckpoints,
 	seen := map[string]bool{}
 	for _, fc := range found {
 		var cp Checkpoint
-		if fc.Err != "" || decodeRecord(fc.Envelope, &cp) != nil || seen[fc.Envelope.Sig] {
+		if fc.Err != "" || fc.Deleted != "" || decodeRecord(fc.Envelope, &cp) != nil || seen[fc.Envelope.Sig] {
 			continue
 		}
 		seen[fc.Envelope.Sig] = true

@@ -46,7 +46,14 @@ type env struct {
 
 func newEnv(t *testing.T, backend string) *env {
 	t.Helper()
-	e := &env{t: t, backend: backend, dir: t.TempDir()}
+	return newEnvStore(t, backend, nil)
+}
+
+// newEnvStore is newEnv with the recordings in store (a file store in the
+// env's directory if nil).
+func newEnvStore(t *testing.T, backend string, store recorder.Store) *env {
+	t.Helper()
+	e := &env{t: t, backend: backend, dir: t.TempDir(), store: store}
 	switch backend {
 	case "postgres":
 		if testing.Short() {
@@ -57,11 +64,12 @@ func newEnv(t *testing.T, backend string) *env {
 	default:
 		e.url = "sqlite://" + filepath.Join(e.dir, "state.db")
 	}
-	store, err := recorder.NewFileStore(filepath.Join(e.dir, "recordings"))
-	if err != nil {
-		t.Fatal(err)
+	var err error
+	if e.store == nil {
+		if e.store, err = recorder.NewFileStore(filepath.Join(e.dir, "recordings")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	e.store = store
 	e.file = filepath.Join(e.dir, "audit.jsonl")
 	e.open()
 	if e.key, err = certs.LoadAuditKey(config.CA{}, e.dir); err != nil {

@@ -290,6 +290,10 @@ func (v verifiedCheckpoint) describe() string {
 func checkCheckpoints(ch *chain, found []FoundCheckpoint, rows []state.Session, src Source, keys *Keyring, rep *Report) {
 	bySeq := map[int64]*verifiedCheckpoint{}
 	for _, fc := range found {
+		if fc.Deleted != "" {
+			rep.note("%s was deleted (delete marker %s); its retained versions are checked", fc.Where, fc.Deleted)
+			continue
+		}
 		if fc.Err != "" {
 			rep.problem("%s: %s", fc.Where, fc.Err)
 			continue

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/posternhq/postern/audit"
 	"github.com/posternhq/postern/recorder/s3store"
 	"github.com/posternhq/postern/state"
 )
@@ -128,6 +129,27 @@ func (a *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 // List returns the keys under prefix, sorted.
 func (a *S3Store) List(ctx context.Context, prefix string) ([]string, error) {
 	return a.s.List(ctx, prefix)
+}
+
+// ListVersions returns every version of the objects under prefix, delete
+// markers included, for readers that must see what an overwrite or a
+// delete hid (audit anchors).
+func (a *S3Store) ListVersions(ctx context.Context, prefix string) ([]audit.ObjectVersion, error) {
+	vs, err := a.s.ListVersions(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]audit.ObjectVersion, len(vs))
+	for i, v := range vs {
+		out[i] = audit.ObjectVersion{Key: v.Key, ID: v.ID, DeleteMarker: v.DeleteMarker, Latest: v.Latest}
+	}
+	return out, nil
+}
+
+// OpenVersion returns one version of an object.
+func (a *S3Store) OpenVersion(ctx context.Context, key, id string) (io.ReadCloser, error) {
+	rc, err := a.s.OpenVersion(ctx, key, id)
+	return rc, s3Err(key, err)
 }
 
 // Delete removes the object.

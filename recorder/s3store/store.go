@@ -618,6 +618,52 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 	return keys, nil
 }
 
+// Version is one version of an object in a versioned bucket (S3 Object
+// Lock needs versioning): an overwrite adds a version and a delete adds a
+// delete marker, while the retained versions stay.
+type Version struct {
+	// Key is the object's key, without the store's prefix.
+	Key string
+	// ID is the version id ("null" in a bucket without versioning).
+	ID string
+	// DeleteMarker reports whether this version is a delete marker.
+	DeleteMarker bool
+	// Latest reports whether it is the current version.
+	Latest bool
+}
+
+// ListVersions returns every version of the objects under prefix,
+// including delete markers, by key.
+func (s *Store) ListVersions(ctx context.Context, prefix string) ([]Version, error) {
+	full := s.cfg.key(strings.Trim(prefix, "/")) + "/"
+	strip := len(s.cfg.key(""))
+	in := &s3.ListObjectVersionsInput{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(full)}
+	var out []Version
+	for p := s3.NewListObjectVersionsPaginator(s.client, in); p.HasMorePages(); {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list versions of %s: %s", prefix, shortError(err))
+		}
+		for _, v := range page.Versions {
+			out = append(out, Version{Key: aws.ToString(v.Key)[strip:], ID: aws.ToString(v.VersionId), Latest: aws.ToBool(v.IsLatest)})
+		}
+		for _, m := range page.DeleteMarkers {
+			out = append(out, Version{Key: aws.ToString(m.Key)[strip:], ID: aws.ToString(m.VersionId), Latest: aws.ToBool(m.IsLatest), DeleteMarker: true})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// OpenVersion returns the contents of one version of an object.
+func (s *Store) OpenVersion(ctx context.Context, key, id string) (io.ReadCloser, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.cfg.key(key)), VersionId: aws.String(id)})
+	if err != nil {
+		return nil, notFound(key, err)
+	}
+	return out.Body, nil
+}
+
 // AbortUploads aborts every unfinished multipart upload of key (what a
 // crashed run left behind) and returns how many it aborted.
 func (s *Store) AbortUploads(ctx context.Context, key string) (int, error) {
