@@ -94,6 +94,8 @@ ca:
   user: {key_file: %[4]s/ca/user_ca}
   host: {key_file: %[4]s/ca/host_ca}
   target: {key_file: %[4]s/ca/target_ca}
+  audit: {key_file: %[4]s/ca/audit_key}
+audit: {checkpoint_interval: 1s}
 recording: {fsync_interval: 100ms}
 targets:
   - {name: echo, kind: command, command: [sh, -c, "exec cat"], exec: [sh, -c]}
