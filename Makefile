@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # The default test run: every package, race detector on, bounded time.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build run dev test test-short vet fmt bench bench-micro fuzz soak clean web
+.PHONY: help build run dev test test-short vet fmt bench bench-micro bench-audit fuzz soak clean web
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: build ## postern vs OpenSSH side by side; writes bench/results/latest.{md
 
 bench-micro: ## go test micro-benchmarks with -benchmem (never part of `make test`)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+bench-audit: ## what audit signing costs: events/s with checkpoints every 1s/100ms/10ms vs none, signed vs unsigned seals (never part of `make test`)
+	$(GO) test -run '^$$' -bench 'BenchmarkAppendCheckpointed|BenchmarkSealedSessions|BenchmarkCheckpoint$$|BenchmarkSignSeal' -benchtime 4s -count 5 ./audit
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in $$($(GO) list ./...); do \

@@ -158,12 +158,15 @@ func (s *Store) UnanchoredCheckpoints(ctx context.Context, limit int) ([]StoredC
 }
 
 // MarkAnchored records that the checkpoint of seq is written to every
-// anchor.
+// anchor. It commits with the group of concurrent writes (see Write), so it
+// costs appenders no commit of its own.
 func (s *Store) MarkAnchored(ctx context.Context, seq int64) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE audit_checkpoints SET anchored = 1 WHERE seq = ?`, seq); err != nil {
-		return fmt.Errorf("mark checkpoint %d anchored: %w", seq, err)
-	}
-	return nil
+	return s.Write(ctx, func(t *Tx) error {
+		if _, err := t.tx.ExecContext(t.ctx, `UPDATE audit_checkpoints SET anchored = 1 WHERE seq = ?`, seq); err != nil {
+			return fmt.Errorf("mark checkpoint %d anchored: %w", seq, err)
+		}
+		return nil
+	})
 }
 
 // ClaimExport takes (or renews) the lease of the export sink for owner
