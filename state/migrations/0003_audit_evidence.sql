@@ -9,6 +9,8 @@ CREATE TABLE audit_checkpoints (
     anchored INTEGER NOT NULL DEFAULT 0
 );
 
+CREATE INDEX audit_checkpoints_unanchored ON audit_checkpoints (anchored, seq);
+
 CREATE TABLE audit_export (
     sink        TEXT   PRIMARY KEY,
     seq         BIGINT NOT NULL DEFAULT 0,
