@@ -143,20 +143,49 @@ func (c *Checkpointer) Run(ctx context.Context) {
 func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) (Checkpoint, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cp, took, err := c.take(ctx, force)
+	cp, env, took, err := c.take(ctx, force)
 	if err != nil {
 		return Checkpoint{}, false, err
 	}
+	var firstErr error
 	if took {
 		c.m.taken.Inc()
 		c.m.seq.Set(float64(cp.Seq))
+		// Anchored from memory at once: marking it in the state store is
+		// bookkeeping for retries, which a writer to the store could
+		// falsify; it cannot keep this one from its anchors.
+		if firstErr = c.anchor(ctx, cp, env); firstErr == nil {
+			if err := c.opts.State.MarkAnchored(ctx, cp.Seq); err != nil {
+				return cp, took, err
+			}
+		}
 	}
-	return cp, took, c.anchorPending(ctx)
+	if err := c.anchorPending(ctx); firstErr == nil {
+		firstErr = err
+	}
+	return cp, took, firstErr
+}
+
+// anchor writes one checkpoint to every anchor and returns the first
+// failure (each is logged and counted).
+func (c *Checkpointer) anchor(ctx context.Context, cp Checkpoint, env Envelope) error {
+	var firstErr error
+	for _, a := range c.opts.Anchors {
+		if err := a.Anchor(ctx, cp, env); err != nil {
+			c.m.anchorErrs.WithLabelValues(a.Name()).Inc()
+			c.log.Warn("anchoring audit checkpoint failed; retrying at the next checkpoint", "anchor", a.Name(), "seq", cp.Seq, "err", err)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("anchor checkpoint %d to %s: %w", cp.Seq, a.Name(), err)
+			}
+		}
+	}
+	return firstErr
 }
 
 // take signs and stores a checkpoint of the head, in one transaction.
-func (c *Checkpointer) take(ctx context.Context, force bool) (Checkpoint, bool, error) {
+func (c *Checkpointer) take(ctx context.Context, force bool) (Checkpoint, Envelope, bool, error) {
 	var cp Checkpoint
+	var env Envelope
 	took := false
 	err := c.opts.State.Write(ctx, func(tx *state.Tx) error {
 		seq, hash, err := tx.Head()
@@ -186,7 +215,7 @@ func (c *Checkpointer) take(ctx context.Context, force bool) (Checkpoint, bool, 
 		}
 		cp = Checkpoint{Record: RecordCheckpoint, Seq: seq, Hash: hash, Time: now.Truncate(time.Microsecond),
 			Sealed: sealedBefore + n, By: c.opts.By}
-		env, err := Sign(c.opts.Signer, cp)
+		env, err = Sign(c.opts.Signer, cp)
 		if err != nil {
 			return err
 		}
@@ -201,47 +230,34 @@ func (c *Checkpointer) take(ctx context.Context, force bool) (Checkpoint, bool, 
 		return nil
 	})
 	if err != nil {
-		return Checkpoint{}, false, fmt.Errorf("take audit checkpoint: %w", err)
+		return Checkpoint{}, Envelope{}, false, fmt.Errorf("take audit checkpoint: %w", err)
 	}
-	return cp, took, nil
+	return cp, env, took, nil
 }
 
-// anchorPending writes every unanchored checkpoint to every anchor.
+// anchorPending writes every checkpoint the state store marks unanchored
+// (those whose anchoring failed earlier) to every anchor.
 func (c *Checkpointer) anchorPending(ctx context.Context) error {
 	pending, err := c.opts.State.UnanchoredCheckpoints(ctx, 0)
 	if err != nil {
 		return err
 	}
 	c.m.unanchored.Set(float64(len(pending)))
-	var firstErr error
 	for _, sc := range pending {
 		env := mustEnvelope(sc.Envelope)
 		var cp Checkpoint
 		if err := decodeRecord(env, &cp); err != nil {
 			return fmt.Errorf("stored checkpoint %d: %w", sc.Seq, err)
 		}
-		ok := true
-		for _, a := range c.opts.Anchors {
-			if err := a.Anchor(ctx, cp, env); err != nil {
-				ok = false
-				c.m.anchorErrs.WithLabelValues(a.Name()).Inc()
-				c.log.Warn("anchoring audit checkpoint failed; retrying at the next checkpoint", "anchor", a.Name(), "seq", cp.Seq, "err", err)
-				if firstErr == nil {
-					firstErr = fmt.Errorf("anchor checkpoint %d to %s: %w", cp.Seq, a.Name(), err)
-				}
-			}
-		}
-		if !ok {
-			// Keep the order: a later checkpoint is not marked before an
-			// earlier one.
-			break
+		if err := c.anchor(ctx, cp, env); err != nil {
+			return err // the rest waits for the next call, in order
 		}
 		if err := c.opts.State.MarkAnchored(ctx, sc.Seq); err != nil {
 			return err
 		}
 		c.m.unanchored.Dec()
 	}
-	return firstErr
+	return nil
 }
 
 // envelopeJSON encodes env as stored.

@@ -67,6 +67,13 @@ type VerifyOptions struct {
 	// Checkpoints are further checkpoints to check the chain against
 	// (collected from a log sink, say).
 	Checkpoints []FoundCheckpoint
+	// CheckpointInterval, if set, is how often the live deployment takes
+	// checkpoints: events older than three intervals and a minute that no
+	// checkpoint covers are then a problem (checkpoints were deleted, or
+	// none can be taken) rather than a note.
+	CheckpointInterval time.Duration
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
 }
 
 // FileReport describes one verified audit file.
@@ -183,6 +190,9 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 		return rep, err
 	}
 	checkCheckpoints(ch, append(found, opts.Checkpoints...), rows, src, opts.Keys, rep)
+	if err := checkStaleTail(ctx, ch, src, opts, rep); err != nil {
+		return rep, err
+	}
 	if err := checkSessions(ctx, ch, rows, src, opts.Keys, rep); err != nil {
 		return rep, err
 	}
@@ -403,6 +413,33 @@ func checkCheckpoints(ch *chain, found []FoundCheckpoint, rows []state.Session, 
 	case rep.Covered < ch.last:
 		rep.note("%d events after seq %d are not covered by a signed checkpoint yet (the next is due within audit.checkpoint_interval)", ch.last-rep.Covered, rep.Covered)
 	}
+}
+
+// checkStaleTail reports events of a live source that no checkpoint
+// covers although they are older than three checkpoint intervals and a
+// minute.
+func checkStaleTail(ctx context.Context, ch *chain, src Source, opts VerifyOptions, rep *Report) error {
+	if src.Offline() || opts.CheckpointInterval <= 0 || rep.Events == 0 || rep.Covered >= ch.last {
+		return nil
+	}
+	evs, err := src.Events(ctx, rep.Covered, 1)
+	if err != nil {
+		return fmt.Errorf("read audit events: %w", err)
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	grace := 3*opts.CheckpointInterval + time.Minute
+	if len(evs) == 1 && now().Sub(evs[0].Time) > grace {
+		rep.problem("events %d to %d are not covered by a signed checkpoint, the oldest from %s, although one is taken every %s: checkpoints were deleted, or none could be taken (postern_audit_checkpoints_total)",
+			rep.Covered+1, ch.last, evs[0].Time.Format(time.RFC3339), opts.CheckpointInterval)
+		// The note about the uncovered tail is this problem now.
+		rep.Notes = slices.DeleteFunc(rep.Notes, func(n string) bool {
+			return strings.Contains(n, "not covered") || strings.Contains(n, "covers the chain yet")
+		})
+	}
+	return nil
 }
 
 // checkSessions compares every sealed recording with its signed seal.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/posternhq/postern/audit"
 	"github.com/posternhq/postern/state"
@@ -183,4 +184,32 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifyStaleTail: with both stores in hand and no Object Lock, an
+// attacker can delete every checkpoint and anchor along with the events;
+// events that no checkpoint covers although they are older than three
+// checkpoint intervals then tell that checkpoints were deleted.
+func TestVerifyStaleTail(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	populate(t, e)
+	e.exec(`DELETE FROM audit_checkpoints`)
+	if err := os.RemoveAll(e.objectPath("audit")); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(now time.Time) *audit.Report {
+		t.Helper()
+		rep, err := audit.Verify(context.Background(), e.source(), audit.VerifyOptions{Keys: e.keys, CheckpointInterval: 10 * time.Second,
+			Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := verify(time.Now()); !rep.OK() || len(rep.Notes) == 0 {
+		t.Fatalf("fresh uncovered events: %+v; want only a note", rep)
+	}
+	head, _, _ := e.st.Head(context.Background())
+	rep := verify(time.Now().Add(2 * time.Minute))
+	wantProblem(t, rep, fmt.Sprintf("events 1 to %d are not covered by a signed checkpoint", head), "checkpoints were deleted")
 }

@@ -151,6 +151,7 @@ func runAuditVerify(ctx context.Context, g *globalFlags, f auditVerifyFlags) err
 		}
 		src = s
 		opts.Files = append([]audit.File{{Path: cfg.Audit.File, Optional: true}}, opts.Files...)
+		opts.CheckpointInterval = cfg.Audit.CheckpointInterval.D()
 	}
 	rep, err := audit.Verify(ctx, src, opts)
 	if err != nil {
