@@ -17,6 +17,11 @@
 //     targets ([Authority.SignTarget]); targets trust only this key
 //     (TrustedUserCAKeys), so a user certificate never reaches a target.
 //
+// Beside the CAs, [AuditKey] is the audit signing key (ca.audit): an
+// ed25519 key of its own that signs audit checkpoints and sealed recordings'
+// digest records (package audit), loaded and rotated like a CA and signing
+// no certificate.
+//
 // [LoadAuthority] loads the keys from the configuration, or generates them in
 // <data_dir>/ca on first start (0600 files; group- or world-readable key files
 // are refused). An Authority is immutable after loading and safe for

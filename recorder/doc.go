@@ -19,7 +19,9 @@
 //  3. [Session.Finish] writes the exit event, drains and fsyncs the spool,
 //     stores the cast (YYYY/MM/DD/<id>.cast) and the metadata JSON
 //     (<id>.json) in the [Store], appends session.end and session.sealed
-//     (with the cast's SHA-256) audit events and updates the index row.
+//     (with the cast's SHA-256, and the seal record signed with
+//     Options.Signer, see package audit) audit events and updates the
+//     index row.
 //
 // A nil *Session records nothing, so callers need no "if recording" branches.
 // While a session runs, [Recorder.Follow] tails its spool for live viewers.
@@ -58,7 +60,8 @@
 //
 // # Imports
 //
-// recorder imports the state store and recorder/s3store; it knows no SSH and
+// recorder imports the state store, audit (to sign seal records) and
+// recorder/s3store; it knows no SSH and
 // no policy: it never imports the bastion, certs, policy, approvals, players
 // or server.
 //

@@ -55,6 +55,15 @@
 // If Options.AuditFile is set, every appended event is also written to that
 // file as one JSON line (the same canonical JSON, with the hash filled in).
 //
+// # Checkpoints and export cursors
+//
+// The store keeps the signed checkpoints package audit takes of the chain
+// ([Tx.PutCheckpoint], [Store.Checkpoints]; the envelope is opaque here),
+// whether each has reached its anchors outside the store, and one cursor and
+// lease per export sink ([Store.ClaimExport], [Store.AdvanceExport]).
+// [Store.ListEvents] searches the chain. [Options].MustExist opens a store
+// for reading only if it exists.
+//
 // # Sessions
 //
 // Each recording has one [Session] row, written when it starts (status
