@@ -145,17 +145,21 @@ func MetaDigest(meta map[string]any) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Sidecar is the part of a recording's metadata JSON (recorder.Metadata)
-// that verification reads: the same fields as the signed record, the
-// sequence number that sealed it and the signed record itself.
+// Sidecar is the metadata JSON stored beside each cast (<id>.json;
+// recorder.Metadata): the seal record's fields, the session's duration, the
+// sequence number of the session.sealed event, the approvals taken during
+// the session, and the signed seal record itself.
 type Sidecar struct {
 	SealRecord
+	// Duration is End - Start in seconds.
+	Duration float64 `json:"duration"`
 	// SealSeq is the sequence number of the session.sealed event.
 	SealSeq int64 `json:"seal_seq"`
 	// Approvals lists approval decisions taken during the session.
 	Approvals []any `json:"approvals"`
-	// Seal is the signed record.
-	Seal *Envelope `json:"seal"`
+	// Seal is the signed seal record (the same envelope as in the
+	// session.sealed event); absent if seals are unsigned.
+	Seal *Envelope `json:"seal,omitempty"`
 }
 
 // diffRecords lists the fields in which got differs from want, as

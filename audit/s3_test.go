@@ -30,15 +30,7 @@ func startS3(t *testing.T) (*s3test.Server, *s3.Client) {
 		t.Skip("starts versitygw")
 	}
 	srv := s3test.Start(t)
-	dir := t.TempDir()
-	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey())
-	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey())
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_REGION", srv.Region())
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	srv.SetAWSEnv(t)
 	cfg, err := awsconfig.LoadDefaultConfig(context.Background(), awsconfig.WithRegion(srv.Region()))
 	if err != nil {
 		t.Fatal(err)

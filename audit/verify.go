@@ -575,7 +575,7 @@ func checkSidecar(ctx context.Context, se sealEvent, rec SealRecord, row state.S
 		sc.End = &end
 	}
 	var diffs []string
-	diffs = append(diffs, diffRecords(rec, sc.SealRecord, "metadata", "metadata", "meta_sha256", "time")...)
+	diffs = append(diffs, diffRecords(rec, sc.SealRecord, "metadata")...)
 	if sc.SealSeq != se.seq {
 		diffs = append(diffs, fmt.Sprintf("seal_seq: sealed at %d, metadata %d", se.seq, sc.SealSeq))
 	}

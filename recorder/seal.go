@@ -19,60 +19,9 @@ import (
 )
 
 // Metadata is the sidecar JSON stored beside each cast (<id>.json): who
-// recorded what, and the digest and audit sequence number that seal it.
-type Metadata struct {
-	// ID is the session id.
-	ID string `json:"id"`
-	// Identity is the user's or agent's username.
-	Identity string `json:"identity"`
-	// Issuer is the identity's issuer name.
-	Issuer string `json:"issuer"`
-	// Role is the role that granted access.
-	Role string `json:"role"`
-	// Target is the target name.
-	Target string `json:"target"`
-	// Login is the login on the target.
-	Login string `json:"login"`
-	// Kind is shell, exec, subsystem, forward or command.
-	Kind string `json:"kind"`
-	// Command is the exec command line or subsystem.
-	Command string `json:"command"`
-	// Start is when the session started.
-	Start time.Time `json:"start"`
-	// End is when it ended.
-	End *time.Time `json:"end"`
-	// Duration is End - Start in seconds.
-	Duration float64 `json:"duration"`
-	// Status is finished, interrupted or failed.
-	Status string `json:"status"`
-	// ExitStatus is the remote exit status, null if none was received.
-	ExitStatus *int `json:"exit_status"`
-	// ExitSignal is the signal that ended the remote command, if any.
-	ExitSignal string `json:"exit_signal,omitempty"`
-	// BytesIn counts bytes the user sent.
-	BytesIn int64 `json:"bytes_in"`
-	// BytesOut counts bytes sent to the user.
-	BytesOut int64 `json:"bytes_out"`
-	// Size is the cast's length in bytes.
-	Size int64 `json:"size"`
-	// SHA256 is the cast's hex digest.
-	SHA256 string `json:"sha256"`
-	// SealSeq is the sequence number of the session.sealed audit event.
-	SealSeq int64 `json:"seal_seq"`
-	// Format is the asciicast version, "v2" or "v3".
-	Format string `json:"format"`
-	// Object is the cast's store key.
-	Object string `json:"object"`
-	// Replica is the server replica that recorded the session.
-	Replica string `json:"replica,omitempty"`
-	// Approvals lists approval decisions taken during the session.
-	Approvals []any `json:"approvals"`
-	// Masked reports whether parts of the recording were masked.
-	Masked bool `json:"masked"`
-	// Seal is the signed digest record of the recording (the same envelope
-	// as in the session.sealed audit event); absent if seals are unsigned.
-	Seal *audit.Envelope `json:"seal,omitempty"`
-}
+// recorded what, the digest and the audit sequence number that seal it, and
+// the signed seal record (see package audit, which reads it back).
+type Metadata = audit.Sidecar
 
 // seal stores the spool file as row.Object, commits session.end,
 // session.sealed and the final index row in one state write, stores the
@@ -94,10 +43,10 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 	row.Size, row.SHA256 = size, sum
 	sealed := &Sealed{ID: row.ID, Object: row.Object, MetaObject: MetaKey(row.Object), Size: size, SHA256: sum, Status: row.Status}
 
+	rec := audit.SealRecordOf(row)
+	rec.Metadata, rec.Time = sealed.MetaObject, r.opts.Now().UTC().Truncate(time.Microsecond)
 	var seal *audit.Envelope
 	if r.opts.Signer != nil {
-		rec := audit.SealRecordOf(row)
-		rec.Metadata, rec.Time = sealed.MetaObject, r.opts.Now().UTC().Truncate(time.Microsecond)
 		env, err := audit.Sign(r.opts.Signer, rec)
 		if err != nil {
 			return nil, fmt.Errorf("sign seal: %w", err)
@@ -143,22 +92,12 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		sealed.SealSeq = row.SealSeq
 	}
 
-	md := Metadata{
-		ID: row.ID, Identity: row.Identity, Issuer: row.Issuer, Role: row.Role, Target: row.Target, Login: row.Login,
-		Kind: row.Kind, Command: row.Command, Start: row.Start.UTC(), End: row.End, Status: row.Status,
-		ExitStatus: row.ExitStatus, BytesIn: row.BytesIn, BytesOut: row.BytesOut, Size: size, SHA256: sum,
-		SealSeq: row.SealSeq, Object: row.Object, Replica: row.Replica, Approvals: []any{}, Masked: row.Masked,
-		Seal: seal,
-	}
-	md.Format, _ = row.Meta["format"].(string)
-	md.ExitSignal, _ = row.Meta["exit_signal"].(string)
+	md := Metadata{SealRecord: rec, SealSeq: row.SealSeq, Approvals: []any{}, Seal: seal}
 	if a, ok := row.Meta["approvals"].([]any); ok {
 		md.Approvals = a
 	}
-	if row.End != nil {
-		end := row.End.UTC()
-		md.End = &end
-		md.Duration = end.Sub(row.Start).Seconds()
+	if rec.End != nil {
+		md.Duration = rec.End.Sub(rec.Start).Seconds()
 	}
 	mdJSON, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {

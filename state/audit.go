@@ -244,53 +244,28 @@ type EventFilter struct {
 
 // ListEvents returns the events matching f in sequence order.
 func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
-	var where []string
-	var args []any
-	add := func(cond string, v any) {
-		where = append(where, cond)
-		args = append(args, v)
-	}
-	if f.Actor != "" {
-		add("actor = ?", f.Actor)
-	}
-	if f.Target != "" {
-		add("target = ?", f.Target)
-	}
+	var w conds
+	w.eq("actor", f.Actor)
+	w.eq("target", f.Target)
 	if prefix, ok := strings.CutSuffix(f.Type, "*"); ok {
 		// Case-sensitive on both backends (LIKE is not on SQLite).
-		add("substr(type, 1, ?) = ?", len(prefix))
-		args = append(args, prefix)
-	} else if f.Type != "" {
-		add("type = ?", f.Type)
+		w.add("substr(type, 1, ?) = ?", len(prefix), prefix)
+	} else {
+		w.eq("type", f.Type)
 	}
-	if f.Session != "" {
-		add("session = ?", f.Session)
-	}
-	if !f.Since.IsZero() {
-		add("time >= ?", formatTime(f.Since))
-	}
-	if !f.Until.IsZero() {
-		add("time < ?", formatTime(f.Until))
-	}
+	w.eq("session", f.Session)
+	w.timeRange("time", f.Since, f.Until)
 	if f.AfterSeq > 0 {
-		add("seq > ?", f.AfterSeq)
+		w.add("seq > ?", f.AfterSeq)
 	}
 	if f.UpToSeq > 0 {
-		add("seq <= ?", f.UpToSeq)
+		w.add("seq <= ?", f.UpToSeq)
 	}
-	q := `SELECT ` + eventColumns + ` FROM audit_events`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
+	order := "seq"
 	if f.Newest {
-		q += " ORDER BY seq DESC"
-	} else {
-		q += " ORDER BY seq"
+		order = "seq DESC"
 	}
-	if f.Limit > 0 {
-		q += " LIMIT ?"
-		args = append(args, f.Limit)
-	}
+	q, args := w.query(`SELECT `+eventColumns+` FROM audit_events`, order, f.Limit)
 	evs, err := queryAll(ctx, s.db, "list audit events", q, args, scanEvent)
 	if err != nil {
 		return nil, err

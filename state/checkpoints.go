@@ -87,8 +87,15 @@ func (t *Tx) LastCheckpoint() (c StoredCheckpoint, ok bool, err error) {
 
 // CountEvents counts the events of type typ with afterSeq < seq <= upToSeq.
 func (t *Tx) CountEvents(typ string, afterSeq, upToSeq int64) (int64, error) {
+	return countEvents(t.ctx, t.tx, typ, afterSeq, upToSeq)
+}
+
+// countEvents is CountEvents on a database or in a transaction.
+func countEvents(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, typ string, afterSeq, upToSeq int64) (int64, error) {
 	var n int64
-	err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM audit_events WHERE type = ? AND seq > ? AND seq <= ?`,
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_events WHERE type = ? AND seq > ? AND seq <= ?`,
 		typ, afterSeq, upToSeq).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count %s events: %w", typ, err)
@@ -128,13 +135,7 @@ func (s *Store) Head(ctx context.Context) (int64, string, error) {
 
 // CountEvents counts the events of type typ with afterSeq < seq <= upToSeq.
 func (s *Store) CountEvents(ctx context.Context, typ string, afterSeq, upToSeq int64) (int64, error) {
-	var n int64
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_events WHERE type = ? AND seq > ? AND seq <= ?`,
-		typ, afterSeq, upToSeq).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("count %s events: %w", typ, err)
-	}
-	return n, nil
+	return countEvents(ctx, s.db, typ, afterSeq, upToSeq)
 }
 
 // Checkpoints returns up to limit stored checkpoints with Seq > afterSeq,

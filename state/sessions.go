@@ -155,46 +155,64 @@ func (s *Store) GetSession(ctx context.Context, id string) (Session, error) {
 
 // ListSessions returns the sessions matching f, newest first.
 func (s *Store) ListSessions(ctx context.Context, f SessionFilter) ([]Session, error) {
-	var where []string
-	var args []any
-	add := func(cond string, v any) {
-		where = append(where, cond)
-		args = append(args, v)
-	}
-	if f.User != "" {
-		add("identity = ?", f.User)
-	}
-	if f.Target != "" {
-		add("target = ?", f.Target)
-	}
-	if f.Role != "" {
-		add("role = ?", f.Role)
-	}
-	if f.Status != "" {
-		add("status = ?", f.Status)
-	}
-	if !f.Since.IsZero() {
-		add("start_time >= ?", formatTime(f.Since))
-	}
-	if !f.Until.IsZero() {
-		add("start_time < ?", formatTime(f.Until))
-	}
+	var w conds
+	w.eq("identity", f.User)
+	w.eq("target", f.Target)
+	w.eq("role", f.Role)
+	w.eq("status", f.Status)
+	w.timeRange("start_time", f.Since, f.Until)
 	if f.Text != "" {
 		pat := "%" + escapeLike(f.Text) + "%"
-		where = append(where, `(id LIKE ? ESCAPE '\' OR identity LIKE ? ESCAPE '\' OR target LIKE ? ESCAPE '\'
-			OR login LIKE ? ESCAPE '\' OR command LIKE ? ESCAPE '\')`)
-		args = append(args, pat, pat, pat, pat, pat)
+		w.add(`(id LIKE ? ESCAPE '\' OR identity LIKE ? ESCAPE '\' OR target LIKE ? ESCAPE '\'
+			OR login LIKE ? ESCAPE '\' OR command LIKE ? ESCAPE '\')`, pat, pat, pat, pat, pat)
 	}
-	q := `SELECT ` + sessionColumns + ` FROM sessions`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY start_time DESC, id DESC"
-	if f.Limit > 0 {
-		q += " LIMIT ?"
-		args = append(args, f.Limit)
-	}
+	q, args := w.query(`SELECT `+sessionColumns+` FROM sessions`, "start_time DESC, id DESC", f.Limit)
 	return queryAll(ctx, s.db, "list sessions", q, args, scanSession)
+}
+
+// conds builds the WHERE clause of a filtered query.
+type conds struct {
+	where []string
+	args  []any
+}
+
+// add adds a condition with its arguments.
+func (c *conds) add(cond string, args ...any) {
+	c.where = append(c.where, cond)
+	c.args = append(c.args, args...)
+}
+
+// eq adds "column = v" unless v is empty.
+func (c *conds) eq(column, v string) {
+	if v != "" {
+		c.add(column+" = ?", v)
+	}
+}
+
+// timeRange adds since <= column < until for the bounds that are set.
+func (c *conds) timeRange(column string, since, until time.Time) {
+	if !since.IsZero() {
+		c.add(column+" >= ?", formatTime(since))
+	}
+	if !until.IsZero() {
+		c.add(column+" < ?", formatTime(until))
+	}
+}
+
+// query returns the full query and its arguments: sel, the conditions,
+// the order and a limit (none if zero).
+func (c *conds) query(sel, order string, limit int) (string, []any) {
+	q := sel
+	if len(c.where) > 0 {
+		q += " WHERE " + strings.Join(c.where, " AND ")
+	}
+	q += " ORDER BY " + order
+	args := c.args
+	if limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, limit)
+	}
+	return q, args
 }
 
 func escapeLike(s string) string {

@@ -131,11 +131,7 @@ func runAuditVerify(ctx context.Context, g *globalFlags, f auditVerifyFlags) err
 		}
 		src = b
 	} else {
-		cfg, err := loadConfig(g)
-		if err != nil {
-			return err
-		}
-		st, store, err := openEvidence(ctx, cfg)
+		cfg, st, store, err := openEvidence(ctx, g)
 		if err != nil {
 			return err
 		}
@@ -173,27 +169,30 @@ func runAuditVerify(ctx context.Context, g *globalFlags, f auditVerifyFlags) err
 	return nil
 }
 
-// openEvidence opens the configured state store and recording store for
-// reading; a store that does not exist is an exit with status 2, and
-// nothing is created.
-func openEvidence(ctx context.Context, cfg *config.Config) (*state.Store, recorder.Store, error) {
+// openEvidence loads the configuration and opens its state store and
+// recording store for reading; a store that does not exist is an exit with
+// status 2, and nothing is created.
+func openEvidence(ctx context.Context, g *globalFlags) (*config.Config, *state.Store, recorder.Store, error) {
+	cfg, err := loadConfig(g)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	st, err := state.Open(ctx, cfg.State, state.Options{MustExist: true})
 	if errors.Is(err, state.ErrNoStore) {
-		return nil, nil, cannotVerify(fmt.Errorf("the state store is missing (%v): nothing to verify; check --config, --data-dir and state", err))
+		return nil, nil, nil, cannotVerify(fmt.Errorf("the state store is missing (%v): nothing to verify; check --config, --data-dir and state", err))
 	}
 	if err != nil {
-		return nil, nil, cannotVerify(fmt.Errorf("open state store: %w", err))
+		return nil, nil, nil, cannotVerify(fmt.Errorf("open state store: %w", err))
 	}
 	store, err := recorder.OpenExistingStore(ctx, cfg.Storage)
-	if errors.Is(err, fs.ErrNotExist) {
-		st.Close()
-		return nil, nil, cannotVerify(fmt.Errorf("the recording store is missing (%v); check storage", err))
-	}
 	if err != nil {
 		st.Close()
-		return nil, nil, cannotVerify(fmt.Errorf("open recording store: %w", err))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, nil, cannotVerify(fmt.Errorf("the recording store is missing (%v); check storage", err))
+		}
+		return nil, nil, nil, cannotVerify(fmt.Errorf("open recording store: %w", err))
 	}
-	return st, store, nil
+	return cfg, st, store, nil
 }
 
 // auditKeyring is the configured audit public keys (ca.audit, read-only).
@@ -267,11 +266,7 @@ WHEN is an RFC 3339 time or a duration before now (24h, 7d).`,
 }
 
 func runAuditExport(ctx context.Context, g *globalFlags, since, until time.Time, dir string) error {
-	cfg, err := loadConfig(g)
-	if err != nil {
-		return err
-	}
-	st, store, err := openEvidence(ctx, cfg)
+	cfg, st, store, err := openEvidence(ctx, g)
 	if err != nil {
 		return err
 	}

@@ -196,3 +196,22 @@ func (s *Server) Restart(t testing.TB) {
 
 // String describes the server for test logs.
 func (s *Server) String() string { return fmt.Sprintf("versitygw %s (posix %s)", s.addr, s.dir) }
+
+// AWSEnv points the standard AWS credential chain of this process at the
+// given keys and nothing else (no shared files, no instance metadata), in
+// the us-east-1 region, for the rest of the test.
+func AWSEnv(t testing.TB, access, secret string) {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("AWS_ACCESS_KEY_ID", access)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_REGION", region)
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+// SetAWSEnv is AWSEnv with the server's root keys.
+func (s *Server) SetAWSEnv(t testing.TB) { AWSEnv(t, accessKey, secretKey) }

@@ -38,15 +38,7 @@ var testOpts = s3store.Options{MinBackoff: 50 * time.Millisecond, MaxBackoff: 50
 // nothing else (no shared files, no instance metadata).
 func awsEnv(t testing.TB, access, secret string) {
 	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("AWS_ACCESS_KEY_ID", access)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	s3test.AWSEnv(t, access, secret)
 }
 
 // storeURL is the storage URL of bucket on srv under prefix.
