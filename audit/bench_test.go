@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/audit"
-	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
@@ -34,7 +33,7 @@ func benchEnv(b *testing.B) *env {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { e.st.Close() })
-	e.key = benchKey(b)
+	e.key = auditKey(b, config.CA{})
 	return e
 }
 
@@ -155,7 +154,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 
 // BenchmarkSignSeal is the signature of one seal record.
 func BenchmarkSignSeal(b *testing.B) {
-	key := benchKey(b)
+	key := auditKey(b, config.CA{})
 	rec := audit.SealRecordOf(state.Session{ID: "01J0000000000000000000000", Identity: "alice", Target: "web-1",
 		Start: time.Now(), Status: state.StatusFinished, SHA256: "ab", Object: "2026/01/01/x.cast"})
 	b.ReportAllocs()
@@ -164,16 +163,6 @@ func BenchmarkSignSeal(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// benchKey generates an audit key for a benchmark.
-func benchKey(b *testing.B) *certs.AuditKey {
-	b.Helper()
-	k, err := certs.LoadAuditKey(config.CA{}, b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return k
 }
 
 // cpuTime is the CPU time (user and system) this process has used: a cost

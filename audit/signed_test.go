@@ -17,7 +17,7 @@ import (
 
 func noCA() config.CA { return config.CA{} }
 
-func auditKey(t *testing.T, cfg config.CA) *certs.AuditKey {
+func auditKey(t testing.TB, cfg config.CA) *certs.AuditKey {
 	t.Helper()
 	k, err := certs.LoadAuditKey(cfg, t.TempDir())
 	if err != nil {
