@@ -76,6 +76,18 @@ type VerifyOptions struct {
 	Now func() time.Time
 }
 
+// sidecarGrace is how long after a seal its metadata JSON may still be
+// missing from a live store without being a problem: the recorder stores
+// it right after the seal commits.
+const sidecarGrace = time.Minute
+
+func (o VerifyOptions) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
 // FileReport describes one verified audit file.
 type FileReport struct {
 	// Path is the file.
@@ -128,6 +140,7 @@ func (r *Report) note(format string, args ...any) {
 // sealEvent is a session.sealed event as verification needs it.
 type sealEvent struct {
 	seq     int64
+	time    time.Time
 	session string
 	details map[string]any
 	env     *Envelope
@@ -193,7 +206,7 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 	if err := checkStaleTail(ctx, ch, src, opts, rep); err != nil {
 		return rep, err
 	}
-	if err := checkSessions(ctx, ch, rows, src, opts.Keys, rep); err != nil {
+	if err := checkSessions(ctx, ch, rows, src, opts, rep); err != nil {
 		return rep, err
 	}
 	revs, err := src.Revocations(ctx)
@@ -266,7 +279,7 @@ func walkChain(ctx context.Context, src Source, rep *Report) (*chain, error) {
 func (c *chain) classify(e state.Event, rep *Report) {
 	switch e.Type {
 	case state.EventSessionSealed:
-		se := sealEvent{seq: e.Seq, session: e.Session, details: e.Details}
+		se := sealEvent{seq: e.Seq, time: e.Time, session: e.Session, details: e.Details}
 		if raw, ok := e.Details["seal"]; ok {
 			var env Envelope
 			b, _ := json.Marshal(raw)
@@ -426,12 +439,8 @@ func checkStaleTail(ctx context.Context, ch *chain, src Source, opts VerifyOptio
 	if err != nil {
 		return fmt.Errorf("read audit events: %w", err)
 	}
-	now := time.Now
-	if opts.Now != nil {
-		now = opts.Now
-	}
 	grace := 3*opts.CheckpointInterval + time.Minute
-	if len(evs) == 1 && now().Sub(evs[0].Time) > grace {
+	if len(evs) == 1 && opts.now().Sub(evs[0].Time) > grace {
 		rep.problem("events %d to %d are not covered by a signed checkpoint, the oldest from %s, although one is taken every %s: checkpoints were deleted, or none could be taken (postern_audit_checkpoints_total)",
 			rep.Covered+1, ch.last, evs[0].Time.Format(time.RFC3339), opts.CheckpointInterval)
 		// The note about the uncovered tail is this problem now.
@@ -443,7 +452,7 @@ func checkStaleTail(ctx context.Context, ch *chain, src Source, opts VerifyOptio
 }
 
 // checkSessions compares every sealed recording with its signed seal.
-func checkSessions(ctx context.Context, ch *chain, rows []state.Session, src Source, keys *Keyring, rep *Report) error {
+func checkSessions(ctx context.Context, ch *chain, rows []state.Session, src Source, opts VerifyOptions, rep *Report) error {
 	byID := make(map[string]state.Session, len(rows))
 	for _, r := range rows {
 		byID[r.ID] = r
@@ -460,7 +469,7 @@ func checkSessions(ctx context.Context, ch *chain, rows []state.Session, src Sou
 			continue
 		}
 		matched[se.session] = true
-		if err := checkSeal(ctx, se, byID, src, keys, rep); err != nil {
+		if err := checkSeal(ctx, se, byID, src, opts, rep); err != nil {
 			return err
 		}
 	}
@@ -483,7 +492,8 @@ func checkSessions(ctx context.Context, ch *chain, rows []state.Session, src Sou
 
 // checkSeal checks one seal event: its signature, the index row, the cast
 // and the metadata JSON.
-func checkSeal(ctx context.Context, se sealEvent, byID map[string]state.Session, src Source, keys *Keyring, rep *Report) error {
+func checkSeal(ctx context.Context, se sealEvent, byID map[string]state.Session, src Source, opts VerifyOptions, rep *Report) error {
+	keys := opts.Keys
 	id, seq := se.session, se.seq
 	var rec SealRecord
 	signed := false
@@ -539,17 +549,22 @@ func checkSeal(ctx context.Context, se sealEvent, byID map[string]state.Session,
 			id, rec.Object, rec.SHA256, sum, rec.Size, size)
 	}
 	if signed {
-		return checkSidecar(ctx, se, rec, row, ok, src, rep)
+		return checkSidecar(ctx, se, rec, row, ok, src, opts, rep)
 	}
 	return nil
 }
 
 // checkSidecar compares the metadata JSON beside a cast with the signed
 // seal.
-func checkSidecar(ctx context.Context, se sealEvent, rec SealRecord, row state.Session, haveRow bool, src Source, rep *Report) error {
+func checkSidecar(ctx context.Context, se sealEvent, rec SealRecord, row state.Session, haveRow bool, src Source, opts VerifyOptions, rep *Report) error {
 	id := se.session
 	rc, err := src.Open(ctx, rec.Metadata)
 	if errors.Is(err, fs.ErrNotExist) {
+		if !src.Offline() && opts.now().Sub(se.time) < sidecarGrace {
+			// The recorder writes the metadata right after the seal commits.
+			rep.note("session %s: metadata %s is not stored yet (sealed %s ago)", id, rec.Metadata, opts.now().Sub(se.time).Round(time.Millisecond))
+			return nil
+		}
 		rep.problem("session %s: metadata %s is missing", id, rec.Metadata)
 		return nil
 	}

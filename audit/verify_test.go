@@ -213,3 +213,26 @@ func TestVerifyStaleTail(t *testing.T) {
 	rep := verify(time.Now().Add(2 * time.Minute))
 	wantProblem(t, rep, fmt.Sprintf("events 1 to %d are not covered by a signed checkpoint", head), "checkpoints were deleted")
 }
+
+// TestVerifyMissingMetadata: a recording's metadata JSON may be missing for
+// the moment between the seal's commit and its store; after that it is a
+// problem.
+func TestVerifyMissingMetadata(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	s := e.record("alice", "web-1")
+	if err := os.Remove(e.objectPath(s.MetaObject)); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(now time.Time) *audit.Report {
+		t.Helper()
+		rep, err := audit.Verify(context.Background(), e.source(), audit.VerifyOptions{Keys: e.keys, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := verify(time.Now()); !rep.OK() || !strings.Contains(strings.Join(rep.Notes, "\n"), "is not stored yet") {
+		t.Fatalf("just sealed: %+v; want a note", rep)
+	}
+	wantProblem(t, verify(time.Now().Add(2*time.Minute)), "session "+s.ID, "metadata "+s.MetaObject+" is missing")
+}
