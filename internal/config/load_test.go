@@ -149,3 +149,35 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestAuditSection: the audit section's defaults, and a full one parsed.
+func TestAuditSection(t *testing.T) {
+	c, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Audit
+	if a.CheckpointInterval.D() != 10*time.Second || a.Anchor.Storage != "on" || a.Export.S3.URL != "" || a.Export.S3.Window.D() != 5*time.Minute ||
+		a.Export.HTTP.URL != "" || a.Export.HTTP.Format != "otlp" || a.Export.HTTP.BatchSize != 500 || a.Export.HTTP.Timeout.D() != 10*time.Second {
+		t.Errorf("audit defaults %+v", a)
+	}
+	t.Setenv("OTLP_TOKEN", "tok")
+	c, err = Parse([]byte(`
+ca: {audit: {key_file: /etc/postern/audit_key, trusted: ["ssh-ed25519 AAAA old"]}}
+audit:
+  checkpoint_interval: 30s
+  anchor: {storage: off}
+  export:
+    s3: {url: "s3://archive/postern?region=eu-west-1", window: 1m}
+    http: {url: "https://collector:4318/v1/logs", format: hec, token: "${env:OTLP_TOKEN}", headers: {X-Team: sre}, batch_size: 50, timeout: 3s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = c.Audit
+	if c.CA.Audit.KeyFile != "/etc/postern/audit_key" || len(c.CA.Audit.Trusted) != 1 || a.CheckpointInterval.D() != 30*time.Second ||
+		a.Anchor.Storage != "off" || a.Export.S3.Window.D() != time.Minute || a.Export.HTTP.Format != "hec" || a.Export.HTTP.Token != "tok" ||
+		a.Export.HTTP.Headers["X-Team"] != "sre" || a.Export.HTTP.BatchSize != 50 || a.Export.HTTP.Timeout.D() != 3*time.Second {
+		t.Errorf("audit section %+v, ca.audit %+v", a, c.CA.Audit)
+	}
+}
