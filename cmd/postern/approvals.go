@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/posternhq/postern/certs/login"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
@@ -240,10 +241,10 @@ target is reachable for the requested duration (with your roles' logins, or
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dur <= 0 {
-				return exitError{code: 2, msg: "--for is required (e.g. --for 1h)"}
+				return &usererr.Error{Exit: 2, Msg: "--for is required (e.g. --for 1h)"}
 			}
 			if strings.TrimSpace(reason) == "" {
-				return exitError{code: 2, msg: "--reason is required"}
+				return &usererr.Error{Exit: 2, Msg: "--reason is required"}
 			}
 			api, err := cf.api()
 			if err != nil {
@@ -276,9 +277,9 @@ target is reachable for the requested duration (with your roles' logins, or
 						printable(a.Target), a.Decided.Add(a.Duration).Local().Format(time.RFC3339))
 				}
 			case state.ApprovalDenied:
-				return exitError{code: exitRequestDenied, msg: "access request denied by " + printable(a.DecidedBy)}
+				return &usererr.Error{Exit: exitRequestDenied, Msg: "access request denied by " + printable(a.DecidedBy)}
 			case state.ApprovalTimedOut, state.ApprovalCanceled:
-				return exitError{code: exitRequestTimeout, msg: "access request " + strings.ReplaceAll(a.Status, "_", " ")}
+				return &usererr.Error{Exit: exitRequestTimeout, Msg: "access request " + strings.ReplaceAll(a.Status, "_", " ")}
 			}
 			return nil
 		},

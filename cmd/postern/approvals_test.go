@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
@@ -133,8 +133,8 @@ func TestRequestCommand(t *testing.T) {
 	}
 	go decide(false)
 	_, _, err = runClient(t, newRequestCmd, "db-2", "--for", "30m", "--reason", "again", "--dir", f.profile)
-	var ee exitError
-	if !errors.As(err, &ee) || ee.code != exitRequestDenied {
+	ee := usererr.As(err)
+	if ee == nil || ee.Exit != exitRequestDenied {
 		t.Errorf("request denied: %v; want exit %d", err, exitRequestDenied)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/posternhq/postern/audit"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
@@ -92,7 +93,7 @@ evidence could not be verified (a missing store, no audit key).`,
 
 // cannotVerify is an exit with status 2.
 func cannotVerify(err error) error {
-	return exitError{code: exitCannotVerify, msg: err.Error()}
+	return &usererr.Error{Exit: exitCannotVerify, Msg: err.Error()}
 }
 
 func runAuditVerify(ctx context.Context, g *globalFlags, f auditVerifyFlags) error {
@@ -163,7 +164,7 @@ func runAuditVerify(ctx context.Context, g *globalFlags, f auditVerifyFlags) err
 		printReport(g.stdout, rep, warning)
 	}
 	if !rep.OK() {
-		return exitError{code: exitTampered, msg: fmt.Sprintf("audit verification failed (%d problems in %d events, %d sealed recordings)",
+		return &usererr.Error{Exit: exitTampered, Msg: fmt.Sprintf("audit verification failed (%d problems in %d events, %d sealed recordings)",
 			len(rep.Problems), rep.Events, rep.Sealed)}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
@@ -85,8 +86,8 @@ func TestAuditVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = auditVerify(t, dir)
-	var ee exitError
-	if !errors.As(err, &ee) || ee.code != exitTampered || !strings.Contains(out, "session "+sealed.ID+": recording "+sealed.Object+" differs") {
+	ee := usererr.As(err)
+	if ee == nil || ee.Exit != exitTampered || !strings.Contains(out, "session "+sealed.ID+": recording "+sealed.Object+" differs") {
 		t.Fatalf("verify after cast tamper = %q, %v; want exit 1 naming %s", out, err, sealed.ID)
 	}
 
@@ -110,8 +111,8 @@ func TestAuditVerify(t *testing.T) {
 func TestAuditVerifyMissingStore(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "nowhere")
 	out, err := auditVerify(t, dir)
-	var ee exitError
-	if !errors.As(err, &ee) || ee.code != exitCannotVerify || !strings.Contains(ee.msg, "the state store is missing") {
+	ee := usererr.As(err)
+	if ee == nil || ee.Exit != exitCannotVerify || !strings.Contains(ee.Msg, "the state store is missing") {
 		t.Fatalf("verify of a missing data dir = %q, %v; want exit 2 saying the store is missing", out, err)
 	}
 	if strings.Contains(out, "intact") {
@@ -160,8 +161,8 @@ func TestAuditExportOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = runCLI(t, t.TempDir(), "audit", "verify", "--offline", bundle, "--audit-key", keyFile)
-	var ee exitError
-	if !errors.As(err, &ee) || ee.code != exitTampered || !strings.Contains(out, "session "+sealed.ID+": recording") {
+	ee := usererr.As(err)
+	if ee == nil || ee.Exit != exitTampered || !strings.Contains(out, "session "+sealed.ID+": recording") {
 		t.Fatalf("offline verify of an edited bundle = %q, %v; want exit 1 naming the session", out, err)
 	}
 }

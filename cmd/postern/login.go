@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/posternhq/postern/certs/login"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // loginFlags are the flags of postern login.
@@ -51,9 +52,9 @@ says until when it is valid and does nothing else; --force renews it.`,
 			err := runLogin(cmd, g, f)
 			if err != nil {
 				// Printed here so the message reads "postern login: …";
-				// the empty exitError only sets the status.
+				// the error without a message only sets the status.
 				fmt.Fprintln(g.stderr, "postern login:", err)
-				return exitError{code: 1}
+				return &usererr.Error{Exit: 1}
 			}
 			return nil
 		},

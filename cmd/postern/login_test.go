@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/posternhq/postern/certs/login"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 func TestLoginFlags(t *testing.T) {
@@ -84,8 +84,8 @@ func TestLoginCommandErrors(t *testing.T) {
 			t.Setenv("POSTERN_BASTION", "")
 			var out, errb bytes.Buffer
 			err := newTestLoginRoot(&out, &errb, tt.args)
-			var ee exitError
-			if !errors.As(err, &ee) || ee.code != 1 || ee.msg != "" {
+			ee := usererr.As(err)
+			if ee == nil || ee.Exit != 1 || ee.Msg != "" {
 				t.Fatalf("err = %v; want a silent exit status 1", err)
 			}
 			if tt.want != "" && errb.String() != tt.want {

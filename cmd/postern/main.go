@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -24,25 +25,16 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			if ee.msg != "" {
-				fmt.Fprintln(os.Stderr, "postern:", ee.msg)
+		if ue := usererr.As(err); ue != nil && ue.Exit != 0 {
+			if ue.Msg != "" {
+				fmt.Fprintln(os.Stderr, "postern:", ue.Msg)
 			}
-			os.Exit(ee.code)
+			os.Exit(ue.Exit)
 		}
 		fmt.Fprintln(os.Stderr, "postern:", err)
 		os.Exit(1)
 	}
 }
-
-// exitError ends the process with a specific status (and an optional message).
-type exitError struct {
-	code int
-	msg  string
-}
-
-func (e exitError) Error() string { return fmt.Sprintf("exit %d: %s", e.code, e.msg) }
 
 // globalFlags are the flags every subcommand shares.
 type globalFlags struct {
