@@ -1,5 +1,6 @@
 // Package state is postern's durable state: the hash-chained audit log, the
-// index of recorded sessions and the certificate revocation list.
+// index of recorded sessions, the certificate revocation list, approvals and
+// locks.
 //
 // # Store
 //
@@ -78,6 +79,14 @@
 // [Store.Revoke] records a revoked certificate serial (and appends a
 // cert.revoked audit event); [Store.IsRevoked] is asked on every
 // authentication.
+//
+// # Locks
+//
+// [Store.CreateLock] and [Store.RemoveLock] keep the kill switch's locks
+// (an identity, a role, a target or one session), each change appended to
+// the audit chain in the same transaction (lock.created, lock.removed);
+// [Store.ActiveLocks] is what every replica reads to enforce them (package
+// lock).
 //
 // # Imports
 //
