@@ -31,6 +31,8 @@ var importRules = map[string][]string{
 	"approval":     {"bastion/...", "players/...", "recorder/...", "server", "guardrails/pgproxy"},
 	// Audit evidence reads recordings as objects; it knows no recorder.
 	"audit": {"bastion/...", "certs/...", "policy", "approval", "players/...", "recorder/...", "server", "guardrails/..."},
+	// The kill switch is asked by everything and knows none of it.
+	"lock":  {"bastion/...", "players/...", "approval", "recorder/...", "policy", "guardrails", "guardrails/pgproxy", "server", "certs/devidp", "certs/login"},
 	"state": {"*"},
 	// Foundations import nothing of postern (httpx only the error type it
 	// writes, config only the detector names it validates).
