@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/state"
 )
 
@@ -18,6 +19,8 @@ const (
 	codeCertRequired          = "cert_required"
 	codeCertRevoked           = "cert_revoked"
 	codeRevocationUnavailable = "revocation_unavailable"
+	codeLocked                = "locked"
+	codeLocksUnavailable      = "locks_unavailable"
 	// codeNoAuth counts a handshake that reached authentication and ended
 	// without it, and without any key verifyKey refused (the client gave
 	// up, offered keys it never proved, or ran out of time or tries).
@@ -91,7 +94,7 @@ func (c *serverConn) verifyKey(cm ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 		})
 		c.log.Info("auth failure", "reason", code, "login", cm.User(), "err", cause)
 		switch {
-		case code == codeRevocationUnavailable:
+		case code == codeRevocationUnavailable, code == codeLocksUnavailable:
 			c.serverFault = true
 		case !c.failCounted:
 			c.failCounted = true
@@ -124,6 +127,25 @@ func (c *serverConn) verifyKey(cm ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 		}
 		if revoked {
 			return fail(codeCertRevoked, errors.New("serial revoked"))
+		}
+	}
+	if s.opts.Locks != nil {
+		// Read fresh: a lock made on another replica a moment ago holds here.
+		ctx, cancel := context.WithTimeout(c.ctx, revocationTimeout)
+		err := s.opts.Locks.CheckFresh(ctx, lock.Subject{Identity: id, Conn: c.id})
+		cancel()
+		if err != nil {
+			code, msg := codeLocksUnavailable, "postern: cannot check locks; try again"
+			if ue := usererr.As(err); ue != nil {
+				if ue.Code == lock.CodeLocked {
+					code = codeLocked
+				}
+				msg = "postern: " + ue.Msg
+			}
+			_, ferr := fail(code, err)
+			// The one refusal the client is told about: its certificate is
+			// good, and the person behind it should learn why it stopped.
+			return nil, &ssh.BannerError{Err: ferr, Message: msg + "\r\n"}
 		}
 	}
 	var expires time.Time

@@ -17,6 +17,7 @@ import (
 
 	"github.com/posternhq/postern/internal/netx"
 	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/state"
 )
 
@@ -132,11 +133,26 @@ func (c *serverConn) serve() {
 		return
 	}
 	c.log = ci.Log
+	if c.s.opts.Locks != nil {
+		untrack, err := c.s.opts.Locks.Track(lock.Subject{Identity: ci.Identity, Conn: c.id}, c.endLocked)
+		if err != nil {
+			// Locked between authentication and now.
+			c.log.Info("connection refused: locked", "err", err)
+			return
+		}
+		defer untrack()
+	}
 	c.log.Info("connection start", "client", string(sc.ClientVersion()))
 	go c.watch(ci.Expires)
 	go c.globalRequests(reqs)
 	var open atomic.Int32
 	for nch := range chans {
+		if ue := usererr.As(context.Cause(c.ctx)); ue != nil && c.ctx.Err() != nil {
+			// Ending (a lock): no new channel, and the client reads why.
+			c.s.metrics.channels.WithLabelValues(channelLabel(nch.ChannelType()), "denied").Inc()
+			_ = nch.Reject(ssh.Prohibited, "postern: "+ue.Msg)
+			continue
+		}
 		if open.Load() >= c.s.maxChans {
 			c.s.metrics.channels.WithLabelValues(channelLabel(nch.ChannelType()), "denied").Inc()
 			c.log.Warn("channel refused: too many channels", "limit", c.s.maxChans)
@@ -160,6 +176,20 @@ func (c *serverConn) serve() {
 		reason = ue.Msg
 	}
 	c.log.Info("connection end", "duration", time.Since(start).Round(time.Millisecond), "reason", reason)
+}
+
+// lockGrace is how long a connection a lock ends stays open after its
+// sessions were told why, so that their notices and exit statuses reach
+// the client before the TCP connection goes.
+const lockGrace = 2 * time.Second
+
+// endLocked ends the connection because a lock came to match it: the
+// context ends with cause at once (every channel handler tells its
+// sessions and ends them), and the connection closes lockGrace later.
+func (c *serverConn) endLocked(cause error) {
+	c.cancel(cause)
+	c.log.Info("connection ending: locked")
+	time.AfterFunc(lockGrace, func() { c.nc.Close() })
 }
 
 // recoverPanic, deferred at the top of each of a connection's goroutines

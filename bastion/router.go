@@ -11,6 +11,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/state"
 )
@@ -129,7 +131,19 @@ func (c *serverConn) directTCPIP(ci *ConnInfo, nch ssh.NewChannel) {
 			return
 		}
 		ctx, cancel := c.sessionContext(d)
-		defer cancel()
+		defer cancel(nil)
+		if c.s.opts.Locks != nil {
+			untrack, err := c.s.opts.Locks.Track(lock.Subject{Identity: id, Target: t.Name, Conn: ci.ID}, cancel)
+			if err != nil {
+				msg := "postern: " + t.Name + ": locked"
+				if ue := usererr.As(err); ue != nil {
+					msg = "postern: " + ue.Msg
+				}
+				c.reject(ci, nch, ssh.Prohibited, msg, codeLocked, details)
+				return
+			}
+			defer untrack()
+		}
 		h.ServeTarget(ctx, &TargetChannel{Conn: ci, Target: t, Decision: d, Host: p.Host, Port: port, Details: details, c: c, nch: nch})
 		return
 	}
@@ -154,7 +168,7 @@ func (c *serverConn) directTCPIP(ci *ConnInfo, nch ssh.NewChannel) {
 		dials[i] = netip.AddrPortFrom(a, uint16(port)).String()
 	}
 	ctx, cancel := c.sessionContext(d)
-	defer cancel()
+	defer cancel(nil)
 	nc, err := c.dial(ctx, ci, nch, p.Host, dials, details)
 	if err != nil {
 		return
@@ -163,12 +177,16 @@ func (c *serverConn) directTCPIP(ci *ConnInfo, nch ssh.NewChannel) {
 }
 
 // sessionContext is the connection's context, ending also after the
-// decision's MaxSession.
-func (c *serverConn) sessionContext(d policy.Decision) (context.Context, context.CancelFunc) {
+// decision's MaxSession, or when its cancel is called with a cause (a lock
+// that matches the channel's target).
+func (c *serverConn) sessionContext(d policy.Decision) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(c.ctx)
 	if d.MaxSession > 0 {
-		return context.WithTimeoutCause(c.ctx, d.MaxSession, errExpired)
+		tctx, tcancel := context.WithTimeoutCause(ctx, d.MaxSession, errExpired)
+		// The parent first, so that the channel's context ends with cause.
+		return tctx, func(cause error) { cancel(cause); tcancel() }
 	}
-	return context.WithCancel(c.ctx)
+	return ctx, cancel
 }
 
 // dial connects to the first reachable of addrs (already authorized and

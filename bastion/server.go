@@ -25,6 +25,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/state"
 )
@@ -39,6 +40,17 @@ type AuditLog interface {
 // certificate serial is revoked. *state.Store implements it.
 type RevocationList interface {
 	IsRevoked(ctx context.Context, serial uint64) (bool, error)
+}
+
+// Locks is the kill switch the bastion consults and registers its live
+// connections and target channels with; *lock.Locker implements it.
+type Locks interface {
+	// CheckFresh refuses a subject an active lock matches, reading the
+	// locks from the store first.
+	CheckFresh(ctx context.Context, s lock.Subject) error
+	// Track registers a live connection or channel that end ends when a
+	// lock comes to match it; it refuses a subject already locked.
+	Track(s lock.Subject, end func(cause error)) (untrack func(), err error)
 }
 
 // Defaults of config.SSH.
@@ -71,6 +83,9 @@ type Options struct {
 	// Revocations is consulted for every user certificate; no certificate is
 	// considered revoked if nil.
 	Revocations RevocationList
+	// Locks refuses logins of locked identities and ends live connections
+	// and target channels when a lock comes to match them; no locks if nil.
+	Locks Locks
 	// Handlers serve the channels the policy admits to inventory targets,
 	// by kind (HandlerSSH, HandlerCommand, HandlerTCP, HandlerPostgres); a
 	// target whose kind has no handler is refused with "postern: <name>:

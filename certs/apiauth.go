@@ -95,6 +95,10 @@ type APIAuth struct {
 	// Revoked reports whether a certificate serial has been revoked; no
 	// revocation check if nil. An error fails closed.
 	Revoked func(serial uint64) (bool, error)
+	// Locked refuses an authenticated identity that a lock matches (the
+	// kill switch, lock.Locker.Check): its error, a *usererr.Error, is the
+	// answer. No lock check if nil.
+	Locked func(Identity) error
 	// MaxSkew bounds |now − ts| of a signed request; DefaultAPIMaxSkew if zero.
 	MaxSkew time.Duration
 	// TrustProxy takes the client address from the last X-Forwarded-For hop
@@ -111,20 +115,30 @@ func authErr(code, msg string, err error) *usererr.Error {
 // Authenticate returns the identity that r proves, or an *usererr.Error with status
 // 401 and code auth_required (no credentials), auth_invalid (malformed,
 // foreign CA, bad signature, wrong key), auth_expired (certificate, token or
-// timestamp out of date) or auth_revoked.
+// timestamp out of date) or auth_revoked; or, for an identity a lock
+// matches, Locked's refusal (403, code locked).
 func (a *APIAuth) Authenticate(r *http.Request) (Identity, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return Identity{}, authErr(CodeAuthRequired, "authentication required", nil)
 	}
 	scheme, rest, _ := strings.Cut(h, " ")
+	var id Identity
+	var err error
 	switch {
 	case strings.EqualFold(scheme, APIAuthScheme):
-		return a.certAuth(r, rest)
+		id, err = a.certAuth(r, rest)
 	case strings.EqualFold(scheme, "Bearer"):
-		return a.bearerAuth(r.Context(), strings.TrimSpace(rest))
+		id, err = a.bearerAuth(r.Context(), strings.TrimSpace(rest))
+	default:
+		return Identity{}, authErr(CodeAuthRequired, "authentication required", fmt.Errorf("unsupported scheme %q", printable(scheme)))
 	}
-	return Identity{}, authErr(CodeAuthRequired, "authentication required", fmt.Errorf("unsupported scheme %q", printable(scheme)))
+	if err == nil && a.Locked != nil {
+		if lerr := a.Locked(id); lerr != nil {
+			return Identity{}, lerr
+		}
+	}
+	return id, err
 }
 
 func (a *APIAuth) now() time.Time {

@@ -255,3 +255,42 @@ func TestAPIAuthRSAKey(t *testing.T) {
 		t.Fatalf("RSA-signed request: %+v, %v", id, err)
 	}
 }
+
+// TestAPIAuthLocked: Locked is asked about every identity that
+// authenticated, by certificate or bearer token, and its refusal is the
+// answer; an identity it does not refuse passes, and a request that failed
+// to authenticate never reaches it.
+func TestAPIAuthLocked(t *testing.T) {
+	f := newAPIAuthFixture(t)
+	refusal := &usererr.Error{Status: http.StatusForbidden, Code: "locked", Msg: "your access is locked: x"}
+	var asked []string
+	a := &APIAuth{Authority: f.auth, Verifier: fakeVerifier{"tok-bob": {Issuer: "corp", Subject: "sub-2", Username: "bob"}},
+		Now: func() time.Time { return f.now },
+		Locked: func(id Identity) error {
+			asked = append(asked, id.Subject)
+			if id.Subject == "sub-1" {
+				return refusal
+			}
+			return nil
+		}}
+	r := httptest.NewRequest(http.MethodGet, "/v1/sessions", nil)
+	if err := SignAPIRequest(r, f.cert, f.signer, f.now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authenticate(r); usererr.As(err) != refusal {
+		t.Errorf("locked certificate holder: %v; want the lock's refusal", err)
+	}
+	r = httptest.NewRequest(http.MethodGet, "/v1/sessions", nil)
+	r.Header.Set("Authorization", "Bearer tok-bob")
+	if id, err := a.Authenticate(r); err != nil || id.Username != "bob" {
+		t.Errorf("unlocked bearer: %+v, %v", id, err)
+	}
+	r = httptest.NewRequest(http.MethodGet, "/v1/sessions", nil)
+	r.Header.Set("Authorization", "Bearer tok-mallory")
+	if _, err := a.Authenticate(r); usererr.As(err) == nil || usererr.As(err).HTTPStatus() != http.StatusUnauthorized {
+		t.Errorf("bad token: %v; want 401", err)
+	}
+	if strings.Join(asked, ",") != "sub-1,sub-2" {
+		t.Errorf("Locked asked about %v; want [sub-1 sub-2] (never about a failed authentication)", asked)
+	}
+}

@@ -101,6 +101,10 @@ type IssuerOptions struct {
 	// Audit receives a cert.issued event per certificate and a cert.denied
 	// event per refusal after the token was verified; none if nil.
 	Audit func(ctx context.Context, e state.Event)
+	// Locked refuses a verified identity that a lock matches (the kill
+	// switch, lock.Locker.CheckFresh); its error, a *usererr.Error, is the
+	// answer and is audited as cert.denied. No lock check if nil.
+	Locked func(ctx context.Context, id Identity) error
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Log receives one line per issuance or refusal; nothing is logged if nil.
@@ -111,7 +115,7 @@ type IssuerOptions struct {
 }
 
 // Issuer runs the certificate issuance pipeline: defaults → identity (verify
-// the token) → role policy → limits → sign → validate. It is safe for
+// the token) → locks → role policy → limits → sign → validate. It is safe for
 // concurrent use; it owns its rate limiter and its metrics.
 type Issuer struct {
 	authority *Authority
@@ -119,6 +123,7 @@ type Issuer struct {
 	policy    Policy
 	ttl       config.CertTTL
 	audit     func(context.Context, state.Event)
+	locked    func(context.Context, Identity) error
 	now       func() time.Time
 	log       *slog.Logger
 	limiter   *RateLimiter
@@ -163,6 +168,7 @@ func NewIssuer(opts IssuerOptions) (*Issuer, error) {
 		policy:    opts.Policy,
 		ttl:       opts.TTL,
 		audit:     opts.Audit,
+		locked:    opts.Locked,
 		now:       opts.Now,
 		log:       opts.Log,
 	}
@@ -209,6 +215,7 @@ type step func(*Issuer, context.Context, *issuance) error
 var pipeline = []step{
 	(*Issuer).stepDefaults,
 	(*Issuer).stepIdentity,
+	(*Issuer).stepLocks,
 	(*Issuer).stepPolicy,
 	(*Issuer).stepLimits,
 	(*Issuer).stepSign,
@@ -345,6 +352,14 @@ func (i *Issuer) stepIdentity(ctx context.Context, is *issuance) error {
 	}
 	is.id, is.verified = id, true
 	return nil
+}
+
+// stepLocks refuses an identity that a lock matches.
+func (i *Issuer) stepLocks(ctx context.Context, is *issuance) error {
+	if i.locked == nil {
+		return nil
+	}
+	return i.locked(ctx, is.id)
 }
 
 // stepPolicy asks the role policy for a grant and derives the principals:

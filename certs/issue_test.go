@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/state"
 )
 
@@ -464,5 +466,50 @@ func TestIssuePrincipals(t *testing.T) {
 				t.Errorf("principals = %s; want %s", s, tc.want)
 			}
 		})
+	}
+}
+
+// TestIssueLocked: a verified identity that a lock matches gets no
+// certificate (403 locked, audited as cert.denied); others still do, and
+// once the lock is removed the identity does again.
+func TestIssueLocked(t *testing.T) {
+	ctx := context.Background()
+	st, err := state.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	locks, err := lock.New(ctx, lock.Options{Store: st, Poll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(locks.Close)
+	f := newIssuerFixture(t, func(o *certs.IssuerOptions) {
+		o.Locked = func(ctx context.Context, id certs.Identity) error {
+			return locks.CheckFresh(ctx, lock.Subject{Identity: id})
+		}
+	})
+	_, key := newEd25519(t)
+	lk, err := locks.Lock(ctx, lock.Spec{Kind: state.LockIdentity, Identity: bot, Reason: "runaway", By: "sec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.issuer.Issue(ctx, certs.Request{Token: "tok-bot", PublicKey: key.PublicKey(), Source: loopback})
+	if e := usererr.As(err); e == nil || e.Code != lock.CodeLocked || e.HTTPStatus() != http.StatusForbidden ||
+		!strings.Contains(e.Msg, "runaway") {
+		t.Fatalf("locked identity: %v; want 403 locked naming the reason", err)
+	}
+	ev := f.audit.all()
+	if len(ev) != 1 || ev[0].Type != state.EventCertDenied || ev[0].Details["code"] != lock.CodeLocked {
+		t.Errorf("audit = %+v; want one cert.denied with code locked", ev)
+	}
+	if _, err := f.issuer.Issue(ctx, certs.Request{Token: "tok-alice", PublicKey: key.PublicKey(), Source: loopback}); err != nil {
+		t.Errorf("another identity: %v", err)
+	}
+	if err := locks.Unlock(ctx, lk.ID, "sec"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.issuer.Issue(ctx, certs.Request{Token: "tok-bot", PublicKey: key.PublicKey(), Source: loopback}); err != nil {
+		t.Errorf("after unlock: %v", err)
 	}
 }

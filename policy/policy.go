@@ -36,6 +36,9 @@ const (
 	PermAuditor  = "auditor"
 	PermApprover = "approver"
 	PermAdmin    = "admin"
+	// PermModerator may watch live sessions (as a moderator, for roles
+	// that require one) and terminate them.
+	PermModerator = "moderator"
 )
 
 // Decision codes. They are stable and appear in audit events.
@@ -381,9 +384,9 @@ func (e *Engine) parseRole(rc config.Role) (*role, error) {
 	}
 	for j, p := range rc.Permissions {
 		switch p {
-		case PermAuditor, PermApprover, PermAdmin:
+		case PermAuditor, PermApprover, PermAdmin, PermModerator:
 		default:
-			return nil, fmt.Errorf(".permissions[%d]: %q is not auditor, approver or admin", j, p)
+			return nil, fmt.Errorf(".permissions[%d]: %q is not auditor, approver, moderator or admin", j, p)
 		}
 	}
 	return r, nil
@@ -722,7 +725,7 @@ func (e *Engine) Roles(id certs.Identity) []string {
 	return names
 }
 
-// Permissions returns the API permissions (auditor, approver, admin) granted
+// Permissions returns the API permissions (auditor, approver, moderator, admin) granted
 // to id by its matching roles, sorted and without duplicates.
 func (e *Engine) Permissions(id certs.Identity) []string {
 	var ps []string

@@ -57,6 +57,7 @@ type httpHandlers struct {
 	ui        http.Handler // /ui/, nil without an interactive issuer
 	approvals http.Handler // /v1/approvals…
 	slack     http.Handler // POST /v1/slack/actions, nil without Slack
+	locks     http.Handler // /v1/locks…
 	devIdP    http.Handler // the development issuer, nil outside --dev
 	registry  *prometheus.Registry
 	ready     func(ctx context.Context) (map[string]string, error)
@@ -91,6 +92,8 @@ func newMux(h httpHandlers) *http.ServeMux {
 	mux.Handle("/v1/sessions/", h.sessions)
 	mux.Handle("/v1/approvals", h.approvals)
 	mux.Handle("/v1/approvals/", h.approvals)
+	mux.Handle("/v1/locks", h.locks)
+	mux.Handle("/v1/locks/", h.locks)
 	if h.slack != nil {
 		mux.Handle("POST /v1/slack/actions", h.slack)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/web"
 	"github.com/posternhq/postern/policy"
@@ -68,6 +69,7 @@ type Service struct {
 	ssh       *bastion.Server
 	http      *http.Server
 	devIdP    *devidp.Provider
+	locks     *lock.Locker
 }
 
 // NewService validates what can be checked without side effects. Run does the rest.
@@ -183,9 +185,24 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return fmt.Errorf("identity issuers: %w", err)
 	}
+	// The kill switch: every path in (certificates, SSH, API, web) asks it,
+	// and what runs long registers with it to be ended.
+	s.locks, err = lock.New(ctx, lock.Options{
+		Store: s.state, Notify: s.state.Notify, Subscribe: s.state.Subscribe, Audit: audit,
+		Roles: func(id certs.Identity) []string { return s.currentPolicy().Roles(id) },
+		Log:   s.log.With("component", "locks"), Metrics: s.reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer s.locks.Close()
+	lockedFresh := func(ctx context.Context, id certs.Identity) error {
+		return s.locks.CheckFresh(ctx, lock.Subject{Identity: id})
+	}
+	locked := func(id certs.Identity) error { return s.locks.Check(lock.Subject{Identity: id}) }
 	issuer, err := certs.NewIssuer(certs.IssuerOptions{
 		Authority: s.authority, Verifier: verifier, Policy: policyGrant{s}, TTL: cfg.Identity.CertTTL,
-		RateLimit: cfg.Identity.RateLimit, Audit: audit, Log: s.log, Metrics: s.reg,
+		RateLimit: cfg.Identity.RateLimit, Audit: audit, Locked: lockedFresh, Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {
 		return err
@@ -220,8 +237,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 	inner, err := innerhop.New(innerhop.Options{
 		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
-		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")),
-		Masking:  masking, Log: s.log, Metrics: s.reg, UpstreamReuse: cfg.SSH.UpstreamReuse,
+		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")), Locks: s.locks,
+		Masking: masking, Log: s.log, Metrics: s.reg, UpstreamReuse: cfg.SSH.UpstreamReuse,
 	})
 	if err != nil {
 		return err
@@ -235,7 +252,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return err
 	}
 	s.ssh, err = bastion.NewServer(bastion.Options{
-		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state,
+		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state, Locks: s.locks,
 		Handlers: map[string]bastion.TargetHandler{
 			bastion.HandlerSSH:      inner,
 			bastion.HandlerCommand:  inner,
@@ -252,6 +269,11 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	apiAuth := &certs.APIAuth{
 		Authority: s.authority, Verifier: verifier,
 		Revoked: func(serial uint64) (bool, error) { return s.state.IsRevoked(context.Background(), serial) },
+		Locked:  locked,
+	}
+	locksAPI, err := lock.NewAPI(lock.APIOptions{Locker: s.locks, Auth: apiAuth, Permissions: s.permissions, Log: s.log})
+	if err != nil {
+		return fmt.Errorf("locks API: %w", err)
 	}
 	approvalsAPI, err := approval.NewAPI(approval.APIOptions{
 		Broker: broker, Auth: apiAuth, Permissions: s.permissions, Log: s.log,
@@ -271,7 +293,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
 			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
 			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
-			Approvals: webApprovals{broker: broker},
+			Approvals: webApprovals{broker: broker}, Locked: locked,
 		})
 		if err != nil {
 			return fmt.Errorf("web UI: %w", err)
@@ -286,7 +308,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 				Auth: apiAuth, Permissions: s.permissions,
 				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,
 			}),
-			ui: ui, approvals: approvalsAPI, slack: slack,
+			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI,
 			ready: func(ctx context.Context) (map[string]string, error) { return s.ready(ctx, store) },
 			config: func() publicConfig {
 				s.mu.Lock()

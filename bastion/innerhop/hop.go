@@ -106,6 +106,10 @@ type Options struct {
 	Audit func(context.Context, state.Event)
 	// Approver holds commands for approval; none if nil.
 	Approver Approver
+	// Locks refuses sessions a lock matches and ends a running session
+	// when one comes to (a lock on its identity, role, target or the
+	// session itself); no locks if nil.
+	Locks bastion.Locks
 	// Masking masks secrets in recordings and in what clients receive;
 	// nothing is masked if nil.
 	Masking *guardrails.Policy
@@ -261,6 +265,12 @@ func (c *hopConn) track(s *hopSession) {
 }
 
 func (c *hopConn) untrack(s *hopSession) {
+	s.mu.Lock()
+	unlock := s.unlock
+	s.mu.Unlock()
+	if unlock != nil {
+		unlock()
+	}
 	if c.up != nil {
 		if why := s.upstreamDirt(); why != "" {
 			c.up.spoil(why)

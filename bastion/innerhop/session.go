@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
@@ -72,6 +73,7 @@ type hopSession struct {
 	exitSignal []byte // raw exit-signal payload
 	signalName string
 	onAbort    func() // stops the program or upstream side; set before begin
+	unlock     func() // ends the lock registration of a begun session; nil if none
 }
 
 // newSession starts tracking a session on the client channel ch; the caller
@@ -212,6 +214,9 @@ func (s *hopSession) begin(kind, command string) *usererr.Error {
 	s.kind, s.command = kind, command
 	c.h.metrics.sessions.WithLabelValues(kind, c.t.Kind).Inc()
 	c.h.metrics.active.Inc()
+	if ue := s.trackLocks(); ue != nil {
+		return ue
+	}
 	if kind == kindShell && !c.decision.Interactive {
 		return &usererr.Error{Msg: "interactive sessions are not allowed; run a command", Code: "interactive_denied", Exit: ExitDenied}
 	}
@@ -227,6 +232,51 @@ func (s *hopSession) begin(kind, command string) *usererr.Error {
 		Session: s.id, Details: details})
 	s.log.Info("session start", "kind", kind, "command", command, "recorded", s.recording() != nil)
 	return s.approve(kind, command) // gate.go
+}
+
+// trackLocks registers the session with the kill switch: a session that a
+// lock already matches does not start, and one that a lock comes to match
+// is aborted with the lock's message and exit status.
+func (s *hopSession) trackLocks() *usererr.Error {
+	c := s.c
+	l := c.h.opts.Locks
+	if l == nil {
+		return nil
+	}
+	untrack, err := l.Track(lock.Subject{Identity: c.ci.Identity, Target: c.t.Name, Session: s.id, Conn: c.ci.ID},
+		func(cause error) { go s.endLocked(cause) }) // abort may wait on the client's window
+	if err != nil {
+		return asHopUserError(err)
+	}
+	s.mu.Lock()
+	s.unlock = untrack
+	s.mu.Unlock()
+	return nil
+}
+
+// lockUpstreamGrace is how long a target has to end a session a lock
+// aborted before postern closes the whole login to the target. OpenSSH's
+// sshd keeps a session channel open until its program exits, whatever the
+// client says, so closing the channel alone does not end a running command.
+const lockUpstreamGrace = 250 * time.Millisecond
+
+// endLocked aborts the session because a lock came to match it. An ssh
+// target that does not end it at once loses its login: every channel on it
+// ends, and with them this session, with the lock's notice and exit status.
+func (s *hopSession) endLocked(cause error) {
+	s.abort(asHopUserError(cause))
+	up := s.c.up
+	if up == nil {
+		return
+	}
+	t := time.NewTimer(lockUpstreamGrace)
+	defer t.Stop()
+	select {
+	case <-s.done:
+	case <-t.C:
+		s.log.Info("target kept a locked session open; closing the login to it")
+		_ = up.Close()
+	}
 }
 
 // beginOffStack runs begin on a goroutine of its own and waits for it.

@@ -345,7 +345,7 @@ type Role struct {
 	MaxSession Duration `yaml:"max_session"`
 	// Rules flag commands: first match wins.
 	Rules []Rule `yaml:"rules"`
-	// Permissions grants API rights: auditor, approver, admin.
+	// Permissions grants API rights: auditor, approver, moderator, admin.
 	Permissions []string `yaml:"permissions"`
 	// Masking holds masking rules for this role's sessions, added to the
 	// global ones.

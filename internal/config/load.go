@@ -511,9 +511,9 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 		}
 		for j, perm := range r.Permissions {
 			switch perm {
-			case "auditor", "approver", "admin":
+			case "auditor", "approver", "moderator", "admin":
 			default:
-				v.add(fmt.Sprintf("%s.permissions[%d]", p, j), "must be auditor, approver or admin")
+				v.add(fmt.Sprintf("%s.permissions[%d]", p, j), "must be auditor, approver, moderator or admin")
 			}
 		}
 		for j, a := range r.Forwarding.Allow {

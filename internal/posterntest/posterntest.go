@@ -1,14 +1,17 @@
 package posterntest
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -296,8 +299,11 @@ type User struct {
 	SSHConfig string
 	// Login is the login on targets.
 	Login string
+	// Signer is the private key paired with the certificate.
+	Signer ssh.Signer
 
-	t testing.TB
+	t   testing.TB
+	api string // the service's HTTP base URL
 }
 
 // User issues a certificate for id from the service's user CA, valid for
@@ -323,7 +329,11 @@ func (s *Service) User(id certs.Identity, login string) *User {
 	if err := cert.SignCert(rand.Reader, s.Authority.User.Signer()); err != nil {
 		s.t.Fatalf("posterntest: sign user certificate: %v", err)
 	}
-	u := &User{Identity: id, Cert: cert, Login: login, t: s.t}
+	signer, err := ssh.NewSignerFromKey(key)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	u := &User{Identity: id, Cert: cert, Login: login, Signer: signer, t: s.t, api: s.HTTPURL}
 	u.KeyFile, u.CertFile = sshdtest.WriteClientKey(s.t, key, cert)
 	dir := s.t.TempDir()
 	known := filepath.Join(dir, "known_hosts")
@@ -343,6 +353,47 @@ func (s *Service) User(id certs.Identity, login string) *User {
 		s.t.Fatal(err)
 	}
 	return u
+}
+
+// API sends an HTTP API request to the service signed with the user's
+// certificate (as postern's CLI signs them), with body as JSON (none if
+// nil), decodes a JSON answer into out (if not nil) and returns the status.
+// It is safe in goroutines other than the test's (it reports with Errorf).
+func (u *User) API(method, path string, body, out any) int {
+	u.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			u.t.Errorf("posterntest: encode %T: %v", body, err)
+			return 0
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, u.api+path, rd)
+	if err != nil {
+		u.t.Errorf("posterntest: %v", err)
+		return 0
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if err := certs.SignAPIRequest(req, u.Cert, u.Signer, time.Now()); err != nil {
+		u.t.Errorf("posterntest: sign: %v", err)
+		return 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		u.t.Errorf("posterntest: %s %s: %v", method, path, err)
+		return 0
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			u.t.Errorf("posterntest: %s %s: decode the answer: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
 }
 
 // SSH runs the stock ssh client with the user's config and args (and env

@@ -256,6 +256,18 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 		u.errorPage(w, r, http.StatusUnauthorized, "The login could not be completed. Start again.")
 		return
 	}
+	if u.opts.Locked != nil {
+		if err := u.opts.Locked(id); err != nil {
+			msg := "Your access is locked."
+			if e := usererr.As(err); e != nil {
+				msg = upperFirst(e.Msg) + "."
+			}
+			u.log.Info("web login refused: locked", "identity", id.Username, "issuer", id.Issuer)
+			u.logins.WithLabelValues("refused").Inc()
+			u.errorPage(w, r, http.StatusForbidden, msg)
+			return
+		}
+	}
 	csrf, err := randomToken()
 	if err != nil {
 		u.internalError(w, r, err)
@@ -314,7 +326,20 @@ func (u *UI) currentSession(r *http.Request) (session, bool) {
 	if u.sealer.open(u.sessionCookieName(), c.Value, &s) != nil || s.Expires < u.now().Unix() {
 		return session{}, false
 	}
+	// A locked identity's session stops working at once; logging in again
+	// is refused with the lock's message.
+	if u.opts.Locked != nil && u.opts.Locked(s.Identity) != nil {
+		return session{}, false
+	}
 	return s, true
+}
+
+// upperFirst capitalises the first letter of a message.
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // checkCSRF accepts a state-changing request only with the session's CSRF

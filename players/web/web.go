@@ -90,6 +90,11 @@ type Options struct {
 	// Approvals serves the approvals pages (/ui/approvals) to identities
 	// with the approver or admin permission; there are none if nil.
 	Approvals Approvals
+	// Locked refuses the web session of an identity a lock matches (the
+	// kill switch, lock.Locker.Check): its login fails with the lock's
+	// message, and a session already open stops working. No lock check if
+	// nil.
+	Locked func(certs.Identity) error
 }
 
 // UI is the web UI handler: sessions list, replay, live view. Mount it at

@@ -23,6 +23,7 @@ import (
 	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/certs/devidp/devidptest"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/internal/playtest"
 	"github.com/posternhq/postern/recorder"
@@ -36,6 +37,7 @@ type uiFixture struct {
 	srv     *httptest.Server
 	idp     *devidptest.Server
 	auditor atomic.Bool // whether the logged-in user has the auditor permission
+	locked  atomic.Bool // whether a lock matches the logged-in user
 	reg     *prometheus.Registry
 }
 
@@ -75,6 +77,12 @@ func newUIFixture(t *testing.T) *uiFixture {
 		Follow:    f.env.Recorder.Follow,
 		CookieKey: key,
 		Metrics:   f.reg,
+		Locked: func(certs.Identity) error {
+			if f.locked.Load() {
+				return &usererr.Error{Status: http.StatusForbidden, Code: "locked", Msg: "your access is locked: incident 42"}
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -175,6 +183,24 @@ func TestUILoginAndList(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "since") {
 		t.Errorf("bad filter: got %d", resp.StatusCode)
 	}
+}
+
+// TestUILocked: a lock on the logged-in identity stops its web session at
+// once, and logging in again is refused with the lock's message.
+func TestUILocked(t *testing.T) {
+	f := newUIFixture(t)
+	c := f.browser(t)
+	f.login(t, c)
+	f.locked.Store(true)
+	resp, body := get(t, c, f.srv.URL+"/ui/")
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Your access is locked: incident 42.") {
+		t.Fatalf("after the lock: %d %s\n%s; want 403 with the lock's message", resp.StatusCode, resp.Request.URL, body)
+	}
+	if n := promtest.ToFloat64(f.ui.logins.WithLabelValues("refused")); n != 1 {
+		t.Errorf("postern_web_logins_total{result=refused} = %v; want 1", n)
+	}
+	f.locked.Store(false)
+	f.login(t, c)
 }
 
 func TestUISecurityHeaders(t *testing.T) {
