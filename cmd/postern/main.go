@@ -87,6 +87,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newWatchCmd(g),
 		newApprovalsCmd(g),
 		newRequestCmd(g),
+		newLockCmd(g),
 		newVersionCmd(g),
 	)
 	return root
