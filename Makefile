@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # The default test run: every package, race detector on, bounded time.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build run dev test test-short vet fmt bench bench-micro bench-audit fuzz soak clean web
+.PHONY: help build run dev test test-short vet fmt bench bench-micro bench-audit bench-locks fuzz soak clean web
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ vet: ## go vet, gofmt and go mod tidy checks
 
 bench: build ## postern vs OpenSSH side by side; writes bench/results/latest.{md,json} (never part of `make test`)
 	POSTERN_BIN=$(CURDIR)/$(BIN)/postern $(GO) test -tags bench -run '^TestCompare$$' -count 1 -timeout 30m -v ./bench
+
+bench-locks: build ## lock-to-session-end latency across two replicas on PostgreSQL (BENCH_LOCK_ROUNDS=100)
+	POSTERN_BIN=$(CURDIR)/$(BIN)/postern $(GO) test -tags bench -run '^TestBenchLockLatency$$' -count 1 -timeout 30m -v ./deploy
 
 bench-micro: ## go test micro-benchmarks with -benchmem (never part of `make test`)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...

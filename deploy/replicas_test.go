@@ -48,6 +48,9 @@ type cluster struct {
 	storage  string // recording store directory
 	caDir    string
 	auth     *certs.Authority
+	// identity is the identity: section of every replica's configuration
+	// (issuers); none if empty.
+	identity string
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -108,7 +111,9 @@ roles:
     rules: [{match: 'held-then-ran', action: approve, approvers: [approvers], timeout: 2m}]
   - {name: approvers, match: {groups: [approvers]}, targets: [echo], logins: [%[5]s], permissions: [approver]}
   - {name: auditors, match: {groups: [auditors]}, targets: [echo], logins: [%[5]s], permissions: [auditor]}
-`, data, c.storage, c.stateURL, c.caDir, login)
+  - {name: admins, match: {groups: [admins]}, targets: [echo], logins: [%[5]s], permissions: [admin]}
+%[6]s
+`, data, c.storage, c.stateURL, c.caDir, login, c.identity)
 	path := filepath.Join(data, "postern.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
