@@ -30,6 +30,9 @@ import (
 const (
 	SlackActionApprove = "postern_approve"
 	SlackActionDeny    = "postern_deny"
+	// SlackActionTerminate ends the session the held command belongs to
+	// (shown only with SlackOptions.Terminate).
+	SlackActionTerminate = "postern_terminate"
 )
 
 // SlackMaxSkew is the timestamp window of signed Slack callbacks.
@@ -49,6 +52,10 @@ type SlackOptions struct {
 	Now func() time.Time
 	// Log is the logger; nothing is logged if nil.
 	Log *slog.Logger
+	// Terminate ends the session of request a on behalf of by (a Slack
+	// approver's postern username), with a lock on the session. With it, a
+	// command's message carries a Terminate button; without it, none.
+	Terminate func(ctx context.Context, a state.Approval, by string) error
 }
 
 // Slack posts requests to a Slack incoming webhook as Block Kit messages with
@@ -113,7 +120,11 @@ func (s *Slack) Notify(ctx context.Context, a state.Approval) error {
 	if a.Status != state.ApprovalPending {
 		return nil
 	}
-	body, err := json.Marshal(SlackMessage(a, s.b.URL(a.ID), s.b.sessionURL(a.Session)))
+	msg := SlackMessage(a, s.b.URL(a.ID), s.b.sessionURL(a.Session))
+	if s.opts.Terminate != nil && a.Session != "" {
+		addTerminateButton(msg, a.ID)
+	}
+	body, err := json.Marshal(msg)
 	if err != nil {
 		return fmt.Errorf("slack message: %w", err)
 	}
@@ -202,6 +213,27 @@ func SlackMessage(a state.Approval, link, sessionLink string) map[string]any {
 	return map[string]any{"text": text, "blocks": blocks}
 }
 
+// addTerminateButton adds the Terminate button to the actions block of a
+// request's message.
+func addTerminateButton(msg map[string]any, id string) {
+	blocks, _ := msg["blocks"].([]map[string]any)
+	for _, b := range blocks {
+		if b["type"] != "actions" {
+			continue
+		}
+		els, _ := b["elements"].([]any)
+		b["elements"] = append(els, map[string]any{"type": "button", "action_id": SlackActionTerminate, "value": id,
+			"text": map[string]any{"type": "plain_text", "text": "Terminate session"},
+			"confirm": map[string]any{
+				"title":   map[string]any{"type": "plain_text", "text": "Terminate the session?"},
+				"text":    map[string]any{"type": "plain_text", "text": "The session ends at once, with the command still held."},
+				"confirm": map[string]any{"type": "plain_text", "text": "Terminate"},
+				"deny":    map[string]any{"type": "plain_text", "text": "Cancel"},
+				"style":   "danger",
+			}})
+	}
+}
+
 func mrkdwn(s string) map[string]any { return map[string]any{"type": "mrkdwn", "text": s} }
 
 // slackEscape escapes the three characters Slack's mrkdwn treats as markup.
@@ -253,7 +285,8 @@ func ParseSlackPayload(body []byte) (SlackAction, error) {
 		return SlackAction{}, errors.New("slack payload: no user")
 	}
 	for _, a := range p.Actions {
-		if (a.ActionID == SlackActionApprove || a.ActionID == SlackActionDeny) && a.Value != "" && len(a.Value) <= 64 {
+		if (a.ActionID == SlackActionApprove || a.ActionID == SlackActionDeny || a.ActionID == SlackActionTerminate) &&
+			a.Value != "" && len(a.Value) <= 64 {
 			return SlackAction{UserID: p.User.ID, ActionID: a.ActionID, Request: a.Value, ResponseURL: p.ResponseURL}, nil
 		}
 	}
@@ -345,6 +378,10 @@ func (s *Slack) decide(ctx context.Context, act SlackAction) {
 		ephemeral("You are not a postern approver.")
 		return
 	}
+	if act.ActionID == SlackActionTerminate {
+		s.terminate(ctx, act, username, ephemeral)
+		return
+	}
 	id := certs.Identity{Username: username}
 	a, err := s.b.Decide(ctx, act.Request, Decision{Approver: id, Trusted: true, Approve: act.ActionID == SlackActionApprove, Via: "slack"})
 	switch {
@@ -370,6 +407,36 @@ func (s *Slack) decide(ctx context.Context, act SlackAction) {
 	s.respond(ctx, act.ResponseURL, map[string]any{"replace_original": true, "text": text, "blocks": []any{
 		map[string]any{"type": "section", "text": mrkdwn(fmt.Sprintf("*%s* on *%s* by %s\n```%s```",
 			strings.ReplaceAll(a.Status, "_", " "), slackEscape(a.Target), slackEscape(a.Requester), slackEscape(what)))},
+		map[string]any{"type": "context", "elements": []any{mrkdwn(slackEscape(text))}},
+	}})
+}
+
+// terminate ends the session of the request act names, on behalf of a
+// configured Slack approver.
+func (s *Slack) terminate(ctx context.Context, act SlackAction, username string, ephemeral func(string)) {
+	a, err := s.b.Get(ctx, act.Request)
+	switch {
+	case s.opts.Terminate == nil, err == nil && a.Session == "":
+		ephemeral("This request has no session to terminate.")
+		return
+	case errors.Is(err, ErrNotFound):
+		ephemeral(upperFirst(ErrNotFound.Msg) + ".")
+		return
+	case err != nil:
+		s.log.Error("slack terminate", "request", act.Request, "err", err)
+		ephemeral("postern could not terminate the session; try again.")
+		return
+	}
+	if err := s.opts.Terminate(ctx, a, username); err != nil {
+		s.log.Error("slack terminate", "request", a.ID, "session", a.Session, "err", err)
+		ephemeral("postern could not terminate the session; try again.")
+		return
+	}
+	s.log.Info("session terminated from slack", "request", a.ID, "session", a.Session, "by", username)
+	text := fmt.Sprintf("%s: session %s terminated by %s", a.ID, a.Session, username)
+	s.respond(ctx, act.ResponseURL, map[string]any{"replace_original": true, "text": text, "blocks": []any{
+		map[string]any{"type": "section", "text": mrkdwn(fmt.Sprintf("*session terminated* on *%s* by %s\n```%s```",
+			slackEscape(a.Target), slackEscape(a.Requester), slackEscape(a.Command)))},
 		map[string]any{"type": "context", "elements": []any{mrkdwn(slackEscape(text))}},
 	}})
 }

@@ -232,8 +232,80 @@ func FuzzSlackPayload(f *testing.F) {
 			return
 		}
 		if a.UserID == "" || a.Request == "" || len(a.Request) > 64 ||
-			(a.ActionID != SlackActionApprove && a.ActionID != SlackActionDeny) {
+			(a.ActionID != SlackActionApprove && a.ActionID != SlackActionDeny && a.ActionID != SlackActionTerminate) {
 			t.Errorf("accepted an unusable action %+v", a)
 		}
 	})
+}
+
+// TestSlackTerminate: with a Terminate hook, a command's message carries a
+// Terminate button (behind a confirmation); a configured approver's click
+// terminates the session the command belongs to and replaces the message;
+// an unknown Slack user's click changes nothing; a request without a
+// session gets no button.
+func TestSlackTerminate(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	b := newTestBroker(t, st, nil)
+	hook, responses := newReceiver(t), newReceiver(t)
+	type call struct {
+		a  state.Approval
+		by string
+	}
+	calls := make(chan call, 4)
+	s, err := NewSlack(b, config.Slack{WebhookURL: hook.srv.URL, SigningSecret: testSigningSecret,
+		Approvers: map[string]string{"UCAROL": "carol"}},
+		SlackOptions{ResponseURLPrefix: responses.srv.URL, Terminate: func(_ context.Context, a state.Approval, by string) error {
+			calls <- call{a, by}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actions := httptest.NewServer(s)
+	t.Cleanup(actions.Close)
+	m, _ := mustRules(t, sudoRule).Match("sudo reboot")
+	a, err := b.SubmitCommand(context.Background(), CommandRequest{Requester: alice(), Target: "web-1",
+		Session: "01SESSION", Command: "sudo reboot", Match: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := hook.next(t)
+	raw, _ := json.Marshal(msg)
+	if !strings.Contains(string(raw), `"action_id":"`+SlackActionTerminate+`","confirm"`) ||
+		!strings.Contains(string(raw), "Terminate session") {
+		t.Fatalf("message lacks a confirmed Terminate button: %s", raw)
+	}
+
+	now := time.Now()
+	postSigned(t, actions.URL, testSigningSecret, now, slackCallback("UEVE", SlackActionTerminate, a.ID, responses.srv.URL+"/r"), nil)
+	if r := responses.next(t); r["response_type"] != "ephemeral" || !strings.Contains(fmt.Sprint(r["text"]), "not a postern approver") {
+		t.Errorf("unknown user's click: %v", r)
+	}
+	select {
+	case c := <-calls:
+		t.Fatalf("an unknown user terminated %+v", c)
+	default:
+	}
+	postSigned(t, actions.URL, testSigningSecret, now, slackCallback("UCAROL", SlackActionTerminate, a.ID, responses.srv.URL+"/r"), nil)
+	c := <-calls
+	if c.by != "carol" || c.a.ID != a.ID || c.a.Session != "01SESSION" {
+		t.Errorf("terminate called with %+v; want carol on the request's session", c)
+	}
+	if r := responses.next(t); r["replace_original"] != true || !strings.Contains(fmt.Sprint(r["text"]), "session 01SESSION terminated by carol") {
+		t.Errorf("message update: %v", r)
+	}
+
+	// A command without a session (a SQL statement on a pgproxy target has
+	// one; an access request never does) gets no button.
+	acc, err := b.SubmitAccess(context.Background(), AccessRequest{Requester: alice(), Target: "db-1", Duration: time.Hour, Reason: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, _ := json.Marshal(hook.next(t)); strings.Contains(string(raw), SlackActionTerminate) {
+		t.Errorf("an access request's message has a Terminate button: %s", raw)
+	}
+	postSigned(t, actions.URL, testSigningSecret, now, slackCallback("UCAROL", SlackActionTerminate, acc.ID, responses.srv.URL+"/r"), nil)
+	if r := responses.next(t); !strings.Contains(fmt.Sprint(r["text"]), "no session to terminate") {
+		t.Errorf("terminate on an access request: %v", r)
+	}
 }

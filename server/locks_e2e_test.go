@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/posterntest"
@@ -184,5 +185,28 @@ func TestLockTargetAndSessionE2E(t *testing.T) {
 	}
 	if st := e.alice.API(http.MethodGet, "/v1/locks", nil, nil); st != http.StatusForbidden {
 		t.Errorf("GET /v1/locks as a plain user: %d; want 403", st)
+	}
+}
+
+// TestSlackTerminateE2E: a command held for approval is terminated from the
+// Slack message's Terminate button by a configured approver: ssh exits 124
+// with the reason, the request is canceled, and the lock names who did it.
+func TestSlackTerminateE2E(t *testing.T) {
+	f := newGateEnv(t, []config.Rule{
+		{Match: `^\s*sudo\b`, Action: "approve", Approvers: []string{"sre"}, Timeout: config.Duration(time.Minute)},
+	})
+	ch := f.user.SSHAsync(nil, "web-1", "sudo true")
+	id := f.slack.NextRequest()
+	f.slack.Click(f.svc, "UCAROL", approval.SlackActionTerminate, id)
+	r := waitResult(t, ch)
+	if r.Code != lock.ExitLocked || !strings.Contains(string(r.Stderr), "postern: session terminated: terminated from Slack by carol (request "+id+")") {
+		t.Fatalf("ssh: exit %d, stderr %q; want 124 naming the termination", r.Code, r.Stderr)
+	}
+	f.svc.WaitEvent(state.EventApprovalDecided, func(ev state.Event) bool {
+		return ev.Details["request"] == id && ev.Details["status"] == state.ApprovalCanceled
+	})
+	ev := f.svc.WaitEvent(state.EventLockCreated, nil)
+	if ev.Actor != "slack:carol" || ev.Details["kind"] != state.LockSession {
+		t.Errorf("lock.created = %+v; want a session lock by slack:carol", ev)
 	}
 }

@@ -226,7 +226,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	s.policy = s.policy.WithGrants(s.grants)
 	var slack http.Handler
 	if sc := cfg.Approvals.Slack; sc.WebhookURL != "" || sc.SigningSecret != "" {
-		if slack, err = approval.NewSlack(broker, sc, approval.SlackOptions{Log: s.log.With("component", "slack")}); err != nil {
+		if slack, err = approval.NewSlack(broker, sc, approval.SlackOptions{Log: s.log.With("component", "slack"),
+			Terminate: s.terminateFromSlack}); err != nil {
 			return fmt.Errorf("approvals.slack: %w", err)
 		}
 	}
@@ -497,6 +498,14 @@ func (s *Service) ready(ctx context.Context, store recorder.Store) (map[string]s
 		}
 	}
 	return status, nil
+}
+
+// terminateFromSlack ends the session of a held command: the Slack
+// message's Terminate button, clicked by a configured Slack approver.
+func (s *Service) terminateFromSlack(ctx context.Context, a state.Approval, by string) error {
+	_, err := s.locks.Lock(ctx, lock.Spec{Kind: state.LockSession, Name: a.Session, By: "slack:" + by,
+		Reason: "terminated from Slack by " + by + " (request " + a.ID + ")"})
+	return err
 }
 
 // permissions returns an identity's API permissions under the current policy.
