@@ -206,6 +206,7 @@ type issuance struct {
 	principals []string
 	ttl        time.Duration
 	cert       *ssh.Certificate
+	via        string // what proved the identity instead of a token (IssueFor); "" for a token
 }
 
 // step is one stage of the pipeline; steps run in order and the first error
@@ -222,11 +223,39 @@ var pipeline = []step{
 	(*Issuer).stepValidate,
 }
 
+// provenPipeline is the pipeline of IssueFor: the same steps but the
+// token's verification, the identity being proven already.
+var provenPipeline = []step{
+	(*Issuer).stepDefaults,
+	(*Issuer).stepLocks,
+	(*Issuer).stepPolicy,
+	(*Issuer).stepLimits,
+	(*Issuer).stepSign,
+	(*Issuer).stepValidate,
+}
+
 // Issue runs the pipeline for r. Refusals are *usererr.Error values whose Msg is safe
 // to show the caller.
 func (i *Issuer) Issue(ctx context.Context, r Request) (*Issued, error) {
-	is := &issuance{req: r}
-	for _, s := range pipeline {
+	return i.run(ctx, &issuance{req: r}, pipeline)
+}
+
+// IssueFor issues a certificate for id, an identity that another
+// credential already proved (via names it, e.g. "mcp": the MCP endpoint
+// acting for a caller the API authenticated), so r.Token is not used. Every
+// other step applies as for Issue — locks, the role policy, the rate
+// limits, the lifetime caps — and the cert.issued event says via.
+func (i *Issuer) IssueFor(ctx context.Context, id Identity, r Request, via string) (*Issued, error) {
+	if id.Username == "" || id.Issuer == "" {
+		return nil, &usererr.Error{Status: http.StatusUnauthorized, Code: CodeInvalidToken, Msg: "no identity"}
+	}
+	return i.run(ctx, &issuance{req: r, id: id, verified: true, via: via}, provenPipeline)
+}
+
+// run runs steps for is and reports the outcome.
+func (i *Issuer) run(ctx context.Context, is *issuance, steps []step) (*Issued, error) {
+	r := is.req
+	for _, s := range steps {
 		if err := s(i, ctx, is); err != nil {
 			e := usererr.As(err)
 			if e == nil {
@@ -255,24 +284,23 @@ func (i *Issuer) Issue(ctx context.Context, r Request) (*Issued, error) {
 		slog.Time("valid_before", out.ValidBefore),
 		slog.String("key", ssh.FingerprintSHA256(r.PublicKey)))
 	if i.audit != nil {
-		i.audit(ctx, state.Event{
-			Time:   is.now,
-			Type:   state.EventCertIssued,
-			Actor:  is.id.Username,
-			Source: addrString(r.Source),
-			Details: map[string]any{
-				"serial":       strconv.FormatUint(out.Serial, 10),
-				"key_id":       is.cert.KeyId,
-				"principals":   out.Principals,
-				"valid_after":  out.ValidAfter.UTC().Format(time.RFC3339),
-				"valid_before": out.ValidBefore.UTC().Format(time.RFC3339),
-				"kind":         kindOf(is.id),
-				"issuer":       is.id.Issuer,
-				"subject":      is.id.Subject,
-				"roles":        is.grant.Roles,
-				"key":          ssh.FingerprintSHA256(r.PublicKey),
-			},
-		})
+		details := map[string]any{
+			"serial":       strconv.FormatUint(out.Serial, 10),
+			"key_id":       is.cert.KeyId,
+			"principals":   out.Principals,
+			"valid_after":  out.ValidAfter.UTC().Format(time.RFC3339),
+			"valid_before": out.ValidBefore.UTC().Format(time.RFC3339),
+			"kind":         kindOf(is.id),
+			"issuer":       is.id.Issuer,
+			"subject":      is.id.Subject,
+			"roles":        is.grant.Roles,
+			"key":          ssh.FingerprintSHA256(r.PublicKey),
+		}
+		if is.via != "" {
+			details["via"] = is.via
+		}
+		i.audit(ctx, state.Event{Time: is.now, Type: state.EventCertIssued, Actor: is.id.Username,
+			Source: addrString(r.Source), Details: details})
 	}
 	return out, nil
 }

@@ -513,3 +513,32 @@ func TestIssueLocked(t *testing.T) {
 		t.Errorf("after unlock: %v", err)
 	}
 }
+
+// TestIssueFor: an identity another credential proved gets a certificate
+// without a token, by the same policy (no role, no certificate) and
+// audited with what proved it.
+func TestIssueFor(t *testing.T) {
+	f := newIssuerFixture(t, nil)
+	_, key := newEd25519(t)
+	got, err := f.issuer.IssueFor(context.Background(), bot, certs.Request{PublicKey: key.PublicKey(), TTL: 5 * time.Minute, Source: loopback}, "mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Identity.Subject != bot.Subject || got.ValidBefore.Sub(got.ValidAfter) > 6*time.Minute+certBackdateForTest {
+		t.Errorf("issued %+v", got)
+	}
+	ev := f.audit.all()
+	if len(ev) != 1 || ev[0].Type != state.EventCertIssued || ev[0].Details["via"] != "mcp" {
+		t.Errorf("audit = %+v; want cert.issued via mcp", ev)
+	}
+	if _, err := f.issuer.IssueFor(context.Background(), nobody, certs.Request{PublicKey: key.PublicKey(), Source: loopback}, "mcp"); usererr.As(err) == nil ||
+		usererr.As(err).Code != certs.CodeNoAccess {
+		t.Errorf("an identity no role grants a login: %v; want no_access", err)
+	}
+	if _, err := f.issuer.IssueFor(context.Background(), certs.Identity{}, certs.Request{PublicKey: key.PublicKey()}, "mcp"); err == nil {
+		t.Error("IssueFor issued for an empty identity")
+	}
+}
+
+// certBackdateForTest is how far back issued certificates start.
+const certBackdateForTest = time.Minute

@@ -69,7 +69,10 @@ type APIOptions struct {
 //	GET /v1/sessions/{id}/cast                    the cast (Range requests supported)
 //	GET /v1/sessions/{id}/cast?follow=1           a running session's cast, streamed until it ends
 //
-// Every request needs the auditor or admin permission.
+// The auditor and admin permissions see every session; anyone else sees
+// only their own (the identity's username and issuer recorded with the
+// session): the list is theirs alone, and another's session is "no such
+// session".
 type API struct {
 	opts     APIOptions
 	log      *slog.Logger
@@ -208,22 +211,34 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, e)
 		return
 	}
-	if !a.mayAudit(ident) {
-		a.writeError(w, r, fail(http.StatusForbidden, CodeForbidden, "auditor permission required", nil))
-		return
-	}
+	who := reader{id: ident, auditor: a.mayAudit(ident)}
 	switch {
 	case id == "":
-		err = a.list(w, r)
+		err = a.list(w, r, who)
 	case sub == "":
-		err = a.show(w, r, id)
+		err = a.show(w, r, who, id)
 	default:
-		err = a.cast(w, r, id)
+		err = a.cast(w, r, who, id)
 	}
 	if err != nil {
 		a.writeError(w, r, err)
 	}
 }
+
+// reader is who reads: an auditor reads every session, anyone else their
+// own.
+type reader struct {
+	id      certs.Identity
+	auditor bool
+}
+
+// owns reports whether the session row is r's own.
+func (r reader) owns(s state.Session) bool {
+	return s.Identity == r.id.Username && s.Issuer == r.id.Issuer
+}
+
+// mayRead reports whether r may read session s.
+func (r reader) mayRead(s state.Session) bool { return r.auditor || r.owns(s) }
 
 // mayAudit reports whether id holds the auditor or admin permission.
 func (a *API) mayAudit(id certs.Identity) bool {
@@ -337,14 +352,23 @@ func ParseAge(s string) (time.Duration, error) {
 	return total, nil
 }
 
-func (a *API) list(w http.ResponseWriter, r *http.Request) error {
+func (a *API) list(w http.ResponseWriter, r *http.Request, who reader) error {
 	f, err := ParseFilter(r.URL.Query(), a.now())
 	if err != nil {
 		return fail(http.StatusBadRequest, CodeBadQuery, err.Error(), nil)
 	}
+	if !who.auditor {
+		if f.User != "" && f.User != who.id.Username {
+			return fail(http.StatusForbidden, CodeForbidden, "auditor permission required to list others' sessions", nil)
+		}
+		f.User = who.id.Username
+	}
 	rows, err := a.opts.State.ListSessions(r.Context(), f)
 	if err != nil {
 		return fail(http.StatusInternalServerError, CodeInternal, "internal error", err)
+	}
+	if !who.auditor {
+		rows = slices.DeleteFunc(rows, func(s state.Session) bool { return !who.owns(s) })
 	}
 	if rows == nil {
 		rows = []state.Session{}
@@ -381,8 +405,8 @@ type SessionDetail struct {
 	Integrity Integrity `json:"integrity"`
 }
 
-func (a *API) show(w http.ResponseWriter, r *http.Request, id string) error {
-	s, err := a.session(r.Context(), id)
+func (a *API) show(w http.ResponseWriter, r *http.Request, who reader, id string) error {
+	s, err := a.session(r.Context(), who, id)
 	if err != nil {
 		return err
 	}
@@ -395,10 +419,12 @@ func (a *API) show(w http.ResponseWriter, r *http.Request, id string) error {
 	return nil
 }
 
-func (a *API) session(ctx context.Context, id string) (state.Session, error) {
+// session reads session id for who: another's session is "no such
+// session" to someone who may not read it.
+func (a *API) session(ctx context.Context, who reader, id string) (state.Session, error) {
 	s, err := a.opts.State.GetSession(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return s, fail(http.StatusNotFound, CodeNotFound, "no such session", nil)
+	if errors.Is(err, state.ErrNotFound) || err == nil && !who.mayRead(s) {
+		return state.Session{}, fail(http.StatusNotFound, CodeNotFound, "no such session", nil)
 	}
 	if err != nil {
 		return s, fail(http.StatusInternalServerError, CodeInternal, "internal error", err)
@@ -457,8 +483,8 @@ func (a *API) integrity(ctx context.Context, s state.Session, full bool) (Integr
 	return Integrity{Status: IntegrityOK, Checked: "sha256"}, nil
 }
 
-func (a *API) cast(w http.ResponseWriter, r *http.Request, id string) error {
-	s, err := a.session(r.Context(), id)
+func (a *API) cast(w http.ResponseWriter, r *http.Request, who reader, id string) error {
+	s, err := a.session(r.Context(), who, id)
 	if err != nil {
 		return err
 	}
@@ -470,7 +496,7 @@ func (a *API) cast(w http.ResponseWriter, r *http.Request, id string) error {
 		}
 		// The session ended between the index read and the follow: serve
 		// the stored recording.
-		if s, err = a.session(r.Context(), id); err != nil {
+		if s, err = a.session(r.Context(), who, id); err != nil {
 			return err
 		}
 	}

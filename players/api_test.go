@@ -119,29 +119,46 @@ func TestAPIAuthMatrix(t *testing.T) {
 	paths := []string{"/v1/sessions", "/v1/sessions/" + id, "/v1/sessions/" + id + "/cast"}
 	tests := []struct {
 		name, user string
-		want       int
+		want       []int // per path
 		wantCode   string
 	}{
-		{name: "no auth", want: http.StatusUnauthorized, wantCode: certs.CodeAuthRequired},
-		{name: "non-auditor", user: developer, want: http.StatusForbidden, wantCode: CodeForbidden},
-		{name: "no permissions", user: "nobody@example.com", want: http.StatusForbidden, wantCode: CodeForbidden},
-		{name: "auditor", user: auditor, want: http.StatusOK},
-		{name: "admin", user: admin, want: http.StatusOK},
+		{name: "no auth", want: []int{401, 401, 401}, wantCode: certs.CodeAuthRequired},
+		// Without the auditor permission: one's own (none here) list, and
+		// another's session does not exist.
+		{name: "non-auditor", user: developer, want: []int{200, 404, 404}},
+		{name: "no permissions", user: "nobody@example.com", want: []int{200, 404, 404}},
+		{name: "the session's own user", user: "alice@example.com", want: []int{200, 200, 200}},
+		{name: "auditor", user: auditor, want: []int{200, 200, 200}},
+		{name: "admin", user: admin, want: []int{200, 200, 200}},
 	}
 	for _, tt := range tests {
-		for _, p := range paths {
+		for i, p := range paths {
 			t.Run(tt.name+" "+p, func(t *testing.T) {
 				resp := f.get(t, tt.user, p)
-				if resp.StatusCode != tt.want {
-					t.Fatalf("got %d; want %d", resp.StatusCode, tt.want)
+				if resp.StatusCode != tt.want[i] {
+					t.Fatalf("got %d; want %d", resp.StatusCode, tt.want[i])
 				}
 				if tt.wantCode != "" {
 					if got := errorCode(t, resp); got != tt.wantCode {
 						t.Errorf("got code %q; want %q", got, tt.wantCode)
 					}
 				}
+				if i == 0 && resp.StatusCode == 200 {
+					var rows []state.Session
+					if err := json.Unmarshal(readAll(t, resp), &rows); err != nil {
+						t.Fatal(err)
+					}
+					mine := tt.user == "alice@example.com" || tt.user == auditor || tt.user == admin
+					if (len(rows) == 1) != mine {
+						t.Errorf("%s lists %d sessions", tt.user, len(rows))
+					}
+				}
 			})
 		}
+	}
+	// Asking for another user's sessions by name needs the auditor permission.
+	if resp := f.get(t, developer, "/v1/sessions?user=alice@example.com"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("non-auditor listing alice's sessions: %d; want 403", resp.StatusCode)
 	}
 	resp := f.get(t, "", "/v1/sessions")
 	if !strings.Contains(resp.Header.Get("WWW-Authenticate"), certs.APIAuthScheme) {
@@ -150,15 +167,15 @@ func TestAPIAuthMatrix(t *testing.T) {
 	want := `
 		# HELP postern_sessions_api_requests_total Requests to the sessions API, by route (list, show, cast, follow) and HTTP status.
 		# TYPE postern_sessions_api_requests_total counter
-		postern_sessions_api_requests_total{code="200",route="cast"} 2
-		postern_sessions_api_requests_total{code="200",route="list"} 2
-		postern_sessions_api_requests_total{code="200",route="show"} 2
+		postern_sessions_api_requests_total{code="200",route="cast"} 3
+		postern_sessions_api_requests_total{code="200",route="list"} 5
+		postern_sessions_api_requests_total{code="200",route="show"} 3
 		postern_sessions_api_requests_total{code="401",route="cast"} 1
 		postern_sessions_api_requests_total{code="401",route="list"} 2
 		postern_sessions_api_requests_total{code="401",route="show"} 1
-		postern_sessions_api_requests_total{code="403",route="cast"} 2
-		postern_sessions_api_requests_total{code="403",route="list"} 2
-		postern_sessions_api_requests_total{code="403",route="show"} 2
+		postern_sessions_api_requests_total{code="403",route="list"} 1
+		postern_sessions_api_requests_total{code="404",route="cast"} 2
+		postern_sessions_api_requests_total{code="404",route="show"} 2
 	`
 	if err := promtest.GatherAndCompare(f.reg, strings.NewReader(want), "postern_sessions_api_requests_total"); err != nil {
 		t.Error(err)

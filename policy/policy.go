@@ -119,8 +119,26 @@ type Access struct {
 	Passthrough bool `json:"passthrough,omitempty"`
 	// Forward reports whether -L forwarding to a tcp target is allowed.
 	Forward bool `json:"forward,omitempty"`
+	// Interactive reports whether shells (a pty) are allowed; exec only if
+	// false. Always false for tcp targets.
+	Interactive bool `json:"interactive"`
+	// Rules are the command rules of the granting roles, in the order they
+	// apply (first match wins): which commands run, are held for approval
+	// or are denied.
+	Rules []RuleInfo `json:"rules,omitempty"`
 	// Roles names the roles that grant the access.
 	Roles []string `json:"roles"`
+}
+
+// RuleInfo is one command rule as `ssh bastion targets --json` shows it.
+type RuleInfo struct {
+	// Match is the rule's regular expression; Glob its shell glob.
+	Match string `json:"match,omitempty"`
+	Glob  string `json:"glob,omitempty"`
+	// Action is allow, deny or approve.
+	Action string `json:"action"`
+	// Approvers are who may approve (approve rules).
+	Approvers []string `json:"approvers,omitempty"`
 }
 
 // DenyMessage is the user-visible text of every denial of name for id. It is
@@ -707,6 +725,11 @@ func (e *Engine) Visible(id certs.Identity) []Access {
 				a.Record = r.record()
 			}
 			a.Forward = a.Forward || (t.Kind == config.KindTCP && r.cfg.Forwarding.Local)
+			a.Interactive = a.Interactive || (t.Kind != config.KindTCP && r.cfg.Interactive != InteractiveDeny)
+			for _, rule := range r.cfg.Rules {
+				a.Rules = append(a.Rules, RuleInfo{Match: rule.Match, Glob: rule.Glob, Action: rule.Action,
+					Approvers: slices.Clone(rule.Approvers)})
+			}
 		}
 		if a != nil {
 			sort.Ints(a.Ports)

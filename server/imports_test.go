@@ -31,6 +31,8 @@ var importRules = map[string][]string{
 	"approval":     {"bastion/...", "players/...", "recorder/...", "server", "guardrails/pgproxy"},
 	// Audit evidence reads recordings as objects; it knows no recorder.
 	"audit": {"bastion/...", "certs/...", "policy", "approval", "players/...", "recorder/...", "server", "guardrails/..."},
+	// The MCP server is a client of the bastion's public interfaces.
+	"mcpserver": {"server", "bastion/innerhop", "approval", "guardrails", "guardrails/pgproxy", "players/...", "certs/devidp"},
 	// The kill switch is asked by everything and knows none of it.
 	"lock":  {"bastion/...", "players/...", "approval", "recorder/...", "policy", "guardrails", "guardrails/pgproxy", "server", "certs/devidp", "certs/login"},
 	"state": {"*"},

@@ -58,6 +58,7 @@ type httpHandlers struct {
 	approvals http.Handler // /v1/approvals…
 	slack     http.Handler // POST /v1/slack/actions, nil without Slack
 	locks     http.Handler // /v1/locks…
+	mcp       http.Handler // /v1/mcp: the MCP endpoint (streamable HTTP)
 	devIdP    http.Handler // the development issuer, nil outside --dev
 	registry  *prometheus.Registry
 	ready     func(ctx context.Context) (map[string]string, error)
@@ -94,6 +95,7 @@ func newMux(h httpHandlers) *http.ServeMux {
 	mux.Handle("/v1/approvals/", h.approvals)
 	mux.Handle("/v1/locks", h.locks)
 	mux.Handle("/v1/locks/", h.locks)
+	mux.Handle("/v1/mcp", h.mcp)
 	if h.slack != nil {
 		mux.Handle("POST /v1/slack/actions", h.slack)
 	}

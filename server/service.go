@@ -28,6 +28,7 @@ import (
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/httpx"
 	"github.com/posternhq/postern/lock"
+	"github.com/posternhq/postern/mcpserver"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/web"
 	"github.com/posternhq/postern/policy"
@@ -70,6 +71,7 @@ type Service struct {
 	http      *http.Server
 	devIdP    *devidp.Provider
 	locks     *lock.Locker
+	mcp       *mcpserver.Handler
 }
 
 // NewService validates what can be checked without side effects. Run does the rest.
@@ -276,6 +278,14 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return fmt.Errorf("locks API: %w", err)
 	}
+	mcpHandler, err := mcpserver.NewHandler(mcpserver.HandlerOptions{
+		Auth: apiAuth, Version: s.opts.Version, Log: s.log.With("component", "mcp"),
+		Caller: mcpCallers(issuer, s.authority, sshLn.Addr(), httpLn.Addr(), cfg.PublicURL, apiAuth.TrustProxy),
+	})
+	if err != nil {
+		return fmt.Errorf("MCP endpoint: %w", err)
+	}
+	s.mcp = mcpHandler
 	approvalsAPI, err := approval.NewAPI(approval.APIOptions{
 		Broker: broker, Auth: apiAuth, Permissions: s.permissions, Log: s.log,
 		TargetExists: func(_ certs.Identity, name string) bool { _, ok := s.currentPolicy().Lookup(name); return ok },
@@ -309,7 +319,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 				Auth: apiAuth, Permissions: s.permissions,
 				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,
 			}),
-			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI,
+			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI, mcp: mcpHandler,
 			ready: func(ctx context.Context) (map[string]string, error) { return s.ready(ctx, store) },
 			config: func() publicConfig {
 				s.mu.Lock()
@@ -425,7 +435,11 @@ func (s *Service) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s.log.Info("shutting down")
-	err := errors.Join(s.http.Shutdown(ctx), s.ssh.Shutdown(ctx))
+	herr := s.http.Shutdown(ctx)
+	// The MCP endpoint's connections to the SSH listener go with it, before
+	// the SSH server waits for its connections to drain.
+	s.mcp.Close()
+	err := errors.Join(herr, s.ssh.Shutdown(ctx))
 	s.inner.Close() // the idle upstream logins, once no inner hop is left
 	return err
 }

@@ -231,7 +231,21 @@ func (s *hopSession) begin(kind, command string) *usererr.Error {
 	c.h.audit(c.ctx, state.Event{Type: state.EventSessionStart, Actor: c.ci.Identity.String(), Target: c.t.Name,
 		Session: s.id, Details: details})
 	s.log.Info("session start", "kind", kind, "command", command, "recorded", s.recording() != nil)
+	s.announce()
 	return s.approve(kind, command) // gate.go
+}
+
+// SessionIDRequest is the channel request the inner hop sends the client
+// when a session starts (before any approval wait), carrying the session
+// id — the id of its recording, its audit events and its approvals — as
+// one SSH string. want_reply is false: OpenSSH and x/crypto clients ignore
+// a request they do not know; postern's own clients (the MCP server) read
+// it.
+const SessionIDRequest = "session-id@postern"
+
+// announce tells the client the session's id.
+func (s *hopSession) announce() {
+	_, _ = s.ch.SendRequest(SessionIDRequest, false, ssh.Marshal(struct{ ID string }{s.id}))
 }
 
 // trackLocks registers the session with the kill switch: a session that a
@@ -654,12 +668,24 @@ func (c *hopConn) proxySession(nc ssh.NewChannel, up ssh.Conn) {
 		// The target closed without an exit status: find out whether the
 		// connection is gone, to tell the user so.
 		if _, _, err := up.SendRequest("keepalive@openssh.com", true, nil); err != nil {
-			s.abort(&usererr.Error{Msg: "connection lost", Code: "connection_lost", Exit: ExitUpstreamFailed, Err: err})
+			s.abort(s.lostCause(err))
 		}
 	}
 	s.endChannel()
 	side.Wait()
 	s.seal()
+}
+
+// lostCause is why a session whose target went away ends: the reason
+// postern ended the inner hop, if it did (a lock, an expiry: the login was
+// closed because of it), else "connection lost".
+func (s *hopSession) lostCause(err error) *usererr.Error {
+	if s.c.ctx.Err() != nil {
+		if ue := usererr.As(context.Cause(s.c.ctx)); ue != nil && ue.Code != "connection_lost" {
+			return asHopUserError(ue)
+		}
+	}
+	return &usererr.Error{Msg: "connection lost", Code: "connection_lost", Exit: ExitUpstreamFailed, Err: err}
 }
 
 // countOut wraps an output tap with byte counting.
@@ -765,7 +791,7 @@ func (s *hopSession) fromClient(req *ssh.Request, upCh ssh.Channel) {
 		if err != nil {
 			// The target is gone: say so rather than "request failed".
 			_ = req.Reply(true, nil)
-			s.abort(&usererr.Error{Msg: "connection lost", Code: "connection_lost", Exit: ExitUpstreamFailed, Err: err})
+			s.abort(s.lostCause(err))
 			return
 		}
 		if req.WantReply {

@@ -164,6 +164,28 @@ func (c *APIClient) GetJSON(ctx context.Context, path string, out any) error {
 	return nil
 }
 
+// PostJSON POSTs body as JSON to path and decodes the JSON answer into out.
+func (c *APIClient) PostJSON(ctx context.Context, path string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	req, err := c.NewRequest(ctx, http.MethodPost, path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+		return fmt.Errorf("decode answer from %s: %w", req.URL.Path, err)
+	}
+	return nil
+}
+
 // Query builds "path?k=v&…" from the non-empty values of q, in a stable
 // order, for NewRequest and GetJSON. q is not modified.
 func Query(path string, q url.Values) string {
@@ -179,4 +201,27 @@ func Query(path string, q url.Values) string {
 		return path
 	}
 	return path + "?" + kept.Encode()
+}
+
+// NewCertAPIClient returns a client for the API at base that signs with cert
+// and its key: for callers that hold a certificate in memory rather than in
+// a profile (postern's own MCP endpoint, which acts for the identity it
+// authenticated with a certificate it minted for it).
+func NewCertAPIClient(base string, cert *ssh.Certificate, key ssh.Signer, opts APIClientOptions) (*APIClient, error) {
+	u, err := parseBastionURL(base)
+	if err != nil {
+		return nil, err
+	}
+	if cert == nil || key == nil || !bytes.Equal(cert.Key.Marshal(), key.PublicKey().Marshal()) {
+		return nil, errors.New("api client: the certificate is not for the key")
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &APIClient{Base: strings.TrimRight(u.String(), "/"), hc: hc, cert: cert, signer: key, now: now}, nil
 }

@@ -192,15 +192,7 @@ func (p *Profile) Fresh(now time.Time) bool {
 // Signer returns the profile's private key paired with its certificate, for
 // client commands that authenticate to the bastion with the profile.
 func (p *Profile) Signer() (ssh.Signer, error) {
-	kb, err := os.ReadFile(p.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("read key: %w", err)
-	}
-	key, err := ssh.ParsePrivateKey(kb)
-	if err != nil {
-		return nil, fmt.Errorf("parse key %s: %w", p.KeyFile, err)
-	}
-	cert, err := readCert(p.CertFile)
+	cert, key, err := p.Credentials()
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +201,25 @@ func (p *Profile) Signer() (ssh.Signer, error) {
 		return nil, fmt.Errorf("pair key and certificate: %w", err)
 	}
 	return s, nil
+}
+
+// Credentials reads the profile's certificate and the key it certifies from
+// disk (each call reads them afresh: a renewal's new certificate is seen at
+// once).
+func (p *Profile) Credentials() (*ssh.Certificate, ssh.Signer, error) {
+	kb, err := os.ReadFile(p.KeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read key: %w", err)
+	}
+	key, err := ssh.ParsePrivateKey(kb)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse key %s: %w", p.KeyFile, err)
+	}
+	cert, err := readCert(p.CertFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
 }
 
 // readCert reads an OpenSSH certificate file.

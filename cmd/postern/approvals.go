@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -29,28 +26,6 @@ const (
 // approvalsClient opens the profile's API client.
 func (c *clientFlags) api() (*login.APIClient, error) {
 	return login.OpenAPIClient(c.bastion, c.dir, login.APIClientOptions{})
-}
-
-// postJSON POSTs body to path and decodes the answer into out.
-func postJSON(ctx context.Context, api *login.APIClient, path string, body, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return fmt.Errorf("encode request: %w", err)
-	}
-	req, err := api.NewRequest(ctx, http.MethodPost, path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := api.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
-	}
-	return nil
 }
 
 func newApprovalsCmd(g *globalFlags) *cobra.Command {
@@ -185,7 +160,7 @@ func newApprovalsDecideCmd(g *globalFlags, approve bool) *cobra.Command {
 				return err
 			}
 			var a state.Approval
-			if err := postJSON(cmd.Context(), api, "/v1/approvals/"+url.PathEscape(args[0])+"/"+verb,
+			if err := api.PostJSON(cmd.Context(), "/v1/approvals/"+url.PathEscape(args[0])+"/"+verb,
 				map[string]string{"reason": reason}, &a); err != nil {
 				return err
 			}
@@ -214,7 +189,7 @@ func newApprovalsRevokeCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			var res struct{ Grant, Status string }
-			if err := postJSON(cmd.Context(), api, "/v1/approvals/"+url.PathEscape(args[0])+"/revoke", struct{}{}, &res); err != nil {
+			if err := api.PostJSON(cmd.Context(), "/v1/approvals/"+url.PathEscape(args[0])+"/revoke", struct{}{}, &res); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(g.stdout, "%s: access revoked\n", args[0])
@@ -251,7 +226,7 @@ target is reachable for the requested duration (with your roles' logins, or
 				return err
 			}
 			var a state.Approval
-			if err := postJSON(cmd.Context(), api, "/v1/approvals", map[string]string{
+			if err := api.PostJSON(cmd.Context(), "/v1/approvals", map[string]string{
 				"target": args[0], "login": loginName, "for": dur.String(), "reason": reason}, &a); err != nil {
 				return err
 			}

@@ -88,7 +88,7 @@ func newLockMakeCmd(g *globalFlags, kind string) *cobra.Command {
 				return err
 			}
 			var lk state.Lock
-			if err := postJSON(cmd.Context(), api, "/v1/locks", body, &lk); err != nil {
+			if err := api.PostJSON(cmd.Context(), "/v1/locks", body, &lk); err != nil {
 				return err
 			}
 			if asJSON {

@@ -88,6 +88,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newApprovalsCmd(g),
 		newRequestCmd(g),
 		newLockCmd(g),
+		newMCPCmd(g),
 		newVersionCmd(g),
 	)
 	return root

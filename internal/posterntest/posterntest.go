@@ -396,6 +396,32 @@ func (u *User) API(method, path string, body, out any) int {
 	return resp.StatusCode
 }
 
+// Profile writes a login profile directory for the user, as postern login
+// would (key, certificate, known_hosts with the host CA, ssh_config,
+// profile.json), and returns it: for client commands and `postern mcp`.
+func (u *User) Profile(s *Service) string {
+	u.t.Helper()
+	dir := u.t.TempDir()
+	key, err := os.ReadFile(u.KeyFile)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(s.SSHAddr)
+	pf, _ := json.Marshal(map[string]any{"bastion": s.HTTPURL, "bastion_host": host, "ssh_address": net.JoinHostPort(host, port),
+		"username": u.Identity.Username, "principals": u.Cert.ValidPrincipals,
+		"valid_after": time.Unix(int64(u.Cert.ValidAfter), 0).UTC(), "valid_before": time.Unix(int64(u.Cert.ValidBefore), 0).UTC()})
+	for name, data := range map[string][]byte{
+		"id_ed25519": key, "id_ed25519-cert.pub": ssh.MarshalAuthorizedKey(u.Cert),
+		"known_hosts": []byte(s.Authority.HostCALine() + "\n"), "ssh_config": []byte("# written by posterntest\n"),
+		"profile.json": pf,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			u.t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // SSH runs the stock ssh client with the user's config and args (and env
 // entries such as POSTERN_JSON_ERRORS=1, which ssh sends) and waits for it.
 func (u *User) SSH(env []string, stdin []byte, args ...string) testutil.Result {
