@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # The default test run: every package, race detector on, bounded time.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build run dev test test-short vet fmt bench bench-micro bench-audit bench-locks fuzz soak clean web
+.PHONY: help build run dev test test-short vet fmt bench bench-micro bench-audit bench-locks bench-mcp fuzz soak clean web
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: build ## postern vs OpenSSH side by side; writes bench/results/latest.{md
 
 bench-locks: build ## lock-to-session-end latency across two replicas on PostgreSQL (BENCH_LOCK_ROUNDS=100)
 	POSTERN_BIN=$(CURDIR)/$(BIN)/postern $(GO) test -tags bench -run '^TestBenchLockLatency$$' -count 1 -timeout 30m -v ./deploy
+
+bench-mcp: build ## MCP run round trip against ssh -J on one short command (BENCH_MCP_ROUNDS=50)
+	POSTERN_BIN=$(CURDIR)/$(BIN)/postern $(GO) test -tags bench -run '^TestBenchMCPRun$$' -count 1 -timeout 30m -v ./mcpserver
 
 bench-micro: ## go test micro-benchmarks with -benchmem (never part of `make test`)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
