@@ -32,6 +32,10 @@ type Identity struct {
 	Kind Kind `json:"kind"`
 	// Groups are taken from the issuer's groups_claim; empty if none.
 	Groups []string `json:"groups,omitempty"`
+	// Claims are the token claims the issuer keeps for role matches (its
+	// profile's and its claims list: a GitHub Actions token's repository
+	// and ref, a Kubernetes service account's namespace); none if empty.
+	Claims map[string]string `json:"claims,omitempty"`
 }
 
 // String returns the username, the form used in messages and audit events.

@@ -152,6 +152,7 @@ type trustedIssuer struct {
 	audience      string
 	usernameClaim string
 	kind          Kind
+	keep          []string // claims kept in the identity (profile's, then the claims list)
 
 	mu        sync.Mutex
 	verifier  *oidc.IDTokenVerifier
@@ -184,6 +185,18 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOpti
 	names := make(map[string]bool, len(issuers))
 	for i, c := range issuers {
 		path := fmt.Sprintf("identity.issuers[%d]", i)
+		switch c.Profile {
+		case "":
+		case config.ProfileGitHubActions, config.ProfileKubernetes:
+			if c.Kind == "" {
+				c.Kind = string(KindAgent)
+			}
+			if c.IssuerURL == "" && c.Profile == config.ProfileGitHubActions {
+				c.IssuerURL = config.GitHubActionsIssuer
+			}
+		default:
+			return nil, fmt.Errorf("%s.profile: %q is not github-actions or kubernetes", path, c.Profile)
+		}
 		if c.Name == "" {
 			return nil, fmt.Errorf("%s.name: is empty; give the issuer a name", path)
 		}
@@ -218,6 +231,7 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOpti
 		if c.UsernameClaim != "" {
 			is.usernameClaim = c.UsernameClaim
 		}
+		is.keep = append(slices.Clone(config.ProfileClaims[c.Profile]), c.Claims...)
 		v.byURL[c.IssuerURL] = is
 	}
 	v.results = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -415,6 +429,14 @@ func (is *trustedIssuer) identity(claims map[string]any) (Identity, error) {
 		Username: user,
 		Kind:     is.kind,
 	}
+	for _, name := range is.keep {
+		if v, ok := claimValue(claims, name); ok {
+			if id.Claims == nil {
+				id.Claims = map[string]string{}
+			}
+			id.Claims[name] = v
+		}
+	}
 	if is.cfg.GroupsClaim != "" {
 		if raw, present := claims[is.cfg.GroupsClaim]; present && raw != nil {
 			groups, ok := stringList(raw)
@@ -425,6 +447,46 @@ func (is *trustedIssuer) identity(claims map[string]any) (Identity, error) {
 		}
 	}
 	return id, nil
+}
+
+// maxClaimValue bounds a kept claim's value: the identity rides in every
+// certificate.
+const maxClaimValue = 256
+
+// claimValue reads a kept claim: name's '/' walks nested objects, and an
+// object found at the end gives its "name" (a Kubernetes token's
+// kubernetes.io/serviceaccount). Only strings (and numbers and booleans,
+// written as JSON writes them) are kept.
+func claimValue(claims map[string]any, name string) (string, bool) {
+	var v any = claims
+	if _, ok := claims[name]; ok {
+		v = claims[name] // a top-level claim whose name has a '/'
+	} else {
+		for part := range strings.SplitSeq(name, "/") {
+			m, ok := v.(map[string]any)
+			if !ok {
+				return "", false
+			}
+			v = m[part]
+		}
+	}
+	if m, ok := v.(map[string]any); ok {
+		v = m["name"]
+	}
+	var s string
+	switch t := v.(type) {
+	case string:
+		s = t
+	case bool, float64:
+		b, _ := json.Marshal(t)
+		s = string(b)
+	default:
+		return "", false
+	}
+	if s == "" || len(s) > maxClaimValue {
+		return "", false
+	}
+	return s, true
 }
 
 // discover returns the issuer's go-oidc verifier, discovering the provider

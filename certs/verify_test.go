@@ -29,6 +29,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/oauth2"
 
 	"github.com/posternhq/postern/certs/devidp"
@@ -902,5 +903,73 @@ func TestVerifyConcurrentFirstUse(t *testing.T) {
 	}
 	if n := f.http.count("/keys"); n != 1 {
 		t.Errorf("JWKS requests = %d; want 1 shared by all callers", n)
+	}
+}
+
+// TestVerifyWorkloadProfiles: GitHub Actions and Kubernetes service-account
+// tokens (their real claim shapes) verify under their profiles as agents
+// named by sub, and keep the claims roles match on: repository, ref,
+// job_workflow_ref; the namespace and service account of kubernetes.io.
+// A claim the token lacks is simply not kept.
+func TestVerifyWorkloadProfiles(t *testing.T) {
+	gh := devidptest.Start(t, devidp.Options{})
+	k8s := devidptest.Start(t, devidp.Options{})
+	v, err := NewVerifier(context.Background(), []config.Issuer{
+		{Name: "github", Profile: config.ProfileGitHubActions, IssuerURL: gh.URL, Audience: "postern",
+			Require: map[string]string{"repository_owner": "acme"}},
+		{Name: "k8s", Profile: config.ProfileKubernetes, IssuerURL: k8s.URL, Audience: "postern", Claims: []string{"kubernetes.io/pod"}},
+	}, VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id, err := v.Verify(ctx, gh.Mint(t, devidptest.GitHubActionsClaims("acme/app", "refs/heads/main", "postern")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Issuer != "github" || id.Kind != KindAgent || id.Username != "repo:acme/app:ref:refs/heads/main" ||
+		id.Claims["repository"] != "acme/app" || id.Claims["ref"] != "refs/heads/main" ||
+		id.Claims["job_workflow_ref"] != "acme/app/.github/workflows/deploy.yml@refs/heads/main" ||
+		id.Claims["repository_owner"] != "acme" || id.Claims["environment"] != "" || len(id.Claims) != 8 {
+		t.Errorf("GitHub Actions identity = %+v", id)
+	}
+	if _, err := v.Verify(ctx, gh.Mint(t, devidptest.GitHubActionsClaims("evil/app", "refs/heads/main", "postern"))); err == nil {
+		t.Error("a repository of another owner passed the issuer's require")
+	}
+	id, err = v.Verify(ctx, k8s.Mint(t, devidptest.KubernetesClaims("ci", "runner", "postern")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Issuer != "k8s" || id.Kind != KindAgent || id.Username != "system:serviceaccount:ci:runner" ||
+		id.Claims["kubernetes.io/namespace"] != "ci" || id.Claims["kubernetes.io/serviceaccount"] != "runner" ||
+		id.Claims["kubernetes.io/pod"] != "runner-7d9f8c-x2x4q" {
+		t.Errorf("Kubernetes identity = %+v", id)
+	}
+	// The claims ride in the certificate's identity.
+	back, err := IdentityFromCert(&ssh.Certificate{Permissions: ssh.Permissions{Extensions: map[string]string{IdentityExtension: EncodeIdentity(id)}}})
+	if err != nil || back.Claims["kubernetes.io/namespace"] != "ci" {
+		t.Errorf("identity through a certificate: %+v, %v", back, err)
+	}
+	if _, err := NewVerifier(ctx, []config.Issuer{{Name: "x", Profile: "gitlab", IssuerURL: gh.URL, Audience: "a"}}, VerifierOptions{}); err == nil {
+		t.Error("an unknown profile was accepted")
+	}
+}
+
+func TestClaimValue(t *testing.T) {
+	claims := map[string]any{"a": "x", "n": 42.0, "b": true, "obj": map[string]any{"name": "nm", "deep": map[string]any{"k": "v"}},
+		"list": []any{"a"}, "slash/name": "top", "empty": "", "long": strings.Repeat("x", 300)}
+	tests := []struct {
+		name, want string
+		ok         bool
+	}{
+		{"a", "x", true}, {"n", "42", true}, {"b", "true", true}, {"obj", "nm", true}, {"obj/deep/k", "v", true},
+		{"obj/deep", "", false}, {"list", "", false}, {"missing", "", false}, {"a/b", "", false},
+		{"slash/name", "top", true}, {"empty", "", false}, {"long", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := claimValue(claims, tt.name)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("claimValue(%q) = %q, %v; want %q, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
 	}
 }

@@ -316,12 +316,18 @@ func (e *Engine) parseRole(rc config.Role) (*role, error) {
 	r.cfg.Match.Issuers = slices.Clone(rc.Match.Issuers)
 	r.cfg.Match.Groups = slices.Clone(rc.Match.Groups)
 	r.cfg.Match.Users = slices.Clone(rc.Match.Users)
+	r.cfg.Match.Claims = cloneMap(rc.Match.Claims)
 	if rc.Name == "" {
 		return nil, fmt.Errorf(".name: missing; every role needs a name")
 	}
 	m := rc.Match
-	if len(m.Issuers)+len(m.Groups)+len(m.Users) == 0 {
-		return nil, fmt.Errorf(".match: empty; list issuers, groups or users (users: [\"*\"] matches everyone)")
+	if len(m.Issuers)+len(m.Groups)+len(m.Users)+len(m.Claims) == 0 {
+		return nil, fmt.Errorf(".match: empty; list issuers, groups, users or claims (users: [\"*\"] matches everyone)")
+	}
+	for k, pat := range m.Claims {
+		if _, err := path.Match(pat, ""); err != nil || k == "" {
+			return nil, fmt.Errorf(".match.claims.%s: %q is not a valid glob", k, pat)
+		}
 	}
 	for j, u := range m.Users {
 		if _, err := path.Match(u, ""); err != nil {
@@ -472,6 +478,15 @@ func (r *role) matches(id certs.Identity) bool {
 	}
 	if len(m.Groups) > 0 && !id.InGroup(m.Groups...) {
 		return false
+	}
+	for k, pat := range m.Claims {
+		v, ok := id.Claims[k]
+		if !ok {
+			return false
+		}
+		if match, _ := path.Match(pat, v); !match {
+			return false
+		}
 	}
 	if len(m.Users) > 0 {
 		ok := false

@@ -385,3 +385,56 @@ func TestGrant(t *testing.T) {
 		t.Errorf("Grant(eve) = %+v; want nothing", g)
 	}
 }
+
+// TestRoleMatchClaims: a role matching on kept token claims (globs) admits
+// exactly the workloads whose claims all match: a repository on its main
+// branch, a namespace's service account.
+func TestRoleMatchClaims(t *testing.T) {
+	cfg := &config.Config{
+		Targets: []config.Target{{Name: "web-1", Kind: "ssh", Address: "10.0.0.5:22"}},
+		Roles: []config.Role{
+			{Name: "deploy-main", Match: config.RoleMatch{Issuers: []string{"github"},
+				Claims: map[string]string{"repository": "acme/*", "ref": "refs/heads/main"}},
+				Targets: []config.TargetSelector{{Name: "web-1"}}, Logins: []string{"deploy"}},
+			{Name: "ci-runner", Match: config.RoleMatch{Claims: map[string]string{"kubernetes.io/namespace": "ci",
+				"kubernetes.io/serviceaccount": "runner"}},
+				Targets: []config.TargetSelector{{Name: "web-1"}}, Logins: []string{"ci"}},
+		},
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := func(repo, ref string) certs.Identity {
+		return certs.Identity{Issuer: "github", Username: "repo:" + repo, Claims: map[string]string{"repository": repo, "ref": ref}}
+	}
+	k8s := func(ns, sa string) certs.Identity {
+		return certs.Identity{Issuer: "k8s", Username: "system:serviceaccount:" + ns + ":" + sa,
+			Claims: map[string]string{"kubernetes.io/namespace": ns, "kubernetes.io/serviceaccount": sa}}
+	}
+	tests := []struct {
+		name string
+		id   certs.Identity
+		want []string
+	}{
+		{"repo on main", gh("acme/app", "refs/heads/main"), []string{"deploy-main"}},
+		{"repo on a branch", gh("acme/app", "refs/heads/feature"), nil},
+		{"another owner", gh("evil/app", "refs/heads/main"), nil},
+		{"the glob does not cross /", gh("acme/app/sub", "refs/heads/main"), nil},
+		{"no claims", certs.Identity{Issuer: "github", Username: "x"}, nil},
+		{"the runner", k8s("ci", "runner"), []string{"ci-runner"}},
+		{"another service account", k8s("ci", "default"), nil},
+		{"another namespace", k8s("prod", "runner"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := e.Roles(tt.id); !slices.Equal(got, tt.want) {
+				t.Errorf("roles = %v; want %v", got, tt.want)
+			}
+		})
+	}
+	cfg.Roles[0].Match.Claims["ref"] = "refs/[heads"
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "match.claims.ref") {
+		t.Errorf("a bad glob: %v", err)
+	}
+}

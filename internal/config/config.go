@@ -96,10 +96,33 @@ type Identity struct {
 	RateLimit RateLimit `yaml:"rate_limit"`
 }
 
+// Issuer profiles.
+const (
+	ProfileGitHubActions = "github-actions"
+	ProfileKubernetes    = "kubernetes"
+	// GitHubActionsIssuer is the issuer of GitHub Actions OIDC tokens.
+	GitHubActionsIssuer = "https://token.actions.githubusercontent.com"
+)
+
+// ProfileClaims are the claims each issuer profile keeps in the identity.
+var ProfileClaims = map[string][]string{
+	ProfileGitHubActions: {"repository", "repository_owner", "ref", "ref_type", "job_workflow_ref", "workflow_ref",
+		"environment", "actor", "event_name"},
+	ProfileKubernetes: {"kubernetes.io/namespace", "kubernetes.io/serviceaccount"},
+}
+
 // Issuer is one trusted OIDC issuer.
 type Issuer struct {
 	// Name identifies the issuer in roles and audit events.
 	Name string `yaml:"name"`
+	// Profile presets a workload issuer: github-actions (GitHub Actions
+	// OIDC tokens: issuer_url defaults to GitHub's, kind agent, and the
+	// claims repository, repository_owner, ref, ref_type, job_workflow_ref,
+	// workflow_ref, environment, actor and event_name are kept for role
+	// matches) or kubernetes (projected service-account tokens: kind agent,
+	// kubernetes.io/namespace and kubernetes.io/serviceaccount kept); none
+	// if empty.
+	Profile string `yaml:"profile"`
 	// IssuerURL must equal the tokens' iss claim.
 	IssuerURL string `yaml:"issuer_url"`
 	// ClientID is the OAuth client for interactive login; also the expected
@@ -117,6 +140,11 @@ type Issuer struct {
 	GroupsClaim string `yaml:"groups_claim"`
 	// Require lists claims that must be present with exactly these values.
 	Require map[string]string `yaml:"require"`
+	// Claims lists further token claims kept in the identity for roles'
+	// match.claims (beside those of the profile); a name with '/' walks
+	// nested objects ("kubernetes.io/namespace"), and an object found at the
+	// end gives its "name". None if empty.
+	Claims []string `yaml:"claims"`
 	// Scopes for interactive login; "openid email profile" plus groups if empty.
 	Scopes []string `yaml:"scopes"`
 }
@@ -390,6 +418,9 @@ type RoleMatch struct {
 	Groups []string `yaml:"groups"`
 	// Users lists usernames (globs allowed).
 	Users []string `yaml:"users"`
+	// Claims must all match the identity's kept claims (see
+	// identity.issuers[].profile and .claims); values are globs.
+	Claims map[string]string `yaml:"claims"`
 }
 
 // TargetSelector selects targets by a name glob or by labels.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -225,6 +226,19 @@ func (c *Config) SetDefaults() {
 	}
 	for i := range c.Identity.Issuers {
 		is := &c.Identity.Issuers[i]
+		switch is.Profile {
+		case ProfileGitHubActions:
+			if is.IssuerURL == "" {
+				is.IssuerURL = GitHubActionsIssuer
+			}
+			if is.Kind == "" {
+				is.Kind = "agent"
+			}
+		case ProfileKubernetes:
+			if is.Kind == "" {
+				is.Kind = "agent"
+			}
+		}
 		if is.Kind == "" {
 			is.Kind = "human"
 		}
@@ -388,6 +402,16 @@ func (c *Config) validateIdentity(v *validator) {
 		if is.Kind != "human" && is.Kind != "agent" {
 			v.add(p+".kind", "must be human or agent")
 		}
+		switch is.Profile {
+		case "", ProfileGitHubActions, ProfileKubernetes:
+		default:
+			v.add(p+".profile", "must be github-actions or kubernetes (or empty)")
+		}
+		for j, c := range is.Claims {
+			if c == "" || strings.HasPrefix(c, "/") || strings.HasSuffix(c, "/") || strings.ContainsAny(c, " \t\n") {
+				v.add(fmt.Sprintf("%s.claims[%d]", p, j), "must be a claim name (a/b for a nested claim)")
+			}
+		}
 	}
 	t := c.Identity.CertTTL
 	for _, d := range []struct {
@@ -476,8 +500,15 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 			v.add(p+".name", fmt.Sprintf("duplicate role name %q", r.Name))
 		}
 		names[r.Name] = true
-		if len(r.Match.Issuers)+len(r.Match.Groups)+len(r.Match.Users) == 0 {
-			v.add(p+".match", "empty; a role must match issuers, groups or users (it would match everyone)")
+		if len(r.Match.Issuers)+len(r.Match.Groups)+len(r.Match.Users)+len(r.Match.Claims) == 0 {
+			v.add(p+".match", "empty; a role must match issuers, groups, users or claims (it would match everyone)")
+		}
+		for k, pat := range r.Match.Claims {
+			if k == "" {
+				v.add(p+".match.claims", "a claim name is empty")
+			} else if _, err := path.Match(pat, ""); err != nil {
+				v.add(fmt.Sprintf("%s.match.claims.%s", p, k), fmt.Sprintf("%q is not a valid glob", pat))
+			}
 		}
 		for j, is := range r.Match.Issuers {
 			if !issuers[is] {

@@ -92,6 +92,10 @@ func TestParseErrorsNameKeyPath(t *testing.T) {
 		{"ttl order", "identity: {cert_ttl: {human: 48h}}", "identity.cert_ttl: human and agent must not exceed max"},
 		{"not yaml", "listen: [", "not valid YAML"},
 		{"permissions", "roles: [{name: r, match: {groups: [g]}, permissions: [root]}]", "roles[0].permissions[0]"},
+		{"issuer profile", "identity: {issuers: [{name: x, profile: gitlab, issuer_url: 'https://idp', audience: a}]}", "identity.issuers[0].profile: must be github-actions or kubernetes"},
+		{"kubernetes needs its issuer", "identity: {issuers: [{name: x, profile: kubernetes, audience: a}]}", "identity.issuers[0].issuer_url"},
+		{"issuer claim name", "identity: {issuers: [{name: x, issuer_url: 'https://idp', audience: a, claims: ['/ns']}]}", "identity.issuers[0].claims[0]"},
+		{"claim glob", "roles: [{name: r, match: {claims: {ref: 'refs/[x'}}}]", "roles[0].match.claims.ref"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +107,22 @@ func TestParseErrorsNameKeyPath(t *testing.T) {
 				t.Errorf("got %q; want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestIssuerProfiles: a github-actions issuer needs nothing but its
+// audience (GitHub's issuer, kind agent); a role may match on claims alone.
+func TestIssuerProfiles(t *testing.T) {
+	c, err := Parse([]byte(`identity: {issuers: [{name: gh, profile: github-actions, audience: postern}, {name: k8s, profile: kubernetes, issuer_url: 'https://k8s.example.com', audience: postern}]}
+roles: [{name: r, match: {claims: {repository: 'acme/app'}}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gh := c.Identity.Issuers[0]; gh.IssuerURL != GitHubActionsIssuer || gh.Kind != "agent" || gh.UsernameClaim != "sub" {
+		t.Errorf("github-actions issuer after defaults = %+v", gh)
+	}
+	if k := c.Identity.Issuers[1]; k.Kind != "agent" {
+		t.Errorf("kubernetes issuer after defaults = %+v", k)
 	}
 }
 

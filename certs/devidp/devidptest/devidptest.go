@@ -1,9 +1,11 @@
 package devidptest
 
 import (
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -65,4 +67,46 @@ func (s *Server) Mint(t testing.TB, claims map[string]any, opts ...devidp.MintOp
 		t.Fatalf("devidptest: %v", err)
 	}
 	return tok
+}
+
+// notWorkload removes the claims the provider adds for people, which
+// workload tokens do not carry.
+var notWorkload = map[string]any{"email": nil, "email_verified": nil, "name": nil, "preferred_username": nil,
+	"groups": nil, "azp": nil, "client_id": nil, "auth_time": nil}
+
+// GitHubActionsClaims are the claims of a GitHub Actions OIDC token (as
+// GitHub documents them) of a workflow run on ref of repo ("acme/app"), for
+// audience aud; pass them to Mint. The issuer is the provider's own.
+func GitHubActionsClaims(repo, ref, aud string) map[string]any {
+	owner, _, _ := strings.Cut(repo, "/")
+	c := map[string]any{
+		"sub": "repo:" + repo + ":ref:" + ref, "aud": aud,
+		"jti": "a1b2c3", "ref": ref, "ref_type": "branch", "sha": "0123456789abcdef0123456789abcdef01234567",
+		"repository": repo, "repository_owner": owner, "repository_id": "74", "repository_owner_id": "65",
+		"repository_visibility": "private", "actor": "octocat", "actor_id": "12", "run_id": "9001", "run_number": "7",
+		"run_attempt": "1", "runner_environment": "github-hosted", "workflow": "deploy", "event_name": "push",
+		"head_ref": "", "base_ref": "",
+		"job_workflow_ref": repo + "/.github/workflows/deploy.yml@" + ref,
+		"workflow_ref":     repo + "/.github/workflows/deploy.yml@" + ref,
+	}
+	maps.Copy(c, notWorkload)
+	return c
+}
+
+// KubernetesClaims are the claims of a Kubernetes projected
+// service-account token of service account sa in namespace ns, for
+// audience aud; pass them to Mint.
+func KubernetesClaims(ns, sa, aud string) map[string]any {
+	c := map[string]any{
+		"sub": "system:serviceaccount:" + ns + ":" + sa, "aud": []string{aud}, "jti": "d4e5f6",
+		"kubernetes.io": map[string]any{
+			"namespace":      ns,
+			"node":           map[string]any{"name": "node-1", "uid": "11111111-2222-3333-4444-555555555555"},
+			"pod":            map[string]any{"name": sa + "-7d9f8c-x2x4q", "uid": "66666666-7777-8888-9999-000000000000"},
+			"serviceaccount": map[string]any{"name": sa, "uid": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"},
+			"warnafter":      1700003600,
+		},
+	}
+	maps.Copy(c, notWorkload)
+	return c
 }
