@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -143,7 +144,7 @@ func (c *serverConn) serve() {
 		defer untrack()
 	}
 	c.log.Info("connection start", "client", string(sc.ClientVersion()))
-	go c.watch(ci.Expires)
+	go c.watch(ci)
 	go c.globalRequests(reqs)
 	var open atomic.Int32
 	for nch := range chans {
@@ -208,16 +209,37 @@ func (c *serverConn) recoverPanic(where string) {
 	c.close(errInternal)
 }
 
+// renewalLead is how long before its certificate expires a connection
+// looks for a renewal, and renewalRetry how often again until then.
+const (
+	renewalLead  = 10 * time.Second
+	renewalRetry = 2 * time.Second
+)
+
 // watch ends the connection after the idle timeout without traffic, at
-// expires (if not zero), or when a periodic check finds its certificate
-// revoked, whichever comes first.
-func (c *serverConn) watch(expires time.Time) {
+// its expiry (if not zero) unless a renewal moved it, or when a periodic
+// check finds its certificate revoked, whichever comes first.
+func (c *serverConn) watch(ci *ConnInfo) {
 	idle := c.s.idleTimeout
 	it := time.NewTimer(idle)
 	defer it.Stop()
 	var expC <-chan time.Time
-	if !expires.IsZero() {
-		et := time.NewTimer(expires.Sub(c.s.now()))
+	var et *time.Timer
+	// next is when to look next: for a renewal while the expiry is near,
+	// then the expiry itself.
+	next := func() time.Duration {
+		exp := ci.Expiry()
+		at := exp.Add(-renewalLead)
+		if c.s.opts.Renewals == nil || !c.s.now().Before(at) {
+			at = exp
+			if c.s.opts.Renewals != nil && c.s.now().Before(exp.Add(-renewalRetry)) {
+				at = c.s.now().Add(renewalRetry)
+			}
+		}
+		return at.Sub(c.s.now())
+	}
+	if !ci.Expires.IsZero() {
+		et = time.NewTimer(next())
 		defer et.Stop()
 		expC = et.C
 	}
@@ -237,6 +259,11 @@ func (c *serverConn) watch(expires time.Time) {
 				return
 			}
 		case <-expC:
+			if c.s.now().Before(ci.Expiry()) {
+				c.renewal(ci)
+				et.Reset(next())
+				continue
+			}
 			c.log.Info("connection expired")
 			c.close(errExpired)
 			return
@@ -252,6 +279,34 @@ func (c *serverConn) watch(expires time.Time) {
 	}
 }
 
+// renewal moves the connection's expiry to that of the newest certificate
+// the same identity got for the same key, if it is later, unrevoked and
+// still names the connection's login; it audits auth.renewed.
+func (c *serverConn) renewal(ci *ConnInfo) {
+	if c.s.opts.Renewals == nil || ci.Identity.Subject == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, revocationTimeout)
+	defer cancel()
+	rc, err := c.s.opts.Renewals.LatestIssued(ctx, ssh.FingerprintSHA256(ci.Key), ci.Identity.Issuer, ci.Identity.Subject)
+	if err != nil {
+		if !errors.Is(err, state.ErrNotFound) {
+			ci.Log.Warn("look for a renewed certificate", "err", err)
+		}
+		return
+	}
+	if !rc.ValidBefore.After(ci.Expiry()) || !slices.Contains(rc.Principals, ci.Login) {
+		return
+	}
+	ci.renew(rc.Serial, rc.ValidBefore)
+	ci.Log.Info("connection renewed", "serial", rc.Serial, "until", rc.ValidBefore.UTC().Format(time.RFC3339))
+	c.s.audit(c.ctx, ci.Log, state.Event{
+		Type: state.EventAuthRenewed, Actor: ci.Identity.Username, Source: ci.Remote.Addr().String(),
+		Details: map[string]any{"conn": ci.ID, "serial": strconv.FormatUint(rc.Serial, 10),
+			"previous_serial": strconv.FormatUint(ci.Cert.Serial, 10), "until": rc.ValidBefore.UTC().Format(time.RFC3339)},
+	})
+}
+
 // revoked reports whether the connection's certificate has been revoked
 // since it authenticated, auditing the disconnection. A store that cannot
 // answer keeps the connection (it was checked at authentication) and is
@@ -260,7 +315,7 @@ func (c *serverConn) revoked() bool {
 	ci := c.ci
 	ctx, cancel := context.WithTimeout(c.ctx, revocationTimeout)
 	defer cancel()
-	revoked, err := c.s.opts.Revocations.IsRevoked(ctx, ci.Cert.Serial)
+	revoked, err := c.s.opts.Revocations.IsRevoked(ctx, ci.serial())
 	if err != nil {
 		ci.Log.Warn("revocation recheck", "err", err)
 		return false

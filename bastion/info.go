@@ -174,8 +174,8 @@ func (c *serverConn) info(ci *ConnInfo) Info {
 	if inf.Permissions == nil {
 		inf.Permissions = []string{}
 	}
-	if !ci.Expires.IsZero() {
-		inf.Expires = ci.Expires.UTC().Format(time.RFC3339)
+	if !ci.Expiry().IsZero() {
+		inf.Expires = ci.Expiry().UTC().Format(time.RFC3339)
 	}
 	b := c.bastionSpec(ci)
 	for _, a := range eng.Visible(id) {

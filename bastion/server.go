@@ -53,6 +53,13 @@ type Locks interface {
 	Track(s lock.Subject, end func(cause error)) (untrack func(), err error)
 }
 
+// Renewals finds the newest certificate an identity got for a key, so that
+// a connection runs on past its certificate's expiry while the workload
+// keeps renewing (postern agent). *state.Store implements it.
+type Renewals interface {
+	LatestIssued(ctx context.Context, keyFingerprint, issuer, subject string) (state.IssuedCert, error)
+}
+
 // Defaults of config.SSH.
 const (
 	defaultHandshakeTimeout = 15 * time.Second
@@ -86,6 +93,11 @@ type Options struct {
 	// Locks refuses logins of locked identities and ends live connections
 	// and target channels when a lock comes to match them; no locks if nil.
 	Locks Locks
+	// Renewals lets a connection run on past its certificate's expiry when
+	// the same identity holds a newer, unrevoked certificate for the same
+	// key that still names the connection's login; connections end at
+	// their certificate's expiry if nil.
+	Renewals Renewals
 	// Handlers serve the channels the policy admits to inventory targets,
 	// by kind (HandlerSSH, HandlerCommand, HandlerTCP, HandlerPostgres); a
 	// target whose kind has no handler is refused with "postern: <name>:

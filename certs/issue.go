@@ -105,6 +105,10 @@ type IssuerOptions struct {
 	// switch, lock.Locker.CheckFresh); its error, a *usererr.Error, is the
 	// answer and is audited as cert.denied. No lock check if nil.
 	Locked func(ctx context.Context, id Identity) error
+	// Record keeps each issued certificate for renewals (the bastion lets
+	// a connection run on with a newer certificate of the same key); a
+	// failure is logged, the certificate still issued. None if nil.
+	Record func(ctx context.Context, c *Issued) error
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Log receives one line per issuance or refusal; nothing is logged if nil.
@@ -124,6 +128,7 @@ type Issuer struct {
 	ttl       config.CertTTL
 	audit     func(context.Context, state.Event)
 	locked    func(context.Context, Identity) error
+	record    func(context.Context, *Issued) error
 	now       func() time.Time
 	log       *slog.Logger
 	limiter   *RateLimiter
@@ -169,6 +174,7 @@ func NewIssuer(opts IssuerOptions) (*Issuer, error) {
 		ttl:       opts.TTL,
 		audit:     opts.Audit,
 		locked:    opts.Locked,
+		record:    opts.Record,
 		now:       opts.Now,
 		log:       opts.Log,
 	}
@@ -274,6 +280,11 @@ func (i *Issuer) run(ctx context.Context, is *issuance, steps []step) (*Issued, 
 		Serial:      is.cert.Serial,
 	}
 	i.issued.WithLabelValues(is.id.Issuer, kindOf(is.id)).Inc()
+	if i.record != nil {
+		if err := i.record(ctx, out); err != nil {
+			i.log.Error("record issued certificate; it cannot renew open connections", "serial", out.Serial, "err", err)
+		}
+	}
 	i.log.LogAttrs(ctx, slog.LevelInfo, "certificate issued",
 		slog.String("identity", is.id.Username),
 		slog.String("issuer", is.id.Issuer),

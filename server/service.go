@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/posternhq/postern/approval"
@@ -118,6 +119,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	defer httpLn.Close()
 	if cfg.Dev {
 		cfg.ReloadDev(httpLn.Addr().String(), sshLn.Addr().String())
+	} else {
+		cfg.FillPorts(httpLn.Addr().String(), sshLn.Addr().String())
 	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -204,7 +207,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	locked := func(id certs.Identity) error { return s.locks.Check(lock.Subject{Identity: id}) }
 	issuer, err := certs.NewIssuer(certs.IssuerOptions{
 		Authority: s.authority, Verifier: verifier, Policy: policyGrant{s}, TTL: cfg.Identity.CertTTL,
-		RateLimit: cfg.Identity.RateLimit, Audit: audit, Locked: lockedFresh, Log: s.log, Metrics: s.reg,
+		RateLimit: cfg.Identity.RateLimit, Audit: audit, Locked: lockedFresh, Record: s.recordIssued,
+		Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {
 		return err
@@ -255,7 +259,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return err
 	}
 	s.ssh, err = bastion.NewServer(bastion.Options{
-		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state, Locks: s.locks,
+		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state, Locks: s.locks, Renewals: s.state,
 		Handlers: map[string]bastion.TargetHandler{
 			bastion.HandlerSSH:      inner,
 			bastion.HandlerCommand:  inner,
@@ -512,6 +516,13 @@ func (s *Service) ready(ctx context.Context, store recorder.Store) (map[string]s
 		}
 	}
 	return status, nil
+}
+
+// recordIssued keeps an issued certificate for renewals of open
+// connections (bastion.Options.Renewals).
+func (s *Service) recordIssued(ctx context.Context, c *certs.Issued) error {
+	return s.state.RecordIssued(ctx, state.IssuedCert{Serial: c.Serial, KeyFingerprint: ssh.FingerprintSHA256(c.Cert.Key),
+		Issuer: c.Identity.Issuer, Subject: c.Identity.Subject, Principals: c.Principals, ValidBefore: c.ValidBefore})
 }
 
 // terminateFromSlack ends the session of a held command: the Slack

@@ -37,4 +37,7 @@ const (
 	EventSFTP           = "sftp.op"
 	EventConfigReload   = "config.reload"
 	EventCertRevoked    = "cert.revoked"
+	// EventAuthRenewed: an open connection runs on with a renewed
+	// certificate of the same key.
+	EventAuthRenewed = "auth.renewed"
 )

@@ -385,7 +385,7 @@ func (h *Server) ServeTarget(ctx context.Context, tc *bastion.TargetChannel) {
 // ServeChannel serves the inner SSH connection a client runs inside ch, a
 // direct-tcpip channel to target t. It owns ch and closes it. It returns when
 // the inner connection ends: the client leaves, the target disconnects, ctx is
-// cancelled (shutdown, revocation) or ci.Expires passes.
+// cancelled (shutdown, revocation) or ci.Expiry() passes.
 func (h *Server) ServeChannel(ctx context.Context, ci *bastion.ConnInfo, ch ssh.Channel, t *policy.Target) {
 	defer ch.Close()
 	log := ci.Log
@@ -463,18 +463,31 @@ func (h *Server) ServeChannel(ctx context.Context, ci *bastion.ConnInfo, ch ssh.
 	c.cancel = cancel
 	defer cancel(nil)
 	// Sessions end a moment before the outer connection does (certificate
-	// expiry), so that the user still reads why.
-	deadline := ci.Expires
-	if !deadline.IsZero() {
-		deadline = deadline.Add(-expiryLead)
+	// expiry, unless a renewal moves it), so that the user still reads why.
+	var maxEnd time.Time
+	if d := c.decision.MaxSession; d > 0 {
+		maxEnd = h.now().Add(d)
 	}
-	if d := c.decision.MaxSession; d > 0 && (deadline.IsZero() || h.now().Add(d).Before(deadline)) {
-		deadline = h.now().Add(d)
+	deadline := func() time.Time {
+		end := ci.Expiry()
+		if !end.IsZero() {
+			end = end.Add(-expiryLead)
+		}
+		if !maxEnd.IsZero() && (end.IsZero() || maxEnd.Before(end)) {
+			end = maxEnd
+		}
+		return end
 	}
-	if !deadline.IsZero() {
-		expire := time.AfterFunc(deadline.Sub(h.now()), func() {
+	if end := deadline(); !end.IsZero() {
+		var expire *time.Timer
+		expire = time.AfterFunc(time.Hour, func() {
+			if end := deadline(); end.After(h.now()) {
+				expire.Reset(end.Sub(h.now())) // renewed meanwhile
+				return
+			}
 			cancel(&usererr.Error{Msg: "session expired", Code: "session_expired", Exit: ExitUpstreamFailed})
 		})
+		expire.Reset(end.Sub(h.now())) // set once expire is assigned: the function reads it
 		defer expire.Stop()
 	}
 	// Tear the inner connection down when the context ends; the open

@@ -29,6 +29,9 @@ const (
 	ModeTokenFile
 	// ModeTokenEnv reads an ID token from the environment variable Options.TokenEnv.
 	ModeTokenEnv
+	// ModeTokenSource asks Options.TokenSource for an ID token (postern
+	// agent).
+	ModeTokenSource
 )
 
 // String returns the mode's name.
@@ -42,6 +45,8 @@ func (m Mode) String() string {
 		return "token-file"
 	case ModeTokenEnv:
 		return "token-env"
+	case ModeTokenSource:
+		return "token-source"
 	}
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
@@ -59,6 +64,8 @@ type Options struct {
 	TokenFile string
 	// TokenEnv names the environment variable holding an ID token, for ModeTokenEnv.
 	TokenEnv string
+	// TokenSource yields the ID token, for ModeTokenSource.
+	TokenSource TokenSource
 	// Issuer selects an issuer from the bastion's list by name; required only
 	// when the bastion offers several interactive issuers.
 	Issuer string
@@ -165,6 +172,12 @@ func Login(ctx context.Context, opts Options) (*Profile, error) {
 		token, err = tokenFromFile(o.TokenFile)
 	case ModeTokenEnv:
 		token, err = tokenFromEnv(o.TokenEnv)
+	case ModeTokenSource:
+		if o.TokenSource == nil {
+			err = errors.New("no token source")
+		} else if token, err = o.TokenSource.Token(ctx); err != nil {
+			err = &TokenSourceError{Source: o.TokenSource.String(), Err: err}
+		}
 	case ModeBrowser, ModeDevice:
 	default:
 		err = fmt.Errorf("unknown login mode %v", o.Mode)
@@ -305,6 +318,19 @@ func scopes(iss IssuerInfo) []string {
 	}
 	return s
 }
+
+// TokenSourceError is a token source's failure, as Login reports it: the
+// bastion was not asked.
+type TokenSourceError struct {
+	// Source names the source.
+	Source string
+	// Err is its failure (never holding a token).
+	Err error
+}
+
+func (e *TokenSourceError) Error() string { return e.Source + ": " + e.Err.Error() }
+
+func (e *TokenSourceError) Unwrap() error { return e.Err }
 
 // tokenFromFile reads an ID token from a file.
 func tokenFromFile(path string) (string, error) {

@@ -89,6 +89,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newRequestCmd(g),
 		newLockCmd(g),
 		newMCPCmd(g),
+		newAgentCmd(g),
 		newVersionCmd(g),
 	)
 	return root

@@ -1,6 +1,10 @@
 package config
 
-import "path/filepath"
+import (
+	"net"
+	"net/url"
+	"path/filepath"
+)
 
 // DevIssuerPath is where `postern serve --dev` mounts its embedded development
 // OIDC issuer on the HTTP listener.
@@ -78,6 +82,23 @@ func (c *Config) ReloadDev(httpAddr, sshAddr string) {
 	for i := range c.Identity.Issuers {
 		if c.Identity.Issuers[i].Name == "dev" {
 			c.Identity.Issuers[i].IssuerURL = c.PublicURL + DevIssuerPath
+		}
+	}
+}
+
+// FillPorts puts the ports the listeners really got (httpAddr, sshAddr:
+// host:port) into PublicURL and SSHAddress where those were derived from a
+// listener on port 0 (and so say port 0).
+func (c *Config) FillPorts(httpAddr, sshAddr string) {
+	if h, p, err := net.SplitHostPort(c.SSHAddress); err == nil && p == "0" {
+		if _, real, err := net.SplitHostPort(sshAddr); err == nil {
+			c.SSHAddress = net.JoinHostPort(h, real)
+		}
+	}
+	if u, err := url.Parse(c.PublicURL); err == nil && u.Port() == "0" {
+		if _, real, err := net.SplitHostPort(httpAddr); err == nil {
+			u.Host = net.JoinHostPort(u.Hostname(), real)
+			c.PublicURL = u.String()
 		}
 	}
 }

@@ -1,0 +1,44 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestIssuedCerts(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s, err := Open(ctx, testURL(t), Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	rec := func(serial uint64, key, sub string, vb time.Duration) {
+		t.Helper()
+		if err := s.RecordIssued(ctx, IssuedCert{Serial: serial, KeyFingerprint: key, Issuer: "ci", Subject: sub,
+			Principals: []string{"bot", "deploy"}, ValidBefore: now.Add(vb)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec(1, "SHA256:k1", "bot", 5*time.Minute)
+	rec(2, "SHA256:k1", "bot", 15*time.Minute)
+	rec(3, "SHA256:k1", "bot", 25*time.Minute)
+	rec(4, "SHA256:k1", "other", time.Hour)  // another identity's, same key
+	rec(5, "SHA256:k2", "bot", time.Hour)    // another key
+	rec(6, "SHA256:k1", "bot", -time.Minute) // expired
+	if err := s.Revoke(ctx, 3, "test", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LatestIssued(ctx, "SHA256:k1", "ci", "bot")
+	if err != nil || got.Serial != 2 || !got.ValidBefore.Equal(now.Add(15*time.Minute)) || len(got.Principals) != 2 {
+		t.Fatalf("latest = %+v, %v; want serial 2 (3 is revoked)", got, err)
+	}
+	if _, err := s.LatestIssued(ctx, "SHA256:k9", "ci", "bot"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown key: %v", err)
+	}
+	if err := s.RecordIssued(ctx, IssuedCert{Serial: 1, KeyFingerprint: "x", Issuer: "ci", Subject: "bot", ValidBefore: now}); err != nil {
+		t.Errorf("recording a serial twice: %v", err)
+	}
+}
