@@ -54,6 +54,8 @@ type Store interface {
 	GetLock(ctx context.Context, id string) (state.Lock, error)
 	ActiveLocks(ctx context.Context) ([]state.Lock, error)
 	ListLocks(ctx context.Context, limit int) ([]state.Lock, error)
+	JoinSession(ctx context.Context, j state.Join) error
+	Joins(ctx context.Context, session string) ([]state.Join, error)
 }
 
 var _ Store = (*state.Store)(nil)
@@ -100,6 +102,7 @@ type Locker struct {
 	mu         sync.Mutex
 	locks      []state.Lock // active when last read, oldest first
 	tracked    map[*entry]struct{}
+	waiters    map[string]map[chan struct{}]struct{} // session -> woken when someone joins it
 	stop       context.CancelFunc
 	done       sync.WaitGroup
 	closed     bool
@@ -114,7 +117,8 @@ func New(ctx context.Context, opts Options) (*Locker, error) {
 	if opts.Poll <= 0 {
 		opts.Poll = defaultPoll
 	}
-	l := &Locker{opts: opts, now: opts.Now, log: opts.Log, tracked: map[*entry]struct{}{}}
+	l := &Locker{opts: opts, now: opts.Now, log: opts.Log, tracked: map[*entry]struct{}{},
+		waiters: map[string]map[chan struct{}]struct{}{}}
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -136,15 +140,20 @@ func New(ctx context.Context, opts Options) (*Locker, error) {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
-	var hints <-chan string
+	var hints, joins <-chan string
 	if opts.Notify != nil && opts.Subscribe != nil {
 		var err error
-		if hints, err = opts.Subscribe(ctx, hintChannel); err != nil {
+		if hints, err = opts.Subscribe(bg, hintChannel); err != nil {
 			cancel()
 			return nil, fmt.Errorf("lock: subscribe to lock changes: %w", err)
 		}
+		if joins, err = opts.Subscribe(bg, joinChannel); err != nil {
+			cancel()
+			return nil, fmt.Errorf("lock: subscribe to moderators joining: %w", err)
+		}
 	}
 	l.done.Go(func() { l.run(bg, hints) })
+	l.done.Go(func() { l.listenJoins(bg, joins) })
 	return l, nil
 }
 

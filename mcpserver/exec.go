@@ -151,6 +151,7 @@ type notice struct {
 	URL       string   `json:"url"`
 	Approvers []string `json:"approvers"`
 	Expires   string   `json:"expires"`
+	Moderator string   `json:"moderator"`
 }
 
 // parseNotice reads line as postern's notice, if it is one.

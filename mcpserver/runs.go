@@ -19,6 +19,9 @@ const (
 	// StatusPendingApproval: a rule holds the command until approvers
 	// decide; see approval_id and approval_url, and call wait_approval.
 	StatusPendingApproval = "pending_approval"
+	// StatusPendingModerator: the role holds the session until a moderator
+	// joins it (watches it live); call wait_run.
+	StatusPendingModerator = "pending_moderator"
 	// StatusRunning: the command is still running after the wait; call
 	// wait_run.
 	StatusRunning = "running"
@@ -43,7 +46,7 @@ type RunResult struct {
 	RunID string `json:"run_id"`
 	// Status is completed, pending_approval, running, denied, timed_out,
 	// refused, locked or failed.
-	Status string `json:"status" jsonschema:"completed, pending_approval, running, denied, timed_out, refused, locked or failed"`
+	Status string `json:"status" jsonschema:"completed, pending_approval, pending_moderator, running, denied, timed_out, refused, locked or failed"`
 	// Target and Command are what ran.
 	Target  string `json:"target"`
 	Command string `json:"command"`
@@ -70,6 +73,9 @@ type RunResult struct {
 	// the command; Code its stable code (docs/exit-codes.md).
 	Error string `json:"error,omitempty"`
 	Code  string `json:"code,omitempty"`
+	// Moderator is who joined the session as moderator, when its role
+	// requires one.
+	Moderator string `json:"moderator,omitempty"`
 	// Started and Ended bound the command (Ended once it ended).
 	Started time.Time  `json:"started"`
 	Ended   *time.Time `json:"ended,omitempty"`
@@ -94,6 +100,9 @@ type run struct {
 	err        error  // why postern could not run it, if it could not
 	ended      time.Time
 	sawPending bool
+	moderation string // "waiting" until a moderator joins, "joined" after; "" if not moderated
+	moderator  string
+	approved   bool // the held command was released
 }
 
 func newRun(target, command string) *run {
@@ -134,15 +143,25 @@ func (r *run) readStderr(rd io.Reader) {
 func (r *run) notice(n notice) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n.Status == "pending" && n.Request != "" {
+	switch {
+	case n.Status == "pending" && n.Request != "":
 		r.approval = n
-		if !r.sawPending {
-			r.sawPending = true
-			close(r.pending)
-		}
+	case n.Status == "waiting" && n.Code == "moderator_required":
+		r.moderation = "waiting"
+	case n.Status == "moderated":
+		r.moderation, r.moderator = "joined", n.Moderator
+		return
+	case n.Status == "approved":
+		r.approved = true
+		return
+	default:
+		r.final = n
 		return
 	}
-	r.final = n
+	if !r.sawPending {
+		r.sawPending = true
+		close(r.pending)
+	}
 }
 
 // finish records the end of the command.
@@ -178,10 +197,14 @@ func (r *run) result(publicURL string) RunResult {
 			res.ApprovalURL = strings.TrimRight(publicURL, "/") + "/ui/approvals/" + r.approval.Request
 		}
 	}
+	res.Moderator = r.moderator
 	if !r.isDone() {
 		res.Status = StatusRunning
-		if r.sawPending && r.exit == nil {
+		switch {
+		case r.approval.Request != "" && !r.approved && r.exit == nil:
 			res.Status = StatusPendingApproval
+		case r.moderation == "waiting":
+			res.Status = StatusPendingModerator
 		}
 		return res
 	}
@@ -213,7 +236,7 @@ func statusOf(code string) string {
 	switch code {
 	case "denied_by_rule", "denied_by_approver":
 		return StatusDenied
-	case "approval_timeout", "approval_canceled":
+	case "approval_timeout", "approval_canceled", "moderator_timeout":
 		return StatusTimedOut
 	case "locked":
 		return StatusLocked

@@ -28,6 +28,8 @@ import (
 const (
 	PermAuditor = "auditor"
 	PermAdmin   = "admin"
+	// PermModerator lists and watches running sessions (to moderate them).
+	PermModerator = "moderator"
 )
 
 // ContentTypeCast is the media type of a cast answer.
@@ -53,6 +55,9 @@ type APIOptions struct {
 	// Follow tails the spool of a running session, ending when the session
 	// ends; live following is unavailable if nil.
 	Follow func(ctx context.Context, id string) (io.ReadCloser, error)
+	// OnFollow is told who starts following which running session (a
+	// moderator joining it); nothing is told if nil.
+	OnFollow func(ctx context.Context, who certs.Identity, session string)
 	// Log receives request failures; discarded if nil.
 	Log *slog.Logger
 	// Now is the clock; time.Now if nil.
@@ -69,10 +74,11 @@ type APIOptions struct {
 //	GET /v1/sessions/{id}/cast                    the cast (Range requests supported)
 //	GET /v1/sessions/{id}/cast?follow=1           a running session's cast, streamed until it ends
 //
-// The auditor and admin permissions see every session; anyone else sees
-// only their own (the identity's username and issuer recorded with the
-// session): the list is theirs alone, and another's session is "no such
-// session".
+// The auditor and admin permissions see every session; the moderator
+// permission also every running one (to watch it: ?status=running lists
+// them); anyone else sees only their own (the identity's username and
+// issuer recorded with the session): the list is theirs alone, and
+// another's session is "no such session".
 type API struct {
 	opts     APIOptions
 	log      *slog.Logger
@@ -211,7 +217,7 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, e)
 		return
 	}
-	who := reader{id: ident, auditor: a.mayAudit(ident)}
+	who := reader{id: ident, auditor: a.mayAudit(ident), moderator: a.holds(ident, PermModerator)}
 	switch {
 	case id == "":
 		err = a.list(w, r, who)
@@ -228,8 +234,8 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 // reader is who reads: an auditor reads every session, anyone else their
 // own.
 type reader struct {
-	id      certs.Identity
-	auditor bool
+	id                 certs.Identity
+	auditor, moderator bool
 }
 
 // owns reports whether the session row is r's own.
@@ -238,15 +244,20 @@ func (r reader) owns(s state.Session) bool {
 }
 
 // mayRead reports whether r may read session s.
-func (r reader) mayRead(s state.Session) bool { return r.auditor || r.owns(s) }
+func (r reader) mayRead(s state.Session) bool {
+	return r.auditor || r.owns(s) || r.moderator && s.Status == state.StatusRunning
+}
 
 // mayAudit reports whether id holds the auditor or admin permission.
-func (a *API) mayAudit(id certs.Identity) bool {
+func (a *API) mayAudit(id certs.Identity) bool { return a.holds(id, PermAuditor, PermAdmin) }
+
+// holds reports whether id holds one of perms.
+func (a *API) holds(id certs.Identity, perms ...string) bool {
 	if a.opts.Permissions == nil {
 		return false
 	}
-	perms := a.opts.Permissions(id)
-	return slices.Contains(perms, PermAuditor) || slices.Contains(perms, PermAdmin)
+	have := a.opts.Permissions(id)
+	return slices.ContainsFunc(perms, func(p string) bool { return slices.Contains(have, p) })
 }
 
 // NormalizeID checks a session id strictly — a ULID: 26 characters of
@@ -357,7 +368,8 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, who reader) error {
 	if err != nil {
 		return fail(http.StatusBadRequest, CodeBadQuery, err.Error(), nil)
 	}
-	if !who.auditor {
+	others := who.auditor || who.moderator && f.Status == state.StatusRunning
+	if !others {
 		if f.User != "" && f.User != who.id.Username {
 			return fail(http.StatusForbidden, CodeForbidden, "auditor permission required to list others' sessions", nil)
 		}
@@ -367,7 +379,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, who reader) error {
 	if err != nil {
 		return fail(http.StatusInternalServerError, CodeInternal, "internal error", err)
 	}
-	if !who.auditor {
+	if !others {
 		rows = slices.DeleteFunc(rows, func(s state.Session) bool { return !who.owns(s) })
 	}
 	if rows == nil {
@@ -490,6 +502,9 @@ func (a *API) cast(w http.ResponseWriter, r *http.Request, who reader, id string
 	}
 	follow := r.URL.Query().Get("follow")
 	if s.Status == state.StatusRunning && (follow == "1" || follow == "true") {
+		if a.opts.OnFollow != nil {
+			a.opts.OnFollow(r.Context(), who.id, id)
+		}
 		err := a.follow(w, r, id)
 		if !errors.Is(err, errNotLive) {
 			return err

@@ -35,6 +35,7 @@ const (
 	auditor   = "audra@example.com"
 	admin     = "adam@example.com"
 	developer = "dev@example.com"
+	moderator = "mo@example.com"
 )
 
 func newAPIFixture(t *testing.T) *apiFixture {
@@ -53,6 +54,8 @@ func newAPIFixture(t *testing.T) *apiFixture {
 				return []string{"approver", PermAdmin}
 			case developer:
 				return []string{"approver"}
+			case moderator:
+				return []string{PermModerator}
 			}
 			return nil
 		},
@@ -180,6 +183,32 @@ func TestAPIAuthMatrix(t *testing.T) {
 	if err := promtest.GatherAndCompare(f.reg, strings.NewReader(want), "postern_sessions_api_requests_total"); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestAPIModeratorSeesRunningSessions: the moderator permission lists and
+// follows others' running sessions (to moderate them), never their
+// finished recordings.
+func TestAPIModeratorSeesRunningSessions(t *testing.T) {
+	f := newAPIFixture(t)
+	done := f.env.Record(t, "alice@example.com", "web-1", "uptime", playtest.Step{Output: "up\r\n"})
+	live := f.env.Start(t, "alice@example.com", "web-1", "top")
+	playtest.Play(t, live, playtest.Step{Output: "live\r\n"})
+	var rows []state.Session
+	resp := f.get(t, moderator, "/v1/sessions?status=running")
+	if resp.StatusCode != 200 || json.Unmarshal(readAll(t, resp), &rows) != nil || len(rows) != 1 || rows[0].ID != live.ID() {
+		t.Fatalf("moderator listing running sessions: %d %+v", resp.StatusCode, rows)
+	}
+	resp = f.get(t, moderator, "/v1/sessions")
+	if resp.StatusCode != 200 || json.Unmarshal(readAll(t, resp), &rows) != nil || len(rows) != 0 {
+		t.Errorf("moderator listing every session: %d %+v; want only their own (none)", resp.StatusCode, rows)
+	}
+	if resp := f.get(t, moderator, "/v1/sessions/"+live.ID()); resp.StatusCode != 200 {
+		t.Errorf("moderator showing a running session: %d", resp.StatusCode)
+	}
+	if resp := f.get(t, moderator, "/v1/sessions/"+done+"/cast"); resp.StatusCode != 404 {
+		t.Errorf("moderator reading a finished recording: %d; want 404", resp.StatusCode)
+	}
+	playtest.Finish(t, live)
 }
 
 func TestAPIBadIDs(t *testing.T) {

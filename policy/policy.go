@@ -100,7 +100,26 @@ type Decision struct {
 	// Prefix is, for AllowForward, the most specific forwarding.allow prefix
 	// that covered the destination.
 	Prefix netip.Prefix
+	// Moderation holds the session until a moderator joins: required only
+	// when every allowing role requires it (the most permissive wins), with
+	// the longest timeout and every role's moderators.
+	Moderation Moderation
 }
+
+// Moderation is the moderation a decision requires.
+type Moderation struct {
+	// Required reports whether a moderator must join before the session runs.
+	Required bool
+	// Timeout is how long the session waits for one.
+	Timeout time.Duration
+	// Moderators are the groups or usernames whose watching counts; any
+	// holder of the moderator or admin permission if empty.
+	Moderators []string
+}
+
+// DefaultModerationTimeout is how long a moderated session waits for a
+// moderator unless its role says otherwise.
+const DefaultModerationTimeout = 5 * time.Minute
 
 // Access describes one target an identity may reach, for `ssh bastion`.
 type Access struct {
@@ -126,6 +145,9 @@ type Access struct {
 	// apply (first match wins): which commands run, are held for approval
 	// or are denied.
 	Rules []RuleInfo `json:"rules,omitempty"`
+	// Moderated reports whether sessions wait for a moderator to join
+	// before they run (every granting role requires it).
+	Moderated bool `json:"moderated,omitempty"`
 	// Roles names the roles that grant the access.
 	Roles []string `json:"roles"`
 }
@@ -317,6 +339,7 @@ func (e *Engine) parseRole(rc config.Role) (*role, error) {
 	r.cfg.Match.Groups = slices.Clone(rc.Match.Groups)
 	r.cfg.Match.Users = slices.Clone(rc.Match.Users)
 	r.cfg.Match.Claims = cloneMap(rc.Match.Claims)
+	r.cfg.Moderation.Moderators = slices.Clone(rc.Moderation.Moderators)
 	if rc.Name == "" {
 		return nil, fmt.Errorf(".name: missing; every role needs a name")
 	}
@@ -631,7 +654,18 @@ func merge(rs []*role) Decision {
 	d := Decision{Allow: true, Code: CodeAllowed, Record: RecordRequired}
 	var names []string
 	unbounded := false
+	d.Moderation.Required = len(rs) > 0
 	for _, r := range rs {
+		m := r.cfg.Moderation
+		d.Moderation.Required = d.Moderation.Required && m.Required
+		if m.Required {
+			d.Moderation.Timeout = max(d.Moderation.Timeout, orDefault(m.Timeout.D(), DefaultModerationTimeout))
+			for _, mod := range m.Moderators {
+				if !slices.Contains(d.Moderation.Moderators, mod) {
+					d.Moderation.Moderators = append(d.Moderation.Moderators, mod)
+				}
+			}
+		}
 		names = append(names, r.cfg.Name)
 		if rec := r.record(); recordRank[rec] > recordRank[d.Record] {
 			d.Record = rec
@@ -660,7 +694,17 @@ func merge(rs []*role) Decision {
 	if unbounded {
 		d.MaxSession = 0
 	}
+	if !d.Moderation.Required {
+		d.Moderation = Moderation{}
+	}
 	d.Role = strings.Join(names, ",")
+	return d
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
 	return d
 }
 
@@ -741,6 +785,11 @@ func (e *Engine) Visible(id certs.Identity) []Access {
 			}
 			a.Forward = a.Forward || (t.Kind == config.KindTCP && r.cfg.Forwarding.Local)
 			a.Interactive = a.Interactive || (t.Kind != config.KindTCP && r.cfg.Interactive != InteractiveDeny)
+			if len(a.Roles) == 1 {
+				a.Moderated = r.cfg.Moderation.Required
+			} else {
+				a.Moderated = a.Moderated && r.cfg.Moderation.Required
+			}
 			for _, rule := range r.cfg.Rules {
 				a.Rules = append(a.Rules, RuleInfo{Match: rule.Match, Glob: rule.Glob, Action: rule.Action,
 					Approvers: slices.Clone(rule.Approvers)})

@@ -176,6 +176,13 @@ func (g *ApprovalGate) ApproveCommand(ctx context.Context, req innerhop.CommandR
 	if a.Status == state.ApprovalApproved {
 		mark("approval outcome " + a.ID + ": released")
 		g.b.Outcome(ctx, a, "released")
+		if req.Notify != nil && req.JSONErrors {
+			// Machine readers learn the hold is over (people see the
+			// command run).
+			b, _ := json.Marshal(map[string]any{"status": "approved", "code": "approval_approved", "request": a.ID,
+				"decided_by": a.DecidedBy})
+			req.Notify(string(b) + "\r\n")
+		}
 		return nil
 	}
 	mark("approval outcome " + a.ID + ": blocked")

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -244,7 +245,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 	inner, err := innerhop.New(innerhop.Options{
 		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
-		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")), Locks: s.locks,
+		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")), Locks: s.locks, Moderation: s.locks,
 		Masking: masking, Log: s.log, Metrics: s.reg, UpstreamReuse: cfg.SSH.UpstreamReuse,
 	})
 	if err != nil {
@@ -308,7 +309,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
 			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
 			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
-			Approvals: webApprovals{broker: broker}, Locked: locked,
+			Approvals: webApprovals{broker: broker}, Locked: locked, OnWatch: s.joinSession,
 		})
 		if err != nil {
 			return fmt.Errorf("web UI: %w", err)
@@ -320,7 +321,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		Handler: httpx.WithRequestID(WithForwarding(newMux(httpHandlers{
 			certs: issuer.Handler(certs.HandlerOptions{}), devIdP: s.devIdP, registry: s.reg, log: s.log,
 			sessions: players.NewAPI(players.APIOptions{
-				Auth: apiAuth, Permissions: s.permissions,
+				Auth: apiAuth, Permissions: s.permissions, OnFollow: s.joinSession,
 				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,
 			}),
 			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI, mcp: mcpHandler,
@@ -516,6 +517,19 @@ func (s *Service) ready(ctx context.Context, store recorder.Store) (map[string]s
 		}
 	}
 	return status, nil
+}
+
+// joinSession records a moderator joining a running session they follow
+// live (postern watch, the web UI): only holders of the moderator or admin
+// permission join; an auditor's watch is a watch.
+func (s *Service) joinSession(ctx context.Context, who certs.Identity, session string) {
+	ps := s.permissions(who)
+	if !slices.Contains(ps, policy.PermModerator) && !slices.Contains(ps, policy.PermAdmin) {
+		return
+	}
+	if err := s.locks.Join(ctx, session, who); err != nil {
+		s.log.Error("record a moderator joining a session", "session", session, "moderator", who.Username, "err", err)
+	}
 }
 
 // recordIssued keeps an issued certificate for renewals of open

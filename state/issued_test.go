@@ -42,3 +42,29 @@ func TestIssuedCerts(t *testing.T) {
 		t.Errorf("recording a serial twice: %v", err)
 	}
 }
+
+func TestSessionJoins(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, testURL(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.JoinSession(ctx, Join{Session: "01S", Who: "carol", Issuer: "corp", Groups: []string{"sre"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.JoinSession(ctx, Join{Session: "01S"}); err == nil {
+		t.Error("a join without who was accepted")
+	}
+	js, err := s.Joins(ctx, "01S")
+	if err != nil || len(js) != 1 || js[0].Who != "carol" || js[0].Groups[0] != "sre" {
+		t.Fatalf("joins = %+v, %v", js, err)
+	}
+	if js, _ := s.Joins(ctx, "01T"); len(js) != 0 {
+		t.Errorf("another session's joins: %+v", js)
+	}
+	evs, _ := s.Events(ctx, 0, 10)
+	if len(evs) != 1 || evs[0].Type != EventSessionJoin || evs[0].Session != "01S" || evs[0].Actor != "carol" {
+		t.Errorf("audit = %+v", evs)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
@@ -91,6 +92,12 @@ type CommandRequest struct {
 	JSONErrors bool
 }
 
+// Moderation waits for a moderator to join a session; *lock.Locker
+// implements it.
+type Moderation interface {
+	WaitModerator(ctx context.Context, w lock.ModerationWait) (string, error)
+}
+
 // Options configures an Server. The zero value of every field but
 // Authority and Policy works.
 type Options struct {
@@ -110,6 +117,9 @@ type Options struct {
 	// when one comes to (a lock on its identity, role, target or the
 	// session itself); no locks if nil.
 	Locks bastion.Locks
+	// Moderation holds the sessions of roles that require a moderator
+	// until one joins; such sessions are refused if nil.
+	Moderation Moderation
 	// Masking masks secrets in recordings and in what clients receive;
 	// nothing is masked if nil.
 	Masking *guardrails.Policy

@@ -16,6 +16,7 @@ import (
 
 	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/lock"
+	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
@@ -232,7 +233,54 @@ func (s *hopSession) begin(kind, command string) *usererr.Error {
 		Session: s.id, Details: details})
 	s.log.Info("session start", "kind", kind, "command", command, "recorded", s.recording() != nil)
 	s.announce()
+	if ue := s.awaitModerator(); ue != nil {
+		return ue
+	}
 	return s.approve(kind, command) // gate.go
+}
+
+// awaitModerator holds a session whose role requires a moderator until one
+// joins it (watches it live), telling the user on stderr, and marks the
+// recording.
+func (s *hopSession) awaitModerator() *usererr.Error {
+	c := s.c
+	m := c.decision.Moderation
+	if !m.Required {
+		return nil
+	}
+	if c.h.opts.Moderation == nil {
+		return &usererr.Error{Msg: "moderation unavailable; session not started", Code: "moderation_unavailable",
+			Exit: lock.ExitNoModerator, Global: true}
+	}
+	if s.jsonErrors.Load() {
+		b, _ := json.Marshal(map[string]any{"status": "waiting", "code": "moderator_required", "session": s.id,
+			"timeout": m.Timeout.String(), "moderators": m.Moderators})
+		_, _ = s.ch.Stderr().Write(append(b, '\r', '\n'))
+	} else {
+		_, _ = fmt.Fprintf(s.ch.Stderr(), "postern: waiting up to %s for a moderator to join session %s (postern watch %s)\r\n",
+			m.Timeout, s.id, s.id)
+	}
+	_ = s.tap.Load().marker("moderator required")
+	who, err := c.h.opts.Moderation.WaitModerator(c.ctx, lock.ModerationWait{Session: s.id, Requester: c.ci.Identity,
+		Moderators: m.Moderators, Timeout: m.Timeout})
+	if err != nil {
+		_ = s.tap.Load().marker("no moderator")
+		if ue := usererr.As(err); ue != nil {
+			return ue
+		}
+		return asHopUserError(context.Cause(c.ctx))
+	}
+	_ = s.tap.Load().marker("moderator joined: " + who)
+	if s.jsonErrors.Load() {
+		b, _ := json.Marshal(map[string]any{"status": "moderated", "code": "moderator_joined", "session": s.id, "moderator": who})
+		_, _ = s.ch.Stderr().Write(append(b, '\r', '\n'))
+	} else {
+		_, _ = fmt.Fprintf(s.ch.Stderr(), "postern: %s joined as moderator\r\n", policy.Printable(who))
+	}
+	c.h.audit(c.ctx, state.Event{Type: state.EventSessionModerated, Actor: c.ci.Identity.String(), Target: c.t.Name,
+		Session: s.id, Details: map[string]any{"moderator": who}})
+	s.log.Info("moderator joined", "moderator", who)
+	return nil
 }
 
 // SessionIDRequest is the channel request the inner hop sends the client

@@ -378,6 +378,21 @@ type Role struct {
 	// Masking holds masking rules for this role's sessions, added to the
 	// global ones.
 	Masking Masking `yaml:"masking"`
+	// Moderation holds a session until a moderator watches it.
+	Moderation Moderation `yaml:"moderation"`
+}
+
+// Moderation makes a role's sessions wait, before their command or shell
+// runs, until a moderator joins them read-only (postern watch, the web
+// UI's live view).
+type Moderation struct {
+	// Required turns it on.
+	Required bool `yaml:"required"`
+	// Timeout ends a session no moderator joined within it; 5m if zero.
+	Timeout Duration `yaml:"timeout"`
+	// Moderators are the groups or usernames whose watching counts; any
+	// holder of the moderator or admin permission if empty.
+	Moderators []string `yaml:"moderators"`
 }
 
 // Masking holds masking rules.

@@ -503,6 +503,12 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 		if len(r.Match.Issuers)+len(r.Match.Groups)+len(r.Match.Users)+len(r.Match.Claims) == 0 {
 			v.add(p+".match", "empty; a role must match issuers, groups, users or claims (it would match everyone)")
 		}
+		if r.Moderation.Timeout < 0 {
+			v.add(p+".moderation.timeout", "must not be negative")
+		}
+		if !r.Moderation.Required && (r.Moderation.Timeout != 0 || len(r.Moderation.Moderators) > 0) {
+			v.add(p+".moderation", "timeout and moderators need required: true")
+		}
 		for k, pat := range r.Match.Claims {
 			if k == "" {
 				v.add(p+".match.claims", "a claim name is empty")

@@ -90,6 +90,9 @@ type Options struct {
 	// Approvals serves the approvals pages (/ui/approvals) to identities
 	// with the approver or admin permission; there are none if nil.
 	Approvals Approvals
+	// OnWatch is told who opens the live view of which running session (a
+	// moderator joining it); nothing is told if nil.
+	OnWatch func(ctx context.Context, who certs.Identity, session string)
 	// Locked refuses the web session of an identity a lock matches (the
 	// kill switch, lock.Locker.Check): its login fails with the lock's
 	// message, and a session already open stops working. No lock check if
@@ -292,6 +295,20 @@ func (u *UI) withAuditor(w http.ResponseWriter, r *http.Request, page func(http.
 	page(w, r, s)
 }
 
+// withWatcher runs page for an auditor, or for a moderator when session
+// id is running (moderators watch live sessions, not recordings).
+func (u *UI) withWatcher(w http.ResponseWriter, r *http.Request, id string, page func(http.ResponseWriter, *http.Request, session)) {
+	if s, ok := u.currentSession(r); ok && !u.mayAudit(s.Identity) && u.opts.Permissions != nil &&
+		slices.Contains(u.opts.Permissions(s.Identity), players.PermModerator) {
+		if row, err := u.opts.State.GetSession(r.Context(), id); err == nil && row.Status == state.StatusRunning {
+			w.Header().Set("Cache-Control", "no-store")
+			page(w, r, s)
+			return
+		}
+	}
+	u.withAuditor(w, r, page)
+}
+
 func (u *UI) mayAudit(id certs.Identity) bool {
 	if u.opts.Permissions == nil {
 		return false
@@ -397,7 +414,7 @@ func (u *UI) sessionRoutes(w http.ResponseWriter, r *http.Request, rest string) 
 	}
 	switch sub {
 	case "":
-		u.withAuditor(w, r, func(w http.ResponseWriter, r *http.Request, s session) { u.sessionPage(w, r, s, id) })
+		u.withWatcher(w, r, id, func(w http.ResponseWriter, r *http.Request, s session) { u.sessionPage(w, r, s, id) })
 	case "cast":
 		// The sessions API does the work, authenticated by the cookie.
 		r2 := r.Clone(r.Context())
@@ -408,7 +425,12 @@ func (u *UI) sessionRoutes(w http.ResponseWriter, r *http.Request, rest string) 
 		r2.URL.RawQuery = q.Encode()
 		u.api.ServeHTTP(w, r2)
 	case "live":
-		u.withAuditor(w, r, func(w http.ResponseWriter, r *http.Request, _ session) { u.live(w, r, id) })
+		u.withWatcher(w, r, id, func(w http.ResponseWriter, r *http.Request, s session) {
+			if u.opts.OnWatch != nil {
+				u.opts.OnWatch(r.Context(), s.Identity, id)
+			}
+			u.live(w, r, id)
+		})
 	default:
 		u.errorPage(w, r, http.StatusNotFound, "There is no such page.")
 	}

@@ -241,10 +241,14 @@ func TestUIForbiddenForNonAuditor(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "auditor") || strings.Contains(string(body), id) {
 		t.Fatalf("got %d; want a 403 page without sessions", resp.StatusCode)
 	}
-	for _, p := range []string{"/ui/sessions/" + id, "/ui/sessions/" + id + "/cast", "/ui/sessions/" + id + "/live"} {
+	for _, p := range []string{"/ui/sessions/" + id, "/ui/sessions/" + id + "/live"} {
 		if resp, _ := get(t, c, f.srv.URL+p); resp.StatusCode != http.StatusForbidden {
 			t.Errorf("%s: got %d; want 403", p, resp.StatusCode)
 		}
+	}
+	// The cast of another's session does not exist for a non-auditor.
+	if resp, _ := get(t, c, f.srv.URL+"/ui/sessions/"+id+"/cast"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("cast: got %d; want 404", resp.StatusCode)
 	}
 }
 
