@@ -309,7 +309,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
 			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
 			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
-			Approvals: webApprovals{broker: broker}, Locked: locked, OnWatch: s.joinSession,
+			Approvals: webApprovals{broker: broker}, Locked: locked, OnWatch: s.joinSession, Locks: webLocks{locker: s.locks},
 		})
 		if err != nil {
 			return fmt.Errorf("web UI: %w", err)

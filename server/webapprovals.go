@@ -7,6 +7,7 @@ import (
 
 	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/players/web"
 	"github.com/posternhq/postern/state"
 )
@@ -38,4 +39,25 @@ func (w webApprovals) Decide(ctx context.Context, id string, approver certs.Iden
 	_, err := w.broker.Decide(ctx, id, approval.Decision{Approver: approver, Trusted: true,
 		Approve: approve, Reason: reason, Via: "web"})
 	return err
+}
+
+// webLocks adapts the kill switch to the web UI's locks page and Terminate
+// button. The UI lets admins make any lock and moderators session locks.
+type webLocks struct {
+	locker *lock.Locker
+}
+
+var _ web.Locks = webLocks{}
+
+func (w webLocks) List(ctx context.Context) ([]state.Lock, error) {
+	return w.locker.List(ctx, false, 0)
+}
+
+func (w webLocks) Lock(ctx context.Context, r web.LockRequest) (state.Lock, error) {
+	return w.locker.Lock(ctx, lock.Spec{Kind: r.Kind, Name: r.Name, Reason: r.Reason, TTL: r.TTL, By: r.By,
+		Identity: certs.Identity{Issuer: r.Issuer, Subject: r.Subject, Username: r.Username}})
+}
+
+func (w webLocks) Unlock(ctx context.Context, id, by string) error {
+	return w.locker.Unlock(ctx, id, by)
 }

@@ -90,6 +90,9 @@ type Options struct {
 	// Approvals serves the approvals pages (/ui/approvals) to identities
 	// with the approver or admin permission; there are none if nil.
 	Approvals Approvals
+	// Locks serves the locks page (/ui/locks) and the Terminate button of
+	// running sessions to admins and moderators; there are none if nil.
+	Locks Locks
 	// OnWatch is told who opens the live view of which running session (a
 	// moderator joining it); nothing is told if nil.
 	OnWatch func(ctx context.Context, who certs.Identity, session string)
@@ -242,6 +245,8 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.sessionRoutes(w, r, strings.TrimPrefix(rest, "/sessions/"))
 	case rest == "/approvals" || strings.HasPrefix(rest, "/approvals/"):
 		u.approvalRoutes(w, r, strings.TrimPrefix(rest, "/approvals"))
+	case rest == "/locks" || strings.HasPrefix(rest, "/locks/"):
+		u.lockRoutes(w, r, strings.TrimPrefix(rest, "/locks"))
 	default:
 		u.errorPage(w, r, http.StatusNotFound, "There is no such page.")
 	}
@@ -341,6 +346,9 @@ type pageData struct {
 	Built   bool
 	// MayApprove shows the Approvals link.
 	MayApprove bool
+	// MayTerminate shows the Locks link and a running session's Terminate
+	// button; MayLock the lock form and Remove buttons.
+	MayTerminate, MayLock bool
 
 	// list page
 	Filter   state.SessionFilter
@@ -355,6 +363,9 @@ type pageData struct {
 	CastURL     string
 	LiveURL     string
 
+	// locks page
+	Locks []state.Lock
+
 	// approvals pages
 	Pending  []state.Approval
 	Decided  []state.Approval
@@ -365,6 +376,7 @@ type pageData struct {
 func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name string, d pageData) {
 	d.Base, d.Built = u.base, u.built
 	d.MayApprove = d.Session != nil && u.mayApprove(d.Session.Identity)
+	d.MayTerminate = d.Session != nil && u.mayTerminate(d.Session.Identity)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := u.tmpl.ExecuteTemplate(w, name, d); err != nil && r.Context().Err() == nil {
@@ -455,7 +467,7 @@ func (u *UI) sessionPage(w http.ResponseWriter, r *http.Request, s session, id s
 		u.internalError(w, r, err)
 		return
 	}
-	d := pageData{Title: "Session " + id, Session: &s}
+	d := pageData{Title: "Session " + id, Session: &s, Flash: u.takeFlash(w, r)}
 	detail := players.SessionDetail{Session: row}
 	if row.Status == state.StatusRunning {
 		detail.Integrity.Status = players.IntegrityRunning

@@ -24,9 +24,11 @@ import (
 	"github.com/posternhq/postern/certs/devidp/devidptest"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/internal/playtest"
 	"github.com/posternhq/postern/recorder"
+	"github.com/posternhq/postern/state"
 )
 
 // uiFixture is the web UI over a real recorder and stores, logging in
@@ -36,8 +38,10 @@ type uiFixture struct {
 	ui      *UI
 	srv     *httptest.Server
 	idp     *devidptest.Server
-	auditor atomic.Bool // whether the logged-in user has the auditor permission
-	locked  atomic.Bool // whether a lock matches the logged-in user
+	auditor atomic.Bool  // whether the logged-in user has the auditor permission
+	locked  atomic.Bool  // whether a lock matches the logged-in user
+	perms   atomic.Value // []string: the logged-in user's permissions, if set (else auditor's)
+	locker  *lock.Locker
 	reg     *prometheus.Registry
 }
 
@@ -46,6 +50,11 @@ func newUIFixture(t *testing.T) *uiFixture {
 	f := &uiFixture{env: playtest.New(t), reg: prometheus.NewRegistry()}
 	f.auditor.Store(true)
 	f.idp = devidptest.Start(t, devidp.Options{})
+	var err0 error
+	if f.locker, err0 = lock.New(context.Background(), lock.Options{Store: f.env.State, Poll: time.Hour}); err0 != nil {
+		t.Fatal(err0)
+	}
+	t.Cleanup(f.locker.Close)
 	v, err := certs.NewVerifier(context.Background(), []config.Issuer{{
 		Name: "dev", IssuerURL: f.idp.URL, ClientID: f.idp.ClientID(), Kind: "human", GroupsClaim: "groups",
 	}}, certs.VerifierOptions{})
@@ -67,6 +76,9 @@ func newUIFixture(t *testing.T) *uiFixture {
 		RedirectURL: f.srv.URL + "/callback",
 		Verifier:    v,
 		Permissions: func(id certs.Identity) []string {
+			if p, ok := f.perms.Load().([]string); ok {
+				return p
+			}
 			if f.auditor.Load() {
 				return []string{players.PermAuditor}
 			}
@@ -77,6 +89,7 @@ func newUIFixture(t *testing.T) *uiFixture {
 		Follow:    f.env.Recorder.Follow,
 		CookieKey: key,
 		Metrics:   f.reg,
+		Locks:     webLocker{f.locker},
 		Locked: func(certs.Identity) error {
 			if f.locked.Load() {
 				return &usererr.Error{Status: http.StatusForbidden, Code: "locked", Msg: "your access is locked: incident 42"}
@@ -91,6 +104,16 @@ func newUIFixture(t *testing.T) *uiFixture {
 	mux.Handle("/callback", f.ui)
 	return f
 }
+
+// webLocker adapts a lock.Locker to Locks, as the service does.
+type webLocker struct{ l *lock.Locker }
+
+func (w webLocker) List(ctx context.Context) ([]state.Lock, error) { return w.l.List(ctx, false, 0) }
+func (w webLocker) Lock(ctx context.Context, r LockRequest) (state.Lock, error) {
+	return w.l.Lock(ctx, lock.Spec{Kind: r.Kind, Name: r.Name, Reason: r.Reason, TTL: r.TTL, By: r.By,
+		Identity: certs.Identity{Issuer: r.Issuer, Subject: r.Subject, Username: r.Username}})
+}
+func (w webLocker) Unlock(ctx context.Context, id, by string) error { return w.l.Unlock(ctx, id, by) }
 
 // browser returns an HTTP client with a cookie jar that follows redirects.
 func (f *uiFixture) browser(t *testing.T) *http.Client {
@@ -201,6 +224,89 @@ func TestUILocked(t *testing.T) {
 	}
 	f.locked.Store(false)
 	f.login(t, c)
+}
+
+// TestUILocks: an admin sees the locks page, makes and removes a lock; a
+// moderator sees the page, terminates a running session from its page, and
+// may not lock a role; a post without the form token is refused.
+func TestUILocks(t *testing.T) {
+	f := newUIFixture(t)
+	f.perms.Store([]string{"admin"})
+	c := f.browser(t)
+	f.login(t, c)
+	_, body := get(t, c, f.srv.URL+"/ui/locks")
+	if !strings.Contains(body, "No lock is in force") || !strings.Contains(body, `id="lock"`) || !strings.Contains(body, `id="nav-locks"`) {
+		t.Fatalf("locks page:\n%s", body)
+	}
+	csrf := csrfOf(t, body)
+	post := func(path string, form url.Values) (*http.Response, string) {
+		t.Helper()
+		resp, err := c.PostForm(f.srv.URL+path, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, _ := post("/ui/locks", url.Values{"kind": {"role"}, "name": {"agents"}, "reason": {"x"}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a lock without the form token: %d; want 403", resp.StatusCode)
+	}
+	_, body = post("/ui/locks", url.Values{"csrf": {csrf}, "kind": {"role"}, "name": {"agents"}, "reason": {"runaway"}, "for": {"1h"}})
+	if !strings.Contains(body, "Locked (lock ") || !strings.Contains(body, "runaway") {
+		t.Fatalf("after locking a role:\n%s", body)
+	}
+	_, body = post("/ui/locks", url.Values{"csrf": {csrf}, "kind": {"role"}, "name": {"agents"}, "reason": {"x"}, "for": {"soon"}})
+	if !strings.Contains(body, "for must be a duration") {
+		t.Errorf("a bad duration:\n%s", body)
+	}
+	ls, _ := f.locker.List(context.Background(), false, 0)
+	if len(ls) != 1 || ls[0].Kind != "role" || ls[0].CreatedBy != "dev@example.com" || ls[0].Expires.IsZero() {
+		t.Fatalf("locks = %+v", ls)
+	}
+	_, body = post("/ui/locks/"+ls[0].ID+"/remove", url.Values{"csrf": {csrf}})
+	if !strings.Contains(body, "Lock "+ls[0].ID+" removed.") || !strings.Contains(body, "No lock is in force") {
+		t.Errorf("after removing:\n%s", body)
+	}
+
+	// A moderator: the page, the Terminate button, no role locks.
+	f.perms.Store([]string{"moderator"})
+	live := f.env.Start(t, "alice@example.com", "web-1", "top")
+	defer playtest.Finish(t, live)
+	_, body = get(t, c, f.srv.URL+"/ui/sessions/"+live.ID())
+	if !strings.Contains(body, `id="terminate"`) {
+		t.Fatalf("a running session's page for a moderator lacks Terminate:\n%s", body)
+	}
+	_, body = post("/ui/locks", url.Values{"csrf": {csrf}, "kind": {"session"}, "name": {live.ID()}, "reason": {"wrong db"}, "from": {"session"}})
+	if !strings.Contains(body, "Session terminated (lock ") {
+		t.Errorf("after terminating:\n%s", body)
+	}
+	if err := f.locker.Check(lock.Subject{Session: live.ID()}); err == nil {
+		t.Error("the session is not locked")
+	}
+	_, body = post("/ui/locks", url.Values{"csrf": {csrf}, "kind": {"role"}, "name": {"agents"}, "reason": {"x"}})
+	if !strings.Contains(body, "only an admin locks") {
+		t.Errorf("a moderator locking a role:\n%s", body)
+	}
+	if _, body := get(t, c, f.srv.URL+"/ui/locks"); strings.Contains(body, `id="lock"`) {
+		t.Error("a moderator sees the lock form")
+	}
+	f.perms.Store([]string{"auditor"})
+	if resp, _ := get(t, c, f.srv.URL+"/ui/locks"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("an auditor on the locks page: %d; want 403", resp.StatusCode)
+	}
+}
+
+// csrfOf finds the form token in a page.
+func csrfOf(t *testing.T, body string) string {
+	t.Helper()
+	const marker = `name="csrf" value="`
+	i := strings.Index(body, marker)
+	if i < 0 {
+		t.Fatalf("no form token in the page")
+	}
+	rest := body[i+len(marker):]
+	return rest[:strings.IndexByte(rest, '"')]
 }
 
 func TestUISecurityHeaders(t *testing.T) {
