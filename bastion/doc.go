@@ -44,7 +44,12 @@
 // certificate accepted by [certs.Authority.CheckUserCert] for the login and
 // source address, and its serial must not be revoked (checked in the state
 // store; an unavailable store fails closed; open connections recheck every
-// minute and end once their certificate is revoked). The result is a [ConnInfo],
+// minute and end once their certificate is revoked), and it must not be
+// locked (Options.Locks, read fresh from the store; the refusal is the one
+// case the client gets a banner, with the lock's reason). An open
+// connection runs on past its certificate's expiry when the same identity
+// holds a newer certificate for the same key (Options.Renewals: postern
+// agent renews it). The result is a [ConnInfo],
 // bound to the connection through a Permissions extension; channel handlers
 // read only that. Every success and failure is audited with its reason code,
 // source, key fingerprint and serial, and failures are counted in
@@ -75,6 +80,12 @@
 //     may reach; exec "targets --json" prints the same as JSON ([Info]).
 //   - everything else (x11, auth-agent, streamlocal, forwarded-*) is refused
 //     with a message in the channel rejection.
+//
+// Connections and the channels to inventory targets register with the
+// kill switch (Options.Locks): a lock that comes to match one ends it with
+// the lock's reason (the connection after a 2-second grace, so that its
+// sessions tell the user and send exit status 124), and channels to a
+// locked target are refused.
 //
 // Denials are short and stable, and the same whether a target does not
 // exist or is not allowed: "postern: web-9: not allowed for

@@ -31,7 +31,8 @@
 //
 // An [Issuer] runs one ordered pipeline per request, each step a small
 // function: defaults (public key and ttl checks, per-source rate limit) →
-// identity (token verification through a [TokenVerifier]) → role policy (a
+// identity (token verification through a [TokenVerifier]) → locks (the
+// kill switch refuses a locked identity) → role policy (a
 // [Policy] grants logins and extensions) → limits (per-identity rate limit,
 // lifetime) → sign (user CA) → validate (the signed certificate is checked
 // with CheckUserCert before it leaves). Certificates always carry explicit
@@ -41,6 +42,16 @@
 // options. Each issuance, and each refusal after the token was verified, is
 // an audit event; counters postern_certs_issued_total{issuer,kind} and
 // postern_cert_requests_failed_total{code} are kept on an injected registry.
+//
+// [Issuer.IssueFor] runs the same pipeline without the token for an identity
+// another credential proved (the MCP endpoint's caller), and
+// IssuerOptions.Record keeps every certificate for renewals of open
+// connections.
+//
+// Issuer profiles (github-actions, kubernetes) preset workload issuers and
+// keep their claims (repository, ref, job_workflow_ref; kubernetes.io
+// namespace and service account) in [Identity.Claims], which rides in the
+// certificate for roles to match.
 //
 // [Issuer.Handler] serves POST /v1/certs (bearer ID token, JSON body of at
 // most 64 KiB). Every refusal is an [*usererr.Error] with a stable code and a message

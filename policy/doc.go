@@ -9,8 +9,10 @@
 // Everything is denied unless a role allows it. A role applies to an identity
 // when every non-empty list of its match section matches: the identity's
 // issuer is one of match.issuers, it is in any of match.groups, and its
-// username matches one of the match.users globs. A role with an empty match
-// section is a configuration error (write users: ["*"] to match everyone).
+// username matches one of the match.users globs, and each match.claims glob
+// matches the claim of that name its issuer kept (a workload token's
+// repository, ref, namespace). A role with an empty match section is a
+// configuration error (write users: ["*"] to match everyone).
 //
 // A role reaches the targets selected by name globs ([path.Match]) or label
 // selectors (all labels equal). On them it may use its logins and ports:
@@ -25,7 +27,8 @@
 // the least strict recording (off over optional over required), interactive if
 // any allows it, every forwarding right any grants (the union of their allow
 // lists), the longest max_session (unbounded if any is unbounded), and the
-// rules of all of them in role order (first match wins).
+// rules of all of them in role order (first match wins); a moderator is
+// required only if every one of them requires it.
 //
 // Denials carry a user-visible reason that is the same whether a target does
 // not exist or is not allowed, so the inventory does not leak: see

@@ -54,6 +54,17 @@
 // unrecorded and a recording.error event is audited; off records nothing.
 // A nil Recorder counts as a recording that cannot start.
 //
+// # Announcing, moderation, locks
+//
+// When a session starts, the client is sent its id in a session-id@postern
+// channel request (stock clients ignore it; the MCP server reads it). A
+// session whose role requires moderation waits, telling the user, until a
+// moderator joins it (Options.Moderation), or ends with exit 119. Every
+// begun session registers with the kill switch (Options.Locks): a lock on
+// its identity, role, target or the session itself aborts it with exit 124
+// and the lock's reason; an ssh target that keeps it running loses
+// postern's login to it after 250 ms.
+//
 // # Session end
 //
 // Every session ends at the certificate's expiry (a second

@@ -153,15 +153,7 @@ func (c *APIClient) GetJSON(ctx context.Context, path string, out any) error {
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
-		return fmt.Errorf("decode answer from %s: %w", req.URL.Path, err)
-	}
-	return nil
+	return c.doJSON(req, out, 64<<20)
 }
 
 // PostJSON POSTs body as JSON to path and decodes the JSON answer into out.
@@ -175,12 +167,17 @@ func (c *APIClient) PostJSON(ctx context.Context, path string, body, out any) er
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	return c.doJSON(req, out, 1<<20)
+}
+
+// doJSON sends req and decodes at most limit bytes of JSON answer into out.
+func (c *APIClient) doJSON(req *http.Request, out any, limit int64) error {
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(out); err != nil {
 		return fmt.Errorf("decode answer from %s: %w", req.URL.Path, err)
 	}
 	return nil

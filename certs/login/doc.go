@@ -57,6 +57,12 @@
 // or the certificate has expired, or the profile belongs to another bastion,
 // Login renews.
 //
+// [RunAgent] (postern agent) repeats a login with a [TokenSource] — a file
+// another system refreshes, GitHub Actions' token service, a command —
+// whenever a third of the certificate's lifetime is left, keeping the key
+// and replacing the certificate file atomically; failures are reported
+// with their stage ([RenewalError]) and retried with a backoff.
+//
 // # Imports
 //
 // login imports certs (the API types); it never imports the server side

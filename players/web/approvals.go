@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -115,35 +114,9 @@ func (u *UI) approvalRoutes(w http.ResponseWriter, r *http.Request, rest string)
 	}
 }
 
-// withApprover runs page for a logged-in approver or admin: GET pages
-// when post is false, POST with a valid CSRF token when it is true. It
-// sends others to the login or answers 403.
+// withApprover runs page for a logged-in approver or admin (see withPerm).
 func (u *UI) withApprover(w http.ResponseWriter, r *http.Request, post bool, page func(http.ResponseWriter, *http.Request, session)) {
-	w.Header().Set("Cache-Control", "no-store")
-	if post && r.Method != http.MethodPost || !post && r.Method != http.MethodGet && r.Method != http.MethodHead {
-		u.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
-		return
-	}
-	s, ok := u.currentSession(r)
-	if !ok {
-		if post {
-			u.errorPage(w, r, http.StatusForbidden, "Your login has expired. Log in again and retry.")
-			return
-		}
-		ret := strings.TrimPrefix(r.URL.RequestURI(), u.base)
-		http.Redirect(w, r, u.base+"/login?return="+url.QueryEscape(ret), http.StatusFound)
-		return
-	}
-	if !u.mayApprove(s.Identity) {
-		u.render(w, r, http.StatusForbidden, "forbidden.html", pageData{Session: &s, Title: "Forbidden",
-			Message: "You are logged in as " + s.Identity.Username + ", but approval requests need the approver (or admin) permission."})
-		return
-	}
-	if post && !u.checkCSRF(r, s) {
-		u.errorPage(w, r, http.StatusForbidden, "The request did not carry a valid form token. Reload the page and try again.")
-		return
-	}
-	page(w, r, s)
+	u.withPerm(w, r, post, u.mayApprove, "approval requests need the approver (or admin) permission", page)
 }
 
 func (u *UI) approvalsPage(w http.ResponseWriter, r *http.Request, s session) {

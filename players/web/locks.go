@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -59,6 +60,9 @@ func (u *UI) hasPerm(id certs.Identity, perms ...string) bool {
 	return slices.ContainsFunc(perms, func(p string) bool { return slices.Contains(have, p) })
 }
 
+// needModerator says what the locks page needs.
+const needModerator = "locks need the admin (or moderator) permission"
+
 // lockRoutes serves /ui/locks (GET: the page; POST: make a lock) and
 // /ui/locks/{id}/remove; rest is the path after /locks.
 func (u *UI) lockRoutes(w http.ResponseWriter, r *http.Request, rest string) {
@@ -69,9 +73,9 @@ func (u *UI) lockRoutes(w http.ResponseWriter, r *http.Request, rest string) {
 	switch {
 	case rest == "" || rest == "/":
 		if r.Method == http.MethodPost {
-			u.withPerm(w, r, true, u.mayTerminate, u.makeLock)
+			u.withPerm(w, r, true, u.mayTerminate, needModerator, u.makeLock)
 		} else {
-			u.withPerm(w, r, false, u.mayTerminate, u.locksPage)
+			u.withPerm(w, r, false, u.mayTerminate, needModerator, u.locksPage)
 		}
 	case strings.HasSuffix(rest, "/remove"):
 		id := strings.TrimSuffix(strings.TrimPrefix(rest, "/"), "/remove")
@@ -79,7 +83,7 @@ func (u *UI) lockRoutes(w http.ResponseWriter, r *http.Request, rest string) {
 			u.errorPage(w, r, http.StatusBadRequest, "That is not a lock id.")
 			return
 		}
-		u.withPerm(w, r, true, u.mayLock, func(w http.ResponseWriter, r *http.Request, s session) {
+		u.withPerm(w, r, true, u.mayLock, "removing a lock needs the admin permission", func(w http.ResponseWriter, r *http.Request, s session) {
 			f := u.flashFor(u.opts.Locks.Unlock(r.Context(), id, s.Identity.Username), "Lock "+id+" removed.")
 			u.redirectFlash(w, r, f, "/locks")
 		})
@@ -89,8 +93,10 @@ func (u *UI) lockRoutes(w http.ResponseWriter, r *http.Request, rest string) {
 }
 
 // withPerm runs page for a logged-in identity that may: GET pages when
-// post is false, POST with a valid CSRF token when it is true.
-func (u *UI) withPerm(w http.ResponseWriter, r *http.Request, post bool, may func(certs.Identity) bool, page func(http.ResponseWriter, *http.Request, session)) {
+// post is false, POST with a valid CSRF token when it is true. It sends
+// others to the login (a GET) or answers 403, saying what is needed.
+func (u *UI) withPerm(w http.ResponseWriter, r *http.Request, post bool, may func(certs.Identity) bool, need string,
+	page func(http.ResponseWriter, *http.Request, session)) {
 	w.Header().Set("Cache-Control", "no-store")
 	if post && r.Method != http.MethodPost || !post && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		u.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
@@ -98,12 +104,17 @@ func (u *UI) withPerm(w http.ResponseWriter, r *http.Request, post bool, may fun
 	}
 	s, ok := u.currentSession(r)
 	if !ok {
-		u.errorPage(w, r, http.StatusForbidden, "Log in first.")
+		if post {
+			u.errorPage(w, r, http.StatusForbidden, "Your login has expired. Log in again and retry.")
+			return
+		}
+		ret := strings.TrimPrefix(r.URL.RequestURI(), u.base)
+		http.Redirect(w, r, u.base+"/login?return="+url.QueryEscape(ret), http.StatusFound)
 		return
 	}
 	if !may(s.Identity) {
 		u.render(w, r, http.StatusForbidden, "forbidden.html", pageData{Session: &s, Title: "Forbidden",
-			Message: "You are logged in as " + s.Identity.Username + ", but this needs the admin (or moderator) permission."})
+			Message: "You are logged in as " + s.Identity.Username + ", but " + need + "."})
 		return
 	}
 	if post && !u.checkCSRF(r, s) {
