@@ -239,6 +239,32 @@ func (c *serverConn) writeInfoText(w io.Writer, inf Info) {
 				fmt.Fprintf(&buf, "  %s\n", h)
 			}
 		}
+		for _, t := range inf.Targets {
+			if len(t.Rules) == 0 && !t.Moderated && t.Interactive {
+				continue
+			}
+			fmt.Fprintf(&buf, "\non %s:\n", t.Name)
+			if !t.Interactive && t.Kind != config.KindTCP {
+				fmt.Fprintf(&buf, "  commands only (no interactive shell)\n")
+			}
+			if t.Moderated {
+				fmt.Fprintf(&buf, "  sessions wait until a moderator watches them\n")
+			}
+			for _, r := range t.Rules {
+				pat := r.Match
+				if pat == "" {
+					pat = r.Glob
+				}
+				switch r.Action {
+				case "approve":
+					fmt.Fprintf(&buf, "  %s: held for approval by %s\n", policy.Printable(pat), strings.Join(r.Approvers, ", "))
+				case "deny":
+					fmt.Fprintf(&buf, "  %s: denied\n", policy.Printable(pat))
+				default:
+					fmt.Fprintf(&buf, "  %s: allowed\n", policy.Printable(pat))
+				}
+			}
+		}
 	}
 	_, _ = w.Write(buf.Bytes())
 }

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/policy"
 )
 
 func TestBastionSession(t *testing.T) {
@@ -150,5 +151,29 @@ func TestSessionRequests(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "roles:   none; you may reach no target") {
 		t.Errorf("stdout = %q; want the no-roles notice", stdout.String())
+	}
+}
+
+// TestInfoTextShowsRulesAndModeration: `ssh bastion` tells an agent which
+// commands are held or denied where, which targets are exec-only and which
+// wait for a moderator.
+func TestInfoTextShowsRulesAndModeration(t *testing.T) {
+	var b strings.Builder
+	(&serverConn{}).writeInfoText(&b, Info{User: "bot", Issuer: "ci", Kind: "agent", Roles: []string{"agents"},
+		Targets: []TargetInfo{
+			{Access: policy.Access{Name: "web-1", Kind: "ssh", Logins: []string{"deploy"}, Record: "required", Moderated: true,
+				Rules: []policy.RuleInfo{{Match: `\bdeploy\b`, Action: "approve", Approvers: []string{"sre"}},
+					{Glob: "shutdown*", Action: "deny"}}}},
+			{Access: policy.Access{Name: "web-2", Kind: "ssh", Logins: []string{"deploy"}, Record: "required", Interactive: true}},
+		}})
+	out := b.String()
+	for _, want := range []string{"on web-1:", "commands only (no interactive shell)", "sessions wait until a moderator watches them",
+		`\bdeploy\b: held for approval by sre`, "shutdown*: denied"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "on web-2:") {
+		t.Errorf("web-2 has nothing to say but is listed:\n%s", out)
 	}
 }
