@@ -49,8 +49,10 @@ func newSessionsCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sessions",
 		Short: "List, show and export recorded sessions",
-		Long: `List, show and export the sessions the bastion recorded. Needs the auditor
-(or admin) permission; authenticates with the profile of postern login.`,
+		Long: `List, show and export the sessions the bastion recorded. The auditor (or
+admin) permission sees every session, the moderator permission also the
+running ones (ls --status running), anyone else their own; authenticates
+with the profile of postern login.`,
 	}
 	cmd.AddCommand(newSessionsLsCmd(g), newSessionsShowCmd(g), newSessionsExportCmd(g))
 	return cmd
