@@ -288,16 +288,16 @@ func (c *serverConn) renewal(ci *ConnInfo) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, revocationTimeout)
 	defer cancel()
-	rc, err := c.s.opts.Renewals.LatestIssued(ctx, ssh.FingerprintSHA256(ci.Key), ci.Identity.Issuer, ci.Identity.Subject)
+	certs, err := c.s.opts.Renewals.IssuedFor(ctx, ssh.FingerprintSHA256(ci.Key), ci.Identity.Issuer, ci.Identity.Subject)
 	if err != nil {
-		if !errors.Is(err, state.ErrNotFound) {
-			ci.Log.Warn("look for a renewed certificate", "err", err)
-		}
+		ci.Log.Warn("look for a renewed certificate", "err", err)
 		return
 	}
-	if !rc.ValidBefore.After(ci.Expiry()) || !slices.Contains(rc.Principals, ci.Login) {
+	i := slices.IndexFunc(certs, func(rc state.IssuedCert) bool { return slices.Contains(rc.Principals, ci.Login) })
+	if i < 0 || !certs[i].ValidBefore.After(ci.Expiry()) {
 		return
 	}
+	rc := certs[i]
 	ci.renew(rc.Serial, rc.ValidBefore)
 	ci.Log.Info("connection renewed", "serial", rc.Serial, "until", rc.ValidBefore.UTC().Format(time.RFC3339))
 	c.s.audit(c.ctx, ci.Log, state.Event{

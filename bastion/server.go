@@ -57,7 +57,9 @@ type Locks interface {
 // a connection runs on past its certificate's expiry while the workload
 // keeps renewing (postern agent). *state.Store implements it.
 type Renewals interface {
-	LatestIssued(ctx context.Context, keyFingerprint, issuer, subject string) (state.IssuedCert, error)
+	// IssuedFor returns the unexpired, unrevoked certificates issued for
+	// the key and identity, the one that expires last first.
+	IssuedFor(ctx context.Context, keyFingerprint, issuer, subject string) ([]state.IssuedCert, error)
 }
 
 // Defaults of config.SSH.

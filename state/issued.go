@@ -21,7 +21,7 @@ type IssuedCert struct {
 	ValidBefore time.Time `json:"valid_before"`
 }
 
-// RecordIssued keeps c (a certificate just issued) for LatestIssued.
+// RecordIssued keeps c (a certificate just issued) for IssuedFor.
 // Certificates that expired a day ago are forgotten on the way.
 func (s *Store) RecordIssued(ctx context.Context, c IssuedCert) error {
 	now := s.now()
@@ -39,14 +39,14 @@ func (s *Store) RecordIssued(ctx context.Context, c IssuedCert) error {
 	})
 }
 
-// LatestIssued returns the certificate for key (fingerprint) and the
-// identity issuer/subject that expires last and is not revoked, or
-// ErrNotFound.
-func (s *Store) LatestIssued(ctx context.Context, key, issuer, subject string) (IssuedCert, error) {
-	cs, err := queryAll(ctx, s.db, "latest issued certificate", `SELECT serial, key_fp, issuer, subject, principals, valid_before
+// IssuedFor returns the unexpired, unrevoked certificates issued for key
+// (fingerprint) and the identity issuer/subject, the one that expires last
+// first (at most 16).
+func (s *Store) IssuedFor(ctx context.Context, key, issuer, subject string) ([]IssuedCert, error) {
+	return queryAll(ctx, s.db, "issued certificates", `SELECT serial, key_fp, issuer, subject, principals, valid_before
 		FROM issued_certs c WHERE key_fp = ? AND issuer = ? AND subject = ? AND valid_before > ?
 		AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial)
-		ORDER BY valid_before DESC LIMIT 1`, []any{key, issuer, subject, formatTime(s.now())},
+		ORDER BY valid_before DESC LIMIT 16`, []any{key, issuer, subject, formatTime(s.now())},
 		func(row rowScanner) (IssuedCert, error) {
 			var c IssuedCert
 			var serial int64
@@ -59,11 +59,4 @@ func (s *Store) LatestIssued(ctx context.Context, key, issuer, subject string) (
 			c.ValidBefore, err = parseTime(vb)
 			return c, err
 		})
-	if err != nil {
-		return IssuedCert{}, err
-	}
-	if len(cs) == 0 {
-		return IssuedCert{}, ErrNotFound
-	}
-	return cs[0], nil
 }

@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 )
@@ -31,12 +30,13 @@ func TestIssuedCerts(t *testing.T) {
 	if err := s.Revoke(ctx, 3, "test", "ops"); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.LatestIssued(ctx, "SHA256:k1", "ci", "bot")
-	if err != nil || got.Serial != 2 || !got.ValidBefore.Equal(now.Add(15*time.Minute)) || len(got.Principals) != 2 {
-		t.Fatalf("latest = %+v, %v; want serial 2 (3 is revoked)", got, err)
+	got, err := s.IssuedFor(ctx, "SHA256:k1", "ci", "bot")
+	if err != nil || len(got) != 2 || got[0].Serial != 2 || got[1].Serial != 1 ||
+		!got[0].ValidBefore.Equal(now.Add(15*time.Minute)) || len(got[0].Principals) != 2 {
+		t.Fatalf("issued = %+v, %v; want serials 2 then 1 (3 is revoked, 6 expired)", got, err)
 	}
-	if _, err := s.LatestIssued(ctx, "SHA256:k9", "ci", "bot"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("unknown key: %v", err)
+	if got, err := s.IssuedFor(ctx, "SHA256:k9", "ci", "bot"); err != nil || len(got) != 0 {
+		t.Errorf("unknown key: %v, %v", got, err)
 	}
 	if err := s.RecordIssued(ctx, IssuedCert{Serial: 1, KeyFingerprint: "x", Issuer: "ci", Subject: "bot", ValidBefore: now}); err != nil {
 		t.Errorf("recording a serial twice: %v", err)
