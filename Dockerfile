@@ -3,7 +3,8 @@
 # postern container image: a static binary on a distroless base, running as
 # the unprivileged "nonroot" user (uid 65532).
 #
-#   docker build -t postern:dev --build-arg VERSION=$(git describe --tags --always) .
+#   docker build -t postern:dev --build-arg VERSION=$(git describe --tags --always) \
+#     --build-arg COMMIT=$(git rev-parse HEAD) .
 #
 # Health: the image has no shell, so there is no HEALTHCHECK instruction here.
 # Orchestrators probe the HTTP listener instead:
@@ -29,8 +30,9 @@ RUN go mod download
 COPY . .
 COPY --from=web /src/players/web/assets/ players/web/assets/
 ARG VERSION=dev
+ARG COMMIT=
 RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
-      -ldflags "-s -w -X main.version=${VERSION}" \
+      -ldflags "-s -w -X github.com/posternhq/postern/internal/buildinfo.version=${VERSION} -X github.com/posternhq/postern/internal/buildinfo.commit=${COMMIT}" \
       -o /out/postern ./cmd/postern \
  && mkdir -p /out/data /out/config
 

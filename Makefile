@@ -2,8 +2,12 @@
 
 GO        ?= go
 BIN       := bin
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X main.version=$(VERSION)
+# The version is the git tag (v1.2.3); between tags, git describe's
+# v1.2.3-4-gabcdef012345; with no tag at all, v0.0.0-dev+<commit>.
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo "v0.0.0-dev+$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)")
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILDINFO := github.com/posternhq/postern/internal/buildinfo
+LDFLAGS   := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)
 # The default test run: every package, race detector on, bounded time.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 

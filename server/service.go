@@ -27,6 +27,7 @@ import (
 	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/guardrails"
 	"github.com/posternhq/postern/guardrails/pgproxy"
+	"github.com/posternhq/postern/internal/buildinfo"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/httpx"
 	"github.com/posternhq/postern/lock"
@@ -105,7 +106,8 @@ func isLoopbackListen(addr string) bool {
 func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	cfg := s.cfg
 	s.reg = prometheus.NewRegistry()
-	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Collector())
 
 	// Listeners first: in dev mode the issuer URL must carry the real port.
 	sshLn, err := net.Listen("tcp", cfg.Listen.SSH)

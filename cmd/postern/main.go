@@ -13,12 +13,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/posternhq/postern/internal/buildinfo"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/usererr"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -66,8 +64,10 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long:          "postern verifies OIDC identities, issues short-lived SSH certificates, forwards and records every session through it.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		// --version prints what `postern version` does: version, commit, Go.
+		Version: buildinfo.Get().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
@@ -158,10 +158,10 @@ func (g *globalFlags) logger() (*slog.Logger, error) {
 func newVersionCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
+		Short: "Print the version, the commit and the Go version of this build",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintln(g.stdout, "postern", version)
+			fmt.Fprintln(g.stdout, buildinfo.Get())
 			return nil
 		},
 	}

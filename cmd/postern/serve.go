@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/posternhq/postern/internal/buildinfo"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/server"
 )
@@ -36,7 +37,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 				reload = func() (*config.Config, error) { return loadConfig(g) }
 			}
 			svc, err := server.NewService(cfg, server.ServiceOptions{
-				Version: version, Log: log, Reload: reload,
+				Version: buildinfo.Get().Version, Log: log, Reload: reload,
 				Ready: func(sshAddr, httpAddr net.Addr) {
 					if cfg.Dev {
 						printDevTour(g, cfg)
