@@ -43,6 +43,7 @@ var importRules = map[string][]string{
 	"internal/netx":       {"*"},
 	"internal/atomicfile": {"*"},
 	"internal/promx":      {"*"},
+	"internal/buildinfo":  {"*"},
 	"internal/httpx":      {"*", "!internal/usererr"},
 	"internal/config":     {"*", "!guardrails/mask"},
 }
