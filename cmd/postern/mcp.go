@@ -4,6 +4,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
+	"github.com/posternhq/postern/internal/buildinfo"
 	"github.com/posternhq/postern/mcpserver"
 )
 
@@ -29,7 +30,7 @@ to stderr; stdout carries the protocol. See docs/agents.md.`,
 			if err != nil {
 				return err
 			}
-			srv, err := mcpserver.New(mcpserver.Options{Caller: caller, Version: version, Log: log})
+			srv, err := mcpserver.New(mcpserver.Options{Caller: caller, Version: buildinfo.Get().Version, Log: log})
 			if err != nil {
 				return err
 			}
