@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -46,6 +46,11 @@ func LoadWith(path string, override func(*Config)) (*Config, error) {
 	}
 	cfg, err := ParseWith(b, override)
 	if err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			ve.File = path // each problem reads "FILE:LINE: key.path: …"
+			return nil, err
+		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
@@ -62,13 +67,18 @@ func ParseWith(b []byte, override func(*Config)) (*Config, error) {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
 	}
 	cfg := &Config{}
+	k := &keyChecker{lines: map[string]int{}, secret: map[*yaml.Node]bool{}}
 	if len(root.Content) > 0 {
-		if err := expandSecrets(&root, ""); err != nil {
+		if err := expandSecrets(&root, "", k.secret); err != nil {
 			return nil, err
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(mustMarshal(&root)))
-		dec.KnownFields(true)
-		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		// Unknown keys and values of the wrong shape are found on the
+		// file's own tree (see keyChecker), so that each names its line.
+		k.check(&root, reflect.TypeFor[Config](), "")
+		if len(k.problems) > 0 {
+			return nil, &ValidationError{Problems: k.problems}
+		}
+		if err := root.Decode(cfg); err != nil {
 			return nil, decodeError(err)
 		}
 	}
@@ -77,20 +87,21 @@ func ParseWith(b []byte, override func(*Config)) (*Config, error) {
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			for i := range ve.Problems {
+				if ve.Problems[i].Line == 0 {
+					ve.Problems[i].Line = lineOf(k.lines, ve.Problems[i].Path)
+				}
+			}
+		}
 		return nil, err
 	}
 	return cfg, nil
 }
 
-func mustMarshal(n *yaml.Node) []byte {
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		panic(err) // a node tree that was just parsed always marshals
-	}
-	return b
-}
-
-// decodeError makes yaml.v3's type errors read as "line N: …".
+// decodeError reports a decoding failure the key check did not foresee,
+// with yaml.v3's line numbers.
 func decodeError(err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
@@ -104,23 +115,23 @@ var secretRef = regexp.MustCompile(`\$\{(env|file):([^}]+)\}`)
 // expandSecrets replaces ${env:NAME} and ${file:/path} in scalar values. An
 // unset variable or unreadable file is an error naming the key path; the value
 // itself is never printed.
-func expandSecrets(n *yaml.Node, path string) error {
+func expandSecrets(n *yaml.Node, path string, expanded map[*yaml.Node]bool) error {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			if err := expandSecrets(c, path); err != nil {
+			if err := expandSecrets(c, path, expanded); err != nil {
 				return err
 			}
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := expandSecrets(n.Content[i+1], joinPath(path, n.Content[i].Value)); err != nil {
+			if err := expandSecrets(n.Content[i+1], joinPath(path, n.Content[i].Value), expanded); err != nil {
 				return err
 			}
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			if err := expandSecrets(c, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := expandSecrets(c, fmt.Sprintf("%s[%d]", path, i), expanded); err != nil {
 				return err
 			}
 		}
@@ -143,6 +154,7 @@ func expandSecrets(n *yaml.Node, path string) error {
 		// An expanded value is always a string, never reinterpreted as YAML.
 		n.Tag = "!!str"
 		n.Style = yaml.DoubleQuotedStyle
+		expanded[n] = true
 	}
 	return nil
 }
@@ -624,9 +636,9 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-type validator struct{ errs []string }
+type validator struct{ errs []Problem }
 
-func (v *validator) add(path, msg string) { v.errs = append(v.errs, path+": "+msg) }
+func (v *validator) add(path, msg string) { v.errs = append(v.errs, Problem{Path: path, Msg: msg}) }
 
 func (v *validator) addr(path, a string) {
 	if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
@@ -655,17 +667,52 @@ func (v *validator) err() error {
 	return &ValidationError{Problems: v.errs}
 }
 
+// Problem is one thing wrong in a configuration.
+type Problem struct {
+	// Path is the key path of the offending key, e.g. roles[1].rules[0].match.
+	Path string
+	// Line is the line of the key in the file; 0 if unknown (a
+	// configuration not read from YAML, or a key that is missing).
+	Line int
+	// Msg says what is wrong and how to fix it.
+	Msg string
+}
+
+// String returns "line N: key.path: message" (without the line if unknown).
+func (p Problem) String() string {
+	s := p.Path + ": " + p.Msg
+	if p.Path == "" {
+		s = p.Msg
+	}
+	if p.Line > 0 {
+		return fmt.Sprintf("line %d: %s", p.Line, s)
+	}
+	return s
+}
+
 // ValidationError lists every problem found in a configuration.
 type ValidationError struct {
-	// Problems are "key.path: what is wrong and how to fix it".
-	Problems []string
+	// File is the configuration file, if it was read from one.
+	File string
+	// Problems are in the order found.
+	Problems []Problem
 }
 
 func (e *ValidationError) Error() string {
-	if len(e.Problems) == 1 {
-		return "invalid config: " + e.Problems[0]
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+		switch {
+		case e.File != "" && p.Line > 0:
+			lines[i] = fmt.Sprintf("%s:%d: %s", e.File, p.Line, Problem{Path: p.Path, Msg: p.Msg})
+		case e.File != "":
+			lines[i] = e.File + ": " + lines[i]
+		}
 	}
-	return "invalid config:\n  " + strings.Join(e.Problems, "\n  ")
+	if len(lines) == 1 {
+		return "invalid config: " + lines[0]
+	}
+	return "invalid config:\n  " + strings.Join(lines, "\n  ")
 }
 
 // sqlClasses are the statement classes rules may match as "sql:<class>"

@@ -69,7 +69,7 @@ func TestParseErrorsNameKeyPath(t *testing.T) {
 	tests := []struct {
 		name, src, want string
 	}{
-		{"unknown key", "listen: {ssh: ':22', htp: ':80'}", "field htp not found"},
+		{"unknown key", "listen: {ssh: ':22', htp: ':80'}", `line 1: listen.htp: unknown key "htp"; did you mean "http"?`},
 		{"bad duration", "identity: {cert_ttl: {human: forever}}", `"forever" is not a duration`},
 		{"missing env", "approvals: {slack: {signing_secret: '${env:POSTERN_TEST_UNSET_VAR}'}}", "approvals.slack.signing_secret: environment variable POSTERN_TEST_UNSET_VAR is not set"},
 		{"missing file", "approvals: {slack: {signing_secret: '${file:/nonexistent/x}'}}", "approvals.slack.signing_secret: cannot read secret file"},
@@ -123,6 +123,87 @@ roles: [{name: r, match: {claims: {repository: 'acme/app'}}}]`))
 	}
 	if k := c.Identity.Issuers[1]; k.Kind != "agent" {
 		t.Errorf("kubernetes issuer after defaults = %+v", k)
+	}
+}
+
+// TestErrorsNameFileLine: every problem names the key path and the line of
+// the offending key in the file as written (comments, flow style and
+// expanded secrets notwithstanding), in words rather than Go type names,
+// with the nearest valid key for a misspelled one.
+func TestErrorsNameFileLine(t *testing.T) {
+	t.Setenv("POSTERN_TEST_WORD", "not-a-number-secret")
+	src := `# postern
+listen: {ssh: "127.0.0.1:2222"}   # line 2
+
+recording:
+  # the fsync interval
+  fsync_interval: 5x
+roles:
+  - name: a
+    match: {groups: [x]}
+    targets: ["*"]
+  - name: b
+    # a typo below
+    mtach: {groups: [y]}
+    rules:
+      - {match: x, action: deny, aprovers: [sre]}
+ssh:
+  max_connections: "${env:POSTERN_TEST_WORD}"
+  penalty: {disabled: maybe}
+  upstream_reuse: [idle]
+targets: {name: t}
+`
+	path := filepath.Join(t.TempDir(), "postern.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil {
+		t.Fatal("Load succeeded")
+	}
+	for _, want := range []string{
+		path + `:6: recording.fsync_interval: "5x" is not a duration (write e.g. 90s, 15m, 8h)`,
+		path + `:13: roles[1].mtach: unknown key "mtach"; did you mean "match"?`,
+		path + `:15: roles[1].rules[0].aprovers: unknown key "aprovers"; did you mean "approvers"?`,
+		path + `:17: ssh.max_connections: must be a whole number (the value of a ${env:…} or ${file:…} reference given)`,
+		path + `:18: ssh.penalty.disabled: must be true or false ("maybe" given)`,
+		path + `:19: ssh.upstream_reuse: must be a mapping of keys (a list given)`,
+		path + `:20: targets: must be a list (a mapping given)`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not contain\n  %s\ngot:\n%s", want, err)
+		}
+	}
+	for _, never := range []string{"not-a-number-secret", "config.Role", "!!str", "into int", "field "} {
+		if strings.Contains(err.Error(), never) {
+			t.Errorf("error shows %q:\n%s", never, err)
+		}
+	}
+
+	// Validation problems name the line of their key too.
+	src = "listen: {ssh: \":22\"}\nroles:\n  - name: r\n    match: {groups: [g]}\n\n    record: sometimes\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+":6: roles[0].record: must be required, optional or off") {
+		t.Errorf("validation error = %v; want it on line 6", err)
+	}
+	// An unknown key far from every valid one lists the valid keys.
+	if _, err := Parse([]byte("recording: {zzzzzzzz: 1}")); err == nil ||
+		!strings.Contains(err.Error(), `unknown key "zzzzzzzz"; valid keys here: buffer_size,`) {
+		t.Errorf("far-off key: %v", err)
+	}
+}
+
+func TestNearest(t *testing.T) {
+	keys := []string{"approvers", "approvals", "match", "glob", "action", "timeout", "fsync_interval"}
+	for _, tc := range []struct{ in, want string }{
+		{"mtach", "match"}, {"aprovers", "approvers"}, {"Action", "action"}, {"fsync-interval", "fsync_interval"},
+		{"timout", "timeout"}, {"glb", "glob"}, {"zz", ""}, {"banana", ""}, {"a", ""},
+	} {
+		if got := nearest(tc.in, keys); got != tc.want {
+			t.Errorf("nearest(%q) = %q; want %q", tc.in, got, tc.want)
+		}
 	}
 }
 
