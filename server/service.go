@@ -24,7 +24,6 @@ import (
 	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/bastion/innerhop"
 	"github.com/posternhq/postern/certs"
-	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/guardrails"
 	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/buildinfo"
@@ -72,7 +71,7 @@ type Service struct {
 	inner     *innerhop.Server
 	ssh       *bastion.Server
 	http      *http.Server
-	devIdP    *devidp.Provider
+	devIdP    http.Handler // the development issuer; nil outside --dev
 	locks     *lock.Locker
 	mcp       *mcpserver.Handler
 }
@@ -83,6 +82,10 @@ func NewService(cfg *config.Config, opts ServiceOptions) (*Service, error) {
 		return nil, errors.New("bastion: ServiceOptions.Log is required")
 	}
 	if cfg.Dev {
+		if !DevModeBuilt {
+			_, err := newDevIdP(cfg, opts.Log)
+			return nil, err
+		}
 		for _, a := range []string{cfg.Listen.HTTP, cfg.Listen.SSH} {
 			if !isLoopbackListen(a) {
 				return nil, fmt.Errorf("development mode listens on loopback only; %s is not a loopback address", a)
@@ -174,12 +177,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 
 	if cfg.Dev {
 		s.log.Warn("DEVELOPMENT MODE: embedded OIDC issuer auto-approves logins; insecure, loopback only", "issuer", cfg.PublicURL+config.DevIssuerPath)
-		s.devIdP, err = devidp.New(devidp.Options{
-			Issuer: cfg.PublicURL + config.DevIssuerPath, ClientID: config.DevClientID,
-			Users:       []devidp.User{{Username: "dev", Email: "dev@example.com", Groups: []string{"dev", "auditors", "approvers", "admins"}}},
-			DefaultUser: "dev", Log: s.log.With("component", "devidp"),
-		})
-		if err != nil {
+		if s.devIdP, err = newDevIdP(cfg, s.log.With("component", "devidp")); err != nil {
 			return fmt.Errorf("start development issuer: %w", err)
 		}
 	}

@@ -69,6 +69,11 @@ type Options struct {
 	// Issuer selects an issuer from the bastion's list by name; required only
 	// when the bastion offers several interactive issuers.
 	Issuer string
+	// LoginHint names the account to sign in as (the OIDC login_hint
+	// parameter): identity providers may pre-fill it, and the development
+	// issuer signs in as that user instead of its default one. None if
+	// empty.
+	LoginHint string
 	// TTL is the requested certificate lifetime; the bastion's default for
 	// the identity's kind if zero. The bastion may shorten it.
 	TTL time.Duration

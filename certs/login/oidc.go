@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -86,7 +87,11 @@ func browserToken(ctx context.Context, o *Options, iss IssuerInfo) (string, erro
 		return "", err
 	}
 	state, nonce, pkce := randomString(), randomString(), oauth2.GenerateVerifier()
-	authURL := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(pkce), oidc.Nonce(nonce))
+	authOpts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(pkce), oidc.Nonce(nonce)}
+	if o.LoginHint != "" {
+		authOpts = append(authOpts, oauth2.SetAuthURLParam("login_hint", o.LoginHint))
+	}
+	authURL := conf.AuthCodeURL(state, authOpts...)
 
 	cb := newCallback(state)
 	srv := &http.Server{Handler: cb, ReadHeaderTimeout: 10 * time.Second}
@@ -300,9 +305,19 @@ func deviceToken(ctx context.Context, o *Options, iss IssuerInfo) (string, error
 	defer cancel()
 	var wg sync.WaitGroup
 	if iss.Dev && da.VerificationURIComplete != "" {
-		// The development issuer approves whoever visits the complete URL.
+		// The development issuer approves whoever visits the complete URL,
+		// as the user its "user" field names.
+		approve := da.VerificationURIComplete
+		if o.LoginHint != "" {
+			if u, err := url.Parse(approve); err == nil {
+				q := u.Query()
+				q.Set("user", o.LoginHint)
+				u.RawQuery = q.Encode()
+				approve = u.String()
+			}
+		}
 		wg.Go(func() {
-			if err := follow(pollCtx, o.HTTPClient, da.VerificationURIComplete); err != nil && pollCtx.Err() == nil {
+			if err := follow(pollCtx, o.HTTPClient, approve); err != nil && pollCtx.Err() == nil {
 				fmt.Fprintf(o.progress(), "Could not approve the device code automatically: %v\n", err)
 			}
 		})

@@ -21,6 +21,7 @@ type loginFlags struct {
 	tokenEnv  string
 	dir       string
 	issuer    string
+	as        string
 	ttl       time.Duration
 	quiet     bool
 	force     bool
@@ -72,6 +73,7 @@ func bindLoginFlags(fl *pflag.FlagSet, f *loginFlags) {
 	fl.StringVar(&f.tokenEnv, "token-env", "", "read an OIDC ID token from this environment variable (agents)")
 	fl.StringVar(&f.dir, "dir", "", "profile directory (default ~/.postern/<bastion-host>)")
 	fl.StringVar(&f.issuer, "issuer", "", "issuer name, when the bastion offers several")
+	fl.StringVar(&f.as, "as", "", "account to sign in as (sent as the OIDC login_hint; with serve --dev: dev or reviewer)")
 	fl.DurationVar(&f.ttl, "ttl", 0, "requested certificate lifetime, e.g. 1h (default: the bastion's)")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print nothing on success")
 	fl.BoolVar(&f.force, "force", false, "renew even if the current certificate is still fresh")
@@ -101,6 +103,7 @@ func loginOptions(g *globalFlags, f loginFlags) (login.Options, error) {
 		Bastion:    f.bastion,
 		Dir:        f.dir,
 		Issuer:     f.issuer,
+		LoginHint:  f.as,
 		TTL:        f.ttl,
 		Quiet:      f.quiet,
 		Force:      f.force,

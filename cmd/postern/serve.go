@@ -87,9 +87,14 @@ func printDevTour(g *globalFlags, cfg *config.Config) {
       postern login --bastion %[1]s
   Open a recorded shell on the built-in demo target:
       ssh -F ~/.postern/%[2]s/ssh_config -J %[3]s dev@demo
-  Check the recording and the audit log:
-      ls %[4]s/recordings/*/*/*/
+  Replay the newest recording, and check the audit log:
+      asciinema play "$(ls -t %[4]s/recordings/*/*/*/*.cast | head -n 1)"
       postern audit verify --dev --data-dir %[4]s
+  Commands starting with rm or sudo wait for approval; approve them as the
+  development reviewer:
+      postern login --bastion %[1]s --as reviewer --dir ~/.postern-reviewer
+      postern approvals ls --dir ~/.postern-reviewer
+      postern approvals approve <request-id> --dir ~/.postern-reviewer
 
 `, cfg.PublicURL, host, sshHost, cfg.DataDir)
 }

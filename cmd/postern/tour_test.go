@@ -73,6 +73,60 @@ func TestDevTour(t *testing.T) {
 		t.Errorf("deny rule: err = %v, output %q; want exit 120 and a postern: line", err, out)
 	}
 
+	// The approvals story of the tour: dev's `rm` is held until the
+	// development reviewer (postern login --as reviewer) approves it.
+	held := exec.Command("ssh", "-F", sshConfig, "-o", "BatchMode=yes", "-J", jump, "dev@demo",
+		"rm -f notes.txt; echo removed-after-approval")
+	var heldOut, heldErr testutil.LockedBuffer
+	held.Stdout, held.Stderr = &heldOut, &heldErr
+	if err := held.Start(); err != nil {
+		t.Fatal(err)
+	}
+	heldDone := make(chan error, 1)
+	go func() { heldDone <- held.Wait() }()
+	reviewer := t.TempDir()
+	if out, err := exec.Command(bin, "login", "--bastion", bastionURL, "--as", "reviewer", "--dir", reviewer, "--no-browser").CombinedOutput(); err != nil {
+		t.Fatalf("postern login --as reviewer: %v\n%s", err, out)
+	}
+	var pending []struct{ ID, Requester, Command string }
+	for deadline := time.Now().Add(30 * time.Second); len(pending) == 0; {
+		out, err := exec.Command(bin, "approvals", "ls", "--json", "--dir", reviewer).CombinedOutput()
+		if err != nil {
+			t.Fatalf("approvals ls as reviewer: %v\n%s", err, out)
+		}
+		if err := json.Unmarshal(out, &pending); err != nil {
+			t.Fatalf("approvals ls --json: %v\n%s", err, out)
+		}
+		if len(pending) == 0 {
+			select {
+			case err := <-heldDone:
+				t.Fatalf("the held command ended before approval: %v\nstdout %s\nstderr %s", err, heldOut.String(), heldErr.String())
+			case <-time.After(100 * time.Millisecond): // polling the API; the hold has no event a client can wait on
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pending request 30s after dev's rm; server log:\n%s", srv.Output())
+		}
+	}
+	if pending[0].Requester != "dev" {
+		t.Errorf("pending request %+v; want dev's", pending[0])
+	}
+	// dev cannot approve their own request.
+	if out, err := exec.Command(bin, "approvals", "approve", pending[0].ID, "--dir", profile).CombinedOutput(); err == nil {
+		t.Errorf("dev approved their own request:\n%s", out)
+	}
+	if out, err := exec.Command(bin, "approvals", "approve", pending[0].ID, "--reason", "tour", "--dir", reviewer).CombinedOutput(); err != nil {
+		t.Fatalf("approvals approve as reviewer: %v\n%s", err, out)
+	}
+	select {
+	case err := <-heldDone:
+		if err != nil || !strings.Contains(heldOut.String(), "removed-after-approval") || !strings.Contains(heldErr.String(), pending[0].ID) {
+			t.Errorf("held command after approval: %v\nstdout %s\nstderr %s", err, heldOut.String(), heldErr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the command was not released 30s after the approval; server log:\n%s", srv.Output())
+	}
+
 	// A recorded interactive shell (a pty forced with -tt).
 	shell := exec.Command("ssh", "-F", sshConfig, "-o", "BatchMode=yes", "-tt", "-J", jump, "dev@demo")
 	shell.Stdin = strings.NewReader("echo typed-in-the-shell\nexit\n")
@@ -87,11 +141,11 @@ func TestDevTour(t *testing.T) {
 	for {
 		metas, _ := filepath.Glob(filepath.Join(data, "recordings", "*", "*", "*", "*.json"))
 		casts, _ = filepath.Glob(filepath.Join(data, "recordings", "*", "*", "*", "*.cast"))
-		if len(metas) >= 3 && len(casts) >= 3 {
+		if len(metas) >= 4 && len(casts) >= 4 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("recordings = %v; want 3 sealed casts\nserver log:\n%s", casts, srv.Output())
+			t.Fatalf("recordings = %v; want 4 sealed casts\nserver log:\n%s", casts, srv.Output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -111,6 +165,13 @@ func TestDevTour(t *testing.T) {
 	if !sawExec || !sawShell {
 		t.Errorf("recordings lack the session output (exec %v, shell %v)", sawExec, sawShell)
 	}
+	// The README's command that plays one recording (the newest), from the
+	// directory that holds the data directory, as the tour runs it.
+	newest := exec.Command("sh", "-c", `asciinema play -i 0.01 "$(ls -t `+filepath.Base(data)+`/recordings/*/*/*/*.cast | head -n 1)"`)
+	newest.Dir = filepath.Dir(data)
+	if out, err := newest.CombinedOutput(); err != nil || !strings.Contains(string(out), "typed-in-the-shell") {
+		t.Errorf("playing the newest recording: %v\n%s", err, out)
+	}
 
 	// The players: list the sessions through the API with the login profile,
 	// then replay one by id.
@@ -122,8 +183,8 @@ func TestDevTour(t *testing.T) {
 	var rows []struct {
 		ID, Target, Identity string
 	}
-	if err := json.Unmarshal(lsOut, &rows); err != nil || len(rows) != 3 {
-		t.Fatalf("sessions ls --json = %s (%v); want 3 rows", lsOut, err)
+	if err := json.Unmarshal(lsOut, &rows); err != nil || len(rows) != 4 {
+		t.Fatalf("sessions ls --json = %s (%v); want 4 rows", lsOut, err)
 	}
 	for _, r := range rows {
 		if r.Target != "demo" || r.Identity != "dev" {
