@@ -144,3 +144,29 @@ func covers(pattern, pkg string) bool {
 	}
 	return pkg == pattern
 }
+
+// TestReleaseBuildLeavesOutDevIdP: a binary built with -tags nodevidp (make
+// release, the container image) contains neither the development issuer nor
+// the OpenID provider library it is built on.
+func TestReleaseBuildLeavesOutDevIdP(t *testing.T) {
+	testutil.Need(t, "go")
+	deps := func(tags ...string) []string {
+		args := append([]string{"list", "-deps"}, tags...)
+		cmd := exec.Command("go", append(args, "./cmd/postern")...)
+		cmd.Dir = testutil.RepoRoot(t)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list %v: %v", tags, err)
+		}
+		return strings.Fields(string(out))
+	}
+	dev := func(p string) bool {
+		return p == module+"certs/devidp" || strings.HasPrefix(p, "github.com/zitadel/")
+	}
+	if !slices.ContainsFunc(deps(), dev) {
+		t.Fatal("the default build has no development issuer: the check below proves nothing")
+	}
+	if got := slices.DeleteFunc(deps("-tags", "nodevidp"), func(p string) bool { return !dev(p) }); len(got) > 0 {
+		t.Errorf("a -tags nodevidp build still contains %v", got)
+	}
+}
