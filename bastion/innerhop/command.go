@@ -96,13 +96,13 @@ func (c *hopConn) commandSession(nc ssh.NewChannel) {
 				if s.handleEnv(req) && req.WantReply {
 					_ = req.Reply(true, nil)
 				}
-			case "shell", "exec":
+			case "shell", "exec", "subsystem":
 				if s.hasBegun() {
 					_ = req.Reply(false, nil)
 					continue
 				}
 				command := ""
-				if req.Type == kindExec {
+				if req.Type != kindShell {
 					var p struct{ Value string }
 					if err := ssh.Unmarshal(req.Payload, &p); err != nil {
 						_ = req.Reply(false, nil)
@@ -110,13 +110,27 @@ func (c *hopConn) commandSession(nc ssh.NewChannel) {
 					}
 					command = p.Value
 				}
+				var argv []string
+				if req.Type == kindSubsystem {
+					if argv = c.t.Subsystems[command]; len(argv) == 0 {
+						// Accepted so that the client shows why, rather than
+						// "subsystem request failed".
+						_ = req.Reply(true, nil)
+						s.abort(noSubsystem(c.t.Name, command))
+						started <- nil
+						continue
+					}
+					if command == "sftp" {
+						s.sftp.Store(newSFTPAudit(s.c, s.id))
+					}
+				}
 				if ue := s.begin(req.Type, command); ue != nil {
 					_ = req.Reply(true, nil)
 					s.abort(ue)
 					started <- nil
 					continue
 				}
-				p, err := c.startProcess(s, command)
+				p, err := c.startProcess(s, command, argv)
 				_ = req.Reply(true, nil)
 				if err != nil {
 					s.abort(&usererr.Error{Msg: "the command could not start", Code: "command_failed", Exit: ExitCommandFailed, Err: err})
@@ -252,14 +266,30 @@ func (s *hopSession) commandEnv(ra runAs) []string {
 	return env
 }
 
-// startProcess starts the program for a shell (command "") or exec request.
-func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, error) {
-	argv := slices.Clone(c.t.Command)
-	if command != "" {
-		if len(c.t.Exec) > 0 {
-			argv = slices.Clone(c.t.Exec)
+// noSubsystem is the refusal of a subsystem (sftp, the SFTP mode of scp)
+// that a command target does not configure.
+func noSubsystem(target, name string) *usererr.Error {
+	msg := fmt.Sprintf("%s is a command target without a %q subsystem; it runs only its own program", target, name)
+	if name == "sftp" {
+		msg += " (its subsystems.sftp setting names an sftp-server program; scp -O uses the legacy protocol instead)"
+	}
+	return &usererr.Error{Msg: msg, Code: "no_subsystem", Exit: ExitCommandFailed}
+}
+
+// startProcess starts the program for a shell (command ""), an exec request,
+// or a subsystem (argv: the target's program for it, run without a pty).
+func (c *hopConn) startProcess(s *hopSession, command string, argv []string) (*hopProcess, error) {
+	subsystem := argv != nil
+	if subsystem {
+		argv = slices.Clone(argv)
+	} else {
+		argv = slices.Clone(c.t.Command)
+		if command != "" {
+			if len(c.t.Exec) > 0 {
+				argv = slices.Clone(c.t.Exec)
+			}
+			argv = append(argv, command)
 		}
-		argv = append(argv, command)
 	}
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("target %s has no command", c.t.Name)
@@ -286,7 +316,7 @@ func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, erro
 	cmd.Dir = dir
 	cmd.Env = s.commandEnv(ra)
 	p.cmd = cmd
-	if s.pty {
+	if s.pty && !subsystem {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Credential: ra.cred}
 		f, err := pty.StartWithAttrs(cmd, &pty.Winsize{Cols: uint16(s.cols), Rows: uint16(s.rows)}, cmd.SysProcAttr)
 		if err != nil {
@@ -321,9 +351,15 @@ func (c *hopConn) startProcess(s *hopSession, command string) (*hopProcess, erro
 		p.cleanup()
 		return nil, fmt.Errorf("stdin pipe: %w", err)
 	}
-	stdout, flushOut := s.maskStream(s.ch)
-	stderr, flushErr := s.maskStream(s.ch.Stderr())
-	p.flush = func() { flushOut(); flushErr() }
+	var stdout, stderr io.Writer = s.ch, s.ch.Stderr()
+	if !subsystem {
+		// A subsystem speaks a binary protocol (SFTP) that masking would
+		// corrupt; its operations are audited instead (sftpaudit.go).
+		var flushOut, flushErr func()
+		stdout, flushOut = s.maskStream(s.ch)
+		stderr, flushErr = s.maskStream(s.ch.Stderr())
+		p.flush = func() { flushOut(); flushErr() }
+	}
 	// The tap refuses data only when a required recording failed: the
 	// session ends with that cause, not with the killed program's signal.
 	refused := func(err error) {

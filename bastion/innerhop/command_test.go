@@ -1,8 +1,11 @@
 package innerhop
 
 import (
+	"bytes"
 	"os"
 	"os/user"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/state"
 )
 
@@ -192,5 +196,62 @@ func TestDemoTarget(t *testing.T) {
 	f.waitEvent(state.EventSessionEnd, 1)
 	if _, err := os.Stat(lines[1]); !os.IsNotExist(err) {
 		t.Errorf("demo directory %s outlived the session", lines[1])
+	}
+}
+
+// TestCommandTargetSubsystems: a command target with subsystems.sftp runs
+// OpenSSH's sftp-server for stock sftp and scp (SFTP mode), in its working
+// directory, with the SFTP operations audited; a command target without it
+// refuses the subsystem with a postern: line that says why, instead of
+// "subsystem request failed".
+func TestCommandTargetSubsystems(t *testing.T) {
+	server := config.SFTPServer()
+	if server == "" {
+		t.Skip("no sftp-server installed (openssh-sftp-server)")
+	}
+	testutil.Need(t, "sftp", "scp")
+	f := newHopFixture(t, fixtureOpts{record: "required"})
+	dir := t.TempDir()
+	f.setTargets(
+		config.Target{Name: "files", Kind: config.KindCommand, Command: []string{"/bin/sh"}, Dir: dir,
+			Subsystems: map[string][]string{"sftp": {server}}},
+		config.Target{Name: "tool", Kind: config.KindCommand, Command: []string{"/bin/sh"}},
+	)
+	src := filepath.Join(t.TempDir(), "up.txt")
+	data := []byte("postern sftp through a command target\n")
+	writeTestFile(t, src, string(data))
+
+	batch := filepath.Join(t.TempDir(), "batch")
+	writeTestFile(t, batch, "put "+src+" up.txt\nrename up.txt moved.txt\nls\n")
+	if r := runClient(t, "sftp", nil, "-F", f.sshCfg, "-b", batch, "files"); r.Code != 0 || !strings.Contains(string(r.Stdout), "moved.txt") {
+		t.Fatalf("sftp: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "moved.txt")); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("file put through sftp: %q, %v", got, err)
+	}
+	down := filepath.Join(t.TempDir(), "down.txt")
+	if r := runClient(t, "scp", nil, "-F", f.sshCfg, "-q", "files:moved.txt", down); r.Code != 0 {
+		t.Fatalf("scp (SFTP mode): exit %d stderr %q", r.Code, r.Stderr)
+	}
+	if got, _ := os.ReadFile(down); !bytes.Equal(got, data) {
+		t.Errorf("scp down: %q", got)
+	}
+	f.waitEvent(state.EventSessionEnd, 2)
+	var ops []string
+	for _, e := range f.events.ofType(state.EventSFTP) {
+		ops = append(ops, e.Details["op"].(string))
+	}
+	if !slices.Contains(ops, "rename") || !slices.Contains(ops, "close") {
+		t.Errorf("sftp operations audited: %v; want rename and close", ops)
+	}
+
+	r := runClient(t, "sftp", nil, "-F", f.sshCfg, "-b", batch, "tool")
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), `postern: tool: tool is a command target without a "sftp" subsystem`) ||
+		strings.Contains(string(r.Stderr), "subsystem request failed") {
+		t.Errorf("sftp to a target without the subsystem: exit %d stderr %q", r.Code, r.Stderr)
+	}
+	r = runClient(t, "scp", nil, "-F", f.sshCfg, "-q", src, "tool:x")
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), `postern: tool: tool is a command target without a "sftp" subsystem`) {
+		t.Errorf("scp to a target without the subsystem: exit %d stderr %q", r.Code, r.Stderr)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/recorder"
 )
@@ -127,6 +128,31 @@ func TestDevTour(t *testing.T) {
 		t.Fatalf("the command was not released 30s after the approval; server log:\n%s", srv.Output())
 	}
 
+	// sftp and scp (SFTP mode) to the demo target, whose sftp subsystem is
+	// OpenSSH's sftp-server.
+	sessions := 4 // the exec, the denied one, the held one, the shell
+	if config.SFTPServer() != "" {
+		sessions += 2
+		xfer := t.TempDir()
+		src := filepath.Join(xfer, "up.txt")
+		if err := os.WriteFile(src, []byte("through the demo target\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("scp", "-F", sshConfig, "-o", "BatchMode=yes", "-J", jump, src, "dev@demo:"+filepath.Join(xfer, "scp.txt")).CombinedOutput(); err != nil {
+			t.Errorf("scp to demo: %v\n%s", err, out)
+		}
+		batch := filepath.Join(xfer, "batch")
+		if err := os.WriteFile(batch, []byte("get "+filepath.Join(xfer, "scp.txt")+" "+filepath.Join(xfer, "back.txt")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("sftp", "-F", sshConfig, "-o", "BatchMode=yes", "-J", jump, "-b", batch, "dev@demo").CombinedOutput(); err != nil {
+			t.Errorf("sftp from demo: %v\n%s", err, out)
+		}
+		if b, err := os.ReadFile(filepath.Join(xfer, "back.txt")); err != nil || string(b) != "through the demo target\n" {
+			t.Errorf("file round trip through demo: %q, %v", b, err)
+		}
+	}
+
 	// A recorded interactive shell (a pty forced with -tt).
 	shell := exec.Command("ssh", "-F", sshConfig, "-o", "BatchMode=yes", "-tt", "-J", jump, "dev@demo")
 	shell.Stdin = strings.NewReader("echo typed-in-the-shell\nexit\n")
@@ -141,11 +167,11 @@ func TestDevTour(t *testing.T) {
 	for {
 		metas, _ := filepath.Glob(filepath.Join(data, "recordings", "*", "*", "*", "*.json"))
 		casts, _ = filepath.Glob(filepath.Join(data, "recordings", "*", "*", "*", "*.cast"))
-		if len(metas) >= 4 && len(casts) >= 4 {
+		if len(metas) >= sessions && len(casts) >= sessions {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("recordings = %v; want 4 sealed casts\nserver log:\n%s", casts, srv.Output())
+			t.Fatalf("recordings = %v; want %d sealed casts\nserver log:\n%s", casts, sessions, srv.Output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -183,8 +209,8 @@ func TestDevTour(t *testing.T) {
 	var rows []struct {
 		ID, Target, Identity string
 	}
-	if err := json.Unmarshal(lsOut, &rows); err != nil || len(rows) != 4 {
-		t.Fatalf("sessions ls --json = %s (%v); want 4 rows", lsOut, err)
+	if err := json.Unmarshal(lsOut, &rows); err != nil || len(rows) != sessions {
+		t.Fatalf("sessions ls --json = %s (%v); want %d rows", lsOut, err, sessions)
 	}
 	for _, r := range rows {
 		if r.Target != "demo" || r.Identity != "dev" {

@@ -324,6 +324,12 @@ type Target struct {
 	// Exec is the program (and arguments) for an exec request; the exec
 	// string is appended as one final argument. Command if empty.
 	Exec []string `yaml:"exec"`
+	// Subsystems maps SSH subsystem names to the program a command target
+	// runs for them (no pty, in the same directory and environment as its
+	// command), e.g. {sftp: [/usr/lib/openssh/sftp-server]} so that sftp and
+	// scp (whose default mode is SFTP) work; a subsystem not listed is
+	// refused with a "postern:" line. None if empty.
+	Subsystems map[string][]string `yaml:"subsystems"`
 	// Env is injected into a command target's environment (secrets allowed).
 	Env map[string]string `yaml:"env"`
 	// RunAs is the OS user a command target runs as; postern's own user if empty.

@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 )
 
@@ -64,9 +65,11 @@ func Dev(dataDir string) (*Config, error) {
 }
 
 // DemoTarget is the development mode's built-in command target: an
-// interactive bash without profile files, in a throwaway directory.
+// interactive bash without profile files, in a throwaway directory, with
+// OpenSSH's sftp-server as its sftp subsystem (so that sftp and scp work)
+// when it is installed.
 func DemoTarget() Target {
-	return Target{
+	t := Target{
 		Name:    "demo",
 		Kind:    KindCommand,
 		Command: []string{"/bin/bash", "--noprofile", "--norc", "-i"},
@@ -74,6 +77,29 @@ func DemoTarget() Target {
 		Env:     map[string]string{"PS1": `demo:\w\$ `},
 		Labels:  map[string]string{"env": "dev"},
 	}
+	if p := SFTPServer(); p != "" {
+		t.Subsystems = map[string][]string{"sftp": {p}}
+	}
+	return t
+}
+
+// sftpServerPaths are where distributions install OpenSSH's sftp-server.
+var sftpServerPaths = []string{
+	"/usr/lib/openssh/sftp-server",     // Debian, Ubuntu
+	"/usr/libexec/openssh/sftp-server", // Fedora, RHEL
+	"/usr/lib/ssh/sftp-server",         // Arch, Alpine
+	"/usr/libexec/sftp-server",         // BSDs, macOS
+}
+
+// SFTPServer returns the path of OpenSSH's sftp-server on this machine, or
+// "" if none is installed.
+func SFTPServer() string {
+	for _, p := range sftpServerPaths {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
 }
 
 // ReloadDev re-applies the listener-derived fields after a caller changed the

@@ -467,12 +467,20 @@ func (c *Config) validateTargets(v *validator) map[string]bool {
 			if len(t.Command)+len(t.Exec) > 0 {
 				v.add(p+".command", "only command targets run a command")
 			}
+			if len(t.Subsystems) > 0 {
+				v.add(p+".subsystems", "only command targets run subsystem programs (an ssh target's sshd serves its own)")
+			}
 		case KindCommand:
 			if len(t.Command) == 0 {
 				v.add(p+".command", "missing; a command target needs a program, e.g. [psql, --no-psqlrc]")
 			}
 			if t.Address != "" {
 				v.add(p+".address", "command targets have no address")
+			}
+			for name, argv := range t.Subsystems {
+				if name == "" || len(argv) == 0 || argv[0] == "" {
+					v.add(p+".subsystems."+name, "give a subsystem name and the program to run, e.g. sftp: [/usr/lib/openssh/sftp-server]")
+				}
 			}
 		default:
 			v.add(p+".kind", "must be ssh, tcp or command")

@@ -51,6 +51,8 @@ func TestEveryInvalidValueNamesItsKey(t *testing.T) {
 		{"rule neither", role + "rules: [{action: deny}]}]", "roles[0].rules[0]: set exactly one of match"},
 		{"allow bad port", role + "forwarding: {allow: ['10.0.0.0/8:99999']}}]", "roles[0].forwarding.allow[0]"},
 		{"state scheme", "state: mysql://db", "state: scheme must be one of"},
+		{"subsystem on ssh target", "targets: [{name: a, kind: ssh, address: 'h:22', host_key: k, subsystems: {sftp: [x]}}]", "targets[0].subsystems: only command targets run subsystem programs"},
+		{"subsystem without program", "targets: [{name: a, kind: command, command: [sh], subsystems: {sftp: []}}]", "targets[0].subsystems.sftp: give a subsystem name and the program"},
 		{"storage not a url", "storage: '::'", "storage:"},
 		{"http listen", "listen: {http: 'localhost'}", "listen.http: must be host:port"},
 		{"audit key algorithm", "ca: {audit: {algorithm: rsa-3072}}", "ca.audit.algorithm: the audit signing key is always ed25519"},
