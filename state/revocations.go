@@ -2,6 +2,8 @@ package state
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -24,8 +26,10 @@ type Revocation struct {
 func serialColumn(serial uint64) int64 { return int64(serial) }
 
 // Revoke records serial as revoked and appends a cert.revoked audit event,
-// in one transaction: a revocation row always has its event. Revoking a
-// serial again keeps the first record and appends nothing.
+// in one transaction: a revocation row always has its event. The web UI
+// sessions of the identity the certificate was issued to (found by its
+// cert.issued audit event) end in the same transaction. Revoking a serial
+// again keeps the first record and appends nothing.
 func (s *Store) Revoke(ctx context.Context, serial uint64, reason, by string) error {
 	now := s.now().UTC().Truncate(time.Microsecond)
 	return s.Write(ctx, func(t *Tx) error {
@@ -37,11 +41,24 @@ func (s *Store) Revoke(ctx context.Context, serial uint64, reason, by string) er
 		if n, err := res.RowsAffected(); err == nil && n == 0 {
 			return nil
 		}
+		details := map[string]any{"serial": strconv.FormatUint(serial, 10), "reason": reason}
+		issuer, subject, ok, err := certificateIdentity(t.ctx, t.tx, serial)
+		if err != nil {
+			return fmt.Errorf("revoke serial %d: %w", serial, err)
+		}
+		if ok {
+			res, err := t.tx.ExecContext(t.ctx, `DELETE FROM web_sessions WHERE issuer = ? AND subject = ?`, issuer, subject)
+			if err != nil {
+				return fmt.Errorf("revoke serial %d: end web sessions: %w", serial, err)
+			}
+			n, _ := res.RowsAffected()
+			details["issuer"], details["subject"], details["web_sessions_ended"] = issuer, subject, n
+		}
 		_, err = t.Append(Event{
 			Time:    now,
 			Type:    EventCertRevoked,
 			Actor:   by,
-			Details: map[string]any{"serial": strconv.FormatUint(serial, 10), "reason": reason},
+			Details: details,
 		})
 		if err != nil {
 			return fmt.Errorf("audit revocation of serial %d: %w", serial, err)
@@ -78,4 +95,30 @@ func (s *Store) Revocations(ctx context.Context) ([]Revocation, error) {
 			r.Time, err = parseTime(t)
 			return r, err
 		})
+}
+
+// certificateIdentity returns the issuer and subject a certificate serial
+// was issued to, from its cert.issued audit event; ok is false for a serial
+// postern has no issuance record of (signed elsewhere).
+func certificateIdentity(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, serial uint64) (issuer, subject string, ok bool, err error) {
+	pattern := `%"serial":"` + strconv.FormatUint(serial, 10) + `"%`
+	rows, err := q.QueryContext(ctx, `SELECT details FROM audit_events WHERE type = ? AND details LIKE ? ORDER BY seq`,
+		EventCertIssued, pattern)
+	if err != nil {
+		return "", "", false, fmt.Errorf("find the issuance of serial %d: %w", serial, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			return "", "", false, fmt.Errorf("find the issuance of serial %d: %w", serial, err)
+		}
+		var d struct{ Serial, Issuer, Subject string }
+		if json.Unmarshal([]byte(raw), &d) == nil && d.Serial == strconv.FormatUint(serial, 10) && d.Subject != "" {
+			return d.Issuer, d.Subject, true, nil
+		}
+	}
+	return "", "", false, rows.Err()
 }
