@@ -301,7 +301,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	follow := FollowAcrossReplicas(s.recorder.Follow, s.state, replica, &http.Client{})
 	var ui http.Handler
 	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok {
-		key, err := web.LoadCookieKey(filepath.Join(cfg.DataDir, "ui_cookie.key"))
+		key, err := web.CookieKey(ctx, s.state)
 		if err != nil {
 			return fmt.Errorf("web UI cookie key: %w", err)
 		}

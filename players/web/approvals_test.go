@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,7 +128,7 @@ func newApprovalsFixture(t *testing.T, withApprovals bool) *approvalsFixture {
 	mux := http.NewServeMux()
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
-	key, err := LoadCookieKey(filepath.Join(env.Dir, "ui-cookie.key"))
+	key, err := CookieKey(context.Background(), env.State)
 	if err != nil {
 		t.Fatal(err)
 	}

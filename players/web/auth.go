@@ -5,15 +5,15 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -22,9 +22,9 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/posternhq/postern/certs"
-	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/state"
 )
 
 // Cookie names. With an https public URL the session cookie takes the
@@ -84,39 +84,45 @@ func (s *sealer) open(name, value string, v any) error {
 	return json.Unmarshal(plain, v)
 }
 
-// LoadCookieKey reads the 32-byte cookie key from path, creating it (mode
-// 0600) with a random key if it does not exist.
-func LoadCookieKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if len(b) != 32 {
-			return nil, fmt.Errorf("cookie key %s: want 32 bytes, have %d (remove it to generate a new one)", path, len(b))
+// cookieKeySecret names the cookie key in the state store's secrets.
+const cookieKeySecret = "web.cookie_key"
+
+// CookieKey returns the 32-byte key that seals the web UI's short-lived
+// cookies (the login in progress, flash messages), kept in the state store
+// so that every replica has the same one: a login started on one replica
+// finishes on another, and a restart logs nobody out. The first replica to
+// ask generates it.
+func CookieKey(ctx context.Context, st *state.Store) ([]byte, error) {
+	enc, err := st.Secret(ctx, cookieKeySecret, func() ([]byte, error) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
 		}
-		return b, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read cookie key: %w", err)
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("generate cookie key: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("write cookie key: %w", err)
-	}
-	if err := atomicfile.Create(path, key, 0o600); errors.Is(err, os.ErrExist) {
-		return LoadCookieKey(path) // another process created it first: use theirs
-	} else if err != nil {
+		return []byte(base64.StdEncoding.EncodeToString(key)), nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("cookie key: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(string(enc))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("cookie key in the state store is malformed (want 32 bytes in base64)")
 	}
 	return key, nil
 }
 
-// session is the content of the session cookie.
+// session is a logged-in browser: a row of the state store's web_sessions,
+// found by the hash of the random token in the session cookie.
 type session struct {
-	Identity certs.Identity `json:"id"`
-	Expires  int64          `json:"exp"`
-	CSRF     string         `json:"csrf"`
+	id       string // hex SHA-256 of the cookie token: the row's key
+	Identity certs.Identity
+	Expires  int64
+	CSRF     string
+}
+
+// sessionID is the key of the web session whose cookie holds token.
+func sessionID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
 }
 
 // pendingLogin is the content of the login cookie between the redirect to
@@ -273,11 +279,32 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 		u.internalError(w, r, err)
 		return
 	}
-	s := session{Identity: id, Expires: u.now().Add(u.ttl).Unix(), CSRF: csrf}
-	if err := u.setCookie(w, u.sessionCookieName(), s, u.ttl); err != nil {
+	token, err := randomToken()
+	if err != nil {
 		u.internalError(w, r, err)
 		return
 	}
+	idJSON, err := json.Marshal(id)
+	if err != nil {
+		u.internalError(w, r, err)
+		return
+	}
+	now := u.now()
+	// The session lives in the state store, so that every replica knows it
+	// and logout (or a revocation) ends it everywhere; the cookie holds
+	// only the token.
+	err = u.opts.State.PutWebSession(r.Context(), state.WebSession{
+		ID: sessionID(token), Issuer: id.Issuer, Subject: id.Subject, Identity: string(idJSON), CSRF: csrf,
+		Created: now, Expires: now.Add(u.ttl),
+	})
+	if err != nil {
+		u.internalError(w, r, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: u.sessionCookieName(), Value: token, Path: "/", MaxAge: int(u.ttl.Seconds()),
+		Secure: u.secure, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	})
 	u.log.Info("web login", "identity", id.Username, "issuer", id.Issuer)
 	u.logins.WithLabelValues("ok").Inc()
 	http.Redirect(w, r, u.base+pl.Return, http.StatusFound)
@@ -316,14 +343,23 @@ func safeReturn(p string) string {
 	return p
 }
 
-// currentSession returns the request's valid session, if any.
+// currentSession returns the request's valid session, if any: the web
+// session its cookie's token names, unexpired and not ended (logout,
+// revocation) on any replica.
 func (u *UI) currentSession(r *http.Request) (session, bool) {
-	var s session
 	c, err := r.Cookie(u.sessionCookieName())
-	if err != nil {
-		return s, false
+	if err != nil || c.Value == "" || len(c.Value) > 128 {
+		return session{}, false
 	}
-	if u.sealer.open(u.sessionCookieName(), c.Value, &s) != nil || s.Expires < u.now().Unix() {
+	ws, err := u.opts.State.GetWebSession(r.Context(), sessionID(c.Value))
+	if err != nil {
+		if !errors.Is(err, state.ErrNotFound) {
+			u.log.Warn("web session lookup failed", "err", err)
+		}
+		return session{}, false
+	}
+	s := session{id: ws.ID, Expires: ws.Expires.Unix(), CSRF: ws.CSRF}
+	if err := json.Unmarshal([]byte(ws.Identity), &s.Identity); err != nil || s.Expires < u.now().Unix() {
 		return session{}, false
 	}
 	// A locked identity's session stops working at once; logging in again

@@ -7,13 +7,18 @@
 //
 // Users log in with the configured OIDC issuer: authorization code flow
 // with PKCE (S256), state and nonce, kept between the redirect and the
-// callback in a short-lived sealed cookie. The ID token is verified by the
-// same verifier as POST /v1/certs, and the resulting identity is kept in the
-// session cookie: AES-256-GCM sealed with a key from the data directory
-// (LoadCookieKey), HttpOnly, SameSite=Lax, Secure (and __Host- prefixed)
-// when the public URL is https. Permissions are evaluated on every request
-// from the identity's roles: only auditors and admins see sessions; anyone
-// else gets a 403 page.
+// callback in a short-lived cookie sealed (AES-256-GCM) with a key every
+// replica shares through the state store (CookieKey). The ID token is
+// verified by the same verifier as POST /v1/certs, and the resulting
+// identity is kept server-side, in the state store's web sessions: the
+// session cookie holds only a random token (HttpOnly, SameSite=Lax, Secure
+// and __Host- prefixed when the public URL is https), the row is keyed by its
+// SHA-256. Any replica serves any request of the session; logout deletes the
+// row (a captured cookie stops working at once, everywhere), and so does the
+// revocation of a certificate of the same identity (state.Store.Revoke) or
+// state.Store.EndWebSessions (issuer + subject), the hook identity locks use.
+// Permissions are evaluated on every request from the identity's roles: only
+// auditors and admins see sessions; anyone else gets a 403 page.
 //
 // # Browser security
 //

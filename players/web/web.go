@@ -72,10 +72,13 @@ type Options struct {
 	// Follow tails a running session (the live view); live viewing is
 	// unavailable if nil.
 	Follow func(ctx context.Context, id string) (io.ReadCloser, error)
-	// CookieKey is the 32-byte key that seals the session cookie; see
-	// LoadCookieKey for one kept in the data directory. Required.
+	// CookieKey is the 32-byte key that seals the short-lived cookies (the
+	// login in progress, flash messages); see CookieKey for the one every
+	// replica shares through the state store. Sessions themselves live in
+	// the state store (web_sessions). Required.
 	CookieKey []byte
-	// SessionTTL is how long a login lasts; 8h if zero.
+	// SessionTTL is how long a login lasts (unless logged out, or ended by
+	// the revocation of a certificate of the same identity); 8h if zero.
 	SessionTTL time.Duration
 	// HTTPClient talks to the issuer; http.DefaultClient if nil.
 	HTTPClient *http.Client
@@ -332,6 +335,15 @@ func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
 	if ok && !u.checkCSRF(r, s) {
 		u.errorPage(w, r, http.StatusForbidden, "The request did not carry a valid form token. Reload the page and try again.")
 		return
+	}
+	if ok {
+		// Ends the session on every replica: the cookie, if kept or
+		// captured, no longer logs anyone in.
+		if err := u.opts.State.DeleteWebSession(r.Context(), s.id); err != nil {
+			u.internalError(w, r, err)
+			return
+		}
+		u.log.Info("web logout", "identity", s.Identity.Username, "issuer", s.Identity.Issuer)
 	}
 	u.clearCookie(w, u.sessionCookieName())
 	u.render(w, r, http.StatusOK, "message.html", pageData{Title: "Logged out", Message: "You are logged out."})

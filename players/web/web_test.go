@@ -64,7 +64,7 @@ func newUIFixture(t *testing.T) *uiFixture {
 	mux := http.NewServeMux()
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
-	key, err := LoadCookieKey(filepath.Join(f.env.Dir, "ui-cookie.key"))
+	key, err := CookieKey(context.Background(), f.env.State)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -672,4 +672,114 @@ func TestPickIssuer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sessionCookieOf returns the session cookie the browser c holds for f.
+func (f *uiFixture) sessionCookieOf(t *testing.T, c *http.Client) *http.Cookie {
+	t.Helper()
+	u, _ := url.Parse(f.srv.URL)
+	for _, ck := range c.Jar.Cookies(u) {
+		if ck.Name == sessionCookie {
+			return &http.Cookie{Name: ck.Name, Value: ck.Value}
+		}
+	}
+	t.Fatal("no session cookie after login")
+	return nil
+}
+
+// replay asks for /ui/ with nothing but a captured session cookie.
+func (f *uiFixture) replay(t *testing.T, base string, ck *http.Cookie) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/ui/", nil)
+	req.AddCookie(ck)
+	resp, err := noRedirect(&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestUILogoutEndsCapturedCookie: the session lives in the state store, not
+// in the cookie: a captured copy of the cookie works on another replica
+// (another UI on the same store) while the session lasts, and stops working
+// everywhere once the user logs out, without waiting for its expiry.
+func TestUILogoutEndsCapturedCookie(t *testing.T) {
+	f := newUIFixture(t)
+	c := f.browser(t)
+	body := f.login(t, c)
+	captured := f.sessionCookieOf(t, c)
+	if strings.Contains(captured.Value, "dev") || len(captured.Value) > 64 {
+		t.Errorf("the cookie carries more than a random token: %q", captured.Value)
+	}
+
+	// Another replica: a second UI sharing the state store.
+	key, err := CookieKey(context.Background(), f.env.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := New(Options{PublicURL: f.srv.URL, Issuer: f.idp.URL, ClientID: f.idp.ClientID(),
+		RedirectURL: f.srv.URL + "/callback", Verifier: certsVerifier(t, f), State: f.env.State, Store: f.env.Store,
+		Permissions: func(certs.Identity) []string { return []string{players.PermAuditor} }, CookieKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := httptest.NewServer(other)
+	t.Cleanup(replica.Close)
+	if got := f.replay(t, replica.URL, captured); got != http.StatusOK {
+		t.Fatalf("the session cookie on another replica: got %d; want 200", got)
+	}
+
+	i := strings.Index(body, `name="csrf" value="`)
+	tok := body[i+len(`name="csrf" value="`):]
+	tok = tok[:strings.IndexByte(tok, '"')]
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/ui/logout", strings.NewReader(url.Values{"csrf": {tok}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := noRedirect(c).Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for _, base := range []string{f.srv.URL, replica.URL} {
+		if got := f.replay(t, base, captured); got != http.StatusFound {
+			t.Errorf("captured cookie after logout at %s: got %d; want a redirect to the login", base, got)
+		}
+	}
+}
+
+// TestUIRevocationEndsWebSession: revoking a certificate issued to the
+// identity ends its web sessions: a captured cookie stops working at once.
+func TestUIRevocationEndsWebSession(t *testing.T) {
+	f := newUIFixture(t)
+	c := f.browser(t)
+	f.login(t, c)
+	captured := f.sessionCookieOf(t, c)
+	ctx := context.Background()
+	// The devidp signs in "dev" (issuer "dev", subject "dev"); a certificate
+	// issued to the same identity:
+	if _, err := f.env.State.Append(ctx, state.Event{Type: state.EventCertIssued, Actor: "dev",
+		Details: map[string]any{"serial": "4242", "issuer": "dev", "subject": "dev"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.replay(t, f.srv.URL, captured); got != http.StatusOK {
+		t.Fatalf("before the revocation: got %d", got)
+	}
+	if err := f.env.State.Revoke(ctx, 4242, "laptop lost", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.replay(t, f.srv.URL, captured); got != http.StatusFound {
+		t.Errorf("captured cookie after the revocation: got %d; want a redirect to the login", got)
+	}
+}
+
+// certsVerifier is the verifier of f's issuer.
+func certsVerifier(t *testing.T, f *uiFixture) certs.TokenVerifier {
+	t.Helper()
+	v, err := certs.NewVerifier(context.Background(), []config.Issuer{{
+		Name: "dev", IssuerURL: f.idp.URL, ClientID: f.idp.ClientID(), Kind: "human", GroupsClaim: "groups",
+	}}, certs.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
