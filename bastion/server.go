@@ -105,6 +105,10 @@ type Options struct {
 	// target whose kind has no handler is refused with "postern: <name>:
 	// not available".
 	Handlers map[string]TargetHandler
+	// HostKey is postern's own host key; it takes precedence over
+	// HostKeyFile (the service passes the one replicas share through the
+	// state store).
+	HostKey ssh.Signer
 	// HostKeyFile is postern's own ed25519 host key (OpenSSH PEM), generated
 	// with mode 0600 if missing; an in-memory key per Server if empty.
 	HostKeyFile string
@@ -205,8 +209,11 @@ func NewServer(opts Options) (*Server, error) {
 	if s.penalty, err = newPenaltyBox(opts.Config.Penalty, s.now); err != nil {
 		return nil, fmt.Errorf("bastion: %w", err)
 	}
-	if s.hostKey, err = loadHostKey(opts.HostKeyFile); err != nil {
-		return nil, fmt.Errorf("bastion: %w", err)
+	s.hostKey = opts.HostKey
+	if s.hostKey == nil {
+		if s.hostKey, err = loadHostKey(opts.HostKeyFile); err != nil {
+			return nil, fmt.Errorf("bastion: %w", err)
+		}
 	}
 	if _, err := s.hostSigners(); err != nil {
 		return nil, fmt.Errorf("bastion: %w", err)

@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -35,21 +36,27 @@ type AuditKey struct {
 // <dataDir>/ca/audit_key on first use. The key, and every trusted key, must
 // be ed25519.
 func LoadAuditKey(cfg config.CA, dataDir string) (*AuditKey, error) {
-	return loadAuditKey(cfg, dataDir, true)
+	return loadAuditKey(context.Background(), cfg, dataDir, nil, true)
 }
 
 // OpenAuditKey is LoadAuditKey for verifiers and `postern ca export
 // --audit`: it never generates a key and falls back to the public key file
 // when the private key is not readable (then the key cannot sign).
 func OpenAuditKey(cfg config.CA, dataDir string) (*AuditKey, error) {
-	return loadAuditKey(cfg, dataDir, false)
+	return loadAuditKey(context.Background(), cfg, dataDir, nil, false)
 }
 
-func loadAuditKey(cfg config.CA, dataDir string, generate bool) (*AuditKey, error) {
+// OpenAuditKeyFrom is OpenAuditKey for replicas sharing a state store: a
+// generated key is read from ks (see LoadAuthorityFrom), never created.
+func OpenAuditKeyFrom(ctx context.Context, cfg config.CA, dataDir string, ks KeyStore) (*AuditKey, error) {
+	return loadAuditKey(ctx, cfg, dataDir, ks, false)
+}
+
+func loadAuditKey(ctx context.Context, cfg config.CA, dataDir string, ks KeyStore, generate bool) (*AuditKey, error) {
 	if cfg.Algorithm != "" && cfg.Algorithm != AlgorithmEd25519 {
 		return nil, errors.New("ca.audit.algorithm: the audit signing key is always ed25519")
 	}
-	ca, err := loadCA(CAAudit, cfg, dataDir, generate)
+	ca, err := loadCA(ctx, CAAudit, cfg, dataDir, ks, generate)
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return fmt.Errorf("open state store: %w", err)
 	}
 	defer s.state.Close()
-	if s.authority, err = certs.LoadAuthority(cfg.CA, cfg.DataDir); err != nil {
+	if s.authority, err = loadAuthority(ctx, cfg, s.state); err != nil {
 		return fmt.Errorf("load certificate authorities: %w", err)
 	}
 	if s.policy, err = policy.New(cfg); err != nil {
@@ -259,6 +259,10 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return err
 	}
+	sshHostKey, err := hostKey(ctx, s.state)
+	if err != nil {
+		return err
+	}
 	s.ssh, err = bastion.NewServer(bastion.Options{
 		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state, Locks: s.locks, Renewals: s.state,
 		Handlers: map[string]bastion.TargetHandler{
@@ -267,7 +271,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			bastion.HandlerTCP:      bastion.Splice,
 			bastion.HandlerPostgres: pgproxy.Handler{Proxy: pg, Masking: masking},
 		},
-		HostKeyFile: filepath.Join(cfg.DataDir, "host_key"), HostNames: hostNames(cfg),
+		HostKey: sshHostKey, HostNames: hostNames(cfg),
 		Config: cfg.SSH, Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {

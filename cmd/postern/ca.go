@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/state"
 )
 
 // newCACmd is `postern ca`: export CA public keys, revoke certificates.
@@ -39,14 +41,25 @@ then any extra keys it still trusts during a rotation:
             --audit-key' trusts: give it to auditors through a channel of its
             own
 
-Keys are read, never generated: run postern serve once first.`,
+Keys are read, never generated: run postern serve once first. With a
+PostgreSQL state store, generated keys are read from it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(g)
 			if err != nil {
 				return err
 			}
-			out, err := exportCA(cfg, user, host, target, auditKey)
+			var ks certs.KeyStore
+			if cfg.SharedState() {
+				// Replicas keep generated keys in the shared state store.
+				st, err := state.Open(cmd.Context(), cfg.State, state.Options{})
+				if err != nil {
+					return fmt.Errorf("open state store: %w", err)
+				}
+				defer st.Close()
+				ks = st
+			}
+			out, err := exportCA(cmd.Context(), cfg, ks, user, host, target, auditKey)
 			if err != nil {
 				return err
 			}
@@ -65,28 +78,42 @@ Keys are read, never generated: run postern serve once first.`,
 }
 
 // exportCA returns the lines `ca export` prints for the selected CA.
-func exportCA(cfg *config.Config, user, host, target, auditKey bool) (string, error) {
+// Generated keys are read from ks (the shared state store) when it is not
+// nil, else from the data directory.
+func exportCA(ctx context.Context, cfg *config.Config, ks certs.KeyStore, user, host, target, auditKey bool) (string, error) {
+	open := func(name string, c config.CA) (*certs.CA, error) {
+		if ks != nil {
+			return certs.OpenCAFrom(ctx, name, c, cfg.DataDir, ks)
+		}
+		return certs.OpenCA(name, c, cfg.DataDir)
+	}
 	switch {
 	case auditKey:
-		k, err := certs.OpenAuditKey(cfg.CA.Audit, cfg.DataDir)
+		var k *certs.AuditKey
+		var err error
+		if ks != nil {
+			k, err = certs.OpenAuditKeyFrom(ctx, cfg.CA.Audit, cfg.DataDir, ks)
+		} else {
+			k, err = certs.OpenAuditKey(cfg.CA.Audit, cfg.DataDir)
+		}
 		if err != nil {
 			return "", err
 		}
 		return strings.Join(k.AuthorizedKeys(), "\n"), nil
 	case user:
-		ca, err := certs.OpenCA(certs.CAUser, cfg.CA.User, cfg.DataDir)
+		ca, err := open(certs.CAUser, cfg.CA.User)
 		if err != nil {
 			return "", err
 		}
 		return strings.Join(ca.AuthorizedKeys(), "\n"), nil
 	case host:
-		ca, err := certs.OpenCA(certs.CAHost, cfg.CA.Host, cfg.DataDir)
+		ca, err := open(certs.CAHost, cfg.CA.Host)
 		if err != nil {
 			return "", err
 		}
 		return (&certs.Authority{Host: ca}).HostCALine(), nil
 	case target:
-		ca, err := certs.OpenCA(certs.CATarget, cfg.CA.Target, cfg.DataDir)
+		ca, err := open(certs.CATarget, cfg.CA.Target)
 		if err != nil {
 			return "", err
 		}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -47,6 +48,12 @@ type Config struct {
 	// Dev reports whether the embedded development defaults are in force
 	// (set by `postern serve --dev`, never from the file).
 	Dev bool `yaml:"-"`
+}
+
+// SharedState reports whether the state store is one several replicas can
+// share (PostgreSQL), as opposed to a SQLite file.
+func (c *Config) SharedState() bool {
+	return strings.HasPrefix(c.State, "postgres://") || strings.HasPrefix(c.State, "postgresql://")
 }
 
 // Listen holds listening addresses.
