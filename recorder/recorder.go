@@ -72,12 +72,18 @@ type Options struct {
 	// zero.
 	MinSpoolFree int64
 	// Replica names this server replica in the sessions index; Recover
-	// only touches sessions of its own replica.
+	// only touches sessions of its own replica, RecoverDead those of
+	// replicas that stopped sending heartbeats.
 	Replica string
 	// Signer signs each sealed recording's digest record (audit.SealRecord,
 	// kept in the session.sealed event and the metadata JSON); seals are
 	// unsigned if nil, which `postern audit verify` reports.
 	Signer audit.Signer
+	// CheckpointInterval is how often a recording's new bytes are copied
+	// into the state store's journal, so that another replica can complete
+	// it if this one dies (see journal.go); no checkpoints if zero (a single
+	// replica, whose spool is on the disk it restarts with).
+	CheckpointInterval time.Duration
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Log receives the recorder's logs; discarded if nil.
@@ -301,6 +307,7 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 		s.discard()
 		return nil, fmt.Errorf("write cast header: %w", err)
 	}
+	s.written.Store(s.size)
 	if ss, ok := r.opts.Store.(StreamingStore); ok {
 		// The store follows the spool as it grows; Begin never waits on
 		// the network.

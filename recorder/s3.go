@@ -39,6 +39,30 @@ type Upload interface {
 	Complete(ctx context.Context, size int64) error
 	// Abort abandons the upload.
 	Abort(ctx context.Context) error
+	// Durable returns how many bytes of the spool the store already
+	// holds for good (completed parts); they end on a line boundary.
+	Durable() int64
+}
+
+// Resumer is a StreamingStore whose unfinished uploads outlive the process
+// that began them (S3 multipart uploads), so that another replica can
+// complete a recording a dead one was streaming.
+type Resumer interface {
+	// Resume takes over the unfinished upload of key; the error wraps
+	// ErrNotFound if there is none.
+	Resume(ctx context.Context, key string) (ResumedUpload, error)
+}
+
+// ResumedUpload is an upload taken over by Resume.
+type ResumedUpload interface {
+	// Size returns how many bytes the upload holds; they end on a line
+	// boundary.
+	Size() int64
+	// Complete appends n bytes from body() (a fresh reader per attempt)
+	// and makes the object appear.
+	Complete(ctx context.Context, body func() io.ReadSeeker, n int64) error
+	// Abort abandons the upload.
+	Abort()
 }
 
 // StorageHealth is a store's view of its backend.
@@ -83,6 +107,7 @@ type S3Store struct {
 
 var (
 	_ StreamingStore       = (*S3Store)(nil)
+	_ Resumer              = (*S3Store)(nil)
 	_ HealthReporter       = (*S3Store)(nil)
 	_ prometheus.Collector = (*S3Store)(nil)
 )
@@ -166,6 +191,15 @@ func (a *S3Store) AbortUploads(ctx context.Context, key string) error {
 	return err
 }
 
+// Resume takes over the unfinished multipart upload of key.
+func (a *S3Store) Resume(ctx context.Context, key string) (ResumedUpload, error) {
+	r, err := a.s.Resume(ctx, key)
+	if err != nil {
+		return nil, s3Err(key, err)
+	}
+	return r, nil
+}
+
 // Health returns the bucket's health and the upload backlog.
 func (a *S3Store) Health() StorageHealth { return fromS3Health(a.s.Health()) }
 
@@ -197,7 +231,9 @@ func fromS3Health(h s3store.Health) StorageHealth {
 
 // openS3 opens an s3:// storage URL.
 func openS3(ctx context.Context, rawURL string) (Store, error) {
-	st, err := s3store.OpenURL(ctx, rawURL, s3store.Options{})
+	// Parts hold whole cast lines, so that a recording's upload can be
+	// completed by another replica from a checkpoint of the rest.
+	st, err := s3store.OpenURL(ctx, rawURL, s3store.Options{PartDelimiter: '\n'})
 	if err != nil {
 		return nil, err
 	}

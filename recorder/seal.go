@@ -28,6 +28,17 @@ type Metadata = audit.Sidecar
 // metadata JSON and removes the spool. If the spool is gone but the object is already stored
 // (a crash after the upload), the stored object is hashed instead.
 func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string, digest *spoolDigest) (*Sealed, error) {
+	if st := r.opts.State; st != nil {
+		// Another replica may have completed this recording from its
+		// checkpoints while this one could not reach the state store (it
+		// was taken for dead): then this one must not store over it.
+		if cur, err := st.GetSession(ctx, row.ID); err == nil && !owns(cur, row) {
+			if digest != nil && digest.up != nil {
+				_ = digest.up.Abort(ctx)
+			}
+			return nil, fmt.Errorf("seal %s: %w", row.ID, errNotOwner(cur))
+		}
+	}
 	var size int64
 	var sum string
 	var err error
@@ -68,6 +79,9 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		// session.end, session.sealed and the sealed index row commit
 		// together: a sealed row always has its seal event.
 		err := st.Write(ctx, func(tx *state.Tx) error {
+			if cur, err := tx.GetSession(row.ID); err == nil && !owns(cur, row) {
+				return errNotOwner(cur)
+			}
 			if _, err := tx.Append(state.Event{Type: state.EventSessionEnd, Actor: row.Identity, Target: row.Target, Session: row.ID, Details: details}); err != nil {
 				return fmt.Errorf("audit session end: %w", err)
 			}
@@ -115,6 +129,20 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
 	}
 	return sealed, nil
+}
+
+// owns reports whether the sealing replica (row.Replica) still owns the
+// running session as the index has it now (cur).
+func owns(cur, row state.Session) bool {
+	return cur.Replica == row.Replica && cur.Status == state.StatusRunning
+}
+
+// errNotOwner says why a recording is not sealed here.
+func errNotOwner(cur state.Session) error {
+	if cur.Status != state.StatusRunning {
+		return fmt.Errorf("the recording was sealed already (%s), by replica %q", cur.Status, cur.Replica)
+	}
+	return fmt.Errorf("replica %q completes the recording now", cur.Replica)
 }
 
 // castStoreError is a failure to store the cast itself: nothing of the
@@ -258,6 +286,11 @@ func (r *Recorder) Recover(ctx context.Context) (int, error) {
 
 func (r *Recorder) recoverOne(ctx context.Context, row state.Session) error {
 	spool := filepath.Join(r.opts.SpoolDir, row.ID+".cast")
+	if _, err := os.Stat(spool); errors.Is(err, fs.ErrNotExist) && r.opts.CheckpointInterval > 0 {
+		// This replica's disk did not survive (a new pod under the same
+		// name): the checkpoints have the recording.
+		return r.recoverFromJournal(ctx, row)
+	}
 	if ss, ok := r.opts.Store.(StreamingStore); ok {
 		// The crashed run's upload cannot be trusted to match the repaired
 		// spool: abort it, and store the spool anew below.
@@ -277,6 +310,7 @@ func (r *Recorder) recoverOne(ctx context.Context, row state.Session) error {
 	if err != nil {
 		return err
 	}
+	r.deleteJournal(ctx, row.ID)
 	r.log.Info("recovered interrupted recording", "session", row.ID, "object", sealed.Object, "size", sealed.Size)
 	return nil
 }
@@ -284,7 +318,16 @@ func (r *Recorder) recoverOne(ctx context.Context, row state.Session) error {
 // repairSpool truncates a crashed spool to its last complete line, rebuilds
 // a torn header from the index row, and appends an "o" event (if there were
 // none) and an "interrupted" marker.
-func repairSpool(path string, row state.Session) error {
+func repairSpool(path string, row state.Session) error { return repairCast(path, row, false, 0) }
+
+// repairCast repairs a crashed recording in the file at path: the whole
+// cast, or with tail its end (what follows the parts of an upload, which
+// hold the header and end on a line boundary). The file is cut after its
+// last complete line; a whole cast whose header did not survive gets it
+// again from the index row, and one without events an empty "o" event; an
+// "interrupted" marker ends it, in v2 at the time of the last event (or
+// fallback, for a tail without one).
+func repairCast(path string, row state.Session, tail bool, fallback time.Duration) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open spool: %w", err)
@@ -303,9 +346,27 @@ func repairSpool(path string, row state.Session) error {
 		version = 3
 	}
 	enc, _ := NewEncoder(version)
-	var tail []byte
+	var out []byte
 	events := false
-	if lastNL < 0 {
+	switch {
+	case tail:
+		// The parts before this tail hold the header and events.
+		events = true
+		enc.last = int64(fallback / time.Microsecond)
+		if lastNL >= 0 {
+			prev, err := lastNewline(f, lastNL)
+			if err != nil {
+				return err
+			}
+			line := make([]byte, lastNL-prev-1)
+			if _, err := f.ReadAt(line, prev+1); err != nil {
+				return fmt.Errorf("read spool: %w", err)
+			}
+			if us, ok := lastLineTime(line); ok && version == 2 {
+				enc.last = us
+			}
+		}
+	case lastNL < 0:
 		// Not even the header survived: write it again from the index row.
 		w, _ := row.Meta["width"].(float64)
 		h, _ := row.Meta["height"].(float64)
@@ -313,11 +374,11 @@ func repairSpool(path string, row state.Session) error {
 		if w <= 0 || h <= 0 {
 			w, h = 80, 24
 		}
-		tail, err = enc.AppendHeader(nil, Header{Width: int(w), Height: int(h), Timestamp: row.Start.Unix(), Term: term, Command: row.Command})
+		out, err = enc.AppendHeader(nil, Header{Width: int(w), Height: int(h), Timestamp: row.Start.Unix(), Term: term, Command: row.Command})
 		if err != nil {
 			return err
 		}
-	} else {
+	default:
 		hdrEnd, lastLine, err := headerEndAndLastLine(f, lastNL)
 		if err != nil {
 			return err
@@ -338,10 +399,10 @@ func repairSpool(path string, row state.Session) error {
 		return fmt.Errorf("truncate spool: %w", err)
 	}
 	if !events {
-		tail = append(enc.appendPrefix(tail, 0, CodeOutput), '"', ']', '\n')
+		out = append(enc.appendPrefix(out, 0, CodeOutput), '"', ']', '\n')
 	}
-	tail = enc.AppendMarker(tail, 0, "interrupted")
-	if _, err := f.WriteAt(tail, lastNL+1); err != nil {
+	out = enc.AppendMarker(out, 0, "interrupted")
+	if _, err := f.WriteAt(out, lastNL+1); err != nil {
 		return fmt.Errorf("repair spool: %w", err)
 	}
 	if err := f.Sync(); err != nil {

@@ -70,6 +70,16 @@ type Session struct {
 	// writer goroutine owns them, and Finish once the last has exited.
 	hash hash.Hash
 	size int64
+	// written is size, published after each write for checkpoints.
+	written atomic.Int64
+
+	// Checkpoints (journal.go): the journal holds the spool up to ckptEnd;
+	// entries up to ckptTrim were deleted because the store holds them.
+	ckptEnd, ckptTrim atomic.Int64
+	ckptLast          atomic.Int64 // when the last checkpoint started, Unix nanoseconds
+	ckptBusy          atomic.Bool  // a checkpoint runs
+	ckptStop          atomic.Bool  // Finish: no new checkpoint
+	ckptWG            sync.WaitGroup
 
 	sealed chan struct{} // closed when Finish has stored and indexed the recording
 
@@ -353,6 +363,8 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	bytesIn, bytesOut := s.bytesIn, s.bytesOut
 	s.mu.Unlock()
 
+	// The journal is not needed past this point: the spool is complete.
+	s.stopCheckpoints()
 	// No new writer from here on; the one running, if any, finishes the
 	// queue's head and Finish writes the rest.
 	s.wmu.Lock()
@@ -441,6 +453,7 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 		s.log.Error("sealing recording failed", "err", err)
 		return nil, err
 	}
+	s.r.deleteJournal(ctx, s.id)
 	s.log.Debug("recording sealed", "object", sealed.Object, "size", sealed.Size, "seal_seq", sealed.SealSeq)
 	return sealed, nil
 }

@@ -54,6 +54,9 @@ func (s *Session) flushTick(now time.Time) {
 	if s.dirty.Load() && now.Sub(time.Unix(0, s.lastSync.Load())) >= s.r.opts.FsyncInterval {
 		s.kick(true)
 	}
+	if s.checkpointDue(now) {
+		s.startCheckpoint(now)
+	}
 }
 
 // kick makes sure a writer goroutine runs, to write what is queued and, with
@@ -133,6 +136,7 @@ func (s *Session) writeChunk(c chunk) bool {
 	n, err := s.f.Write(*c.buf)
 	s.hash.Write((*c.buf)[:n])
 	s.size += int64(n)
+	s.written.Store(s.size)
 	if err != nil {
 		s.fail("write", err)
 		return false

@@ -255,3 +255,44 @@ func TestDeadReplicaSessions(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestJournal: checkpoints are kept by offset (binary data intact), an
+// entry at the same offset is replaced, trimming deletes those a store
+// upload covers, and deleting a session's journal leaves the others.
+func TestJournal(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t, Options{})
+	bin := []byte{0, 1, 2, 0xff, '\n', 0x80}
+	for _, e := range []struct {
+		session string
+		pos     int64
+		data    []byte
+	}{{"S1", 0, []byte("header\n")}, {"S1", 7, []byte("line 1\n")}, {"S1", 14, bin}, {"S2", 0, []byte("other\n")}, {"S1", 7, []byte("LINE 1\n")}} {
+		if err := s.AppendJournal(ctx, e.session, e.pos, e.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Journal(ctx, "S1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || string(got[0].Data) != "header\n" || string(got[1].Data) != "LINE 1\n" || string(got[2].Data) != string(bin) ||
+		got[2].Pos != 14 || got[0].Time.IsZero() {
+		t.Fatalf("journal of S1 = %+v", got)
+	}
+	if err := s.TrimJournal(ctx, "S1", 14); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = s.Journal(ctx, "S1"); len(got) != 1 || got[0].Pos != 14 {
+		t.Errorf("after trimming to 14: %+v; want the entry at 14 only", got)
+	}
+	if err := s.DeleteJournal(ctx, "S1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = s.Journal(ctx, "S1"); len(got) != 0 {
+		t.Errorf("after delete: %+v", got)
+	}
+	if got, _ = s.Journal(ctx, "S2"); len(got) != 1 {
+		t.Errorf("S2's journal = %+v; want its entry", got)
+	}
+}

@@ -97,6 +97,12 @@ type env struct {
 // newEnv opens the S3 store at rawURL, a state store and a recorder in
 // dir (a new temporary directory if empty).
 func newEnv(t testing.TB, rawURL, dir string, opts s3store.Options) *env {
+	return newReplicaEnv(t, rawURL, dir, opts, recorder.Options{Replica: "r1"})
+}
+
+// newReplicaEnv is newEnv with recorder options (Replica,
+// CheckpointInterval); replicas given the same dir share its state store.
+func newReplicaEnv(t testing.TB, rawURL, dir string, opts s3store.Options, ropts recorder.Options) *env {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -111,9 +117,10 @@ func newEnv(t testing.TB, rawURL, dir string, opts s3store.Options) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &env{s3: st3, store: recorder.NewS3Store(st3), st: st, reg: prometheus.NewRegistry(), spool: filepath.Join(dir, "spool"), dir: dir}
-	e.rec, err = recorder.New(recorder.Options{Store: e.store, State: st, SpoolDir: e.spool, Metrics: e.reg, Replica: "r1", BufferSize: 4 << 20,
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	e := &env{s3: st3, store: recorder.NewS3Store(st3), st: st, reg: prometheus.NewRegistry(), spool: filepath.Join(dir, "spool-"+ropts.Replica), dir: dir}
+	ropts.Store, ropts.State, ropts.SpoolDir, ropts.Metrics, ropts.BufferSize = e.store, st, e.spool, e.reg, 4<<20
+	ropts.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", ropts.Replica)
+	e.rec, err = recorder.New(ropts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,12 @@ type Options struct {
 	// PartSize is the multipart part size; MinPartSize if zero (smaller
 	// values are raised to it).
 	PartSize int64
+	// PartDelimiter, if not zero, makes a streamed upload end each part
+	// (but the last) just after this byte, at or after PartSize bytes: the
+	// recorder sets '\n' so that parts hold whole cast lines and a
+	// checkpoint of the rest can complete the upload (Resume). Zero cuts
+	// parts at exactly PartSize.
+	PartDelimiter byte
 	// MinBackoff is the first retry delay; 200ms if zero.
 	MinBackoff time.Duration
 	// MaxBackoff caps the retry delay; 5s if zero.

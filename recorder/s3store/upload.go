@@ -130,6 +130,7 @@ func (u *Upload) stream() error {
 	var off int64
 	final := int64(-1)
 	restarts := 0
+	cut := &partCut{delim: u.s.opts.PartDelimiter}
 	for {
 		if final < 0 {
 			select {
@@ -149,6 +150,15 @@ func (u *Upload) stream() error {
 				break
 			}
 			n := min(avail, part)
+			if cut.delim != 0 && final < 0 {
+				// While the file grows, a part ends just after a
+				// delimiter (a whole cast line), so that another process
+				// can complete the upload from a checkpoint of the rest.
+				var ok bool
+				if n, ok = cut.find(f, off, off+part-1, end); !ok {
+					break
+				}
+			}
 			// The part is read from the spool by each attempt: no upload
 			// holds a part buffer, even while S3 is away.
 			err := u.m.send(u.ctx, section(f, off, n), n)
@@ -158,6 +168,7 @@ func (u *Upload) stream() error {
 				u.m.reset()
 				off = 0
 				u.sent.Store(0)
+				cut.reset()
 				continue
 			}
 			if err != nil {
@@ -191,6 +202,46 @@ func (u *Upload) stream() error {
 		u.m.reset() // completed: nothing to abort
 		return nil
 	}
+}
+
+// Durable returns how many bytes of the file are in the bucket, in the
+// completed parts of the multipart upload (or the whole object once
+// completed). With Options.PartDelimiter set, that many bytes end just
+// after a delimiter.
+func (u *Upload) Durable() int64 { return u.sent.Load() }
+
+// partCut finds where a part may end: just after the first delimiter at or
+// after a minimum size. It remembers how far it has looked, so a file that
+// grows is scanned once.
+type partCut struct {
+	delim   byte
+	scanned int64 // bytes before this offset hold no delimiter past the minimum
+	buf     []byte
+}
+
+func (c *partCut) reset() { c.scanned = 0 }
+
+// find returns n such that the part [off, off+n) ends with the delimiter,
+// its last byte at or after minEnd, reading the file no further than end;
+// ok is false if no delimiter is there yet.
+func (c *partCut) find(f *os.File, off, minEnd, end int64) (n int64, ok bool) {
+	pos := max(minEnd, c.scanned)
+	if c.buf == nil {
+		c.buf = make([]byte, 64<<10)
+	}
+	for pos < end {
+		k, err := f.ReadAt(c.buf[:min(int64(len(c.buf)), end-pos)], pos)
+		if i := bytes.IndexByte(c.buf[:k], c.delim); i >= 0 {
+			c.scanned = 0
+			return pos + int64(i) + 1 - off, true
+		}
+		pos += int64(k)
+		if err != nil {
+			break
+		}
+	}
+	c.scanned = pos
+	return 0, false
 }
 
 // section returns a function giving a fresh reader of n bytes of f from

@@ -34,3 +34,16 @@ CREATE TABLE replicas (
     started   TEXT NOT NULL,
     heartbeat TEXT NOT NULL
 );
+
+-- Recording checkpoints. While a session is recorded, its replica copies the
+-- bytes of its spool that are not yet in the recording store here, every few
+-- seconds. If the replica dies, another completes the recording from the
+-- store's partial upload and these entries, and deletes them.
+CREATE TABLE recording_journal (
+    session TEXT   NOT NULL,
+    pos     BIGINT NOT NULL,
+    size    BIGINT NOT NULL,
+    data    BYTEA  NOT NULL,
+    time    TEXT   NOT NULL,
+    PRIMARY KEY (session, pos)
+);
