@@ -13,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/posternhq/postern/internal/atomicfile"
+	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/state"
 )
 
@@ -177,3 +179,53 @@ func FollowAcrossReplicas(local func(ctx context.Context, id string) (io.ReadClo
 		return resp.Body, nil
 	}
 }
+
+// heartbeat is this replica's watch over the others, one goroutine for the
+// service's life: every replicas.heartbeat it records that it is alive and,
+// with a shared (PostgreSQL) state store, completes the recordings that
+// replicas silent for replicas.dead_after left running (from their
+// checkpoints: recorder.RecoverDead); now and then it forgets long-gone
+// replicas and expired web sessions.
+func (s *Service) heartbeat(ctx context.Context, name string, started time.Time, rc config.Replicas, shared bool) error {
+	tick := time.NewTicker(rc.Heartbeat.D())
+	defer tick.Stop()
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		s.beat(ctx, name, started, rc, shared, n)
+	}
+}
+
+// beat is one heartbeat (n counts them).
+func (s *Service) beat(ctx context.Context, name string, started time.Time, rc config.Replicas, shared bool, n int) {
+	if err := s.state.Heartbeat(ctx, name, started); err != nil {
+		s.log.Warn("replica heartbeat failed", "err", err)
+		return
+	}
+	if shared {
+		deadline := time.Now().Add(-rc.DeadAfter.D())
+		if done, err := s.recorder.RecoverDead(ctx, deadline); err != nil {
+			s.log.Error("completing the recordings of dead replicas", "err", err)
+		} else if done > 0 {
+			s.log.Warn("completed the recordings of dead replicas", "count", done)
+		}
+	}
+	if n%pruneEvery == 0 {
+		if _, err := s.state.PruneWebSessions(ctx); err != nil {
+			s.log.Warn("pruning expired web sessions", "err", err)
+		}
+		if err := s.state.PruneReplicas(ctx, time.Now().Add(-forgetReplicaAfter)); err != nil {
+			s.log.Warn("pruning replicas", "err", err)
+		}
+	}
+}
+
+// pruneEvery is how many heartbeats apart housekeeping runs.
+const pruneEvery = 150
+
+// forgetReplicaAfter is how long a silent replica that owns no running
+// session stays in the replicas table.
+const forgetReplicaAfter = 24 * time.Hour

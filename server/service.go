@@ -163,12 +163,18 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		Store: store, State: s.state, SpoolDir: filepath.Join(cfg.DataDir, "spool"),
 		Format: cfg.Recording.Format, BufferSize: cfg.Recording.BufferSize, OnOverflow: cfg.Recording.OnOverflow,
 		FsyncInterval: cfg.Recording.FsyncInterval.D(), MinSpoolFree: cfg.Recording.MinSpoolFree,
-		Replica: replica, Signer: s.authority.Audit, Log: s.log, Metrics: s.reg,
+		Replica: replica, Signer: s.authority.Audit, CheckpointInterval: checkpointInterval(cfg), Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("start recorder: %w", err)
 	}
 	defer s.recorder.Close() // stops background seals; their spools stay for Recover
+	started := time.Now()
+	// Alive before anything else: another replica must not take this one's
+	// sessions (recovered just below) for a dead replica's.
+	if err := s.state.Heartbeat(ctx, replica, started); err != nil {
+		return fmt.Errorf("replica heartbeat: %w", err)
+	}
 	if n, err := s.recorder.Recover(ctx); err != nil {
 		s.log.Error("recovering interrupted recordings", "err", err)
 	} else if n > 0 {
@@ -380,6 +386,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			}
 		}
 	})
+	g.Go(func() error { return s.heartbeat(gctx, replica, started, cfg.Replicas, cfg.SharedState()) })
 	g.Go(func() error {
 		<-gctx.Done()
 		err := s.shutdown()
@@ -437,6 +444,16 @@ func (s *Service) auditJobs(ctx context.Context, cfg *config.Config, store recor
 		jobs = append(jobs, x.Run)
 	}
 	return jobs, nil
+}
+
+// checkpointInterval is the recorder's checkpoint interval: with a shared
+// (PostgreSQL) state store, recording.checkpoint_interval; with SQLite none
+// (one replica, whose spool is on the disk it restarts with).
+func checkpointInterval(cfg *config.Config) time.Duration {
+	if !cfg.SharedState() {
+		return 0
+	}
+	return cfg.Recording.CheckpointInterval.D()
 }
 
 // shutdown stops accepting, drains sessions for up to 30 s, then closes.

@@ -37,6 +37,8 @@ type Config struct {
 	SSH SSH `yaml:"ssh"`
 	// Recording configures the recorder.
 	Recording Recording `yaml:"recording"`
+	// Replicas configures heartbeats between replicas.
+	Replicas Replicas `yaml:"replicas"`
 	// Targets is the inventory of reachable hosts, services and commands.
 	Targets []Target `yaml:"targets"`
 	// Roles bind identities to targets. With no roles, everything is denied.
@@ -302,6 +304,23 @@ type Recording struct {
 	// spool's file system has less free space than this many bytes; never
 	// if zero (the default).
 	MinSpoolFree int64 `yaml:"min_spool_free"`
+	// CheckpointInterval is how often, with a PostgreSQL state store, each
+	// recording's new bytes are copied into the state store, so that
+	// another replica can complete the recording if this one dies: a killed
+	// replica loses at most this much of a session (plus the time one
+	// checkpoint takes). 2s if zero; unused with SQLite.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+}
+
+// Replicas configures how replicas sharing a PostgreSQL state store watch
+// each other.
+type Replicas struct {
+	// Heartbeat is how often a replica records that it is alive; 2s if zero.
+	Heartbeat Duration `yaml:"heartbeat"`
+	// DeadAfter is how long a replica may go without a heartbeat before
+	// another one takes it for dead and completes the recordings it left
+	// running; 20s if zero. At least three heartbeats.
+	DeadAfter Duration `yaml:"dead_after"`
 }
 
 // Target is one entry of the inventory.

@@ -290,6 +290,9 @@ func (c *Config) SetDefaults() {
 		c.Recording.OnOverflow = "block"
 	}
 	setDur(&c.Recording.FsyncInterval, "1s")
+	setDur(&c.Recording.CheckpointInterval, "2s")
+	setDur(&c.Replicas.Heartbeat, "2s")
+	setDur(&c.Replicas.DeadAfter, "20s")
 	for i := range c.Roles {
 		r := &c.Roles[i]
 		if r.Record == "" {
@@ -374,6 +377,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Recording.BufferSize < 64<<10 {
 		v.add("recording.buffer_size", "must be at least 65536 bytes")
+	}
+	if ci := c.Recording.CheckpointInterval.D(); ci < 100*time.Millisecond || ci > 5*time.Minute {
+		v.add("recording.checkpoint_interval", "must be between 100ms and 5m (it bounds what a killed replica loses)")
+	}
+	if hb := c.Replicas.Heartbeat.D(); hb < 100*time.Millisecond {
+		v.add("replicas.heartbeat", "must be at least 100ms")
+	} else if c.Replicas.DeadAfter.D() < 3*hb {
+		v.add("replicas.dead_after", "must be at least three heartbeats (replicas.heartbeat), or a slow heartbeat passes for a death")
 	}
 	if c.SSH.MaxConnections < 0 || c.SSH.MaxConnectionsPerSource < 0 {
 		v.add("ssh.max_connections", "must not be negative")
