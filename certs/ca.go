@@ -637,3 +637,34 @@ func printable(s string) string {
 	}
 	return s
 }
+
+// CheckCAs checks the CA keys cfg names without generating any (postern
+// check, and a reload before it is applied): an inline key or a key file
+// must parse as an acceptable CA key readable by this process, as must a
+// key file an earlier start generated in <dataDir>/ca; a default key that
+// does not exist yet is fine (the first start generates it, in the data
+// directory or the shared state store). Every trusted public key must
+// parse too. Each problem names the key path.
+func CheckCAs(cfg config.CAs, dataDir string) error {
+	var errs []error
+	for _, c := range []struct {
+		name string
+		cfg  config.CA
+	}{{CAUser, cfg.User}, {CAHost, cfg.Host}, {CATarget, cfg.Target}} {
+		ca, err := loadCA(context.Background(), c.name, c.cfg, dataDir, nil, false)
+		if err != nil {
+			path := filepath.Join(dataDir, "ca", c.name+"_ca")
+			if strings.TrimSpace(c.cfg.Key) == "" && c.cfg.KeyFile == "" {
+				if _, statErr := os.Stat(path); errors.Is(statErr, fs.ErrNotExist) {
+					continue // generated on first start
+				}
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if ca.signer == nil {
+			errs = append(errs, fmt.Errorf("ca.%s: the private key at %s is not readable by this process", c.name, ca.source))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -470,49 +470,76 @@ func (s *Service) shutdown() error {
 	return err
 }
 
-// reload re-reads the configuration and swaps the policy, the masking
-// rules, the per-source penalty settings (ssh.penalty) and the upstream
-// login reuse settings (ssh.upstream_reuse, which also closes idle logins).
-// A bad configuration keeps the old one and says why.
+// reload re-reads the configuration and, if it passes Check (the CA keys
+// and every file it references, as a start would), applies what can change
+// in place: the policy (targets, roles), the masking rules, the per-source
+// penalty settings (ssh.penalty) and upstream login reuse (ssh.upstream_reuse,
+// which also closes idle logins). Other changed keys keep their running
+// values until a restart; the log line and the config.reload audit event name
+// both lists. A configuration that does not pass keeps the running one and
+// says why.
 func (s *Service) reload(ctx context.Context) {
 	if s.opts.Reload == nil {
 		s.log.Warn("reload requested but no configuration file to reload")
 		return
 	}
-	cfg, err := s.opts.Reload()
+	next, err := s.opts.Reload()
+	if err == nil {
+		err = Check(ctx, next, CheckOptions{})
+	}
+	var plan ReloadPlan
+	var merged *config.Config
 	var eng *policy.Engine
 	if err == nil {
-		eng, err = policy.New(cfg)
+		s.mu.Lock()
+		running := s.cfg
+		s.mu.Unlock()
+		plan, merged = PlanReload(running, next)
+		eng, err = policy.New(merged)
 	}
 	if err == nil {
 		eng = eng.WithGrants(s.grants)
-	}
-	if err == nil && s.masking != nil {
-		err = s.masking.Update(cfg)
+		if s.masking != nil {
+			err = s.masking.Update(merged)
+		}
 	}
 	if err == nil {
-		err = s.ssh.SetPenalty(cfg.SSH.Penalty)
+		err = s.ssh.SetPenalty(merged.SSH.Penalty)
 	}
-	outcome := "applied"
-	if err != nil {
-		outcome = "rejected"
+	details := map[string]any{}
+	switch {
+	case err != nil:
+		details["outcome"], details["error"] = "rejected", err.Error()
 		s.log.Error("configuration reload rejected; keeping the running configuration", "err", err)
-	} else {
+	default:
 		s.mu.Lock()
-		cfg.Listen, cfg.PublicURL, cfg.SSHAddress = s.cfg.Listen, s.cfg.PublicURL, s.cfg.SSHAddress
-		s.cfg, s.policy = cfg, eng
+		s.cfg, s.policy = merged, eng
 		s.mu.Unlock()
 		s.ssh.SetPolicy(eng)
-		s.inner.SetUpstreamReuse(cfg.SSH.UpstreamReuse)
-		s.log.Info("configuration reloaded", "targets", len(cfg.Targets), "roles", len(cfg.Roles))
-	}
-	details := map[string]any{"outcome": outcome}
-	if err != nil {
-		details["error"] = err.Error()
+		s.inner.SetUpstreamReuse(merged.SSH.UpstreamReuse)
+		details["outcome"] = "applied"
+		details["applied"], details["restart_needed"] = orEmpty(plan.Applied), orEmpty(plan.RestartNeeded)
+		msg := "configuration reloaded"
+		if len(plan.Applied) == 0 && len(plan.RestartNeeded) == 0 {
+			msg = "configuration reloaded: unchanged"
+		}
+		s.log.Info(msg, "applied", plan.Applied, "restart_needed", plan.RestartNeeded,
+			"targets", len(merged.Targets), "roles", len(merged.Roles))
+		if len(plan.RestartNeeded) > 0 {
+			s.log.Warn("configuration changes that need a restart were not applied", "keys", plan.RestartNeeded)
+		}
 	}
 	if _, aerr := s.state.Append(ctx, state.Event{Type: state.EventConfigReload, Actor: "postern", Details: details}); aerr != nil {
 		s.log.Error("audit append failed", "err", aerr)
 	}
+}
+
+// orEmpty returns keys, or an empty list rather than nil (for JSON).
+func orEmpty(keys []string) []string {
+	if keys == nil {
+		return []string{}
+	}
+	return keys
 }
 
 func (s *Service) currentPolicy() *policy.Engine {

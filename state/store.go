@@ -328,3 +328,44 @@ func queryAll[T any](ctx context.Context, db *sql.DB, what, q string, args []any
 	}
 	return out, nil
 }
+
+// Ping checks that the state store at url answers, without creating it or
+// applying migrations (postern check --connect): PostgreSQL must accept a
+// connection; a SQLite file must exist and open, or its directory must
+// exist so that the first start can create it.
+func Ping(ctx context.Context, url string) error {
+	if isPostgresURL(url) {
+		db, _, err := openPostgres(ctx, url)
+		if err != nil {
+			return err
+		}
+		return db.Close()
+	}
+	path, err := sqlitePath(url)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		dir := filepath.Dir(path)
+		for ; dir != "." && dir != "/"; dir = filepath.Dir(dir) {
+			if fi, err := os.Stat(dir); err == nil {
+				if !fi.IsDir() {
+					return fmt.Errorf("state store %s: %s is not a directory", path, dir)
+				}
+				return nil // the first start creates what is missing below it
+			}
+		}
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("state store %s: %w", path, err)
+	}
+	db, err := sql.Open("sqlite", path+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return fmt.Errorf("state store %s: %w", path, err)
+	}
+	defer db.Close()
+	if err := db.PingContext(ctx); err != nil {
+		return fmt.Errorf("state store %s: %w", path, err)
+	}
+	return nil
+}

@@ -79,6 +79,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 
 	root.AddCommand(
 		newServeCmd(g),
+		newCheckCmd(g),
 		newLoginCmd(g),
 		newCACmd(g),
 		newAuditCmd(g),
