@@ -395,7 +395,7 @@ func (s *Server) accept(nc net.Conn) {
 	if _, ok := s.penalty.blocked(remote.Addr()); ok {
 		// Reset rather than close gracefully, so that a storm from a
 		// penalised source leaves no TIME_WAIT state behind on the bastion.
-		if tc, ok := nc.(*net.TCPConn); ok {
+		if tc, ok := nc.(interface{ SetLinger(int) error }); ok { // *net.TCPConn, or behind a PROXY header
 			_ = tc.SetLinger(0)
 		}
 		s.refuse(nc, remote, "penalty")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -101,9 +102,11 @@ type APIAuth struct {
 	Locked func(Identity) error
 	// MaxSkew bounds |now − ts| of a signed request; DefaultAPIMaxSkew if zero.
 	MaxSkew time.Duration
-	// TrustProxy takes the client address from the last X-Forwarded-For hop
-	// (for source-address certificate options); the peer address if false.
-	TrustProxy bool
+	// TrustedProxies are the proxies in front of postern whose
+	// X-Forwarded-For hops are believed when finding the client's address
+	// (for source-address certificate options; httpx.ClientAddr); none if
+	// empty: the peer address is the client's.
+	TrustedProxies []netip.Prefix
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 }
@@ -210,7 +213,7 @@ func (a *APIAuth) certAuth(r *http.Request, params string) (Identity, error) {
 	if id, err := IdentityFromCert(cert); err == nil {
 		login = id.Username
 	}
-	id, err := a.Authority.CheckUserCert(cert, login, httpx.ClientAddr(r, a.TrustProxy), now)
+	id, err := a.Authority.CheckUserCert(cert, login, httpx.ClientAddr(r, a.TrustedProxies), now)
 	if err != nil {
 		code, msg := CodeAuthInvalid, "invalid certificate"
 		if e := usererr.As(err); e != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -21,10 +22,11 @@ const MaxRequestBody = 64 << 10
 // HandlerOptions configures the POST /v1/certs handler. The zero value is
 // ready to use.
 type HandlerOptions struct {
-	// TrustProxy takes the client address from the last X-Forwarded-For hop
-	// (set by the proxy in front of postern) instead of the connection's
-	// remote address. Leave it false unless a proxy always sets the header.
-	TrustProxy bool
+	// TrustedProxies are the proxies in front of postern (http.trusted_proxies)
+	// whose X-Forwarded-For hops are believed when finding the client's
+	// address for per-source rate limits and audit events
+	// (httpx.ClientAddr); none if empty: the peer address is the client's.
+	TrustedProxies []netip.Prefix
 }
 
 // CertRequest is the JSON body of POST /v1/certs.
@@ -119,7 +121,7 @@ func (h *certHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Token:     token,
 		PublicKey: pub,
 		TTL:       ttl,
-		Source:    httpx.ClientAddr(r, h.opts.TrustProxy),
+		Source:    httpx.ClientAddr(r, h.opts.TrustedProxies),
 	})
 	if err != nil {
 		httpx.WriteError(w, r, h.issuer.log, err)

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,18 +241,19 @@ func TestHandlerRateLimit(t *testing.T) {
 
 func TestHandlerSource(t *testing.T) {
 	_, key := newEd25519(t)
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	for _, tc := range []struct {
 		name  string
-		trust bool
+		trust []netip.Prefix
 		xff   string
 		want  string
 	}{
-		{"peer address", false, "203.0.113.9", "127.0.0.1"},
-		{"trusted proxy last hop", true, "198.51.100.1, 203.0.113.9", "203.0.113.9"},
-		{"trusted proxy garbage header", true, "nonsense", "127.0.0.1"},
+		{"peer address", nil, "203.0.113.9", "127.0.0.1"},
+		{"trusted proxy last hop", loopback, "198.51.100.1, 203.0.113.9", "203.0.113.9"},
+		{"trusted proxy garbage header", loopback, "nonsense", "127.0.0.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newCertServer(t, certs.HandlerOptions{TrustProxy: tc.trust}, nil)
+			s := newCertServer(t, certs.HandlerOptions{TrustedProxies: tc.trust}, nil)
 			resp, body := s.do(t, httpCase{auth: "Bearer tok-alice", body: keyBody(t, key.PublicKey(), ""),
 				header: map[string]string{"X-Forwarded-For": tc.xff}})
 			if resp.StatusCode != 200 {

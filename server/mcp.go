@@ -29,13 +29,13 @@ const (
 // authenticated acts through the bastion's own listeners with a short
 // certificate the issuance pipeline gives it (IssueFor, via "mcp": its
 // locks, roles and rate limit apply), never with any privilege of postern's.
-func mcpCallers(issuer *certs.Issuer, authority *certs.Authority, sshAddr, httpAddr net.Addr, publicURL string, trustProxy bool) func(context.Context, *http.Request, certs.Identity) (mcpserver.Caller, error) {
+func mcpCallers(issuer *certs.Issuer, authority *certs.Authority, sshAddr, httpAddr net.Addr, publicURL string, trustedProxies []netip.Prefix) func(context.Context, *http.Request, certs.Identity) (mcpserver.Caller, error) {
 	ep := mcpserver.Endpoints{
 		SSHAddress: dialable(sshAddr), HostCAs: authority.Host.Trusted(),
 		API: "http://" + dialable(httpAddr), PublicURL: publicURL,
 	}
 	return func(_ context.Context, r *http.Request, id certs.Identity) (mcpserver.Caller, error) {
-		return &mintedCaller{issuer: issuer, id: id, source: httpx.ClientAddr(r, trustProxy), ep: ep}, nil
+		return &mintedCaller{issuer: issuer, id: id, source: httpx.ClientAddr(r, trustedProxies), ep: ep}, nil
 	}
 }
 

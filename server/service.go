@@ -29,6 +29,7 @@ import (
 	"github.com/posternhq/postern/internal/buildinfo"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/internal/netx"
 	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/mcpserver"
 	"github.com/posternhq/postern/players"
@@ -113,9 +114,14 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		buildinfo.Collector())
 
 	// Listeners first: in dev mode the issuer URL must carry the real port.
-	sshLn, err := net.Listen("tcp", cfg.Listen.SSH)
-	if err != nil {
+	var sshLn net.Listener
+	if sshLn, err = net.Listen("tcp", cfg.Listen.SSH); err != nil {
 		return fmt.Errorf("listen ssh %s: %w", cfg.Listen.SSH, err)
+	}
+	if proxies := config.ParsePrefixes(cfg.SSH.TrustedProxies); len(proxies) > 0 {
+		// Connections from the load balancers carry the client's address
+		// in a PROXY protocol header.
+		sshLn = netx.NewProxyListener(sshLn, proxies, 0, s.log.With("component", "proxy-protocol"))
 	}
 	defer sshLn.Close()
 	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
@@ -285,7 +291,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 
 	apiAuth := &certs.APIAuth{
-		Authority: s.authority, Verifier: verifier,
+		Authority: s.authority, Verifier: verifier, TrustedProxies: config.ParsePrefixes(cfg.HTTP.TrustedProxies),
 		Revoked: func(serial uint64) (bool, error) { return s.state.IsRevoked(context.Background(), serial) },
 		Locked:  locked,
 	}
@@ -295,7 +301,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 	mcpHandler, err := mcpserver.NewHandler(mcpserver.HandlerOptions{
 		Auth: apiAuth, Version: s.opts.Version, Log: s.log.With("component", "mcp"),
-		Caller: mcpCallers(issuer, s.authority, sshLn.Addr(), httpLn.Addr(), cfg.PublicURL, apiAuth.TrustProxy),
+		Caller: mcpCallers(issuer, s.authority, sshLn.Addr(), httpLn.Addr(), cfg.PublicURL, apiAuth.TrustedProxies),
 	})
 	if err != nil {
 		return fmt.Errorf("MCP endpoint: %w", err)
@@ -329,7 +335,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	// whole length. Reads and headers are bounded (slowloris).
 	s.http = &http.Server{
 		Handler: httpx.WithRequestID(WithForwarding(newMux(httpHandlers{
-			certs: issuer.Handler(certs.HandlerOptions{}), devIdP: s.devIdP, registry: s.reg, log: s.log,
+			certs: issuer.Handler(certs.HandlerOptions{TrustedProxies: config.ParsePrefixes(cfg.HTTP.TrustedProxies)}), devIdP: s.devIdP, registry: s.reg, log: s.log,
 			sessions: players.NewAPI(players.APIOptions{
 				Auth: apiAuth, Permissions: s.permissions, OnFollow: s.joinSession,
 				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,

@@ -35,6 +35,8 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 	// SSH configures connection hygiene on the SSH listener.
 	SSH SSH `yaml:"ssh"`
+	// HTTP configures the HTTP listener behind proxies.
+	HTTP HTTP `yaml:"http"`
 	// Recording configures the recorder.
 	Recording Recording `yaml:"recording"`
 	// Replicas configures heartbeats between replicas.
@@ -253,6 +255,22 @@ type SSH struct {
 	// UpstreamReuse keeps the login to an ssh target open after an inner hop
 	// ends, for the next inner hop of the same identity, login and target.
 	UpstreamReuse UpstreamReuse `yaml:"upstream_reuse"`
+	// TrustedProxies lists the TCP load balancers (addresses or CIDR
+	// prefixes) in front of the SSH listener that send the PROXY protocol
+	// (v1 or v2): a connection from one of them must begin with a PROXY
+	// header, whose source address is then the client's for limits,
+	// penalties, audit events and certificate source-address options. None
+	// if empty.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// HTTP configures the HTTP listener.
+type HTTP struct {
+	// TrustedProxies lists the proxies (addresses or CIDR prefixes) in front
+	// of the HTTP listener whose X-Forwarded-For hops are believed: the
+	// client is the first hop from the right that is not one of them. None
+	// if empty: the peer address is the client's.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // Penalty refuses, at accept and before any handshake work, new connections

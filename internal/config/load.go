@@ -390,6 +390,16 @@ func (c *Config) Validate() error {
 		v.add("ssh.max_connections", "must not be negative")
 	}
 	validatePenalty(&v, c.SSH.Penalty)
+	for i, p := range c.SSH.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			v.add(fmt.Sprintf("ssh.trusted_proxies[%d]", i), "must be an IP address or CIDR prefix of a load balancer")
+		}
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			v.add(fmt.Sprintf("http.trusted_proxies[%d]", i), "must be an IP address or CIDR prefix of a proxy")
+		}
+	}
 	if c.SSH.UpstreamReuse.Idle < 0 {
 		v.add("ssh.upstream_reuse.idle", "must not be negative")
 	}
@@ -782,6 +792,18 @@ func validatePenalty(v *validator, p Penalty) {
 			v.add(fmt.Sprintf("ssh.penalty.exempt[%d]", i), "must be an IP address or CIDR prefix")
 		}
 	}
+}
+
+// ParsePrefixes parses a validated list of addresses and CIDR prefixes
+// (entries that do not parse are skipped; Validate reports them).
+func ParsePrefixes(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ParsePrefix parses an IP address (a single-address prefix) or a CIDR

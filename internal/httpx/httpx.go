@@ -96,20 +96,47 @@ func RequestID(r *http.Request) string {
 	return ulid.Make().String()
 }
 
-// ClientAddr is the address of the client that sent r: the connection's
-// peer, or with trustProxy the last X-Forwarded-For hop (the one the
-// trusted proxy in front of postern appended). An address that does not
-// parse is the zero Addr.
-func ClientAddr(r *http.Request, trustProxy bool) netip.Addr {
-	if trustProxy {
-		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			hops := strings.Split(xff[len(xff)-1], ",")
-			if a, err := netip.ParseAddr(strings.TrimSpace(hops[len(hops)-1])); err == nil {
-				return a.Unmap()
-			}
+// ClientAddr is the address of the client that sent r. The connection's
+// peer is the client unless it is one of the trusted proxies (the load
+// balancers and ingress controllers in front of postern, as prefixes):
+// then X-Forwarded-For (all its headers, in order) is walked from the
+// right, each hop having been appended by the proxy to its right, and the
+// first hop that is not a trusted proxy is the client. Hops further left
+// were written by the client itself and prove nothing. If every hop is
+// trusted, the leftmost is the client; a hop that does not parse ends the
+// walk at the last trusted address. An unparsable peer is the zero Addr.
+func ClientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	addr := PeerAddr(r.RemoteAddr)
+	if !isTrusted(addr, trusted) {
+		return addr
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return addr
+		}
+		addr = h.Unmap()
+		if !isTrusted(addr, trusted) {
+			return addr
 		}
 	}
-	return PeerAddr(r.RemoteAddr)
+	return addr
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // PeerAddr parses a peer address as net/http reports it ("host:port", or a

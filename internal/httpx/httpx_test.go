@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -72,28 +73,43 @@ func TestWriteError(t *testing.T) {
 	}
 }
 
+// TestClientAddr: X-Forwarded-For is believed only from trusted proxies,
+// walked from the right past every trusted hop; what the client wrote
+// itself (hops left of the first untrusted one) never counts.
 func TestClientAddr(t *testing.T) {
-	for _, tc := range []struct {
-		remote, xff string
-		trust       bool
-		want        string
+	lb := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	tests := []struct {
+		name    string
+		peer    string
+		xff     []string
+		trusted []netip.Prefix
+		want    string
 	}{
-		{"192.0.2.1:5555", "", false, "192.0.2.1"},
-		{"[2001:db8::1]:5555", "", false, "2001:db8::1"},
-		{"[::ffff:192.0.2.7]:1", "", false, "192.0.2.7"},
-		{"192.0.2.1", "", false, "192.0.2.1"},
-		{"192.0.2.1:5555", "203.0.113.9", false, "192.0.2.1"},
-		{"192.0.2.1:5555", "198.51.100.1, 203.0.113.9", true, "203.0.113.9"},
-		{"192.0.2.1:5555", "garbage", true, "192.0.2.1"},
-		{"not an address", "", false, "invalid IP"},
-	} {
-		r := httptest.NewRequest("GET", "/", nil)
-		r.RemoteAddr = tc.remote
-		if tc.xff != "" {
-			r.Header.Set("X-Forwarded-For", tc.xff)
-		}
-		if got := ClientAddr(r, tc.trust).String(); got != tc.want {
-			t.Errorf("ClientAddr(%q, xff %q, trust %v) = %s; want %s", tc.remote, tc.xff, tc.trust, got, tc.want)
-		}
+		{name: "no proxies configured", peer: "10.1.1.1:5000", xff: []string{"203.0.113.9"}, want: "10.1.1.1"},
+		{name: "untrusted peer spoofs", peer: "198.51.100.7:5000", xff: []string{"203.0.113.9"}, trusted: lb, want: "198.51.100.7"},
+		{name: "one trusted hop", peer: "10.1.1.1:5000", xff: []string{"203.0.113.9"}, trusted: lb, want: "203.0.113.9"},
+		{name: "chain of trusted hops", peer: "10.1.1.1:5000", xff: []string{"1.2.3.4, 203.0.113.9, 10.2.2.2"}, trusted: lb, want: "203.0.113.9"},
+		{name: "client-written hops ignored", peer: "10.1.1.1:5000", xff: []string{"10.9.9.9, 203.0.113.9"}, trusted: lb, want: "203.0.113.9"},
+		{name: "several headers in order", peer: "10.1.1.1:5000", xff: []string{"1.2.3.4", "203.0.113.9, 10.3.3.3"}, trusted: lb, want: "203.0.113.9"},
+		{name: "all trusted: leftmost", peer: "10.1.1.1:5000", xff: []string{"10.5.5.5, 10.6.6.6"}, trusted: lb, want: "10.5.5.5"},
+		{name: "garbage hop ends the walk", peer: "10.1.1.1:5000", xff: []string{"203.0.113.9, junk"}, trusted: lb, want: "10.1.1.1"},
+		{name: "no header", peer: "10.1.1.1:5000", trusted: lb, want: "10.1.1.1"},
+		{name: "IPv6 and mapped IPv4", peer: "[fd00::1]:5000", xff: []string{"::ffff:203.0.113.9"}, trusted: lb, want: "203.0.113.9"},
+		{name: "IPv6 peer", peer: "[2001:db8::1]:5555", want: "2001:db8::1"},
+		{name: "mapped IPv4 peer", peer: "[::ffff:192.0.2.7]:1", want: "192.0.2.7"},
+		{name: "peer without port", peer: "192.0.2.1", want: "192.0.2.1"},
+		{name: "unparsable peer", peer: "not an address", xff: []string{"203.0.113.9"}, trusted: lb, want: "invalid IP"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.RemoteAddr = tc.peer
+			for _, v := range tc.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := ClientAddr(r, tc.trusted); got.String() != tc.want {
+				t.Errorf("got %s; want %s", got, tc.want)
+			}
+		})
 	}
 }
