@@ -105,6 +105,7 @@ type Broker struct {
 	requests  *prometheus.CounterVec
 	decisions *prometheus.CounterVec
 	notifyErr *prometheus.CounterVec
+	wait      *prometheus.HistogramVec
 
 	mu        sync.Mutex
 	notifiers []Notifier
@@ -149,7 +150,11 @@ func NewBroker(opts Options) (*Broker, error) {
 		Help: "Approval requests decided, by status (approved, denied, timed_out, canceled)."}, []string{"status"})
 	b.notifyErr = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_approval_notify_failures_total",
 		Help: "Notifications that could not be delivered, by channel."}, []string{"channel"})
+	b.wait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "postern_approval_wait_seconds",
+		Help:    "How long approval requests waited for their decision, by outcome (approved, denied, timed_out, canceled); observed by the replica that decided.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 12)}, []string{"status"})
 	r := &promx.Registrar{Reg: opts.Metrics}
+	b.wait = promx.Add(r, b.wait)
 	b.requests = promx.Add(r, b.requests)
 	b.decisions = promx.Add(r, b.decisions)
 	b.notifyErr = promx.Add(r, b.notifyErr)
@@ -445,6 +450,7 @@ func (b *Broker) Cancel(ctx context.Context, id string) (state.Approval, error) 
 // request together with the decision.)
 func (b *Broker) finished(ctx context.Context, a state.Approval) {
 	b.decisions.WithLabelValues(a.Status).Inc()
+	b.wait.WithLabelValues(a.Status).Observe(max(b.now().Sub(a.Created), 0).Seconds())
 	b.audit(ctx, state.Event{Type: state.EventApprovalDecided, Actor: a.DecidedBy, Target: a.Target,
 		Session: a.Session, Details: map[string]any{"request": a.ID, "kind": a.Kind, "status": a.Status,
 			"requester": a.Requester, "approvals": a.Approvals(), "note": a.Note}})

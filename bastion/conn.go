@@ -113,6 +113,11 @@ func (c *serverConn) serve() {
 	}
 	sc, chans, reqs, err := ssh.NewServerConn(c.ac, conf)
 	c.ac.handshaking.Store(false)
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	c.s.metrics.handshake.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	if err != nil {
 		c.log.Debug("handshake failed", "err", err)
 		if c.authStarted && !c.failCounted && !c.serverFault {

@@ -16,6 +16,7 @@ type metrics struct {
 	panics          *prometheus.CounterVec
 	bytesUp         prometheus.Counter
 	bytesDown       prometheus.Counter
+	handshake       *prometheus.HistogramVec
 }
 
 // newMetrics registers the collectors on reg; a nil reg keeps them private.
@@ -50,6 +51,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "postern_panics_total",
 		Help: "Panics recovered while serving a client, by where (connection, channel); each ended its connection.",
 	}, []string{"where"}))
+	m.handshake = promx.Add(r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "postern_ssh_handshake_seconds",
+		Help:    "Outer SSH handshakes (key exchange and certificate authentication), from accept to done, by result (ok, failed).",
+		Buckets: prometheus.ExponentialBuckets(0.002, 2, 13),
+	}, []string{"result"}))
 	fwd := promx.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "postern_forwarded_bytes_total",
 		Help: "Bytes spliced by forwards, by direction (up: client to destination, down: destination to client).",

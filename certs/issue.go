@@ -134,6 +134,7 @@ type Issuer struct {
 	limiter   *RateLimiter
 	issued    *prometheus.CounterVec
 	failed    *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
 }
 
 // Default certificate lifetimes.
@@ -193,9 +194,15 @@ func NewIssuer(opts IssuerOptions) (*Issuer, error) {
 		Name: "postern_cert_requests_failed_total",
 		Help: "Certificate requests refused, by error code.",
 	}, []string{"code"})
+	i.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "postern_cert_issue_seconds",
+		Help:    "Certificate requests from receipt to answer (token verification, policy, signing, audit), by result (issued, refused).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	}, []string{"result"})
 	r := &promx.Registrar{Reg: opts.Metrics} // two issuers on one registry share their counters
 	i.issued = promx.Add(r, i.issued)
 	i.failed = promx.Add(r, i.failed)
+	i.latency = promx.Add(r, i.latency)
 	if r.Err != nil {
 		return nil, fmt.Errorf("certs: %w", r.Err)
 	}
@@ -260,9 +267,11 @@ func (i *Issuer) IssueFor(ctx context.Context, id Identity, r Request, via strin
 
 // run runs steps for is and reports the outcome.
 func (i *Issuer) run(ctx context.Context, is *issuance, steps []step) (*Issued, error) {
+	start := time.Now()
 	r := is.req
 	for _, s := range steps {
 		if err := s(i, ctx, is); err != nil {
+			i.latency.WithLabelValues("refused").Observe(time.Since(start).Seconds())
 			e := usererr.As(err)
 			if e == nil {
 				e = &usererr.Error{Status: http.StatusInternalServerError, Code: CodeInternal, Msg: "internal error", Err: err}
@@ -313,6 +322,7 @@ func (i *Issuer) run(ctx context.Context, is *issuance, steps []step) (*Issued, 
 		i.audit(ctx, state.Event{Time: is.now, Type: state.EventCertIssued, Actor: is.id.Username,
 			Source: addrString(r.Source), Details: details})
 	}
+	i.latency.WithLabelValues("issued").Observe(time.Since(start).Seconds())
 	return out, nil
 }
 

@@ -9,6 +9,7 @@ type metrics struct {
 	throttled *prometheus.CounterVec
 	backlog   prometheus.GaugeFunc
 	outage    prometheus.Gauge
+	upload    *prometheus.HistogramVec
 }
 
 func newMetrics(s *Store) *metrics {
@@ -25,6 +26,11 @@ func newMetrics(s *Store) *metrics {
 		outage: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "postern_s3_outage", Help: "1 while S3 writes are failing and being retried, else 0.",
 		}),
+		upload: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "postern_s3_part_upload_seconds",
+			Help:    "Time to store one multipart part (upload_part) or a whole small object (put), retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"op"}),
 	}
 }
 
@@ -34,6 +40,7 @@ func (s *Store) Describe(ch chan<- *prometheus.Desc) {
 	s.m.throttled.Describe(ch)
 	s.m.backlog.Describe(ch)
 	s.m.outage.Describe(ch)
+	s.m.upload.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -42,4 +49,5 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 	s.m.throttled.Collect(ch)
 	s.m.backlog.Collect(ch)
 	s.m.outage.Collect(ch)
+	s.m.upload.Collect(ch)
 }

@@ -59,6 +59,8 @@ func (m *multipart) send(ctx context.Context, body func() io.ReadSeeker, n int64
 		}
 	}
 	num := int32(len(m.parts) + 1)
+	start := time.Now()
+	defer func() { s.m.upload.WithLabelValues("upload_part").Observe(time.Since(start).Seconds()) }()
 	var part types.CompletedPart
 	err := s.retry(ctx, "upload_part", func(ctx context.Context) error {
 		out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{

@@ -442,6 +442,8 @@ func (s *Store) putInput(key string, body io.ReadSeeker, size int64, contentType
 // putObject stores size bytes from body() (a fresh reader for each
 // attempt) under the bucket key with one PUT, retrying.
 func (s *Store) putObject(ctx context.Context, key string, body func() io.ReadSeeker, size int64, contentType string) error {
+	start := time.Now()
+	defer func() { s.m.upload.WithLabelValues("put").Observe(time.Since(start).Seconds()) }()
 	return s.retry(ctx, "put", func(ctx context.Context) error {
 		_, err := s.client.PutObject(ctx, s.putInput(key, body(), size, contentType), noRetry)
 		return err
