@@ -405,6 +405,8 @@ roles:
 		checkpointed = n
 		return n >= 10
 	})
+	// Kill at a moment unrelated to the checkpoints: some ticks later.
+	waitUntil(t, 30*time.Second, "more ticks", func() bool { return lastTick.Load() >= checkpointed+7 })
 	a.proc.Stop() // SIGKILL, with its process group
 	killedAt := time.Now()
 	clientLast, clientLastAt := lastTick.Load(), time.Unix(0, lastTickAt.Load())
