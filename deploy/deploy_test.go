@@ -15,7 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -506,6 +508,13 @@ func checkDex(t *testing.T, dir string, cf composeFile, cfg *config.Config) {
 	if len(dex.StaticClients) != 1 || dex.StaticClients[0].ID != iss.ClientID || !dex.StaticClients[0].Public {
 		t.Errorf("dex needs one public client %q", iss.ClientID)
 	}
+	// Dex allows any loopback redirect to a public client only while its
+	// redirectURIs list is empty: postern login's random port and the web
+	// UI's callback both need that (TestComposeQuickStartNatively logs in
+	// through both).
+	if len(dex.StaticClients) == 1 && len(dex.StaticClients[0].RedirectURIs) != 0 {
+		t.Errorf("dex client lists redirectURIs %v: postern login and the web UI would get \"Unregistered redirect_uri\"", dex.StaticClients[0].RedirectURIs)
+	}
 	groups := map[string]bool{}
 	for _, u := range dex.StaticPasswords {
 		if err := bcrypt.CompareHashAndPassword([]byte(u.Hash), []byte("password")); err != nil {
@@ -888,4 +897,68 @@ func TestHelmRequiredValues(t *testing.T) {
 	if _, err := render(t, "--set", "ca.existingSecret="); err == nil || !strings.Contains(err.Error(), "ca.existingSecret is required") {
 		t.Errorf("no CA secret: err = %v, want a required-value error", err)
 	}
+}
+
+// TestImagesPinned: every base image of the Dockerfiles is pinned by
+// digest (tag@sha256:…), the Dockerfile says how to update the digests,
+// Node.js is a supported LTS line (20 reached its end of life in 2026-04),
+// the Go toolchain is at least go.mod's, and the image leaves development
+// mode out.
+func TestImagesPinned(t *testing.T) {
+	r := root(t)
+	pinned := regexp.MustCompile(`^([a-z0-9./-]+):([A-Za-z0-9._-]+)@sha256:[0-9a-f]{64}$`)
+	for _, df := range []string{"Dockerfile", "deploy/compose/tool.Dockerfile", "deploy/compose/target/Dockerfile"} {
+		for _, in := range parseDockerfile(t, readFile(t, r, df)) {
+			if in.cmd != "FROM" {
+				continue
+			}
+			image := strings.Fields(in.args)[0]
+			m := pinned.FindStringSubmatch(image)
+			if m == nil {
+				t.Errorf("%s: FROM %s is not pinned by digest (name:tag@sha256:…)", df, image)
+				continue
+			}
+			switch m[1] {
+			case "node":
+				major, _ := strconv.Atoi(strings.SplitN(m[2], "-", 2)[0])
+				if major < 22 || major%2 == 1 {
+					t.Errorf("%s: node %s is not a supported LTS line (22, 24, …)", df, m[2])
+				}
+			case "golang":
+				if v := strings.SplitN(m[2], "-", 2)[0]; semverLess("v"+v, "v1.26") {
+					t.Errorf("%s: golang %s is older than go.mod's Go", df, v)
+				}
+			}
+		}
+	}
+	text := readFile(t, r, "Dockerfile")
+	for _, want := range []string{"docker buildx imagetools inspect", "-tags nodevidp", "ARG GO_TOOLCHAIN=go1.26."} {
+		if !strings.Contains(text, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	gomod := readFile(t, r, "go.mod")
+	goLine := regexp.MustCompile(`(?m)^go (\S+)$`).FindStringSubmatch(gomod)
+	tc := regexp.MustCompile(`ARG GO_TOOLCHAIN=go(\S+)`).FindStringSubmatch(text)
+	if goLine == nil || tc == nil || semverLess("v"+tc[1], "v"+goLine[1]) {
+		t.Errorf("the image's Go toolchain %v is older than go.mod's go %v", tc, goLine)
+	}
+}
+
+// semverLess compares dotted versions numerically.
+func semverLess(a, b string) bool {
+	pa, pb := strings.Split(strings.TrimPrefix(a, "v"), "."), strings.Split(strings.TrimPrefix(b, "v"), ".")
+	for i := 0; i < max(len(pa), len(pb)); i++ {
+		var x, y int
+		if i < len(pa) {
+			x, _ = strconv.Atoi(pa[i])
+		}
+		if i < len(pb) {
+			y, _ = strconv.Atoi(pb[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
 }

@@ -557,22 +557,31 @@ func objectText(t *testing.T, s3 *s3test.Server, bucket, key string) string {
 // form and returns it.
 func webLogin(t *testing.T, base, email, password string) *http.Client {
 	t.Helper()
+	c, final, code, body := formLogin(t, base+"/ui/login", email, password)
+	if code != http.StatusOK || !strings.HasPrefix(final.Path, "/ui") {
+		t.Fatalf("web login ended on %s (%d):\n%s", final, code, body)
+	}
+	return c
+}
+
+// formLogin plays a person at Dex's pages: it opens start and submits every
+// form it meets with email and password until a page without a form, and
+// returns the browser and that page.
+func formLogin(t *testing.T, start, email, password string) (*http.Client, *url.URL, int, string) {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp, err := c.Get(base + "/ui/login")
+	resp, err := c.Get(start)
 	for range 5 {
 		if err != nil {
-			t.Fatalf("web login: %v", err)
+			t.Fatalf("login at %s: %v", start, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		page := resp.Request.URL
 		m := regexp.MustCompile(`(?is)<form[^>]*action="([^"]*)"(.*?)</form>`).FindSubmatch(body)
 		if m == nil || strings.HasPrefix(page.Path, "/ui") {
-			if resp.StatusCode != http.StatusOK || !strings.HasPrefix(page.Path, "/ui") {
-				t.Fatalf("web login ended on %s (%d):\n%s", page, resp.StatusCode, body)
-			}
-			return c
+			return c, page, resp.StatusCode, string(body)
 		}
 		action, perr := page.Parse(html.UnescapeString(string(m[1])))
 		if perr != nil {
@@ -590,8 +599,8 @@ func webLogin(t *testing.T, base, email, password string) *http.Client {
 		form.Set("password", password)
 		resp, err = c.PostForm(action.String(), form)
 	}
-	t.Fatal("web login: too many forms")
-	return nil
+	t.Fatal("login: too many forms")
+	return nil, nil, 0, ""
 }
 
 // webGet returns the status and body of a GET.
