@@ -655,6 +655,16 @@ func render(t *testing.T, args ...string) (map[string]map[string]any, error) {
 var apiVersions = map[string]string{
 	"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1", "Secret": "v1", "ServiceAccount": "v1",
 	"PodDisruptionBudget": "policy/v1", "NetworkPolicy": "networking.k8s.io/v1", "Ingress": "networking.k8s.io/v1",
+	"PodMonitor": "monitoring.coreos.com/v1", "ServiceMonitor": "monitoring.coreos.com/v1",
+}
+
+// required are the values a working install sets (the chart's documented
+// choice: no bundled database or bucket, a clear failure instead).
+var required = []string{
+	"--set", "image.repository=registry.example.com/postern",
+	"--set", "config.state=postgres://postern:${env:POSTERN_DATABASE_PASSWORD}@db.internal:5432/postern?sslmode=require",
+	"--set", "database.existingSecret=postern-db",
+	"--set", "config.storage=s3://postern-recordings/sessions?region=eu-west-1",
 }
 
 // dig walks nested maps and lists (string keys, int indexes).
@@ -690,7 +700,7 @@ func mustRender(t *testing.T, args ...string) map[string]map[string]any {
 func TestHelmLint(t *testing.T) {
 	chart := filepath.Join(root(t), "deploy/helm/postern")
 	home := t.TempDir()
-	cmd := exec.Command(helm(t), "lint", "--strict", chart)
+	cmd := exec.Command(helm(t), append([]string{"lint", "--strict", chart}, required...)...)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helm lint: %v\n%s", err, out)
@@ -698,7 +708,7 @@ func TestHelmLint(t *testing.T) {
 }
 
 func TestHelmDefaults(t *testing.T) {
-	docs := mustRender(t, "--set", "database.existingSecret=postern-db")
+	docs := mustRender(t, required...)
 	for _, k := range []string{"Deployment/demo-postern", "Service/demo-postern-ssh", "Service/demo-postern-http",
 		"ConfigMap/demo-postern", "ServiceAccount/demo-postern", "PodDisruptionBudget/demo-postern",
 		"NetworkPolicy/demo-postern"} {
@@ -718,8 +728,20 @@ func TestHelmDefaults(t *testing.T) {
 	if !matches(dig(dep, "spec", "selector", "matchLabels"), podLabels) {
 		t.Error("the Deployment's selector does not match its pod labels")
 	}
-	if dig(pod, "spec", "securityContext", "runAsNonRoot") != true {
-		t.Error("pods must run as non-root")
+	if dig(pod, "spec", "securityContext", "runAsNonRoot") != true || dig(pod, "spec", "securityContext", "seccompProfile", "type") != "RuntimeDefault" {
+		t.Error("pods must run as non-root with the runtime's seccomp profile")
+	}
+	// The configuration is checked before postern starts, with the same
+	// image, configuration, keys and environment.
+	init := dig(pod, "spec", "initContainers", 0)
+	main := dig(pod, "spec", "containers", 0)
+	if dig(init, "name") != "check-config" || fmt.Sprint(dig(init, "args")) != "[check --config /etc/postern/config.yaml]" ||
+		dig(init, "image") != dig(main, "image") || fmt.Sprint(dig(init, "volumeMounts")) != fmt.Sprint(dig(main, "volumeMounts")) ||
+		fmt.Sprint(dig(init, "env")) != fmt.Sprint(dig(main, "env")) {
+		t.Errorf("init container %v does not run postern check like the main container", init)
+	}
+	if dig(dep, "spec", "strategy", "rollingUpdate", "maxUnavailable") != 0 {
+		t.Error("a rollout must not take a serving pod down before its replacement passed the check")
 	}
 	c := dig(pod, "spec", "containers", 0).(map[string]any)
 	for _, p := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
@@ -839,13 +861,13 @@ func matches(sel any, labels map[string]any) bool {
 }
 
 func TestHelmOptions(t *testing.T) {
-	docs := mustRender(t,
+	docs := mustRender(t, append(required,
 		"--set", "ca.create=true", "--set", "ca.userKey=U", "--set", "ca.hostKey=H", "--set", "ca.targetKey=T",
 		"--set", "ingress.enabled=true", "--set", "ingress.tlsSecretName=postern-tls",
 		"--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/postern",
 		"--set", "networkPolicy.restrictEgress=true", "--set", "replicaCount=3",
 		"--set", "ca.trusted.user[0]=ssh-ed25519 AAAAold",
-	)
+	)...)
 	sec := docs["Secret/demo-postern-ca"]
 	if sec == nil {
 		t.Fatal("ca.create=true renders no Secret")
@@ -891,11 +913,70 @@ func TestHelmOptions(t *testing.T) {
 }
 
 func TestHelmRequiredValues(t *testing.T) {
-	if _, err := render(t, "--set", "ca.create=true"); err == nil || !strings.Contains(err.Error(), "ca.userKey is required") {
+	// The defaults: one failure naming every value a working install needs.
+	_, err := render(t)
+	for _, want := range []string{"postern needs these values:", "image.repository", "config.state", "config.storage"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("default values: err = %v; want it to name %q", err, want)
+		}
+	}
+	withState := []string{"--set", "image.repository=r/p", "--set", "config.storage=s3://b/p",
+		"--set", "config.state=postgres://postern:${env:POSTERN_DATABASE_PASSWORD}@db:5432/postern"}
+	if _, err := render(t, withState...); err == nil || !strings.Contains(err.Error(), "database.existingSecret") {
+		t.Errorf("state with a password reference and no secret: err = %v; want database.existingSecret named (no crash-looping pod)", err)
+	}
+	if _, err := render(t, "--set", "image.repository=r/p", "--set", "config.storage=s3://b/p", "--set", "config.state=sqlite:///tmp/x.db"); err == nil ||
+		!strings.Contains(err.Error(), "config.state must be a postgres:// URL") {
+		t.Errorf("SQLite state for replicas: err = %v", err)
+	}
+	if _, err := render(t, append(required, "--set", "service.ssh.proxyProtocol.enabled=true")...); err == nil ||
+		!strings.Contains(err.Error(), "service.ssh.proxyProtocol.trustedProxies") {
+		t.Errorf("PROXY protocol without trusted proxies: err = %v", err)
+	}
+	if _, err := render(t, append(required, "--set", "ca.create=true")...); err == nil || !strings.Contains(err.Error(), "ca.userKey is required") {
 		t.Errorf("ca.create without keys: err = %v, want a required-value error", err)
 	}
-	if _, err := render(t, "--set", "ca.existingSecret="); err == nil || !strings.Contains(err.Error(), "ca.existingSecret is required") {
+	if _, err := render(t, append(required, "--set", "ca.existingSecret=")...); err == nil || !strings.Contains(err.Error(), "ca.existingSecret is required") {
 		t.Errorf("no CA secret: err = %v, want a required-value error", err)
+	}
+}
+
+// TestHelmProxiesAndMonitors: PROXY protocol and trusted HTTP proxies reach
+// postern's configuration; a PodMonitor or a ServiceMonitor (on the HTTP
+// Service) scrapes /metrics.
+func TestHelmProxiesAndMonitors(t *testing.T) {
+	docs := mustRender(t, append(required,
+		"--set", "service.ssh.proxyProtocol.enabled=true", "--set", "service.ssh.proxyProtocol.trustedProxies[0]=10.0.0.0/16",
+		"--set", "ingress.trustedProxies[0]=10.1.0.0/16",
+		"--set", "metrics.podMonitor.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
+		"--set", "metrics.serviceMonitor.labels.release=prom")...)
+	text, _ := dig(docs["ConfigMap/demo-postern"], "data", "config.yaml").(string)
+	tmp := t.TempDir()
+	for _, name := range []string{"user_ca", "host_ca", "target_ca"} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(tmp, name)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	}
+	t.Setenv("POSTERN_DATABASE_PASSWORD", "x")
+	cfg, err := config.Parse([]byte(strings.ReplaceAll(text, "/etc/postern/ca/", tmp+"/")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(cfg.SSH.TrustedProxies) != "[10.0.0.0/16]" || fmt.Sprint(cfg.HTTP.TrustedProxies) != "[10.1.0.0/16]" {
+		t.Errorf("trusted proxies in the config: ssh %v http %v", cfg.SSH.TrustedProxies, cfg.HTTP.TrustedProxies)
+	}
+	podLabels := dig(docs["Deployment/demo-postern"], "spec", "template", "metadata", "labels").(map[string]any)
+	pm := docs["PodMonitor/demo-postern"]
+	if !matches(dig(pm, "spec", "selector", "matchLabels"), podLabels) || dig(pm, "spec", "podMetricsEndpoints", 0, "port") != "http" ||
+		dig(pm, "spec", "podMetricsEndpoints", 0, "path") != "/metrics" {
+		t.Errorf("PodMonitor %v", pm)
+	}
+	sm := docs["ServiceMonitor/demo-postern"]
+	httpLabels := dig(docs["Service/demo-postern-http"], "metadata", "labels").(map[string]any)
+	sshLabels := dig(docs["Service/demo-postern-ssh"], "metadata", "labels").(map[string]any)
+	if !matches(dig(sm, "spec", "selector", "matchLabels"), httpLabels) || matches(dig(sm, "spec", "selector", "matchLabels"), sshLabels) ||
+		dig(sm, "metadata", "labels", "release") != "prom" || dig(sm, "spec", "endpoints", 0, "port") != "http" {
+		t.Errorf("ServiceMonitor %v must select the HTTP Service only", sm)
 	}
 }
 
