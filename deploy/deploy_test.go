@@ -537,24 +537,7 @@ func checkDex(t *testing.T, dir string, cf composeFile, cfg *config.Config) {
 
 func TestSystemdUnit(t *testing.T) {
 	path := filepath.Join(root(t), "deploy/systemd/postern.service")
-	sections := map[string]map[string][]string{}
-	var cur string
-	for line := range strings.Lines(readFile(t, path)) {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
-			cur = strings.Trim(line, "[]")
-			sections[cur] = map[string][]string{}
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || cur == "" {
-			t.Fatalf("malformed unit line %q", line)
-		}
-		sections[cur][k] = append(sections[cur][k], v)
-	}
+	sections := parseUnit(t, path)
 	for _, s := range []string{"Unit", "Service", "Install"} {
 		if sections[s] == nil {
 			t.Errorf("section [%s] missing", s)
@@ -576,8 +559,14 @@ func TestSystemdUnit(t *testing.T) {
 	if exec0[0] != "/usr/local/bin/postern" || exec0[1] != "serve" || !slices.Contains(exec0, "--config") {
 		t.Errorf("ExecStart = %v, want postern serve --config …", exec0)
 	}
-	if !strings.Contains(svc["ExecReload"][0], "-HUP") {
-		t.Error("ExecReload must send SIGHUP (postern reloads its config on SIGHUP)")
+	if n := len(svc["ExecReload"]); n != 2 || !strings.Contains(svc["ExecReload"][0], "postern check") || !strings.Contains(svc["ExecReload"][1], "-HUP") {
+		t.Error("ExecReload must check the configuration, then send SIGHUP (postern reloads its config on SIGHUP)")
+	}
+	if len(svc["ExecStartPre"]) != 1 || !strings.Contains(svc["ExecStartPre"][0], "postern check --config /etc/postern/config.yaml") {
+		t.Error("ExecStartPre must run postern check (like sshd -t)")
+	}
+	if len(svc["LoadCredential"]) < 3 || len(svc["EnvironmentFile"]) != 0 {
+		t.Errorf("secrets must come as credentials (LoadCredential=), not an environment file: %v", svc)
 	}
 	// systemd's own parser, when present, must accept every directive.
 	if sa, err := exec.LookPath("systemd-analyze"); err == nil {

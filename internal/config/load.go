@@ -110,9 +110,10 @@ func decodeError(err error) error {
 	return fmt.Errorf("invalid config: %w", err)
 }
 
-var secretRef = regexp.MustCompile(`\$\{(env|file):([^}]+)\}`)
+var secretRef = regexp.MustCompile(`\$\{(env|file|credential):([^}]+)\}`)
 
-// expandSecrets replaces ${env:NAME} and ${file:/path} in scalar values. An
+// expandSecrets replaces ${env:NAME}, ${file:/path} and ${credential:NAME}
+// (a systemd credential) in scalar values. An
 // unset variable or unreadable file is an error naming the key path; the value
 // itself is never printed.
 func expandSecrets(n *yaml.Node, path string, expanded map[*yaml.Node]bool) error {
@@ -173,8 +174,23 @@ func resolveRef(kind, arg string) (string, error) {
 			return "", fmt.Errorf("cannot read secret file %s (check the path and permissions)", arg)
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
+	case "credential":
+		// systemd's LoadCredential= hands the service private copies of
+		// secrets in $CREDENTIALS_DIRECTORY.
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return "", fmt.Errorf("${credential:%s} needs $CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredential= (outside systemd, set it to the directory holding the credential files)", arg)
+		}
+		if strings.ContainsAny(arg, "/\\") || arg == "." || arg == ".." {
+			return "", fmt.Errorf("credential name %q: a plain name, as in LoadCredential=NAME:/path", arg)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, arg))
+		if err != nil {
+			return "", fmt.Errorf("cannot read credential %s from $CREDENTIALS_DIRECTORY (is there a LoadCredential=%s:… line in the unit?)", arg, arg)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
 	}
-	return "", fmt.Errorf("unknown reference ${%s:…} (use ${env:NAME} or ${file:/path})", kind)
+	return "", fmt.Errorf("unknown reference ${%s:…} (use ${env:NAME}, ${file:/path} or ${credential:NAME})", kind)
 }
 
 func joinPath(parent, key string) string {

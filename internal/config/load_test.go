@@ -207,6 +207,31 @@ func TestNearest(t *testing.T) {
 	}
 }
 
+// TestCredentialReference: ${credential:NAME} reads a systemd credential
+// from $CREDENTIALS_DIRECTORY; without that directory, or with a name that
+// is a path, it is an error naming the key and what to do.
+func TestCredentialReference(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "slack"), []byte("from-systemd\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	src := "approvals: {slack: {signing_secret: '${credential:slack}'}}"
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	if _, err := Parse([]byte(src)); err == nil || !strings.Contains(err.Error(), "approvals.slack.signing_secret: ${credential:slack} needs $CREDENTIALS_DIRECTORY") {
+		t.Errorf("without the directory: %v", err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	c, err := Parse([]byte(src))
+	if err != nil || c.Approvals.Slack.SigningSecret != "from-systemd" {
+		t.Fatalf("Parse = %v, %v", c, err)
+	}
+	for _, bad := range []string{"../slack", "missing"} {
+		if _, err := Parse([]byte("approvals: {slack: {signing_secret: '${credential:" + bad + "}'}}")); err == nil {
+			t.Errorf("${credential:%s} accepted", bad)
+		}
+	}
+}
+
 func TestSecretNeverInError(t *testing.T) {
 	t.Setenv("POSTERN_TEST_SECRET", "hunter2")
 	_, err := Parse([]byte("identity: {issuers: [{name: x, issuer_url: '${env:POSTERN_TEST_SECRET}', client_id: c}]}"))
