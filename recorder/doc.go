@@ -26,6 +26,17 @@
 // A nil *Session records nothing, so callers need no "if recording" branches.
 // While a session runs, [Recorder.Follow] tails its spool for live viewers.
 //
+// # Replicas
+//
+// With Options.CheckpointInterval set, the bytes of each spool that the
+// store does not hold yet are copied into the state store's journal every
+// interval (journal.go), and [Recorder.RecoverDead] completes the
+// recordings of replicas that stopped sending heartbeats from the store's
+// unfinished upload ([Resumer]) and the journal: a killed replica loses at
+// most one interval of any session. A seal checks that this replica still
+// owns the session, so a replica that was only cut off cannot store over a
+// recording another one completed.
+//
 // # Stores
 //
 // [OpenStore] opens a [FileStore] (file://) or an [S3Store] (s3://, see

@@ -15,7 +15,15 @@
 //
 // Replicas (replica.go): each process has a replica name that owns the
 // sessions it records; a live follow asked on another replica is forwarded to
-// the one recording it.
+// the one recording it. Every replica records a heartbeat in the state store
+// and, with PostgreSQL, completes the recordings of replicas that stopped
+// (recorder.RecoverDead). The secrets postern generates (secrets.go: the SSH
+// host key, CA keys nobody configured, the web cookie key) come from the
+// state store, never a replica's disk.
+//
+// Check (check.go) validates a configuration without serving (`postern
+// check`); a SIGHUP reload runs it first and applies only what can change in
+// place (PlanReload), reporting the rest as needing a restart.
 //
 // The adapters between components also live here (gates.go: the approval
 // broker as the inner hop's command gate and the PostgreSQL proxy's

@@ -44,6 +44,7 @@ var importRules = map[string][]string{
 	"internal/atomicfile": {"*"},
 	"internal/promx":      {"*"},
 	"internal/buildinfo":  {"*"},
+	"internal/sbom":       {"*"},
 	"internal/httpx":      {"*", "!internal/usererr"},
 	"internal/config":     {"*", "!guardrails/mask"},
 }

@@ -78,7 +78,21 @@
 //
 // [Store.Revoke] records a revoked certificate serial (and appends a
 // cert.revoked audit event); [Store.IsRevoked] is asked on every
-// authentication.
+// authentication. Revoking a certificate also ends the web sessions of the
+// identity it was issued to (found by its cert.issued event).
+//
+// # What replicas share besides
+//
+// Everything a replica would otherwise keep on its own disk lives here, so
+// that replicas are interchangeable: [Store.Secret] creates a secret
+// postern generates (the web cookie key, the SSH host key, CA keys nobody
+// configured) once, for every replica; web UI sessions ([Store.PutWebSession],
+// [Store.GetWebSession], [Store.DeleteWebSession], and
+// [Store.EndWebSessions], the hook that ends an identity's sessions);
+// replica heartbeats ([Store.Heartbeat], [Store.DeadReplicaSessions],
+// [Store.ClaimSession]); and recording checkpoints ([Store.AppendJournal],
+// [Store.Journal], [Store.TrimJournal], [Store.DeleteJournal]), from which a
+// surviving replica completes a dead one's recordings.
 //
 // # Locks
 //

@@ -15,7 +15,11 @@
 // sends them as a multipart upload; [Upload.Complete] sends the last part
 // and completes the upload. A recording that never reaches one part is sent
 // with a single PUT. Nothing on the caller's data path waits for the
-// network: [Upload.Grow] only records the new size.
+// network: [Upload.Grow] only records the new size. With
+// Options.PartDelimiter set, a part (but the last) ends just after that byte
+// (a whole cast line), so that [Store.Resume] lets another process complete
+// an upload its owner left unfinished, from the bytes it checkpointed
+// elsewhere; [Upload.Durable] says how much the completed parts hold.
 //
 // # Faults
 //
