@@ -638,22 +638,31 @@ func printable(s string) string {
 	return s
 }
 
-// CheckCAs checks the CA keys cfg names without generating any (postern
-// check, and a reload before it is applied): an inline key or a key file
-// must parse as an acceptable CA key readable by this process, as must a
-// key file an earlier start generated in <dataDir>/ca; a default key that
-// does not exist yet is fine (the first start generates it, in the data
-// directory or the shared state store). Every trusted public key must
-// parse too. Each problem names the key path.
+// CheckCAs checks the CA keys and the audit signing key cfg names without
+// generating any (postern check, and a reload before it is applied): an
+// inline key or a key file must parse as an acceptable key readable by this
+// process, as must a key file an earlier start generated in <dataDir>/ca; a
+// default key that does not exist yet is fine (the first start generates
+// it, in the data directory or the shared state store). Every trusted
+// public key must parse too. Each problem names the key path.
 func CheckCAs(cfg config.CAs, dataDir string) error {
 	var errs []error
 	for _, c := range []struct {
 		name string
 		cfg  config.CA
-	}{{CAUser, cfg.User}, {CAHost, cfg.Host}, {CATarget, cfg.Target}} {
-		ca, err := loadCA(context.Background(), c.name, c.cfg, dataDir, nil, false)
+	}{{CAUser, cfg.User}, {CAHost, cfg.Host}, {CATarget, cfg.Target}, {CAAudit, cfg.Audit}} {
+		var ca *CA
+		var err error
+		if c.name == CAAudit {
+			var k *AuditKey
+			if k, err = loadAuditKey(context.Background(), c.cfg, dataDir, nil, false); err == nil {
+				ca = k.ca
+			}
+		} else {
+			ca, err = loadCA(context.Background(), c.name, c.cfg, dataDir, nil, false)
+		}
 		if err != nil {
-			path := filepath.Join(dataDir, "ca", c.name+"_ca")
+			path := filepath.Join(dataDir, "ca", keyFileName(c.name))
 			if strings.TrimSpace(c.cfg.Key) == "" && c.cfg.KeyFile == "" {
 				if _, statErr := os.Stat(path); errors.Is(statErr, fs.ErrNotExist) {
 					continue // generated on first start

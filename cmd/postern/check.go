@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/server"
 )
 
@@ -34,7 +35,7 @@ runs it before a new version of the configuration is rolled out.`,
 				err = server.Check(cmd.Context(), cfg, server.CheckOptions{Connect: connect})
 			}
 			if err != nil {
-				return exitError{code: 1, msg: configName(g) + " does not pass:\n  " + strings.ReplaceAll(err.Error(), "\n", "\n  ")}
+				return &usererr.Error{Exit: 1, Code: "config_invalid", Msg: configName(g) + " does not pass:\n  " + strings.ReplaceAll(err.Error(), "\n", "\n  "), Err: err}
 			}
 			if !quiet {
 				fmt.Fprintf(g.stdout, "%s: OK (%d targets, %d roles, %d issuers)\n", configName(g), len(cfg.Targets), len(cfg.Roles), len(cfg.Identity.Issuers))

@@ -17,6 +17,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/testutil"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
@@ -26,12 +27,11 @@ func checkRun(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	err := run(context.Background(), append([]string{"check"}, args...), &out, &errb)
-	var ee exitError
-	switch {
+	switch ue := usererr.As(err); {
 	case err == nil:
 		return 0, out.String(), errb.String()
-	case errors.As(err, &ee):
-		return ee.code, out.String(), ee.msg
+	case ue != nil && ue.Exit != 0:
+		return ue.Exit, out.String(), ue.Msg
 	}
 	return 1, out.String(), err.Error()
 }
