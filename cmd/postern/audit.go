@@ -138,7 +138,7 @@ func runAuditVerify(ctx context.Context, g *globalFlags, f auditVerifyFlags) err
 		}
 		defer st.Close()
 		if opts.Keys == nil {
-			if opts.Keys, err = auditKeyring(cfg); err != nil {
+			if opts.Keys, err = auditKeyring(ctx, cfg, st); err != nil {
 				return cannotVerify(err)
 			}
 		}
@@ -197,12 +197,22 @@ func openEvidence(ctx context.Context, g *globalFlags) (*config.Config, *state.S
 }
 
 // auditKeyring is the configured audit public keys (ca.audit, read-only).
-func auditKeyring(cfg *config.Config) (*audit.Keyring, error) {
-	k, err := certs.OpenAuditKey(cfg.CA.Audit, cfg.DataDir)
+func auditKeyring(ctx context.Context, cfg *config.Config, st *state.Store) (*audit.Keyring, error) {
+	k, err := openAuditKey(ctx, cfg, st)
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	return audit.NewKeyring(k.Trusted())
+}
+
+// openAuditKey opens the audit signing key without generating it: from its
+// configuration, or where postern generated it (the shared state store
+// with PostgreSQL, the data directory with SQLite).
+func openAuditKey(ctx context.Context, cfg *config.Config, st *state.Store) (*certs.AuditKey, error) {
+	if cfg.SharedState() {
+		return certs.OpenAuditKeyFrom(ctx, cfg.CA.Audit, cfg.DataDir, st)
+	}
+	return certs.OpenAuditKey(cfg.CA.Audit, cfg.DataDir)
 }
 
 func printReport(w io.Writer, rep *audit.Report, warning string) {
@@ -272,7 +282,7 @@ func runAuditExport(ctx context.Context, g *globalFlags, since, until time.Time,
 		return err
 	}
 	defer st.Close()
-	key, err := certs.OpenAuditKey(cfg.CA.Audit, cfg.DataDir)
+	key, err := openAuditKey(ctx, cfg, st)
 	if err != nil {
 		return fmt.Errorf("audit key: %w", err)
 	}
