@@ -64,8 +64,11 @@ func TestLoadAuthorityFromKeyStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ks.generated != 3 {
-		t.Errorf("generated %d keys; want 3 (one per CA, shared)", ks.generated)
+	if ks.generated != 4 {
+		t.Errorf("generated %d keys; want 4 (one per CA and the audit key, shared)", ks.generated)
+	}
+	if !bytes.Equal(a.Audit.Trusted()[0].Marshal(), b.Audit.Trusted()[0].Marshal()) || !a.Audit.CanSign() {
+		t.Error("replicas have different audit keys")
 	}
 	for _, pair := range [][2]*CA{{a.User, b.User}, {a.Host, b.Host}, {a.Target, b.Target}} {
 		if !bytes.Equal(pair[0].PublicKey().Marshal(), pair[1].PublicKey().Marshal()) {
@@ -77,7 +80,7 @@ func TestLoadAuthorityFromKeyStore(t *testing.T) {
 	}
 	for _, dir := range []string{dirA, dirB} {
 		names := dirNames(t, filepath.Join(dir, "ca"))
-		if strings.Join(names, ",") != "host_ca.pub,target_ca.pub,user_ca.pub" {
+		if strings.Join(names, ",") != "audit_key.pub,host_ca.pub,target_ca.pub,user_ca.pub" {
 			t.Errorf("%s/ca holds %v; want the public keys only", dir, names)
 		}
 	}
