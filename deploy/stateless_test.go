@@ -469,18 +469,16 @@ roles:
 		return err == nil && row.Status == state.StatusFinished
 	})
 
-	// The audit chain and every recording verify (the shared chain and the
-	// bucket; each replica's own audit file is a segment of the chain, which
-	// cluster-wide verification checks).
-	verifier := filepath.Join(t.TempDir(), "verify.yaml")
-	if err := os.WriteFile(verifier, []byte(fmt.Sprintf("data_dir: %s\nstate: %s\nstorage: %s\n", t.TempDir(), stateURL, storage)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	vcmd := exec.Command(bin, "audit", "verify", "--config", verifier)
+	// The audit chain, its signed checkpoints and every recording verify,
+	// cluster-wide: B's configuration with A's audit file too (A's was
+	// written up to its death).
+	vcmd := exec.Command(bin, "audit", "verify", "--config", b.config, "--audit-file", filepath.Join(a.data, "audit.jsonl"))
 	vcmd.Env = append(os.Environ(), env...)
-	if out, err := vcmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "intact") {
+	out, err := vcmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "intact") {
 		t.Errorf("postern audit verify: %v\n%s", err, out)
 	}
+	t.Logf("postern audit verify: %s", out)
 	if j, _ := st.Journal(ctx, aliceRow.ID); len(j) != 0 {
 		t.Errorf("%d checkpoints of A's session left after its recovery", len(j))
 	}
