@@ -215,7 +215,11 @@ func writeYAML(t *testing.T, path string, v any) {
 // the last redirect lands on postern login's loopback callback.
 func dexForm(t *testing.T, u, email, password string) {
 	t.Helper()
-	if _, final, code, body := formLogin(t, u, email, password); code != 200 {
-		t.Fatalf("login ended on %s (%d):\n%s", final, code, body)
+	p, err := dextest.Browse(u, email, password, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status != 200 {
+		t.Fatalf("login ended on %s (%d):\n%s", p.URL, p.Status, p.Body)
 	}
 }

@@ -12,11 +12,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"html"
 	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -555,50 +553,14 @@ func objectText(t *testing.T, s3 *s3test.Server, bucket, key string) string {
 // form and returns it.
 func webLogin(t *testing.T, base, email, password string) *http.Client {
 	t.Helper()
-	c, final, code, body := formLogin(t, base+"/ui/login", email, password)
-	if code != http.StatusOK || !strings.HasPrefix(final.Path, "/ui") {
-		t.Fatalf("web login ended on %s (%d):\n%s", final, code, body)
+	p, err := dextest.Browse(base+"/ui/login", email, password, "/ui")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return c
-}
-
-// formLogin plays a person at Dex's pages: it opens start and submits every
-// form it meets with email and password until a page without a form, and
-// returns the browser and that page.
-func formLogin(t *testing.T, start, email, password string) (*http.Client, *url.URL, int, string) {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp, err := c.Get(start)
-	for range 5 {
-		if err != nil {
-			t.Fatalf("login at %s: %v", start, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		page := resp.Request.URL
-		m := regexp.MustCompile(`(?is)<form[^>]*action="([^"]*)"(.*?)</form>`).FindSubmatch(body)
-		if m == nil || strings.HasPrefix(page.Path, "/ui") {
-			return c, page, resp.StatusCode, string(body)
-		}
-		action, perr := page.Parse(html.UnescapeString(string(m[1])))
-		if perr != nil {
-			t.Fatal(perr)
-		}
-		form := url.Values{}
-		for _, in := range regexp.MustCompile(`(?is)<input([^>]*)>`).FindAllSubmatch(m[2], -1) {
-			name := regexp.MustCompile(`name="([^"]*)"`).FindSubmatch(in[1])
-			value := regexp.MustCompile(`value="([^"]*)"`).FindSubmatch(in[1])
-			if name != nil && value != nil {
-				form.Set(string(name[1]), html.UnescapeString(string(value[1])))
-			}
-		}
-		form.Set("login", email)
-		form.Set("password", password)
-		resp, err = c.PostForm(action.String(), form)
+	if p.Status != http.StatusOK || !strings.HasPrefix(p.URL.Path, "/ui") {
+		t.Fatalf("web login ended on %s (%d):\n%s", p.URL, p.Status, p.Body)
 	}
-	t.Fatal("login: too many forms")
-	return nil, nil, 0, ""
+	return p.Client
 }
 
 // webGet returns the status and body of a GET.

@@ -4,11 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"html"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,43 +219,14 @@ func TestEndToEndDex(t *testing.T) {
 // redirects end, on the login's loopback callback or Dex's device "done"
 // page, and checks that final page says wantFinal.
 func dexBrowser(t *testing.T, u, email, password, wantFinal string) {
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp, err := c.Get(u)
-	for range 5 {
-		if err != nil {
-			t.Errorf("browse %s: %v", u, err)
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		page := resp.Request.URL
-		m := regexp.MustCompile(`(?is)<form[^>]*action="([^"]*)"(.*?)</form>`).FindSubmatch(body)
-		if m == nil {
-			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), wantFinal) {
-				t.Errorf("final page %s %d lacks %q:\n%s", page, resp.StatusCode, wantFinal, body)
-			}
-			return
-		}
-		action, perr := page.Parse(html.UnescapeString(string(m[1])))
-		if perr != nil {
-			t.Errorf("form action %q: %v", m[1], perr)
-			return
-		}
-		form := url.Values{}
-		for _, in := range regexp.MustCompile(`(?is)<input([^>]*)>`).FindAllSubmatch(m[2], -1) {
-			name := regexp.MustCompile(`name="([^"]*)"`).FindSubmatch(in[1])
-			value := regexp.MustCompile(`value="([^"]*)"`).FindSubmatch(in[1])
-			if name != nil && value != nil {
-				form.Set(string(name[1]), html.UnescapeString(string(value[1])))
-			}
-		}
-		form.Set("login", email)
-		form.Set("password", password)
-		u = action.String()
-		resp, err = c.PostForm(u, form)
+	p, err := dextest.Browse(u, email, password, "")
+	if err != nil {
+		t.Error(err)
+		return
 	}
-	t.Errorf("too many forms at %s", u)
+	if p.Status != http.StatusOK || !strings.Contains(p.Body, wantFinal) {
+		t.Errorf("final page %s %d lacks %q:\n%s", p.URL, p.Status, wantFinal, p.Body)
+	}
 }
 
 // dexSetup starts Dex with alice (group sre) and a bastion trusting it with

@@ -6,10 +6,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"html"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -322,3 +328,59 @@ func (d *Dex) Token(ctx context.Context, email, password string) (string, error)
 func (d *Dex) String() string {
 	return "dex " + d.issuer + " (client " + strconv.Quote(d.opts.ClientID) + ")"
 }
+
+// Page is where Browse ended: the browser (with its cookies), the last
+// page's URL, status and body.
+type Page struct {
+	Client *http.Client
+	URL    *url.URL
+	Status int
+	Body   string
+}
+
+// Browse plays a person at Dex's pages: it opens start and submits every
+// form it meets (the local password form, the device code form) with email
+// and password, following redirects, until a page without a form, or a page
+// under stopPrefix (a path, e.g. the web UI's "/ui"; none if empty). It is
+// safe in goroutines other than the test's.
+func Browse(start, email, password, stopPrefix string) (*Page, error) {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp, err := c.Get(start)
+	for range 6 {
+		if err != nil {
+			return nil, fmt.Errorf("browse %s: %w", start, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		page := resp.Request.URL
+		m := formRe.FindSubmatch(body)
+		if m == nil || (stopPrefix != "" && strings.HasPrefix(page.Path, stopPrefix)) {
+			return &Page{Client: c, URL: page, Status: resp.StatusCode, Body: string(body)}, nil
+		}
+		action, perr := page.Parse(html.UnescapeString(string(m[1])))
+		if perr != nil {
+			return nil, fmt.Errorf("form action %q: %w", m[1], perr)
+		}
+		form := url.Values{}
+		for _, in := range inputRe.FindAllSubmatch(m[2], -1) {
+			name := nameRe.FindSubmatch(in[1])
+			value := valueRe.FindSubmatch(in[1])
+			if name != nil && value != nil {
+				form.Set(string(name[1]), html.UnescapeString(string(value[1])))
+			}
+		}
+		form.Set("login", email)
+		form.Set("password", password)
+		start = action.String()
+		resp, err = c.PostForm(start, form)
+	}
+	return nil, fmt.Errorf("browse: too many forms, the last at %s", start)
+}
+
+var (
+	formRe  = regexp.MustCompile(`(?is)<form[^>]*action="([^"]*)"(.*?)</form>`)
+	inputRe = regexp.MustCompile(`(?is)<input([^>]*)>`)
+	nameRe  = regexp.MustCompile(`name="([^"]*)"`)
+	valueRe = regexp.MustCompile(`value="([^"]*)"`)
+)
