@@ -2,9 +2,13 @@ package pgproxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -84,10 +88,12 @@ func (c *conn) push(p *pending) {
 // errMalformed reports a protocol message the decoder could not read.
 var errMalformed = errors.New("malformed protocol message")
 
-// receive reads one message with r. pgproto3's decoders have panicked on
-// malformed messages (FunctionCall with a truncated argument list, found by
-// FuzzPGMessages); a panic here would take the whole bastion down, so it
-// becomes an error that ends only the offending connection.
+// receive reads one message with r. A message pgproto3 cannot decode is
+// errMalformed: older pgproto3 decoders panicked on some (FunctionCall with
+// a truncated argument list, found by FuzzPGMessages), which here would take
+// the whole bastion down, and newer ones return an error of their own
+// unexported type; either way only the offending connection ends. Errors of
+// the connection itself (EOF, a closed or timed-out socket) pass as they are.
 func receive[M any](r func() (M, error)) (m M, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -95,7 +101,20 @@ func receive[M any](r func() (M, error)) (m M, err error) {
 			m, err = zero, fmt.Errorf("%w: %v", errMalformed, p)
 		}
 	}()
-	return r()
+	m, err = r()
+	if err != nil && !connError(err) {
+		err = fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	return m, err
+}
+
+// connError reports whether err is a failure of the connection rather than
+// of a message's content.
+func connError(err error) bool {
+	var ne net.Error
+	var se *os.SyscallError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) || errors.As(err, &se) || errors.Is(err, context.Canceled)
 }
 
 // fromClient relays client messages upstream, gating statements.
