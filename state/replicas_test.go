@@ -162,6 +162,18 @@ func TestRevokeEndsWebSessions(t *testing.T) {
 	if last.Type != EventCertRevoked || last.Details["subject"] != "alice-sub" || fmt.Sprint(last.Details["web_sessions_ended"]) != "1" {
 		t.Errorf("cert.revoked event = %+v", last)
 	}
+	// A certificate in the issued certificates (what renewals read) is
+	// found there.
+	if err := s.RecordIssued(ctx, IssuedCert{Serial: 777, KeyFingerprint: "SHA256:x", Issuer: "corp", Subject: "bob-sub",
+		ValidBefore: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Revoke(ctx, 777, "", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetWebSession(ctx, "bob-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("bob's web session after revoking his recorded certificate: %v; want ended", err)
+	}
 	// A serial postern never issued is revoked all the same.
 	if err := s.Revoke(ctx, 999, "", "ops"); err != nil {
 		t.Errorf("revoke an unknown serial: %v", err)

@@ -98,13 +98,30 @@ func (s *Store) Revocations(ctx context.Context) ([]Revocation, error) {
 }
 
 // certificateIdentity returns the issuer and subject a certificate serial
-// was issued to, from its cert.issued audit event; ok is false for a serial
-// postern has no issuance record of (signed elsewhere).
+// was issued to: from the issued certificates (kept a day past their expiry)
+// or, for one issued before they were kept, its cert.issued audit event; ok
+// is false for a serial postern has no issuance record of (signed
+// elsewhere).
 func certificateIdentity(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }, serial uint64) (issuer, subject string, ok bool, err error) {
+	rows, err := q.QueryContext(ctx, `SELECT issuer, subject FROM issued_certs WHERE serial = ?`, serialColumn(serial))
+	if err != nil {
+		return "", "", false, fmt.Errorf("find the issuance of serial %d: %w", serial, err)
+	}
+	if rows.Next() {
+		err := rows.Scan(&issuer, &subject)
+		rows.Close()
+		if err != nil {
+			return "", "", false, fmt.Errorf("find the issuance of serial %d: %w", serial, err)
+		}
+		return issuer, subject, true, nil
+	}
+	if err := rows.Close(); err != nil {
+		return "", "", false, fmt.Errorf("find the issuance of serial %d: %w", serial, err)
+	}
 	pattern := `%"serial":"` + strconv.FormatUint(serial, 10) + `"%`
-	rows, err := q.QueryContext(ctx, `SELECT details FROM audit_events WHERE type = ? AND details LIKE ? ORDER BY seq`,
+	rows, err = q.QueryContext(ctx, `SELECT details FROM audit_events WHERE type = ? AND details LIKE ? ORDER BY seq`,
 		EventCertIssued, pattern)
 	if err != nil {
 		return "", "", false, fmt.Errorf("find the issuance of serial %d: %w", serial, err)
