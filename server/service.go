@@ -75,6 +75,10 @@ type Service struct {
 	devIdP    http.Handler // the development issuer; nil outside --dev
 	locks     *lock.Locker
 	mcp       *mcpserver.Handler
+
+	// httpAddr and sshAddr are the listeners' real addresses (a reloaded
+	// configuration gets the same ports filled in as the running one).
+	httpAddr, sshAddr string
 }
 
 // NewService validates what can be checked without side effects. Run does the rest.
@@ -129,10 +133,11 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return fmt.Errorf("listen http %s: %w", cfg.Listen.HTTP, err)
 	}
 	defer httpLn.Close()
+	s.httpAddr, s.sshAddr = httpLn.Addr().String(), sshLn.Addr().String()
 	if cfg.Dev {
-		cfg.ReloadDev(httpLn.Addr().String(), sshLn.Addr().String())
+		cfg.ReloadDev(s.httpAddr, s.sshAddr)
 	} else {
-		cfg.FillPorts(httpLn.Addr().String(), sshLn.Addr().String())
+		cfg.FillPorts(s.httpAddr, s.sshAddr)
 	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -491,6 +496,7 @@ func (s *Service) reload(ctx context.Context) {
 	}
 	next, err := s.opts.Reload()
 	if err == nil {
+		next.FillPorts(s.httpAddr, s.sshAddr)
 		err = Check(ctx, next, CheckOptions{})
 	}
 	var plan ReloadPlan
