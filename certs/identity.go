@@ -36,9 +36,61 @@ type Identity struct {
 	// profile's and its claims list: a GitHub Actions token's repository
 	// and ref, a Kubernetes service account's namespace); none if empty.
 	Claims map[string]string `json:"claims,omitempty"`
+	// Alias is the person identity.aliases says this issuer and subject
+	// belong to; empty if none. It makes Key the same for every identity
+	// of that person, whichever issuer vouched for it.
+	Alias string `json:"alias,omitempty"`
 }
 
-// String returns the username, the form used in messages and audit events.
+// AliasKeyPrefix starts the Key of an identity that identity.aliases maps to
+// a person. No issuer may be named "alias", so such keys never collide with
+// issuer keys.
+const AliasKeyPrefix = "alias:"
+
+// IdentityKey returns the key of the identity issuer vouched for as subject:
+// "<issuer>:<subject>". Issuer names contain no ':' (the configuration
+// refuses them), so the key names one issuer and one subject.
+func IdentityKey(issuer, subject string) string { return issuer + ":" + subject }
+
+// Key returns the identity's canonical key: "alias:<name>" when the
+// configuration maps it to a person (Alias), else "<issuer>:<subject>".
+// Every decision about who someone is — just-in-time grants, who may see or
+// decide an approval request, the self-approval check, locks — compares
+// keys, never usernames: two issuers may vouch for the same username for
+// two different people. An identity without issuer or subject has the key
+// "", which equals no other identity's key as far as callers check for it.
+func (id Identity) Key() string {
+	if id.Alias != "" {
+		return AliasKeyPrefix + id.Alias
+	}
+	if id.Issuer == "" || id.Subject == "" {
+		return ""
+	}
+	return IdentityKey(id.Issuer, id.Subject)
+}
+
+// SameAs reports whether id and other are the same person: both have a key
+// and the keys are equal.
+func (id Identity) SameAs(other Identity) bool {
+	k := id.Key()
+	return k != "" && k == other.Key()
+}
+
+// Display returns a readable name for messages and listings: the username
+// and, when known, the issuer ("alice@example.com (corp)"). It is not a key:
+// two identities may display alike.
+func (id Identity) Display() string {
+	switch {
+	case id.Issuer == "":
+		return id.Username
+	case id.Username == "":
+		return id.Key()
+	}
+	return id.Username + " (" + id.Issuer + ")"
+}
+
+// String returns the username, the form used in messages and audit event
+// actors. Decisions use Key.
 func (id Identity) String() string { return id.Username }
 
 // InGroup reports whether the identity is a member of any of groups.
