@@ -116,7 +116,7 @@ func (a *API) isApprover(id certs.Identity) bool {
 
 // mayView reports whether id may see request ap.
 func (a *API) mayView(id certs.Identity, ap state.Approval) bool {
-	return ap.Requester == id.Username || a.isApprover(id)
+	return (ap.RequesterKey != "" && ap.RequesterKey == id.Key()) || a.isApprover(id)
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
@@ -277,7 +277,7 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reqID := r.PathValue("id")
-	err := a.opts.Broker.RevokeGrant(r.Context(), reqID, id.Username)
+	err := a.opts.Broker.RevokeGrant(r.Context(), reqID, id.Display())
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		httpx.Fail(w, http.StatusNotFound, "not_found", "no active grant for that request")

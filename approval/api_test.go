@@ -92,14 +92,14 @@ func TestAPI(t *testing.T) {
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	al := newAPIUser(t, auth, alice())
-	bob := newAPIUser(t, auth, certs.Identity{Issuer: "corp", Username: "bob", Groups: []string{"dev"}})
-	carol := newAPIUser(t, auth, certs.Identity{Issuer: "corp", Username: "carol", Groups: []string{"sre"}})
+	bob := newAPIUser(t, auth, person("bob", "dev"))
+	carol := newAPIUser(t, auth, person("carol", "sre"))
 
 	if code := (apiUser{}).do(t, "GET", srv.URL+"/v1/approvals", nil, nil); code != http.StatusUnauthorized {
 		t.Errorf("anonymous list: %d", code)
 	}
 	a := submitSudo(t, b, sudoRule)
-	other, _ := b.SubmitAccess(context.Background(), AccessRequest{Requester: certs.Identity{Username: "bob"}, Target: "db-1", Duration: time.Hour, Reason: "r"})
+	other, _ := b.SubmitAccess(context.Background(), AccessRequest{Requester: person("bob"), Target: "db-1", Duration: time.Hour, Reason: "r"})
 
 	var list []state.Approval
 	if code := al.do(t, "GET", srv.URL+"/v1/approvals?status=pending", nil, &list); code != 200 || len(list) != 1 || list[0].ID != a.ID {
@@ -136,7 +136,7 @@ func TestAPI(t *testing.T) {
 	}
 	select {
 	case r := <-done:
-		if r.code != 200 || r.a.Status != state.ApprovalApproved || !slices.ContainsFunc(r.a.Votes, func(v state.Vote) bool { return v.By == "carol" && v.Via == "api" }) {
+		if r.code != 200 || r.a.Status != state.ApprovalApproved || !slices.ContainsFunc(r.a.Votes, func(v state.Vote) bool { return v.Key == "corp:carol" && v.Via == "api" }) {
 			t.Errorf("long poll: %d %+v", r.code, r.a)
 		}
 	case <-time.After(10 * time.Second):

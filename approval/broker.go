@@ -29,6 +29,8 @@ var (
 	ErrSelfApproval = &usererr.Error{Status: http.StatusForbidden, Code: "self_approval", Msg: "you cannot decide your own request"}
 	// ErrNotApprover: the caller is not an approver of the request.
 	ErrNotApprover = &usererr.Error{Status: http.StatusForbidden, Code: "not_approver", Msg: "you are not an approver of this request"}
+	// ErrNoKey: the requester's identity has no key (no issuer and subject).
+	ErrNoKey = &usererr.Error{Status: http.StatusForbidden, Code: "no_identity", Msg: "your identity names no issuer and subject"}
 )
 
 // Store is the part of the state store the broker uses; *state.Store
@@ -39,7 +41,7 @@ type Store interface {
 	ListApprovals(ctx context.Context, status string, limit int) ([]state.Approval, error)
 	VoteApproval(ctx context.Context, id string, v state.Vote) (state.Approval, error)
 	ExpireApproval(ctx context.Context, id, status string, force bool) (state.Approval, error)
-	ActiveGrants(ctx context.Context, username string) ([]state.JITGrant, error)
+	ActiveGrants(ctx context.Context, identity string) ([]state.JITGrant, error)
 	RevokeGrant(ctx context.Context, id, by string) error
 }
 
@@ -64,11 +66,11 @@ type Options struct {
 	PublicURL string
 	// Audit receives audit events; dropped if nil.
 	Audit func(context.Context, state.Event)
-	// Groups returns the groups of a username, for approvers known only by
-	// name (Slack users); none if nil.
-	Groups func(username string) []string
-	// AccessApprovers are the groups or usernames that may decide access
-	// requests; if empty, any holder of the approver permission (API) or
+	// Groups returns the groups of an approver known only by identity key
+	// (Slack users: approvals.groups); none if nil.
+	Groups func(key string) []string
+	// AccessApprovers are the groups or identity keys that may decide
+	// access requests; if empty, any holder of the approver permission (API) or
 	// any configured Slack approver.
 	AccessApprovers []string
 	// AccessTimeout is how long an access request stays pending; 1h if zero.
@@ -261,10 +263,13 @@ type CommandRequest struct {
 // SubmitCommand stores a pending request for a command and notifies the
 // channels. It does not wait; see Wait.
 func (b *Broker) SubmitCommand(ctx context.Context, r CommandRequest) (state.Approval, error) {
+	if r.Requester.Key() == "" {
+		return state.Approval{}, ErrNoKey
+	}
 	now := b.now().UTC()
 	a := state.Approval{
-		ID: ulid.Make().String(), Kind: state.ApprovalCommand, Status: state.ApprovalPending, Requester: r.Requester.Username,
-		Groups: r.Requester.Groups, Target: r.Target, Login: r.Login, Command: r.Command, Session: r.Session,
+		ID: ulid.Make().String(), Kind: state.ApprovalCommand, Status: state.ApprovalPending, Requester: r.Requester.Display(),
+		RequesterKey: r.Requester.Key(), Groups: r.Requester.Groups, Target: r.Target, Login: r.Login, Command: r.Command, Session: r.Session,
 		Rule: r.Match.Pattern(), Approvers: slices.Clone(r.Match.Rule.Approvers), Required: r.Match.Required(),
 		Created: now, Expires: now.Add(r.Match.Timeout()),
 	}
@@ -295,11 +300,13 @@ func (b *Broker) SubmitAccess(ctx context.Context, r AccessRequest) (state.Appro
 		return state.Approval{}, usererr.New("bad_request", "a positive duration is required")
 	case r.Duration > b.opts.MaxAccess:
 		return state.Approval{}, usererr.New("bad_request", fmt.Sprintf("at most %s of access may be requested", b.opts.MaxAccess))
+	case r.Requester.Key() == "":
+		return state.Approval{}, ErrNoKey
 	}
 	now := b.now().UTC()
 	a := state.Approval{
-		ID: ulid.Make().String(), Kind: state.ApprovalAccess, Status: state.ApprovalPending, Requester: r.Requester.Username,
-		Groups: r.Requester.Groups, Target: r.Target, Login: r.Login, Reason: r.Reason, Duration: r.Duration,
+		ID: ulid.Make().String(), Kind: state.ApprovalAccess, Status: state.ApprovalPending, Requester: r.Requester.Display(),
+		RequesterKey: r.Requester.Key(), Groups: r.Requester.Groups, Target: r.Target, Login: r.Login, Reason: r.Reason, Duration: r.Duration,
 		Approvers: slices.Clone(b.opts.AccessApprovers), Required: 1, Created: now, Expires: now.Add(b.opts.AccessTimeout),
 	}
 	return a, b.submit(ctx, a)
@@ -310,7 +317,7 @@ func (b *Broker) submit(ctx context.Context, a state.Approval) error {
 		return fmt.Errorf("store approval request: %w", err)
 	}
 	b.requests.WithLabelValues(a.Kind).Inc()
-	details := map[string]any{"request": a.ID, "kind": a.Kind, "login": a.Login, "rule": a.Rule,
+	details := map[string]any{"request": a.ID, "kind": a.Kind, "requester_key": a.RequesterKey, "login": a.Login, "rule": a.Rule,
 		"approvers": a.Approvers, "required": a.Required, "expires": a.Expires.Format(time.RFC3339)}
 	if a.Command != "" {
 		details["command"] = a.Command
@@ -362,12 +369,16 @@ func (b *Broker) List(ctx context.Context, status string, limit int) ([]state.Ap
 // MayDecide reports why approver may not decide a (nil if they may).
 // trusted says the approver holds the approver permission or is a
 // configured Slack approver; access requests without AccessApprovers need
-// it. The requester never decides their own request.
+// it. The requester never decides their own request: identities are
+// compared by key (issuer and subject, or alias), never by username, and an
+// approver without a key decides nothing. An entry of a.Approvers names an
+// approver by group or by identity key (certs.Identity.Names).
 func (b *Broker) MayDecide(a state.Approval, approver certs.Identity, trusted bool) error {
-	if approver.Username == "" {
+	key := approver.Key()
+	if key == "" {
 		return ErrNotApprover
 	}
-	if approver.Username == a.Requester {
+	if key == a.RequesterKey || approver.Names(a.RequesterKey) {
 		return ErrSelfApproval
 	}
 	if a.Kind == state.ApprovalAccess && len(a.Approvers) == 0 {
@@ -376,12 +387,12 @@ func (b *Broker) MayDecide(a state.Approval, approver certs.Identity, trusted bo
 		}
 		return ErrNotApprover
 	}
-	if slices.Contains(a.Approvers, approver.Username) || approver.InGroup(a.Approvers...) {
+	if slices.ContainsFunc(a.Approvers, approver.Names) || approver.InGroup(a.Approvers...) {
 		return nil
 	}
 	if b.opts.Groups != nil && len(approver.Groups) == 0 {
 		id := approver
-		id.Groups = b.opts.Groups(approver.Username)
+		id.Groups = b.opts.Groups(key)
 		if id.InGroup(a.Approvers...) {
 			return nil
 		}
@@ -415,10 +426,10 @@ func (b *Broker) Decide(ctx context.Context, id string, d Decision) (state.Appro
 		return a, ErrDecided
 	}
 	if err := b.MayDecide(a, d.Approver, d.Trusted); err != nil {
-		b.log.Info("approval decision refused", "request", id, "approver", d.Approver.Username, "err", err)
+		b.log.Info("approval decision refused", "request", id, "approver", d.Approver.Key(), "err", err)
 		return a, err
 	}
-	a, err = b.opts.Store.VoteApproval(ctx, id, state.Vote{By: d.Approver.Username, Approve: d.Approve,
+	a, err = b.opts.Store.VoteApproval(ctx, id, state.Vote{By: d.Approver.Display(), Key: d.Approver.Key(), Approve: d.Approve,
 		Reason: d.Reason, Via: d.Via, Time: b.now().UTC()})
 	if errors.Is(err, state.ErrDecided) {
 		return a, ErrDecided
@@ -426,9 +437,9 @@ func (b *Broker) Decide(ctx context.Context, id string, d Decision) (state.Appro
 	if err != nil {
 		return a, fmt.Errorf("record decision: %w", err)
 	}
-	b.audit(ctx, state.Event{Type: state.EventApprovalVote, Actor: d.Approver.Username, Target: a.Target,
+	b.audit(ctx, state.Event{Type: state.EventApprovalVote, Actor: d.Approver.Display(), Target: a.Target,
 		Session: a.Session, Details: map[string]any{"request": id, "approve": d.Approve, "reason": d.Reason,
-			"via": d.Via, "requester": a.Requester}})
+			"via": d.Via, "requester": a.Requester, "approver_key": d.Approver.Key()}})
 	if a.Status != state.ApprovalPending {
 		b.finished(ctx, a)
 	}
@@ -533,7 +544,8 @@ func (b *Broker) Outcome(ctx context.Context, a state.Approval, outcome string) 
 		Session: a.Session, Details: map[string]any{"request": a.ID, "status": a.Status, "outcome": outcome}})
 }
 
-// Grants returns the active just-in-time grants of username.
-func (b *Broker) Grants(ctx context.Context, username string) ([]state.JITGrant, error) {
-	return b.opts.Store.ActiveGrants(ctx, username)
+// Grants returns the active just-in-time grants of the identity keyed
+// identity (certs.Identity.Key); none for "".
+func (b *Broker) Grants(ctx context.Context, identity string) ([]state.JITGrant, error) {
+	return b.opts.Store.ActiveGrants(ctx, identity)
 }

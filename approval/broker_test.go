@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/state"
 )
@@ -51,7 +50,7 @@ func TestBrokerTimeoutFailsClosed(t *testing.T) {
 		t.Errorf("timed out after %s; want about 300ms", d)
 	}
 	// A late approval changes nothing.
-	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "carol"}, Approve: true}); !errors.Is(err, ErrDecided) {
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: person("carol"), Approve: true}); !errors.Is(err, ErrDecided) {
 		t.Errorf("late approval: %v; want ErrDecided", err)
 	}
 }
@@ -62,7 +61,7 @@ func TestBrokerSeveralApprovals(t *testing.T) {
 	rule := sudoRule
 	rule.Approvals = 2
 	a := submitSudo(t, b, rule)
-	carol := Decision{Approver: certs.Identity{Username: "carol"}, Approve: true, Via: "api"}
+	carol := Decision{Approver: person("carol"), Approve: true, Via: "api"}
 	got, err := b.Decide(context.Background(), a.ID, carol)
 	if err != nil || got.Status != state.ApprovalPending || got.Approvals() != 1 {
 		t.Fatalf("first approval: %+v %v", got, err)
@@ -71,8 +70,8 @@ func TestBrokerSeveralApprovals(t *testing.T) {
 	if got, _ = b.Decide(context.Background(), a.ID, carol); got.Status != state.ApprovalPending {
 		t.Fatalf("second vote by carol approved: %+v", got)
 	}
-	got, err = b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "dave"}, Approve: true})
-	if err != nil || got.Status != state.ApprovalApproved || got.DecidedBy != "dave" {
+	got, err = b.Decide(context.Background(), a.ID, Decision{Approver: person("dave"), Approve: true})
+	if err != nil || got.Status != state.ApprovalApproved || got.DecidedBy != "dave (corp)" {
 		t.Fatalf("second approver: %+v %v", got, err)
 	}
 }
@@ -100,7 +99,7 @@ func TestBrokerReplicas(t *testing.T) {
 		w, _ := b2.Wait(context.Background(), a.ID)
 		waited <- w
 	}()
-	if _, err := b3.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "dave", Groups: []string{"sre"}}, Approve: false, Reason: "not now"}); err != nil {
+	if _, err := b3.Decide(context.Background(), a.ID, Decision{Approver: person("dave", "sre"), Approve: false, Reason: "not now"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -150,7 +149,7 @@ func TestWebhookSignedWithRetries(t *testing.T) {
 		t.Errorf("body %s (%v)", body, err)
 	}
 	// The decision is delivered too.
-	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "carol"}, Approve: true}); err != nil {
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: person("carol"), Approve: true}); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.next(t); got["event"] != state.EventApprovalDecided {
@@ -172,16 +171,16 @@ func TestAccessRequestCreatesGrant(t *testing.T) {
 		t.Error("48h access request accepted")
 	}
 	// Untrusted callers may not approve access requests without approvers.
-	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "bob"}, Approve: true}); !errors.Is(err, ErrNotApprover) {
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: person("bob"), Approve: true}); !errors.Is(err, ErrNotApprover) {
 		t.Errorf("untrusted approval: %v", err)
 	}
 	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: alice(), Trusted: true, Approve: true}); !errors.Is(err, ErrSelfApproval) {
 		t.Errorf("self approval: %v", err)
 	}
-	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "carol"}, Trusted: true, Approve: true}); err != nil {
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: person("carol"), Trusted: true, Approve: true}); err != nil {
 		t.Fatal(err)
 	}
-	gs, err := b.Grants(context.Background(), "alice")
+	gs, err := b.Grants(context.Background(), "corp:alice")
 	if err != nil || len(gs) != 1 || gs[0].Target != "db-1" || gs[0].Approval != a.ID ||
 		time.Until(gs[0].Expires) < 59*time.Minute {
 		t.Fatalf("grants = %+v, %v", gs, err)
@@ -193,7 +192,7 @@ func TestAccessRequestCreatesGrant(t *testing.T) {
 	if err := b.RevokeGrant(context.Background(), gs[0].ID, "carol"); err != nil {
 		t.Fatal(err)
 	}
-	if gs, _ := b.Grants(context.Background(), "alice"); len(gs) != 0 {
+	if gs, _ := b.Grants(context.Background(), "corp:alice"); len(gs) != 0 {
 		t.Errorf("revoked grant still active: %+v", gs)
 	}
 	if pg := b.PolicyGrants()(alice()); len(pg) != 0 {
@@ -261,7 +260,7 @@ func TestBrokerDecisionHints(t *testing.T) {
 		w, _ := b1.Wait(context.Background(), a.ID)
 		waited <- w
 	}()
-	if _, err := b2.Decide(context.Background(), a.ID, Decision{Approver: certs.Identity{Username: "carol"}, Approve: true}); err != nil {
+	if _, err := b2.Decide(context.Background(), a.ID, Decision{Approver: person("carol"), Approve: true}); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -18,9 +18,13 @@ func (b *Broker) PolicyGrants() policy.GrantsFunc {
 	return func(id certs.Identity) []policy.AccessGrant {
 		ctx, cancel := context.WithTimeout(context.Background(), grantsLookupTimeout)
 		defer cancel()
-		gs, err := b.opts.Store.ActiveGrants(ctx, id.Username)
+		key := id.Key()
+		if key == "" {
+			return nil
+		}
+		gs, err := b.opts.Store.ActiveGrants(ctx, key)
 		if err != nil {
-			b.log.Error("read just-in-time grants", "user", id.Username, "err", err)
+			b.log.Error("read just-in-time grants", "identity", key, "err", err)
 			return nil
 		}
 		out := make([]policy.AccessGrant, 0, len(gs))

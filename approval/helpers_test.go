@@ -49,13 +49,20 @@ func (l *auditLog) types() []string {
 	return out
 }
 
-// directory is the group directory of the tests: carol and dave are SREs.
-func directory(u string) []string {
-	switch u {
-	case "carol", "dave":
+// directory is the group directory of the tests, by identity key: carol
+// and dave of the corp issuer are SREs.
+func directory(key string) []string {
+	switch key {
+	case "corp:carol", "corp:dave":
 		return []string{"sre"}
 	}
 	return nil
+}
+
+// person is name as the corp issuer vouches for it (subject = name), in
+// groups.
+func person(name string, groups ...string) certs.Identity {
+	return certs.Identity{Issuer: "corp", Subject: name, Username: name, Groups: groups}
 }
 
 func newTestBroker(t testing.TB, st Store, audit *auditLog) *Broker {
@@ -131,5 +138,5 @@ var sudoRule = config.Rule{Match: `^\s*sudo\b`, Action: ActionApprove, Approvers
 	Timeout: config.Duration(time.Minute)}
 
 func alice() certs.Identity {
-	return certs.Identity{Issuer: "corp", Username: "alice", Groups: []string{"dev"}}
+	return person("alice", "dev")
 }

@@ -372,17 +372,18 @@ func (s *Slack) decide(ctx context.Context, act SlackAction) {
 	ephemeral := func(text string) {
 		s.respond(ctx, act.ResponseURL, map[string]any{"response_type": "ephemeral", "replace_original": false, "text": text})
 	}
-	username, ok := s.cfg.Approvers[act.UserID]
-	if !ok || username == "" {
+	key, ok := s.cfg.Approvers[act.UserID]
+	id, known := certs.IdentityFromKey(key)
+	if !ok || !known {
 		s.log.Info("slack decision from an unknown user", "slack_user", act.UserID, "request", act.Request)
 		ephemeral("You are not a postern approver.")
 		return
 	}
+	username := id.Display()
 	if act.ActionID == SlackActionTerminate {
 		s.terminate(ctx, act, username, ephemeral)
 		return
 	}
-	id := certs.Identity{Username: username}
 	a, err := s.b.Decide(ctx, act.Request, Decision{Approver: id, Trusted: true, Approve: act.ActionID == SlackActionApprove, Via: "slack"})
 	switch {
 	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrNotApprover), errors.Is(err, ErrNotFound):

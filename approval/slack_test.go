@@ -57,7 +57,7 @@ func TestSlackApprovalFlow(t *testing.T) {
 	hook := newReceiver(t)      // Slack's incoming webhook
 	responses := newReceiver(t) // response_url
 	s, err := NewSlack(b, config.Slack{WebhookURL: hook.srv.URL, SigningSecret: testSigningSecret,
-		Approvers: map[string]string{"UALICE": "alice", "UBOB": "bob", "UCAROL": "carol"}},
+		Approvers: map[string]string{"UALICE": "corp:alice", "UBOB": "corp:bob", "UCAROL": "corp:carol"}},
 		SlackOptions{ResponseURLPrefix: responses.srv.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestSlackApprovalFlow(t *testing.T) {
 	}
 	select {
 	case got := <-waited:
-		if got.Status != state.ApprovalApproved || got.DecidedBy != "carol" {
+		if got.Status != state.ApprovalApproved || got.DecidedBy != "carol (corp)" {
 			t.Errorf("waited: %+v; want approved by carol", got)
 		}
 	case <-time.After(10 * time.Second):
@@ -193,7 +193,7 @@ func flipLast(s string) string {
 func TestSlackDeny(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	b := newTestBroker(t, st, nil)
-	s, err := NewSlack(b, config.Slack{SigningSecret: testSigningSecret, Approvers: map[string]string{"UDAVE": "dave"}}, SlackOptions{})
+	s, err := NewSlack(b, config.Slack{SigningSecret: testSigningSecret, Approvers: map[string]string{"UDAVE": "corp:dave"}}, SlackOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestSlackDeny(t *testing.T) {
 	// A response_url outside Slack's is never called.
 	postSigned(t, actions.URL, testSigningSecret, time.Now(), slackCallback("UDAVE", SlackActionDeny, a.ID, "http://169.254.169.254/"), nil)
 	got, _ := b.Get(context.Background(), a.ID)
-	if got.Status != state.ApprovalDenied || got.DecidedBy != "dave" {
+	if got.Status != state.ApprovalDenied || got.DecidedBy != "dave (corp)" {
 		t.Errorf("got %+v; want denied by dave", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -67,6 +68,34 @@ func (id Identity) Key() string {
 		return ""
 	}
 	return IdentityKey(id.Issuer, id.Subject)
+}
+
+// IdentityFromKey returns an identity with key (an alias key or
+// "<issuer>:<subject>"), named by the key, for people the configuration names
+// by key only (Slack approvers). It reports false for a string that is not a
+// key.
+func IdentityFromKey(key string) (Identity, bool) {
+	is, rest, ok := strings.Cut(key, ":")
+	if !ok || is == "" || rest == "" {
+		return Identity{}, false
+	}
+	if is+":" == AliasKeyPrefix {
+		return Identity{Alias: rest, Username: rest}, true
+	}
+	return Identity{Issuer: is, Subject: rest, Username: rest}, true
+}
+
+// Names reports whether entry names id: its key, or the issuer and subject
+// of an aliased identity. Lists of people in the configuration (approvers)
+// hold keys.
+func (id Identity) Names(entry string) bool {
+	if entry == "" {
+		return false
+	}
+	if entry == id.Key() {
+		return true
+	}
+	return id.Issuer != "" && id.Subject != "" && entry == IdentityKey(id.Issuer, id.Subject)
 }
 
 // SameAs reports whether id and other are the same person: both have a key

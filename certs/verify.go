@@ -103,6 +103,10 @@ type VerifierOptions struct {
 	// Metrics registers postern_token_verifications_total; not registered
 	// if nil.
 	Metrics prometheus.Registerer
+	// Aliases returns the alias (identity.aliases) of the identity issuer
+	// (its configured name) vouched for as subject, "" if none; it sets
+	// Identity.Alias. No aliases if nil.
+	Aliases func(issuer, subject string) string
 }
 
 // Verifier checks OIDC ID tokens from several configured issuers and maps
@@ -143,6 +147,7 @@ type Verifier struct {
 	// minKeyRefresh is the least time between two fetches of one issuer's
 	// key set; tests lower it.
 	minKeyRefresh time.Duration
+	aliases       func(issuer, subject string) string // nil: no aliases
 }
 
 // trustedIssuer is the state of one configured issuer. verifier is set once
@@ -172,6 +177,7 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, opts VerifierOpti
 		client:        opts.HTTPClient,
 		log:           opts.Log,
 		minKeyRefresh: defaultMinKeyRefresh,
+		aliases:       opts.Aliases,
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -329,6 +335,9 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*trustedIssuer, Iden
 		return is, Identity{}, err
 	}
 	id, err := is.identity(claims)
+	if err == nil && v.aliases != nil {
+		id.Alias = v.aliases(id.Issuer, id.Subject)
+	}
 	return is, id, err
 }
 

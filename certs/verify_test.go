@@ -479,6 +479,53 @@ func TestVerifySeveralIssuers(t *testing.T) {
 	assertCode(t, mustFail(v.Verify(ctx, a.Mint(t, map[string]any{"aud": "ci-audience", "azp": nil}))), CodeWrongAudience)
 }
 
+// TestVerifyIdentityKeys: one username from two issuers is two people (two
+// keys); identity.aliases makes them one, and only them.
+func TestVerifyIdentityKeys(t *testing.T) {
+	clock := newVerifyClock()
+	a := devidptest.Start(t, devidp.Options{Users: verifyUsers, Now: clock.Now, DefaultUser: "alice"})
+	b := devidptest.Start(t, devidp.Options{Users: verifyUsers, Now: clock.Now, DefaultUser: "alice"})
+	issuers := []config.Issuer{{Name: "corp", IssuerURL: a.URL, ClientID: "postern"}, {Name: "other", IssuerURL: b.URL, ClientID: "postern"}}
+	v, err := NewVerifier(context.Background(), issuers, VerifierOptions{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ida, err := v.Verify(ctx, a.Mint(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idb, err := v.Verify(ctx, b.Mint(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ida.Username != idb.Username || ida.SameAs(idb) || ida.Key() != "corp:"+ida.Subject {
+		t.Fatalf("keys %q and %q for usernames %q and %q; want one username, two people", ida.Key(), idb.Key(), ida.Username, idb.Username)
+	}
+	aliases := func(issuer, subject string) string {
+		if issuer == "other" && subject == idb.Subject || issuer == "corp" && subject == ida.Subject {
+			return "alice"
+		}
+		return ""
+	}
+	v, err = NewVerifier(context.Background(), issuers, VerifierOptions{Now: clock.Now, Aliases: aliases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ida, _ = v.Verify(ctx, a.Mint(t, nil))
+	idb, _ = v.Verify(ctx, b.Mint(t, nil))
+	if !ida.SameAs(idb) || ida.Key() != "alias:alice" || ida.Display() != ida.Username+" (corp)" {
+		t.Fatalf("aliased keys %q and %q (display %q); want alias:alice for both", ida.Key(), idb.Key(), ida.Display())
+	}
+	other, err := v.Verify(ctx, b.Mint(t, map[string]any{"sub": "someone-else"}))
+	if err != nil || other.Key() != "other:someone-else" {
+		t.Fatalf("another subject: %q, %v; want other:someone-else", other.Key(), err)
+	}
+	if other.SameAs(ida) {
+		t.Fatalf("another subject of the aliased issuer shares the alias: %q", other.Key())
+	}
+}
+
 func mustFail(_ Identity, err error) error { return err }
 
 func TestVerifyCachedKeysSurviveOutage(t *testing.T) {

@@ -42,7 +42,7 @@ func (e *Engine) WithGrants(grants GrantsFunc) *Engine {
 
 // authorizeGrant looks for a grant of target for id.
 func (e *Engine) authorizeGrant(id certs.Identity, target *Target, login string, port int, now time.Time) (Decision, bool) {
-	if e.grants == nil || target == nil || id.Username == "" {
+	if e.grants == nil || target == nil || id.Key() == "" {
 		return Decision{}, false
 	}
 	rs := e.matching(id)

@@ -16,20 +16,20 @@ func TestWithGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := certs.Identity{Issuer: "corp", Username: "alice@example.com"}
+	alice := certs.Identity{Issuer: "corp", Subject: "alice-sub", Username: "alice@example.com"}
 	web1, _ := base.Lookup("web-1")
 	pg, _ := base.Lookup("pg-prod")
 	if d := base.Authorize(alice, web1, "ubuntu", 22); d.Allow {
 		t.Fatalf("web-1 allowed without a grant: %+v", d)
 	}
 	grants := map[string][]AccessGrant{
-		"alice@example.com": {
+		"corp:alice-sub": {
 			{ID: "g-old", Target: "web-1", Expires: time.Now().Add(-time.Minute)},
 			{ID: "g1", Target: "web-1", Expires: time.Now().Add(time.Hour)},
 			{ID: "g2", Target: "pg-prod", Expires: time.Now().Add(time.Hour)},
 		},
 	}
-	e := base.WithGrants(func(id certs.Identity) []AccessGrant { return grants[id.Username] })
+	e := base.WithGrants(func(id certs.Identity) []AccessGrant { return grants[id.Key()] })
 	if d := base.Authorize(alice, web1, "ubuntu", 22); d.Allow {
 		t.Error("WithGrants changed the original engine")
 	}
@@ -67,9 +67,14 @@ func TestWithGrants(t *testing.T) {
 		})
 	}
 	// Someone else's grant does not apply; role decisions are unchanged.
-	bob := certs.Identity{Issuer: "corp", Username: "bob@example.com"}
+	bob := certs.Identity{Issuer: "corp", Subject: "bob-sub", Username: "bob@example.com"}
 	if d := e.Authorize(bob, web1, "ubuntu", 22); d.Allow {
 		t.Errorf("bob allowed by alice's grant")
+	}
+	// Nor does alice's grant apply to another issuer's alice.
+	other := certs.Identity{Issuer: "other", Subject: "alice-sub", Username: "alice@example.com"}
+	if d := e.Authorize(other, web1, "ubuntu", 22); d.Allow {
+		t.Errorf("another issuer's alice allowed by corp alice's grant")
 	}
 	web2, _ := e.Lookup("web-2")
 	if d := e.Authorize(alice, web2, "ubuntu", 22); !d.Allow || d.Code != CodeAllowed {

@@ -20,7 +20,11 @@ import (
 )
 
 // alice is the identity of the e2e tests' user; carol (group sre) approves.
-var alice = certs.Identity{Issuer: "https://idp.test", Subject: "alice-sub", Username: "alice", Kind: certs.KindHuman, Groups: []string{"ops"}}
+var alice = certs.Identity{Issuer: "corp", Subject: "alice-sub", Username: "alice", Kind: certs.KindHuman, Groups: []string{"ops"}}
+
+// testIssuers is the issuer that vouches for the e2e tests' users: corp.
+// It is never contacted (the tests' certificates come from the user CA).
+var testIssuers = []config.Issuer{{Name: "corp", IssuerURL: "https://idp.test", Audience: "postern", Kind: "agent"}}
 
 // gateEnv is a whole postern with an sshd target web-1, a role for alice
 // with rules, approvals posted to a Slack stand-in (Slack users UCAROL =
@@ -51,6 +55,7 @@ func newGateEnvIn(t *testing.T, dataDir string, rules []config.Rule, extra ...co
 	e.cfg = &config.Config{
 		DataDir:   dataDir,
 		PublicURL: "https://bastion.test",
+		Identity:  config.Identity{Issuers: testIssuers},
 		Targets:   append([]config.Target{web}, extra...),
 		Roles: []config.Role{{
 			Name:    "ops",
@@ -61,8 +66,8 @@ func newGateEnvIn(t *testing.T, dataDir string, rules []config.Rule, extra ...co
 			Rules:   rules,
 		}},
 		Approvals: config.Approvals{
-			Slack:  e.slack.Config(map[string]string{"UCAROL": "carol", "UALICE": "alice"}),
-			Groups: map[string][]string{"carol": {"sre"}},
+			Slack:  e.slack.Config(map[string]string{"UCAROL": "corp:carol-sub", "UALICE": "corp:alice-sub"}),
+			Groups: map[string][]string{"corp:carol-sub": {"sre"}},
 		},
 	}
 	e.svc = posterntest.Start(t, e.cfg)

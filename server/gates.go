@@ -11,7 +11,6 @@ import (
 
 	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/bastion/innerhop"
-	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/guardrails/pgproxy"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/usererr"
@@ -51,7 +50,7 @@ func (g *StatementGate) ApproveStatement(ctx context.Context, r pgproxy.Statemen
 	m := approval.Match{Rule: config.Rule{Match: pattern, Action: pgproxy.ActionApprove, Approvers: r.Rule.Approvers,
 		Approvals: r.Rule.Approvals, Timeout: config.Duration(r.Rule.Timeout)}}
 	a, err := g.b.SubmitCommand(ctx, approval.CommandRequest{
-		Requester: certs.Identity{Username: r.Identity, Groups: r.Groups}, Target: r.Target, Login: r.Database,
+		Requester: r.Requester, Target: r.Target, Login: r.Database,
 		Session: r.Session, Command: r.Statement, Match: m,
 	})
 	if err != nil {
@@ -137,7 +136,7 @@ func (g *ApprovalGate) ApproveCommand(ctx context.Context, req innerhop.CommandR
 	}
 	actor := ""
 	if req.Conn != nil {
-		actor = req.Conn.Identity.Username
+		actor = req.Conn.Identity.Display()
 	}
 	if m.Action() == approval.ActionDeny {
 		mark("approval denied by rule: " + policy.Printable(req.Command))

@@ -33,7 +33,8 @@ func TestStatementGateThroughBroker(t *testing.T) {
 	for _, approve := range []bool{true, false} {
 		res := make(chan error, 1)
 		go func() {
-			res <- g.ApproveStatement(ctx, pgproxy.StatementRequest{Session: "S1", Identity: "agent", Target: "pg",
+			res <- g.ApproveStatement(ctx, pgproxy.StatementRequest{Session: "S1", Identity: "agent",
+				Requester: certs.Identity{Issuer: "ci", Subject: "agent-sub", Username: "agent"}, Target: "pg",
 				Database: "app", Statement: "DELETE FROM t", Rule: rule})
 		}()
 		var id string
@@ -53,7 +54,7 @@ func TestStatementGateThroughBroker(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
-		if _, err := b.Decide(ctx, id, approval.Decision{Approver: certs.Identity{Username: "dora", Groups: []string{"dba"}},
+		if _, err := b.Decide(ctx, id, approval.Decision{Approver: certs.Identity{Issuer: "corp", Subject: "dora", Username: "dora", Groups: []string{"dba"}},
 			Approve: approve, Via: "api"}); err != nil {
 			t.Fatal(err)
 		}

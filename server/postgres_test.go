@@ -38,6 +38,7 @@ func newPGEnv(t *testing.T, rules []config.Rule, masking config.Masking) *pgEnv 
 	e := &gateEnv{slack: posterntest.NewSlack(t), login: testLogin(t), dir: t.TempDir()}
 	e.cfg = &config.Config{
 		PublicURL: "https://bastion.test",
+		Identity:  config.Identity{Issuers: testIssuers},
 		Targets:   []config.Target{{Name: "pg", Kind: config.KindTCP, Address: pg.Addr(), Protocol: "postgres"}},
 		Roles: []config.Role{{
 			Name:       "ops",
@@ -50,8 +51,8 @@ func newPGEnv(t *testing.T, rules []config.Rule, masking config.Masking) *pgEnv 
 		}},
 		Masking: masking,
 		Approvals: config.Approvals{
-			Slack:  e.slack.Config(map[string]string{"UCAROL": "carol"}),
-			Groups: map[string][]string{"carol": {"sre"}},
+			Slack:  e.slack.Config(map[string]string{"UCAROL": "corp:carol-sub"}),
+			Groups: map[string][]string{"corp:carol-sub": {"sre"}},
 		},
 	}
 	e.svc = posterntest.Start(t, e.cfg)

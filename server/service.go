@@ -204,7 +204,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			s.log.Error("audit append failed", "type", e.Type, "err", err)
 		}
 	}
-	verifier, err := certs.NewVerifier(ctx, cfg.Identity.Issuers, certs.VerifierOptions{Log: s.log, Metrics: s.reg})
+	verifier, err := certs.NewVerifier(ctx, cfg.Identity.Issuers, certs.VerifierOptions{Log: s.log, Metrics: s.reg,
+		Aliases: func(issuer, subject string) string { return s.config().AliasOf(issuer, subject) }})
 	if err != nil {
 		return fmt.Errorf("identity issuers: %w", err)
 	}
@@ -239,7 +240,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	s.masking = masking
 	broker, err := approval.NewBroker(approval.Options{
 		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Notify: s.state.Notify, Subscribe: s.state.Subscribe,
-		Groups: func(username string) []string { return cfg.Approvals.Groups[username] },
+		Groups: func(key string) []string { return s.config().Approvals.Groups[key] },
 		Log:    s.log.With("component", "approvals"), Metrics: s.reg,
 	})
 	if err != nil {
@@ -552,6 +553,13 @@ func orEmpty(keys []string) []string {
 		return []string{}
 	}
 	return keys
+}
+
+// config returns the current configuration (it changes on reload).
+func (s *Service) config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
 }
 
 func (s *Service) currentPolicy() *policy.Engine {

@@ -42,8 +42,11 @@ var ErrDecided = errors.New("approval already decided")
 
 // Vote is one approver's decision on an approval.
 type Vote struct {
-	// By is the approver's username.
+	// By is the approver's readable name (certs.Identity.Display).
 	By string `json:"by"`
+	// Key is the approver's identity key (certs.Identity.Key): distinct
+	// approvers are counted by it.
+	Key string `json:"key,omitempty"`
 	// Approve is true for an approval, false for a denial.
 	Approve bool `json:"approve"`
 	// Reason is the approver's note.
@@ -62,8 +65,11 @@ type Approval struct {
 	Kind string `json:"kind"`
 	// Status is one of the Approval* statuses.
 	Status string `json:"status"`
-	// Requester is the requester's username.
+	// Requester is the requester's readable name (certs.Identity.Display).
 	Requester string `json:"requester"`
+	// RequesterKey is the requester's identity key (certs.Identity.Key):
+	// who may see the request and who may not decide it.
+	RequesterKey string `json:"requester_key"`
 	// Groups are the requester's groups.
 	Groups []string `json:"groups,omitempty"`
 	// Target is the target name.
@@ -98,6 +104,14 @@ type Approval struct {
 	Note string `json:"note,omitempty"`
 }
 
+// voter is who cast v: the key, or for votes stored without one, the name.
+func (v Vote) voter() string {
+	if v.Key != "" {
+		return v.Key
+	}
+	return v.By
+}
+
 // Approvals returns the number of approving votes.
 func (a Approval) Approvals() int {
 	n := 0
@@ -109,7 +123,7 @@ func (a Approval) Approvals() int {
 	return n
 }
 
-const approvalColumns = `id, kind, status, requester, req_groups, target, login, command, session, rule, approvers,
+const approvalColumns = `id, kind, status, requester, requester_key, req_groups, target, login, command, session, rule, approvers,
 	required, reason, duration_ms, votes, created, expires, decided, decided_by, note`
 
 func joinList(l []string) string { return strings.Join(l, "\n") }
@@ -123,8 +137,8 @@ func splitList(s string) []string {
 
 // CreateApproval stores a new pending request. Created defaults to now.
 func (s *Store) CreateApproval(ctx context.Context, a Approval) error {
-	if a.ID == "" || a.Requester == "" {
-		return errors.New("create approval: id and requester are required")
+	if a.ID == "" || a.Requester == "" || a.RequesterKey == "" {
+		return errors.New("create approval: id, requester and requester key are required")
 	}
 	if a.Created.IsZero() {
 		a.Created = s.now()
@@ -134,8 +148,8 @@ func (s *Store) CreateApproval(ctx context.Context, a Approval) error {
 	}
 	a.Status = ApprovalPending
 	_, err := s.db.ExecContext(ctx, `INSERT INTO approvals (`+approvalColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, '', '', '')`,
-		a.ID, a.Kind, a.Status, a.Requester, joinList(a.Groups), a.Target, a.Login, a.Command, a.Session, a.Rule,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, '', '', '')`,
+		a.ID, a.Kind, a.Status, a.Requester, a.RequesterKey, joinList(a.Groups), a.Target, a.Login, a.Command, a.Session, a.Rule,
 		joinList(a.Approvers), a.Required, a.Reason, a.Duration.Milliseconds(), formatTime(a.Created), formatTime(a.Expires))
 	if err != nil {
 		return fmt.Errorf("create approval %s: %w", a.ID, err)
@@ -147,7 +161,7 @@ func scanApproval(row rowScanner) (Approval, error) {
 	var a Approval
 	var groups, approvers, votes, created, expires, decided string
 	var durMS int64
-	if err := row.Scan(&a.ID, &a.Kind, &a.Status, &a.Requester, &groups, &a.Target, &a.Login, &a.Command, &a.Session,
+	if err := row.Scan(&a.ID, &a.Kind, &a.Status, &a.Requester, &a.RequesterKey, &groups, &a.Target, &a.Login, &a.Command, &a.Session,
 		&a.Rule, &approvers, &a.Required, &a.Reason, &durMS, &votes, &created, &expires, &decided, &a.DecidedBy, &a.Note); err != nil {
 		return Approval{}, err
 	}
@@ -219,7 +233,7 @@ func (s *Store) VoteApproval(ctx context.Context, id string, v Vote) (Approval, 
 			v.Time = now
 		}
 		for _, o := range a.Votes {
-			if o.By == v.By && o.Approve == v.Approve {
+			if o.voter() == v.voter() && o.Approve == v.Approve {
 				return nil
 			}
 		}
@@ -292,12 +306,12 @@ func (s *Store) updateApproval(ctx context.Context, id string, f func(a *Approva
 	// that whoever sees the approval also finds the grant.
 	var g *JITGrant
 	if a.Kind == ApprovalAccess && a.Status == ApprovalApproved {
-		g = &JITGrant{ID: a.ID, Username: a.Requester, Target: a.Target, Approval: a.ID, Created: now, Expires: now.Add(a.Duration)}
+		g = &JITGrant{ID: a.ID, Identity: a.RequesterKey, Username: a.Requester, Target: a.Target, Approval: a.ID, Created: now, Expires: now.Add(a.Duration)}
 		if a.Login != "" {
 			g.Logins = []string{a.Login}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO grants (id, username, target, logins, approval, created, expires)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, g.ID, g.Username, g.Target, joinList(g.Logins), g.Approval,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO grants (id, identity, username, target, logins, approval, created, expires)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, g.ID, g.Identity, g.Username, g.Target, joinList(g.Logins), g.Approval,
 			formatTime(g.Created), formatTime(g.Expires)); err != nil {
 			return Approval{}, fmt.Errorf("grant access for approval %s: %w", id, err)
 		}
@@ -315,15 +329,18 @@ func (s *Store) updateApproval(ctx context.Context, id string, f func(a *Approva
 
 func grantEvent(g JITGrant) Event {
 	return Event{Type: EventGrantCreated, Actor: g.Username, Target: g.Target,
-		Details: map[string]any{"grant": g.ID, "approval": g.Approval, "expires": formatTime(g.Expires), "logins": g.Logins}}
+		Details: map[string]any{"grant": g.ID, "identity": g.Identity, "approval": g.Approval, "expires": formatTime(g.Expires), "logins": g.Logins}}
 }
 
 // JITGrant is a just-in-time grant: an approved access request adds Target
-// (with Logins) to Username's reachable targets until Expires.
+// (with Logins) to the reachable targets of the identity keyed Identity
+// until Expires.
 type JITGrant struct {
 	// ID is the grant id.
 	ID string `json:"id"`
-	// Username is who the grant is for.
+	// Identity is the identity key (certs.Identity.Key) the grant is for.
+	Identity string `json:"identity"`
+	// Username is the readable name of who the grant is for.
 	Username string `json:"username"`
 	// Target is the target name.
 	Target string `json:"target"`
@@ -345,11 +362,14 @@ type JITGrant struct {
 // access requests get their grant from VoteApproval; CreateGrant is for
 // grants made directly by an operator.
 func (s *Store) CreateGrant(ctx context.Context, g JITGrant) error {
+	if g.Identity == "" {
+		return fmt.Errorf("create grant %s: no identity key", g.ID)
+	}
 	if g.Created.IsZero() {
 		g.Created = s.now()
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO grants (id, username, target, logins, approval, created, expires)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, g.ID, g.Username, g.Target, joinList(g.Logins), g.Approval,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO grants (id, identity, username, target, logins, approval, created, expires)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, g.ID, g.Identity, g.Username, g.Target, joinList(g.Logins), g.Approval,
 		formatTime(g.Created), formatTime(g.Expires))
 	if err != nil {
 		return fmt.Errorf("create grant %s: %w", g.ID, err)
@@ -379,20 +399,27 @@ func (s *Store) RevokeGrant(ctx context.Context, id, by string) error {
 	return nil
 }
 
-// ActiveGrants returns the unrevoked grants of username (every user's if
-// empty) that have not expired, soonest expiry first.
-func (s *Store) ActiveGrants(ctx context.Context, username string) ([]JITGrant, error) {
-	q := `SELECT id, username, target, logins, approval, created, expires, revoked, revoked_by FROM grants
+// AllGrants, given to ActiveGrants, lists the grants of every identity.
+const AllGrants = "*"
+
+// ActiveGrants returns the unrevoked grants of the identity keyed identity
+// (every identity's if AllGrants; none if empty) that have not expired,
+// soonest expiry first.
+func (s *Store) ActiveGrants(ctx context.Context, identity string) ([]JITGrant, error) {
+	if identity == "" {
+		return nil, nil
+	}
+	q := `SELECT id, identity, username, target, logins, approval, created, expires, revoked, revoked_by FROM grants
 		WHERE revoked = '' AND expires > ?`
 	args := []any{formatTime(s.now())}
-	if username != "" {
-		q += ` AND username = ?`
-		args = append(args, username)
+	if identity != AllGrants {
+		q += ` AND identity = ?`
+		args = append(args, identity)
 	}
 	return queryAll(ctx, s.db, "list grants", q+` ORDER BY expires, id`, args, func(row rowScanner) (JITGrant, error) {
 		var g JITGrant
 		var logins, created, expires, revoked string
-		err := row.Scan(&g.ID, &g.Username, &g.Target, &logins, &g.Approval, &created, &expires, &revoked, &g.RevokedBy)
+		err := row.Scan(&g.ID, &g.Identity, &g.Username, &g.Target, &logins, &g.Approval, &created, &expires, &revoked, &g.RevokedBy)
 		if err != nil {
 			return g, err
 		}

@@ -18,7 +18,7 @@ func TestApprovalsStore(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 
-	cmd := Approval{ID: "01A", Kind: ApprovalCommand, Requester: "alice", Groups: []string{"dev", "ops"}, Target: "web-1",
+	cmd := Approval{ID: "01A", Kind: ApprovalCommand, Requester: "alice", RequesterKey: "corp:a1", Groups: []string{"dev", "ops"}, Target: "web-1",
 		Login: "deploy", Command: "sudo reboot", Session: "01S", Rule: "^sudo", Approvers: []string{"sre"}, Required: 2,
 		Expires: now.Add(time.Minute)}
 	if err := s.CreateApproval(ctx, cmd); err != nil {
@@ -35,15 +35,15 @@ func TestApprovalsStore(t *testing.T) {
 	if _, err := s.GetApproval(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing: %v", err)
 	}
-	a, err := s.VoteApproval(ctx, "01A", Vote{By: "carol", Approve: true, Via: "slack"})
+	a, err := s.VoteApproval(ctx, "01A", Vote{By: "carol", Key: "corp:c1", Approve: true, Via: "slack"})
 	if err != nil || a.Status != ApprovalPending || a.Approvals() != 1 {
 		t.Fatalf("first vote: %+v %v", a, err)
 	}
-	a, _ = s.VoteApproval(ctx, "01A", Vote{By: "carol", Approve: true})
+	a, _ = s.VoteApproval(ctx, "01A", Vote{By: "carol (other name)", Key: "corp:c1", Approve: true})
 	if a.Approvals() != 1 {
 		t.Errorf("same approver counted twice: %+v", a.Votes)
 	}
-	a, err = s.VoteApproval(ctx, "01A", Vote{By: "dave", Approve: true})
+	a, err = s.VoteApproval(ctx, "01A", Vote{By: "dave", Key: "corp:d1", Approve: true})
 	if err != nil || a.Status != ApprovalApproved || a.DecidedBy != "dave" || !a.Decided.Equal(now) {
 		t.Fatalf("second vote: %+v %v", a, err)
 	}
@@ -52,7 +52,7 @@ func TestApprovalsStore(t *testing.T) {
 	}
 
 	// Expiry: a vote after the deadline times the request out.
-	if err := s.CreateApproval(ctx, Approval{ID: "01B", Kind: ApprovalCommand, Requester: "alice", Expires: now.Add(time.Second)}); err != nil {
+	if err := s.CreateApproval(ctx, Approval{ID: "01B", Kind: ApprovalCommand, Requester: "alice", RequesterKey: "corp:a1", Expires: now.Add(time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	if a, _ := s.ExpireApproval(ctx, "01B", ApprovalTimedOut, false); a.Status != ApprovalPending {
@@ -64,7 +64,7 @@ func TestApprovalsStore(t *testing.T) {
 	}
 
 	// An approved access request carries its grant.
-	if err := s.CreateApproval(ctx, Approval{ID: "01C", Kind: ApprovalAccess, Requester: "bob", Target: "db-1",
+	if err := s.CreateApproval(ctx, Approval{ID: "01C", Kind: ApprovalAccess, Requester: "bob", RequesterKey: "corp:b1", Target: "db-1",
 		Duration: time.Hour, Reason: "incident", Expires: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,12 +77,20 @@ func TestApprovalsStore(t *testing.T) {
 	if _, err := s.VoteApproval(ctx, "01C", Vote{By: "carol", Approve: true}); err != nil {
 		t.Fatal(err)
 	}
-	gs, err := s.ActiveGrants(ctx, "bob")
-	if err != nil || len(gs) != 1 || gs[0].Target != "db-1" || !gs[0].Expires.Equal(now.Add(time.Hour)) {
+	gs, err := s.ActiveGrants(ctx, "corp:b1")
+	if err != nil || len(gs) != 1 || gs[0].Target != "db-1" || gs[0].Identity != "corp:b1" || gs[0].Username != "bob" || !gs[0].Expires.Equal(now.Add(time.Hour)) {
 		t.Fatalf("grants = %+v %v", gs, err)
 	}
+	for _, other := range []string{"bob", "other:b1", ""} {
+		if gs, _ := s.ActiveGrants(ctx, other); len(gs) != 0 {
+			t.Errorf("grants of %q = %+v; want none", other, gs)
+		}
+	}
+	if all, _ := s.ActiveGrants(ctx, AllGrants); len(all) != 1 {
+		t.Errorf("all grants = %+v; want one", all)
+	}
 	now = now.Add(2 * time.Hour)
-	if gs, _ := s.ActiveGrants(ctx, "bob"); len(gs) != 0 {
+	if gs, _ := s.ActiveGrants(ctx, "corp:b1"); len(gs) != 0 {
 		t.Errorf("expired grant active: %+v", gs)
 	}
 	if err := s.RevokeGrant(ctx, "01C", "carol"); err != nil {

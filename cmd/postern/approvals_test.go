@@ -70,10 +70,10 @@ func newApprovalsFixture(t *testing.T) *approvalsFixture {
 
 func TestApprovalsCommands(t *testing.T) {
 	f := newApprovalsFixture(t)
-	rules, _ := approval.CompileRules([]config.Rule{{Match: "^sudo", Action: "approve", Approvers: []string{"audra@example.com"}}})
+	rules, _ := approval.CompileRules([]config.Rule{{Match: "^sudo", Action: "approve", Approvers: []string{"corp:audra"}}})
 	m, _ := rules.Match("sudo reboot")
 	a, err := f.broker.SubmitCommand(context.Background(), approval.CommandRequest{
-		Requester: certs.Identity{Username: "alice"}, Target: "web-1", Command: "sudo reboot", Match: m})
+		Requester: certs.Identity{Issuer: "corp", Subject: "alice", Username: "alice"}, Target: "web-1", Command: "sudo reboot", Match: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestRequestCommand(t *testing.T) {
 		for r := range f.requests {
 			if r.Target == "db-2" {
 				_, _ = f.broker.Decide(context.Background(), r.ID, approval.Decision{
-					Approver: certs.Identity{Username: "carol"}, Trusted: true, Approve: approve})
+					Approver: certs.Identity{Issuer: "corp", Subject: "carol", Username: "carol"}, Trusted: true, Approve: approve})
 				return
 			}
 		}
@@ -120,7 +120,7 @@ func TestRequestCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "approved by carol") || !strings.Contains(stderr, "waiting for approval") {
 		t.Fatalf("request approved: %q %q %v", out, stderr, err)
 	}
-	gs, _ := f.broker.Grants(context.Background(), "audra@example.com")
+	gs, _ := f.broker.Grants(context.Background(), "corp:audra")
 	if len(gs) != 1 || gs[0].Target != "db-2" {
 		t.Errorf("grants %+v", gs)
 	}
@@ -128,7 +128,7 @@ func TestRequestCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "access revoked") {
 		t.Errorf("revoke: %q %v", out, err)
 	}
-	if gs, _ := f.broker.Grants(context.Background(), "audra@example.com"); len(gs) != 0 {
+	if gs, _ := f.broker.Grants(context.Background(), "corp:audra"); len(gs) != 0 {
 		t.Errorf("grants after revoke: %+v", gs)
 	}
 	go decide(false)

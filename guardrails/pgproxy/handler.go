@@ -54,7 +54,7 @@ func (h Handler) ServeTarget(ctx context.Context, tc *bastion.TargetChannel) {
 	defer stop()
 	id := tc.Conn.Identity
 	err = h.Proxy.Serve(ctx, ch, nc, Session{
-		Identity: id.Username, Issuer: id.Issuer, Groups: id.Groups, Role: d.Role, Target: tc.Target.Name, Record: d.Record,
+		Identity: id.Username, Issuer: id.Issuer, Requester: id, Groups: id.Groups, Role: d.Role, Target: tc.Target.Name, Record: d.Record,
 		Rules: rules, Recording: masks.Recording, Stream: masks.Stream,
 		DatabaseUser: tc.Target.DatabaseUser, DatabasePassword: tc.Target.DatabasePassword,
 	})

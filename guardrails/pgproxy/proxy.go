@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/guardrails/mask"
 	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/recorder"
@@ -71,6 +72,8 @@ type StatementRequest struct {
 	Session string
 	// Identity, Role and Target describe who runs it where.
 	Identity, Role, Target string
+	// Requester is the whole identity of who runs it (approvals key on it).
+	Requester certs.Identity
 	// Groups are the identity's groups.
 	Groups []string
 	// Database is the database of the connection.
@@ -113,6 +116,8 @@ type Session struct {
 	ID string
 	// Identity, Issuer, Role and Target describe the user and target.
 	Identity, Issuer, Role, Target string
+	// Requester is the whole identity of the user (approvals key on it).
+	Requester certs.Identity
 	// Groups are the identity's groups (for approvals).
 	Groups []string
 	// Record is required, optional or off.

@@ -48,8 +48,8 @@ func (c *conn) gate(stmts []string) string {
 					return "postern: statement needs approval, and approvals are not available"
 				}
 				err := c.p.opts.Approver.ApproveStatement(c.ctx, StatementRequest{
-					Session: c.s.ID, Identity: c.s.Identity, Groups: c.s.Groups, Role: c.s.Role, Target: c.s.Target,
-					Database: c.database, Statement: c.maskRec(st), Rule: r,
+					Session: c.s.ID, Identity: c.s.Identity, Requester: c.s.Requester, Groups: c.s.Groups, Role: c.s.Role,
+					Target: c.s.Target, Database: c.database, Statement: c.maskRec(st), Rule: r,
 				})
 				if err != nil {
 					return "postern: statement not approved: " + err.Error()

@@ -105,6 +105,19 @@ type Identity struct {
 	CertTTL CertTTL `yaml:"cert_ttl"`
 	// RateLimit bounds certificate requests.
 	RateLimit RateLimit `yaml:"rate_limit"`
+	// Aliases say which identities of several issuers are one person; none
+	// if empty (every issuer and subject is a person of its own).
+	Aliases []Alias `yaml:"aliases"`
+}
+
+// Alias names one person known to several issuers. Its identities share one
+// key (alias:<name>) for grants, approvals and the self-approval check.
+type Alias struct {
+	// Name is the person's name: letters, digits, '.', '_', '-' and '@'.
+	Name string `yaml:"name"`
+	// Identities are the person's identities, each "<issuer>:<subject>"
+	// (the issuer's configured name and the token's sub claim).
+	Identities []string `yaml:"identities"`
 }
 
 // Issuer profiles.
@@ -529,7 +542,8 @@ type Rule struct {
 	Glob string `yaml:"glob"`
 	// Action is allow, deny or approve.
 	Action string `yaml:"action"`
-	// Approvers are groups (or usernames) that may approve.
+	// Approvers are groups, or people by identity key ("<issuer>:<subject>"
+	// or "alias:<name>"), that may approve.
 	Approvers []string `yaml:"approvers"`
 	// Approvals is the number of approvals required; 1 if zero.
 	Approvals int `yaml:"approvals"`
@@ -544,9 +558,10 @@ type Approvals struct {
 	Slack Slack `yaml:"slack"`
 	// Webhooks receive every request as signed JSON.
 	Webhooks []Webhook `yaml:"webhooks"`
-	// Groups lists the groups of approvers known only by username (Slack
-	// users), so they can decide rules whose approvers are groups; API and
-	// CLI approvers take their groups from their login instead. None if empty.
+	// Groups lists the groups of approvers known only by their identity key
+	// (Slack users: "<issuer>:<subject>" or "alias:<name>"), so they can
+	// decide rules whose approvers are groups; API and CLI approvers take
+	// their groups from their login instead. None if empty.
 	Groups map[string][]string `yaml:"groups"`
 }
 
@@ -556,7 +571,8 @@ type Slack struct {
 	WebhookURL string `yaml:"webhook_url"`
 	// SigningSecret verifies interactivity callbacks.
 	SigningSecret string `yaml:"signing_secret"`
-	// Approvers maps Slack user ids to postern usernames.
+	// Approvers maps Slack user ids to postern people, by identity key:
+	// "<issuer>:<subject>" or "alias:<name>".
 	Approvers map[string]string `yaml:"approvers"`
 }
 

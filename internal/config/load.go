@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -424,6 +425,7 @@ func (c *Config) Validate() error {
 	}
 	targets := c.validateTargets(&v)
 	c.validateRoles(&v, targets)
+	c.validateApprovals(&v)
 	validateMasking(&v, "masking", c.Masking)
 	for i, r := range c.Roles {
 		validateMasking(&v, fmt.Sprintf("roles[%d].masking", i), r.Masking)
@@ -440,6 +442,10 @@ func (c *Config) validateIdentity(v *validator) {
 			v.add(p+".name", "missing; give the issuer a short name used in roles")
 		case names[is.Name]:
 			v.add(p+".name", fmt.Sprintf("duplicate issuer name %q", is.Name))
+		case !validName.MatchString(is.Name):
+			v.add(p+".name", "use letters, digits, '.', '_' and '-' only (the name starts identity keys, <issuer>:<subject>)")
+		case is.Name == "alias":
+			v.add(p+".name", `"alias" is reserved for identity aliases; choose another name`)
 		}
 		names[is.Name] = true
 		if u, err := url.Parse(is.IssuerURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) {
@@ -462,6 +468,7 @@ func (c *Config) validateIdentity(v *validator) {
 			}
 		}
 	}
+	c.validateAliases(v, names)
 	t := c.Identity.CertTTL
 	for _, d := range []struct {
 		key string
@@ -477,6 +484,84 @@ func (c *Config) validateIdentity(v *validator) {
 	if c.Identity.RateLimit.PerIdentity < 0 || c.Identity.RateLimit.PerSource < 0 {
 		v.add("identity.rate_limit", "must not be negative")
 	}
+}
+
+// validAliasName is what an alias may be called: it is shown as a name and
+// used in keys (alias:<name>).
+var validAliasName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]*$`)
+
+// validateAliases checks identity.aliases: named, each identity an
+// "<issuer>:<subject>" of a configured issuer, and no identity in two
+// aliases.
+func (c *Config) validateAliases(v *validator, issuers map[string]bool) {
+	aliases, owner := map[string]bool{}, map[string]string{}
+	for i, a := range c.Identity.Aliases {
+		p := fmt.Sprintf("identity.aliases[%d]", i)
+		switch {
+		case !validAliasName.MatchString(a.Name):
+			v.add(p+".name", "missing or not a name; use letters, digits, '.', '_', '-' and '@'")
+		case aliases[a.Name]:
+			v.add(p+".name", fmt.Sprintf("duplicate alias %q", a.Name))
+		}
+		aliases[a.Name] = true
+		if len(a.Identities) == 0 {
+			v.add(p+".identities", `empty; list the person's identities as "<issuer>:<subject>"`)
+		}
+		for j, key := range a.Identities {
+			is, sub, ok := strings.Cut(key, ":")
+			switch {
+			case !ok || sub == "":
+				v.add(fmt.Sprintf("%s.identities[%d]", p, j), `must be "<issuer>:<subject>", e.g. corp:00u1abcd`)
+			case !issuers[is] && !(c.Dev && is == "dev"):
+				v.add(fmt.Sprintf("%s.identities[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers)", is))
+			case owner[key] != "":
+				v.add(fmt.Sprintf("%s.identities[%d]", p, j), fmt.Sprintf("%s is already in alias %q", key, owner[key]))
+			default:
+				owner[key] = a.Name
+			}
+		}
+	}
+}
+
+// AliasOf returns the alias identity.aliases gives the identity issuer
+// vouched for as subject; "" if none.
+func (c *Config) AliasOf(issuer, subject string) string {
+	key := issuer + ":" + subject
+	for _, a := range c.Identity.Aliases {
+		for _, k := range a.Identities {
+			if k == key {
+				return a.Name
+			}
+		}
+	}
+	return ""
+}
+
+// IsPersonKey reports whether key names a person the configuration knows:
+// "alias:<name>" of a defined alias, or "<issuer>:<subject>" of a configured
+// issuer.
+func (c *Config) IsPersonKey(key string) bool {
+	is, rest, ok := strings.Cut(key, ":")
+	if !ok || rest == "" {
+		return false
+	}
+	if is == "alias" {
+		for _, a := range c.Identity.Aliases {
+			if a.Name == rest {
+				return true
+			}
+		}
+		return false
+	}
+	if c.Dev && is == "dev" {
+		return true
+	}
+	for _, i := range c.Identity.Issuers {
+		if i.Name == is {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) validateTargets(v *validator) map[string]bool {
@@ -573,6 +658,9 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 				v.add(fmt.Sprintf("%s.match.claims.%s", p, k), fmt.Sprintf("%q is not a valid glob", pat))
 			}
 		}
+		if len(r.Match.Users) > 0 && len(r.Match.Issuers) == 0 && len(issuers) > 1 {
+			v.add(p+".match.issuers", "missing; with several issuers, a role that matches users must name the issuers too (two issuers may vouch for the same username)")
+		}
 		for j, is := range r.Match.Issuers {
 			if !issuers[is] {
 				v.add(fmt.Sprintf("%s.match.issuers[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers)", is))
@@ -642,6 +730,31 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 			}
 		}
 	}
+}
+
+// validateApprovals checks that Slack approvers and approvals.groups name
+// people by identity key: a bare username would make one person of every
+// issuer's user of that name.
+func (c *Config) validateApprovals(v *validator) {
+	for _, id := range sortedKeys(c.Approvals.Slack.Approvers) {
+		if key := c.Approvals.Slack.Approvers[id]; !c.IsPersonKey(key) {
+			v.add("approvals.slack.approvers."+id, fmt.Sprintf(`%q is not an identity key; write "<issuer>:<subject>" or "alias:<name>" (identity.aliases)`, key))
+		}
+	}
+	for _, key := range sortedKeys(c.Approvals.Groups) {
+		if !c.IsPersonKey(key) {
+			v.add("approvals.groups."+key, `not an identity key; write "<issuer>:<subject>" or "alias:<name>" (identity.aliases)`)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // checkAllow validates a forwarding.allow entry: "CIDR:port" or "CIDR:lo-hi".

@@ -24,6 +24,8 @@ identity:
     - {name: corp, issuer_url: https://dex.example.com/dex, client_id: postern, kind: human, username_claim: email, groups_claim: groups}
     - {name: github, issuer_url: https://token.actions.githubusercontent.com, audience: postern, kind: agent, require: {repository_owner: my-org}}
   cert_ttl: {human: 8h, agent: 15m, max: 24h}
+  aliases:
+    - {name: alice, identities: ["corp:00u1alice", "github:repo:my-org/tools:ref:refs/heads/main"]}
 targets:
   - {name: web-1, kind: ssh, address: 10.0.0.5:22, host_key: "ssh-ed25519 AAAA", labels: {env: prod}}
   - {name: pg-prod, kind: tcp, address: pg.internal:5432, protocol: postgres}
@@ -38,7 +40,7 @@ roles:
       - {match: '^\s*sudo\b', action: approve, approvers: [sre], timeout: 2m}
       - {match: '\b(shutdown|reboot)\b', action: deny}
 approvals:
-  slack: {webhook_url: "https://hooks.slack.example/x", signing_secret: "${file:` + secretFile + `}", approvers: {U012AB3CD: alice@example.com}}
+  slack: {webhook_url: "https://hooks.slack.example/x", signing_secret: "${file:` + secretFile + `}", approvers: {U012AB3CD: "alias:alice", U045EF6GH: "corp:00u2bob"}}
 `
 	c, err := Parse([]byte(src))
 	if err != nil {
@@ -59,6 +61,9 @@ approvals:
 	}
 	if c.Identity.Issuers[1].UsernameClaim != "sub" || c.Identity.Issuers[0].Audience != "postern" {
 		t.Errorf("issuer defaults = %+v", c.Identity.Issuers)
+	}
+	if got := c.AliasOf("github", "repo:my-org/tools:ref:refs/heads/main"); got != "alice" {
+		t.Errorf("AliasOf = %q; want alice", got)
 	}
 	if c.Storage != "file:///var/lib/postern/recordings" || c.State != "sqlite:///var/lib/postern/state.db" {
 		t.Errorf("store defaults = %q %q", c.Storage, c.State)
@@ -96,6 +101,16 @@ func TestParseErrorsNameKeyPath(t *testing.T) {
 		{"kubernetes needs its issuer", "identity: {issuers: [{name: x, profile: kubernetes, audience: a}]}", "identity.issuers[0].issuer_url"},
 		{"issuer claim name", "identity: {issuers: [{name: x, issuer_url: 'https://idp', audience: a, claims: ['/ns']}]}", "identity.issuers[0].claims[0]"},
 		{"claim glob", "roles: [{name: r, match: {claims: {ref: 'refs/[x'}}}]", "roles[0].match.claims.ref"},
+		{"issuer name", "identity: {issuers: [{name: 'a:b', issuer_url: 'https://idp', client_id: c}]}", "identity.issuers[0].name: use letters"},
+		{"issuer named alias", "identity: {issuers: [{name: alias, issuer_url: 'https://idp', client_id: c}]}", `identity.issuers[0].name: "alias" is reserved`},
+		{"alias identity", "identity: {aliases: [{name: al, identities: [nosubject]}]}", "identity.aliases[0].identities[0]: must be"},
+		{"alias issuer", "identity: {aliases: [{name: al, identities: ['nope:1']}]}", `identity.aliases[0].identities[0]: unknown issuer "nope"`},
+		{"alias twice", "identity: {issuers: [{name: x, issuer_url: 'https://idp', client_id: c}], aliases: [{name: a, identities: ['x:1']}, {name: b, identities: ['x:1']}]}", `identity.aliases[1].identities[0]: x:1 is already in alias "a"`},
+		{"alias name", "identity: {aliases: [{identities: []}]}", "identity.aliases[0].name"},
+		{"slack approver username", "approvals: {slack: {approvers: {U1: bob@example.com}}}", "approvals.slack.approvers.U1: \"bob@example.com\" is not an identity key"},
+		{"slack approver unknown alias", "approvals: {slack: {approvers: {U1: 'alias:bob'}}}", "approvals.slack.approvers.U1"},
+		{"users without issuers", "identity: {issuers: [{name: x, issuer_url: 'https://idp', client_id: c}, {name: y, issuer_url: 'https://idp2', client_id: c}]}\nroles: [{name: r, match: {users: [bob]}}]", "roles[0].match.issuers: missing"},
+		{"groups username", "approvals: {groups: {bob: [sre]}}", "approvals.groups.bob: not an identity key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
