@@ -337,11 +337,18 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			return fmt.Errorf("web UI: %w", err)
 		}
 	}
+	// The development issuer is mounted in dev mode only: outside it the
+	// handler is nil, and a nil *devidp.Provider in the interface would be
+	// mounted and panic on every request.
+	var devIdP http.Handler
+	if s.devIdP != nil {
+		devIdP = s.devIdP
+	}
 	// No WriteTimeout: the live follow and live view stream for a session's
 	// whole length. Reads and headers are bounded (slowloris).
 	s.http = &http.Server{
 		Handler: httpx.WithRequestID(WithForwarding(newMux(httpHandlers{
-			certs: issuer.Handler(certs.HandlerOptions{TrustedProxies: config.ParsePrefixes(cfg.HTTP.TrustedProxies)}), devIdP: s.devIdP, registry: s.reg, log: s.log,
+			certs: issuer.Handler(certs.HandlerOptions{TrustedProxies: config.ParsePrefixes(cfg.HTTP.TrustedProxies)}), devIdP: devIdP, registry: s.reg, log: s.log,
 			sessions: players.NewAPI(players.APIOptions{
 				Auth: apiAuth, Permissions: s.permissions, OnFollow: s.joinSession,
 				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,
