@@ -186,18 +186,18 @@ func SlackMessage(a state.Approval, link, sessionLink string) map[string]any {
 	if a.Reason != "" {
 		blocks = append(blocks, map[string]any{"type": "section", "text": mrkdwn("*Reason*\n" + slackEscape(a.Reason))})
 	}
-	ctxt := fmt.Sprintf("Request `%s` · needs %d approval(s) from %s · expires %s", a.ID, a.Required,
+	ctxt := fmt.Sprintf("Request `%s` · needs %d approval(s) from %s · expires %s", slackEscape(a.ID), a.Required,
 		slackEscape(strings.Join(a.Approvers, ", ")), a.Expires.UTC().Format(time.RFC3339))
 	if len(a.Approvers) == 0 {
-		ctxt = fmt.Sprintf("Request `%s` · expires %s", a.ID, a.Expires.UTC().Format(time.RFC3339))
+		ctxt = fmt.Sprintf("Request `%s` · expires %s", slackEscape(a.ID), a.Expires.UTC().Format(time.RFC3339))
 	}
 	if sessionLink != "" {
-		ctxt += " · <" + sessionLink + "|session " + a.Session + ">"
+		ctxt += " · " + slackLink(sessionLink, "session "+a.Session)
 	} else if a.Session != "" {
-		ctxt += " · session " + a.Session
+		ctxt += " · session " + slackEscape(a.Session)
 	}
 	if link != "" {
-		ctxt += " · <" + link + "|open>"
+		ctxt += " · " + slackLink(link, "open")
 	}
 	blocks = append(blocks, map[string]any{"type": "context", "elements": []any{mrkdwn(ctxt)}})
 	blocks = append(blocks, map[string]any{"type": "actions", "block_id": "postern_decision", "elements": []any{
@@ -206,11 +206,13 @@ func SlackMessage(a state.Approval, link, sessionLink string) map[string]any {
 		map[string]any{"type": "button", "action_id": SlackActionDeny, "style": "danger", "value": a.ID,
 			"text": map[string]any{"type": "plain_text", "text": "Deny"}},
 	}})
+	// The top-level text is the notification and fallback; Slack reads it
+	// as mrkdwn too, so it is escaped like every other field.
 	text := fmt.Sprintf("postern: %s asks to run on %s: %s", a.Requester, a.Target, a.Command)
 	if a.Kind == state.ApprovalAccess {
 		text = fmt.Sprintf("postern: %s asks for %s of access to %s", a.Requester, a.Duration, a.Target)
 	}
-	return map[string]any{"text": text, "blocks": blocks}
+	return map[string]any{"text": slackEscape(text), "blocks": blocks}
 }
 
 // addTerminateButton adds the Terminate button to the actions block of a
@@ -236,9 +238,19 @@ func addTerminateButton(msg map[string]any, id string) {
 
 func mrkdwn(s string) map[string]any { return map[string]any{"type": "mrkdwn", "text": s} }
 
-// slackEscape escapes the three characters Slack's mrkdwn treats as markup.
+// slackEscape escapes the three characters Slack's mrkdwn treats as markup
+// (links, mentions such as <!channel>, and entities). Every text postern
+// sends to Slack that holds anything but postern's own words goes through
+// it.
 func slackEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// slackLink is a mrkdwn link to url (postern's own URL) labelled text; the
+// URL's markup characters and '|' are escaped so that neither can end the
+// link early.
+func slackLink(url, text string) string {
+	return "<" + strings.ReplaceAll(slackEscape(url), "|", "%7C") + "|" + slackEscape(text) + ">"
 }
 
 // SlackAction is the part of a block_actions callback postern reads.
@@ -370,7 +382,7 @@ func (s *Slack) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Slack) decide(ctx context.Context, act SlackAction) {
 	ephemeral := func(text string) {
-		s.respond(ctx, act.ResponseURL, map[string]any{"response_type": "ephemeral", "replace_original": false, "text": text})
+		s.respond(ctx, act.ResponseURL, map[string]any{"response_type": "ephemeral", "replace_original": false, "text": slackEscape(text)})
 	}
 	key, ok := s.cfg.Approvers[act.UserID]
 	id, known := certs.IdentityFromKey(key)
@@ -397,9 +409,9 @@ func (s *Slack) decide(ctx context.Context, act SlackAction) {
 		ephemeral("postern could not record the decision; try again.")
 		return
 	}
-	text := fmt.Sprintf("%s: %s by %s", a.ID, strings.ReplaceAll(a.Status, "_", " "), username)
+	text := slackEscape(fmt.Sprintf("%s: %s by %s", a.ID, strings.ReplaceAll(a.Status, "_", " "), username))
 	if a.Status == state.ApprovalPending {
-		text = fmt.Sprintf("%s: approved by %s (%d of %d approvals)", a.ID, username, a.Approvals(), a.Required)
+		text = slackEscape(fmt.Sprintf("%s: approved by %s (%d of %d approvals)", a.ID, username, a.Approvals(), a.Required))
 	}
 	what := a.Command
 	if a.Kind == state.ApprovalAccess {
@@ -408,7 +420,7 @@ func (s *Slack) decide(ctx context.Context, act SlackAction) {
 	s.respond(ctx, act.ResponseURL, map[string]any{"replace_original": true, "text": text, "blocks": []any{
 		map[string]any{"type": "section", "text": mrkdwn(fmt.Sprintf("*%s* on *%s* by %s\n```%s```",
 			strings.ReplaceAll(a.Status, "_", " "), slackEscape(a.Target), slackEscape(a.Requester), slackEscape(what)))},
-		map[string]any{"type": "context", "elements": []any{mrkdwn(slackEscape(text))}},
+		map[string]any{"type": "context", "elements": []any{mrkdwn(text)}},
 	}})
 }
 
@@ -434,11 +446,11 @@ func (s *Slack) terminate(ctx context.Context, act SlackAction, username string,
 		return
 	}
 	s.log.Info("session terminated from slack", "request", a.ID, "session", a.Session, "by", username)
-	text := fmt.Sprintf("%s: session %s terminated by %s", a.ID, a.Session, username)
+	text := slackEscape(fmt.Sprintf("%s: session %s terminated by %s", a.ID, a.Session, username))
 	s.respond(ctx, act.ResponseURL, map[string]any{"replace_original": true, "text": text, "blocks": []any{
 		map[string]any{"type": "section", "text": mrkdwn(fmt.Sprintf("*session terminated* on *%s* by %s\n```%s```",
-			slackEscape(a.Target), slackEscape(a.Requester), slackEscape(a.Command)))},
-		map[string]any{"type": "context", "elements": []any{mrkdwn(slackEscape(text))}},
+			slackEscape(a.Target), slackEscape(a.Requester), slackEscape(strings.ReplaceAll(a.Command, "```", "'''"))))},
+		map[string]any{"type": "context", "elements": []any{mrkdwn(text)}},
 	}})
 }
 

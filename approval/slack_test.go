@@ -253,7 +253,7 @@ func TestSlackTerminate(t *testing.T) {
 	}
 	calls := make(chan call, 4)
 	s, err := NewSlack(b, config.Slack{WebhookURL: hook.srv.URL, SigningSecret: testSigningSecret,
-		Approvers: map[string]string{"UCAROL": "carol"}},
+		Approvers: map[string]string{"UCAROL": "corp:carol"}},
 		SlackOptions{ResponseURLPrefix: responses.srv.URL, Terminate: func(_ context.Context, a state.Approval, by string) error {
 			calls <- call{a, by}
 			return nil
@@ -288,7 +288,7 @@ func TestSlackTerminate(t *testing.T) {
 	}
 	postSigned(t, actions.URL, testSigningSecret, now, slackCallback("UCAROL", SlackActionTerminate, a.ID, responses.srv.URL+"/r"), nil)
 	c := <-calls
-	if c.by != "carol" || c.a.ID != a.ID || c.a.Session != "01SESSION" {
+	if c.by != "carol (corp)" || c.a.ID != a.ID || c.a.Session != "01SESSION" {
 		t.Errorf("terminate called with %+v; want carol on the request's session", c)
 	}
 	if r := responses.next(t); r["replace_original"] != true || !strings.Contains(fmt.Sprint(r["text"]), "session 01SESSION terminated by carol") {
@@ -308,4 +308,89 @@ func TestSlackTerminate(t *testing.T) {
 	if r := responses.next(t); !strings.Contains(fmt.Sprint(r["text"]), "no session to terminate") {
 		t.Errorf("terminate on an access request: %v", r)
 	}
+}
+
+// slackStrings returns every string value of a Slack message, however deep.
+func slackStrings(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return []string{v}
+	case map[string]any:
+		var out []string
+		for _, e := range v {
+			out = append(out, slackStrings(e)...)
+		}
+		return out
+	case []any:
+		var out []string
+		for _, e := range v {
+			out = append(out, slackStrings(e)...)
+		}
+		return out
+	}
+	return nil
+}
+
+// assertNoSlackMarkup fails unless every '<' in msg's texts starts one of
+// postern's own links (prefix): anything a requester typed is escaped.
+func assertNoSlackMarkup(t *testing.T, what string, msg map[string]any, prefix string) {
+	t.Helper()
+	for _, s := range slackStrings(msg) {
+		rest := s
+		for i := strings.IndexByte(rest, '<'); i >= 0; i = strings.IndexByte(rest, '<') {
+			rest = rest[i:]
+			if !strings.HasPrefix(rest, "<"+prefix) {
+				t.Errorf("%s: unescaped markup in %q", what, s)
+				break
+			}
+			rest = rest[1:]
+		}
+		for _, bad := range []string{"<!channel>", "<!here>", "<@U666>", "<https://evil.example|"} {
+			if strings.Contains(s, bad) {
+				t.Errorf("%s: %q reaches Slack in %q", what, bad, s)
+			}
+		}
+	}
+}
+
+// TestSlackEscapesEveryField: markup in a held command, a requester's name,
+// a target, a reason or a Slack approver's name never reaches Slack as
+// markup — not in the request message, its fallback text, the decision
+// that replaces it, or an ephemeral answer.
+func TestSlackEscapesEveryField(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	b := newTestBroker(t, st, nil)
+	hook, responses := newReceiver(t), newReceiver(t)
+	s, err := NewSlack(b, config.Slack{WebhookURL: hook.srv.URL, SigningSecret: testSigningSecret,
+		Approvers: map[string]string{"UCAROL": "corp:carol", "UEVIL": "alias:<!here>"}},
+		SlackOptions{ResponseURLPrefix: responses.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actions := httptest.NewServer(s)
+	t.Cleanup(actions.Close)
+	markup := "sudo echo <!channel> <!here> <@U666> <https://evil.example|Approve> &amp; ```"
+	requester := person("<!here> mallory")
+	m, _ := mustRules(t, sudoRule).Match(markup)
+	cmd, err := b.SubmitCommand(context.Background(), CommandRequest{Requester: requester, Target: "web-<!channel>",
+		Login: "<@U666>", Session: "01SESSION", Command: markup, Match: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNoSlackMarkup(t, "command request", hook.next(t), "https://bastion.example.com/ui/")
+	if _, err := b.SubmitAccess(context.Background(), AccessRequest{Requester: requester, Target: "db-1",
+		Duration: time.Hour, Reason: "<https://evil.example|Approve> <!channel>"}); err != nil {
+		t.Fatal(err)
+	}
+	assertNoSlackMarkup(t, "access request", hook.next(t), "https://bastion.example.com/ui/")
+
+	post := func(user string) map[string]any {
+		body := slackCallback(user, SlackActionApprove, cmd.ID, responses.srv.URL+"/r")
+		if resp := postSigned(t, actions.URL, testSigningSecret, time.Now(), body, nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("callback: %d", resp.StatusCode)
+		}
+		return responses.next(t)
+	}
+	assertNoSlackMarkup(t, "ephemeral answer", post("UEVIL"), "-")
+	assertNoSlackMarkup(t, "decision", post("UCAROL"), "-")
 }
