@@ -18,6 +18,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/netguard"
 	"github.com/posternhq/postern/internal/pgtest"
 	"github.com/posternhq/postern/internal/sshdtest"
 	"github.com/posternhq/postern/internal/testutil"
@@ -253,8 +254,22 @@ func TestSSRFSpellings(t *testing.T) {
 		{"0.0.0.0", codeUnspecified},
 		{"0", codeUnspecified},
 		{"::", codeUnspecified},
-		{"169.254.169.254", codeLinkLocal},
-		{"0xa9fea9fe", codeLinkLocal},
+		{"169.254.169.254", codeMetadata},
+		{"0xa9fea9fe", codeMetadata},
+		{"169.254.1.1", codeLinkLocal},
+		{"[fd00:ec2::254]", codeMetadata},
+		{"fd20:ce::254", codeMetadata},
+		{"100.100.100.200", codeMetadata},
+		{"1684301000", codeMetadata}, // 100.100.100.200 as one decimal
+		{"168.63.129.16", codeMetadata},
+		{"192.0.0.192", codeMetadata},
+		{"64:ff9b::a9fe:a9fe", codeMetadata},
+		{"2002:a9fe:a9fe::", codeMetadata},
+		{"2001:0:a9fe:a9fe::1", codeMetadata},
+		{"::ffff:0:a9fe:a9fe", codeMetadata},
+		{"metadata.google.internal", codeMetadata},
+		{"METADATA.GOOGLE.INTERNAL.", codeMetadata},
+		{"instance-data", codeMetadata},
 		{"fe80::1%lo", codeLinkLocal},
 		{"[fe80::1%25lo]", codeLinkLocal},
 		{"224.0.0.1", codeMulticast},
@@ -357,7 +372,7 @@ func TestForwardOutsideInventory(t *testing.T) {
 		t.Errorf("a name with a link-local address opened")
 	}
 	f.waitEvent(state.EventChannelDeny, func(ev state.Event) bool {
-		return detail(ev, "code") == codeLinkLocal && detail(ev, "addr") == "169.254.169.254"
+		return detail(ev, "code") == codeMetadata && detail(ev, "addr") == "169.254.169.254"
 	})
 	// A role with an allow list but without forwarding.local cannot forward.
 	cb, _, err := f.dial(certSpec{id: bobID()}, f.login)
@@ -370,12 +385,23 @@ func TestForwardOutsideInventory(t *testing.T) {
 	f.waitEvent(state.EventChannelDeny, hasDetail("code", policy.CodeNoForwarding))
 }
 
-// TestOwnListenerRefused: loopback explicitly allowed still does not reach
-// the bastion's own listener unless that address is named exactly.
+// TestOwnListenerRefused: no address that reaches one of postern's own
+// listeners (the SSH listener, and the HTTP listener the wiring adds) opens
+// a forward, even where the role allows loopback, "this network" and the
+// listener's exact address.
 func TestOwnListenerRefused(t *testing.T) {
-	f := newBX(t, bxOptions{})
+	httpLn, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer httpLn.Close()
+	own := &netguard.Listeners{}
+	own.Add(httpLn.Addr())
+	f := newBX(t, bxOptions{mod: func(o *Options) { o.OwnListeners = own }})
+	httpPort := httpLn.Addr().(*net.TCPAddr).Port
 	eng, err := policy.New(&config.Config{Roles: []config.Role{{Name: "devs", Match: config.RoleMatch{Groups: []string{"dev"}},
-		Logins: []string{f.login}, Forwarding: config.Forwarding{Local: true, Allow: []string{"127.0.0.0/8:*"}}}}})
+		Logins: []string{f.login}, Forwarding: config.Forwarding{Local: true, Allow: []string{
+			"127.0.0.1/32:" + strconv.Itoa(f.port), "127.0.0.0/8:*", "::1/128:*", "0.0.0.0/8:*", "::/128:*", "0.0.0.0/0:*", "::/0:*"}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,10 +410,29 @@ func TestOwnListenerRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := openDirect(c, "127.0.0.1", f.port); err == nil {
-		t.Fatalf("forward to the bastion's own listener opened")
+	hosts := []string{"127.0.0.1", "127.0.0.2", "127.255.255.254", "0.0.0.0", "0", "2130706433", "0x7f.1",
+		"::ffff:127.0.0.1", "::1", "::", "localhost"}
+	if ifas, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range ifas {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().Is6() {
+				hosts = append(hosts, p.Addr().String())
+			}
+		}
 	}
-	f.waitEvent(state.EventChannelDeny, hasDetail("code", codeOwnListener))
+	for _, port := range []int{f.port, httpPort} {
+		for _, host := range hosts {
+			ch, err := openDirect(c, host, port)
+			if err == nil {
+				ch.Close()
+				t.Errorf("forward to %s:%d (postern's own listener) opened", host, port)
+				continue
+			}
+			dest := policy.Printable(net.JoinHostPort(host, strconv.Itoa(port)))
+			if got := detail(f.waitEvent(state.EventChannelDeny, hasDetail("dest", dest)), "code"); got != codeOwnListener {
+				t.Errorf("%s: code %q; want %q", dest, got, codeOwnListener)
+			}
+		}
+	}
 }
 
 func bobID() (id certs.Identity) {
@@ -445,7 +490,9 @@ func FuzzDirectTCPIPPayload(f *testing.F) {
 			return
 		}
 		_ = policy.Printable(net.JoinHostPort(p.Host, strconv.Itoa(int(p.Port))))
-		parseIPHost(p.Host)
+		if ip, ok := netguard.ParseHost(p.Host); ok {
+			netguard.Classify(ip)
+		}
 	})
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/netguard"
 	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/state"
@@ -126,6 +127,10 @@ type Options struct {
 	// Resolver resolves forward destinations outside the inventory;
 	// net.DefaultResolver if nil.
 	Resolver Resolver
+	// OwnListeners are postern's own listening sockets, which no forward may
+	// reach (the wiring adds the HTTP listener; Serve adds each SSH
+	// listener); a set of the SSH listeners only if nil.
+	OwnListeners *netguard.Listeners
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Log receives the server's logs; nothing is logged if nil.
@@ -159,14 +164,14 @@ type Server struct {
 	hostSigner   ssh.Signer // cert signer for hostCert; nil without host names
 	hostCertNext time.Time
 
-	mu          sync.Mutex
-	shutting    bool
-	listeners   map[net.Listener]struct{}
-	listenAddrs []netip.AddrPort
-	localAddrs  []netip.Addr
-	conns       map[*serverConn]struct{}
-	perSource   map[netip.Addr]int
-	wg          sync.WaitGroup // one per accepted conn
+	own *netguard.Listeners // listeners no forward may reach
+
+	mu        sync.Mutex
+	shutting  bool
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	perSource map[netip.Addr]int
+	wg        sync.WaitGroup // one per accepted conn
 }
 
 // NewServer checks opts, loads or generates the host key and signs the
@@ -183,6 +188,7 @@ func NewServer(opts Options) (*Server, error) {
 		log:       opts.Log,
 		now:       opts.Now,
 		resolver:  opts.Resolver,
+		own:       opts.OwnListeners,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
 		perSource: map[netip.Addr]int{},
@@ -195,6 +201,9 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if s.resolver == nil {
 		s.resolver = net.DefaultResolver
+	}
+	if s.own == nil {
+		s.own = &netguard.Listeners{}
 	}
 	s.handshakeTimeout = orDur(opts.Config.HandshakeTimeout.D(), defaultHandshakeTimeout)
 	s.idleTimeout = orDur(opts.Config.IdleTimeout.D(), defaultIdleTimeout)
@@ -350,13 +359,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.listeners[ln] = struct{}{}
-	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
-		s.listenAddrs = append(s.listenAddrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-		if ap.Addr().IsUnspecified() && s.localAddrs == nil {
-			s.localAddrs = interfaceAddrs()
-		}
-	}
 	s.mu.Unlock()
+	s.own.Add(ln.Addr())
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)

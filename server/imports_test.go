@@ -45,6 +45,7 @@ var importRules = map[string][]string{
 	"internal/promx":      {"*"},
 	"internal/buildinfo":  {"*"},
 	"internal/sbom":       {"*"},
+	"internal/netguard":   {"*"},
 	"internal/httpx":      {"*", "!internal/usererr"},
 	"internal/config":     {"*", "!guardrails/mask"},
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/posternhq/postern/internal/buildinfo"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/httpx"
+	"github.com/posternhq/postern/internal/netguard"
 	"github.com/posternhq/postern/internal/netx"
 	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/mcpserver"
@@ -281,6 +282,10 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return err
 	}
+	// No forward reaches postern's own listeners, HTTP included, whatever
+	// address it names them by (the SSH server adds its own).
+	own := &netguard.Listeners{}
+	own.Add(httpLn.Addr())
 	s.ssh, err = bastion.NewServer(bastion.Options{
 		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state, Locks: s.locks, Renewals: s.state,
 		Handlers: map[string]bastion.TargetHandler{
@@ -290,7 +295,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			bastion.HandlerPostgres: pgproxy.Handler{Proxy: pg, Masking: masking},
 		},
 		HostKey: sshHostKey, HostNames: hostNames(cfg),
-		Config: cfg.SSH, Log: s.log, Metrics: s.reg,
+		Config: cfg.SSH, OwnListeners: own, Log: s.log, Metrics: s.reg,
 	})
 	if err != nil {
 		return err
