@@ -191,7 +191,16 @@ type allowEntry struct {
 type role struct {
 	cfg     config.Role
 	allow   []allowEntry
+	via     []viaEntry // forwarding.target_allow
 	targets map[*Target]bool
+}
+
+// viaEntry is one forwarding.target_allow entry: a prefix or a host name,
+// and a port range.
+type viaEntry struct {
+	prefix netip.Prefix // valid for an address entry
+	name   string       // set for a name entry
+	lo, hi int
 }
 
 // Engine evaluates roles against identities. It is immutable after New.
@@ -403,6 +412,14 @@ func (e *Engine) parseRole(rc config.Role) (*role, error) {
 			return nil, fmt.Errorf(".forwarding.allow[%d]: %w", j, err)
 		}
 		r.allow = append(r.allow, ae)
+	}
+	r.cfg.Forwarding.TargetAllow = slices.Clone(rc.Forwarding.TargetAllow)
+	for j, a := range rc.Forwarding.TargetAllow {
+		p, name, lo, hi, err := config.ParseTargetAllow(a)
+		if err != nil {
+			return nil, fmt.Errorf(".forwarding.target_allow[%d]: %w", j, err)
+		}
+		r.via = append(r.via, viaEntry{prefix: p, name: name, lo: lo, hi: hi})
 	}
 	for j, rule := range rc.Rules {
 		switch {
@@ -744,6 +761,84 @@ func (e *Engine) AllowForward(id certs.Identity, ip netip.Addr, port int) Decisi
 	}
 	if len(ok) == 0 {
 		return Decision{Reason: DenyMessage(name, id), Code: code, Record: RecordRequired}
+	}
+	d := merge(ok)
+	d.Prefix = best
+	return d
+}
+
+// Forward directions through a target (AllowViaTarget).
+const (
+	// ViaLocal is -L or -W through an ssh target: a direct-tcpip channel
+	// the target opens to the destination.
+	ViaLocal = "local"
+	// ViaRemote is -R through an ssh target: a tcpip-forward the target
+	// listens on.
+	ViaRemote = "remote"
+)
+
+// AllowViaTarget decides whether id, logged in to target t as login, may
+// forward through it to a destination as the target sees it: ip (when the
+// client named an address) or the host name host (matched exactly,
+// ignoring case and a final dot), and port (0 for -R asks for any port,
+// which only an entry covering every port allows). It requires a role that
+// matches id and reaches t with login, grants forwarding.local (ViaLocal)
+// or forwarding.remote (ViaRemote), and whose forwarding.target_allow
+// covers the destination. Decision.Prefix is the most specific covering
+// prefix across those roles (invalid for a name). The caller applies its
+// own refusals (loopback, link-local, metadata, postern's listeners) on
+// top, as for AllowForward. Just-in-time grants never allow forwards.
+func (e *Engine) AllowViaTarget(id certs.Identity, t *Target, login string, ip netip.Addr, host string, port int, dir string) Decision {
+	name := host
+	if ip.IsValid() {
+		ip = ip.Unmap().WithZone("")
+		name = ip.String()
+	}
+	dest := net.JoinHostPort(name, strconv.Itoa(port))
+	deny := func(code string) Decision {
+		return Decision{Reason: DenyMessage(dest, id), Code: code, Record: RecordRequired}
+	}
+	rs := e.matching(id)
+	if len(rs) == 0 {
+		return deny(CodeNoRole)
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	code := CodeTargetNotAllow
+	best := netip.Prefix{}
+	var ok []*role
+	for _, r := range rs {
+		if t == nil || !r.targets[t] || !slices.Contains(r.cfg.Logins, login) {
+			continue
+		}
+		if code == CodeTargetNotAllow {
+			code = CodeNotInAllowList
+		}
+		covered := false
+		for _, v := range r.via {
+			if port == 0 && (v.lo != 1 || v.hi != 65535) || port != 0 && (port < v.lo || port > v.hi) {
+				continue
+			}
+			switch {
+			case ip.IsValid() && v.prefix.IsValid() && v.prefix.Contains(ip):
+				covered = true
+				if !best.IsValid() || v.prefix.Bits() > best.Bits() {
+					best = v.prefix
+				}
+			case !ip.IsValid() && v.name != "" && v.name == host:
+				covered = true
+			}
+		}
+		if !covered {
+			continue
+		}
+		if dir == ViaRemote && !r.cfg.Forwarding.Remote || dir != ViaRemote && !r.cfg.Forwarding.Local {
+			code = CodeNoForwarding
+			continue
+		}
+		ok = append(ok, r)
+	}
+	if len(ok) == 0 {
+		return deny(code)
 	}
 	d := merge(ok)
 	d.Prefix = best

@@ -438,3 +438,61 @@ func TestRoleMatchClaims(t *testing.T) {
 		t.Errorf("a bad glob: %v", err)
 	}
 }
+
+func TestAllowViaTarget(t *testing.T) {
+	cfg := &config.Config{
+		Targets: []config.Target{{Name: "web-1", Kind: config.KindSSH, Address: "10.0.0.5:22"}, {Name: "web-2", Kind: config.KindSSH, Address: "10.0.0.6:22"}},
+		Roles: []config.Role{
+			{Name: "ops", Match: config.RoleMatch{Groups: []string{"ops"}}, Targets: []config.TargetSelector{{Name: "web-1"}},
+				Logins: []string{"deploy"}, Forwarding: config.Forwarding{Local: true,
+					TargetAllow: []string{"10.1.0.0/16:5432", "10.1.2.0/24:5432", "db.internal.:5432", "127.0.0.1:*"}}},
+			{Name: "noremote", Match: config.RoleMatch{Groups: []string{"ops"}}, Targets: []config.TargetSelector{{Name: "web-2"}},
+				Logins: []string{"deploy"}, Forwarding: config.Forwarding{Local: true, TargetAllow: []string{"0.0.0.0/0:*"}}},
+		},
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := certs.Identity{Issuer: "corp", Subject: "o", Username: "ops", Groups: []string{"ops"}}
+	web1, _ := e.Lookup("web-1")
+	web2, _ := e.Lookup("web-2")
+	ip := netip.MustParseAddr
+	tests := []struct {
+		name   string
+		t      *Target
+		login  string
+		ip     netip.Addr
+		host   string
+		port   int
+		dir    string
+		code   string
+		prefix string
+	}{
+		{"listed prefix, most specific", web1, "deploy", ip("10.1.2.3"), "", 5432, ViaLocal, CodeAllowed, "10.1.2.0/24"},
+		{"wider prefix", web1, "deploy", ip("10.1.9.9"), "", 5432, ViaLocal, CodeAllowed, "10.1.0.0/16"},
+		{"other port", web1, "deploy", ip("10.1.2.3"), "", 5433, ViaLocal, CodeNotInAllowList, ""},
+		{"name, any case and final dot", web1, "deploy", netip.Addr{}, "DB.internal.", 5432, ViaLocal, CodeAllowed, "invalid Prefix"},
+		{"name not listed", web1, "deploy", netip.Addr{}, "db.internal.evil", 5432, ViaLocal, CodeNotInAllowList, ""},
+		{"address is not a name", web1, "deploy", ip("10.9.9.9"), "db.internal", 5432, ViaLocal, CodeNotInAllowList, ""},
+		{"login not the role's", web1, "root", ip("10.1.2.3"), "", 5432, ViaLocal, CodeTargetNotAllow, ""},
+		{"remote without the right", web1, "deploy", ip("127.0.0.1"), "", 8080, ViaRemote, CodeNoForwarding, ""},
+		{"port 0 needs every port", web2, "deploy", ip("10.0.0.1"), "", 0, ViaLocal, CodeAllowed, "0.0.0.0/0"},
+		{"port 0, a range", web1, "deploy", ip("10.1.2.3"), "", 0, ViaLocal, CodeNotInAllowList, ""},
+		{"other target's entries", web2, "deploy", netip.Addr{}, "db.internal", 5432, ViaLocal, CodeNotInAllowList, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.AllowViaTarget(ops, tt.t, tt.login, tt.ip, tt.host, tt.port, tt.dir)
+			if d.Code != tt.code || d.Allow != (tt.code == CodeAllowed) {
+				t.Fatalf("code %q allow %v; want %q", d.Code, d.Allow, tt.code)
+			}
+			if d.Allow && d.Prefix.String() != tt.prefix {
+				t.Errorf("prefix %s; want %s", d.Prefix, tt.prefix)
+			}
+		})
+	}
+	if d := e.AllowViaTarget(certs.Identity{Issuer: "corp", Subject: "x", Username: "x"}, web1, "deploy", ip("10.1.2.3"), "", 5432, ViaLocal); d.Allow || d.Code != CodeNoRole {
+		t.Errorf("identity without a role: %+v", d)
+	}
+}

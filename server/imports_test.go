@@ -47,7 +47,7 @@ var importRules = map[string][]string{
 	"internal/sbom":       {"*"},
 	"internal/netguard":   {"*"},
 	"internal/httpx":      {"*", "!internal/usererr"},
-	"internal/config":     {"*", "!guardrails/mask"},
+	"internal/config":     {"*", "!guardrails/mask", "!internal/netguard"},
 }
 
 // testHarnesses are imported by tests (and each other) only.

@@ -262,10 +262,15 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			return fmt.Errorf("approvals.webhooks[%d]: %w", i, err)
 		}
 	}
+	// No forward reaches postern's own listeners, HTTP included, whatever
+	// address it names them by (the SSH server adds its own).
+	own := &netguard.Listeners{}
+	own.Add(httpLn.Addr())
 	inner, err := innerhop.New(innerhop.Options{
 		Authority: s.authority, Policy: s.currentPolicy, Recorder: s.recorder, Audit: audit,
 		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")), Locks: s.locks, Moderation: s.locks,
 		Masking: masking, Log: s.log, Metrics: s.reg, UpstreamReuse: cfg.SSH.UpstreamReuse,
+		OwnListeners: own,
 	})
 	if err != nil {
 		return err
@@ -282,10 +287,6 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return err
 	}
-	// No forward reaches postern's own listeners, HTTP included, whatever
-	// address it names them by (the SSH server adds its own).
-	own := &netguard.Listeners{}
-	own.Add(httpLn.Addr())
 	s.ssh, err = bastion.NewServer(bastion.Options{
 		Authority: s.authority, Policy: s.policy, Audit: s.state, Revocations: s.state, Locks: s.locks, Renewals: s.state,
 		Handlers: map[string]bastion.TargetHandler{

@@ -23,6 +23,7 @@ import (
 	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/netguard"
 	"github.com/posternhq/postern/internal/sshdtest"
 	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/policy"
@@ -55,6 +56,7 @@ type hopFixture struct {
 	logs     *lockedBuffer
 	server   *bastion.Server
 	opts     fixtureOpts
+	own      *netguard.Listeners // the outer server's listener
 }
 
 // lockedBuffer is a log sink tests read.
@@ -144,7 +146,7 @@ type fixtureOpts struct {
 
 func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 	t.Helper()
-	f := &hopFixture{t: t, events: &eventLog{}, login: testLogin(t), logs: &lockedBuffer{}, opts: o}
+	f := &hopFixture{t: t, events: &eventLog{}, login: testLogin(t), logs: &lockedBuffer{}, opts: o, own: &netguard.Listeners{}}
 	var err error
 	f.auth, err = certs.LoadAuthority(config.CAs{}, t.TempDir())
 	if err != nil {
@@ -182,6 +184,7 @@ func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 		},
 		Audit:         f.events.add,
 		UpstreamReuse: o.reuse,
+		OwnListeners:  f.own,
 		probeTimeout:  o.probe,
 		Log:           slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, f.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -207,6 +210,23 @@ func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 	writeTestFile(t, f.known, f.auth.HostCALine()+"\n")
 	f.sshCfg = f.writeSSHConfig(f.keyFile, f.certFile)
 	return f
+}
+
+// setRole changes the role (a policy reload).
+func (f *hopFixture) setRole(change func(r *config.Role)) {
+	f.t.Helper()
+	cfg := *f.cfg
+	cfg.Roles = []config.Role{cfg.Roles[0]}
+	change(&cfg.Roles[0])
+	eng, err := policy.New(&cfg)
+	if err != nil {
+		f.t.Fatalf("policy: %v", err)
+	}
+	f.mu.Lock()
+	f.cfg = &cfg
+	f.engine = eng
+	f.mu.Unlock()
+	f.server.SetPolicy(eng)
 }
 
 // setTargets replaces the inventory (a policy reload).
@@ -340,13 +360,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 func startTestOuter(t testing.TB, f *hopFixture) string {
 	t.Helper()
 	opts := bastion.Options{
-		Authority:   f.auth,
-		Policy:      f.engine,
-		Audit:       f.events,
-		Revocations: f.opts.revoked,
-		Handlers:    map[string]bastion.TargetHandler{bastion.HandlerSSH: f.hop, bastion.HandlerCommand: f.hop},
-		HostNames:   []string{"127.0.0.1", "bastion"},
-		Log:         f.hop.log,
+		Authority:    f.auth,
+		Policy:       f.engine,
+		Audit:        f.events,
+		Revocations:  f.opts.revoked,
+		Handlers:     map[string]bastion.TargetHandler{bastion.HandlerSSH: f.hop, bastion.HandlerCommand: f.hop},
+		HostNames:    []string{"127.0.0.1", "bastion"},
+		Log:          f.hop.log,
+		OwnListeners: f.own,
 	}
 	if f.opts.revoked != nil {
 		opts.RevocationRecheck = 50 * time.Millisecond

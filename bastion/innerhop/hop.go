@@ -20,6 +20,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/guardrails"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/netguard"
 	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/lock"
@@ -141,6 +142,9 @@ type Options struct {
 	// hops of the same identity, role, login and target (upstream_pool.go);
 	// on, with Idle 30s and MaxAge 10m, if zero.
 	UpstreamReuse config.UpstreamReuse
+	// OwnListeners are postern's own listening sockets, which no forward
+	// through a target may reach (forward.go); none known if nil.
+	OwnListeners *netguard.Listeners
 
 	// probeTimeout bounds the first channel open on a reused login;
 	// probeTimeout (or DialTimeout, if shorter) if zero. Tests shorten it.

@@ -235,7 +235,7 @@ func TestInnerHopLocalForward(t *testing.T) {
 	echo := testutil.EchoServer(t)
 	for _, allowed := range []bool{true, false} {
 		t.Run(map[bool]string{true: "allowed", false: "denied"}[allowed], func(t *testing.T) {
-			f := newHopFixture(t, fixtureOpts{forwarding: config.Forwarding{Local: allowed}})
+			f := newHopFixture(t, fixtureOpts{forwarding: config.Forwarding{Local: allowed, TargetAllow: []string{echo}}})
 			sshd := startSSHD(t, f.auth)
 			f.setTargets(sshTarget("web-1", sshd))
 			in := []byte("ping through the target\n")

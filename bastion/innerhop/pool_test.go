@@ -227,7 +227,7 @@ func TestUpstreamReuseDirtyHopsCloseTheLogin(t *testing.T) {
 	}{
 		{
 			name: "remote forward",
-			opts: fixtureOpts{forwarding: config.Forwarding{Remote: true}},
+			opts: fixtureOpts{forwarding: config.Forwarding{Remote: true, TargetAllow: []string{"127.0.0.1:*", "[::1]:*"}}},
 			dirty: func(t *testing.T, f *hopFixture, _ *revocationFlag) {
 				r := f.ssh(nil, "-o", "ExitOnForwardFailure=yes", "-R", "0:"+echo, "web-1", "echo forwarded")
 				if r.Code != 0 || string(r.Stdout) != "forwarded\n" {

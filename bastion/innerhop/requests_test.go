@@ -17,7 +17,7 @@ import (
 func TestInnerHopRequests(t *testing.T) {
 	for _, remote := range []bool{false, true} {
 		t.Run(map[bool]string{false: "no rights", true: "remote forwarding"}[remote], func(t *testing.T) {
-			f := newHopFixture(t, fixtureOpts{forwarding: config.Forwarding{Remote: remote}})
+			f := newHopFixture(t, fixtureOpts{forwarding: config.Forwarding{Remote: remote, TargetAllow: []string{"127.0.0.1:*"}}})
 			sshd := sshdtest.Start(t, sshdtest.Options{
 				TrustedUserCAKeys: []ssh.PublicKey{f.auth.Target.PublicKey()},
 				Extra:             []string{"AcceptEnv LANG LC_* FOO", "AllowAgentForwarding yes"},

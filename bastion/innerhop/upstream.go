@@ -281,9 +281,7 @@ func (c *hopConn) serveSSH(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request
 		switch nc.ChannelType() {
 		case "session":
 		case "direct-tcpip":
-			if !c.decision.Forwarding.Local {
-				_ = nc.Reject(ssh.Prohibited, "postern: port forwarding is not allowed")
-				c.auditForwardDeny(nc)
+			if !c.allowDirectTCPIP(nc) { // forward.go
 				continue
 			}
 		default:
@@ -412,13 +410,18 @@ func asHopUserError(err error) *usererr.Error {
 }
 
 // serveGlobalRequests answers the client's global requests. Keepalives get a
-// reply; tcpip-forward is relayed to the target only when the role allows
-// remote forwarding (which keeps the login out of the pool).
+// reply; tcpip-forward is relayed to the target only when the policy allows
+// that remote forward (forward.go), cancel-tcpip-forward when the role
+// allows remote forwarding; either keeps the login out of the pool.
 func (c *hopConn) serveGlobalRequests(reqs <-chan *ssh.Request, up *hopUpstream) {
 	for req := range reqs {
 		switch req.Type {
 		case "tcpip-forward", "cancel-tcpip-forward":
-			if !c.decision.Forwarding.Remote {
+			allowed := c.decision.Forwarding.Remote
+			if req.Type == "tcpip-forward" {
+				allowed = c.allowTCPIPForward(req.Payload)
+			}
+			if !allowed {
 				_ = req.Reply(false, nil)
 				continue
 			}
@@ -866,14 +869,6 @@ type hopDirectTCPIP struct {
 	Port       uint32
 	OriginHost string
 	OriginPort uint32
-}
-
-func (c *hopConn) auditForwardDeny(nc ssh.NewChannel) {
-	var p hopDirectTCPIP
-	_ = ssh.Unmarshal(nc.ExtraData(), &p)
-	c.h.audit(c.ctx, state.Event{Type: state.EventChannelDeny, Actor: c.ci.Identity.String(), Target: c.t.Name,
-		Details: map[string]any{"channel": "direct-tcpip", "host": p.Host, "port": p.Port, "hop": "inner",
-			"reason": "local forwarding not allowed"}})
 }
 
 // proxyForward relays a direct-tcpip channel (ssh -L through the target).

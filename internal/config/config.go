@@ -532,6 +532,15 @@ type Forwarding struct {
 	// Allow lists destinations outside the inventory ("CIDR:port" or
 	// "CIDR:lo-hi") that -L may reach; none if empty.
 	Allow []string `yaml:"allow"`
+	// TargetAllow lists the destinations, as the role's ssh targets see
+	// them, that forwards through those targets may use: -L and -W connect
+	// to them (with Local), -R listens on them (with Remote). Entries are
+	// "CIDR:port", "CIDR:lo-hi" or "name:port" (a host name the target
+	// resolves, matched exactly); none if empty, so no forward through a
+	// target is allowed. Loopback, link-local, metadata and, on a target
+	// that is postern's own host, postern's listeners are refused unless an
+	// entry names them (the listeners: always).
+	TargetAllow []string `yaml:"target_allow"`
 }
 
 // Rule flags commands.

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/posternhq/postern/guardrails/mask"
+	"github.com/posternhq/postern/internal/netguard"
 )
 
 // MaxFileSize bounds the configuration file.
@@ -703,6 +704,11 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 				v.add(fmt.Sprintf("%s.forwarding.allow[%d]", p, j), err.Error())
 			}
 		}
+		for j, a := range r.Forwarding.TargetAllow {
+			if _, _, _, _, err := ParseTargetAllow(a); err != nil {
+				v.add(fmt.Sprintf("%s.forwarding.target_allow[%d]", p, j), err.Error())
+			}
+		}
 		for j, rule := range r.Rules {
 			rp := fmt.Sprintf("%s.rules[%d]", p, j)
 			if (rule.Match == "") == (rule.Glob == "") {
@@ -784,6 +790,43 @@ func ParseAllow(s string) (prefix string, lo, hi int, err error) {
 		return "", 0, 0, fmt.Errorf("%q is not a port or port range within 1-65535", ports)
 	}
 	return prefix, lo, hi, nil
+}
+
+// ParseTargetAllow splits a forwarding.target_allow entry: "CIDR:ports"
+// (prefix valid) or "name:ports" (name set, lower case, without a final
+// dot), where ports is a port, lo-hi or "*" (every port). A bare address is
+// a single-address prefix; IPv6 may be bracketed.
+func ParseTargetAllow(s string) (prefix netip.Prefix, name string, lo, hi int, err error) {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return netip.Prefix{}, "", 0, 0, errors.New(`must be "CIDR:port", "CIDR:low-high" or "name:port", e.g. 10.0.0.0/8:5432 or db.internal:5432`)
+	}
+	host, ports := strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]"), s[i+1:]
+	if ports == "*" {
+		lo, hi = 1, 65535
+	} else {
+		loS, hiS, isRange := strings.Cut(ports, "-")
+		if !isRange {
+			hiS = loS
+		}
+		var e1, e2 error
+		lo, e1 = strconv.Atoi(loS)
+		hi, e2 = strconv.Atoi(hiS)
+		if e1 != nil || e2 != nil || lo < 1 || hi > 65535 || lo > hi {
+			return netip.Prefix{}, "", 0, 0, fmt.Errorf("%q is not a port, port range within 1-65535 or *", ports)
+		}
+	}
+	if p, perr := ParsePrefix(host); perr == nil {
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0)).Masked()
+		}
+		return p, "", lo, hi, nil
+	}
+	name = strings.ToLower(strings.TrimSuffix(host, "."))
+	if _, numeric := netguard.ParseHost(name); numeric || !netguard.ValidDNSName(name) || strings.Trim(name, "0123456789.") == "" {
+		return netip.Prefix{}, "", 0, 0, fmt.Errorf("%q is neither a CIDR prefix, an address nor a host name", host)
+	}
+	return netip.Prefix{}, name, lo, hi, nil
 }
 
 func isLoopbackHost(h string) bool {

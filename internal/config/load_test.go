@@ -109,6 +109,10 @@ func TestParseErrorsNameKeyPath(t *testing.T) {
 		{"alias name", "identity: {aliases: [{identities: []}]}", "identity.aliases[0].name"},
 		{"slack approver username", "approvals: {slack: {approvers: {U1: bob@example.com}}}", "approvals.slack.approvers.U1: \"bob@example.com\" is not an identity key"},
 		{"slack approver unknown alias", "approvals: {slack: {approvers: {U1: 'alias:bob'}}}", "approvals.slack.approvers.U1"},
+		{"target_allow port", "roles: [{name: r, match: {groups: [g]}, forwarding: {target_allow: ['db.internal:99999']}}]", "roles[0].forwarding.target_allow[0]: \"99999\" is not a port"},
+		{"target_allow host", "roles: [{name: r, match: {groups: [g]}, forwarding: {target_allow: ['db internal:5432']}}]", "roles[0].forwarding.target_allow[0]: \"db internal\" is neither"},
+		{"target_allow cidr", "roles: [{name: r, match: {groups: [g]}, forwarding: {target_allow: ['10.0.0.0/33:1']}}]", "roles[0].forwarding.target_allow[0]"},
+		{"target_allow no port", "roles: [{name: r, match: {groups: [g]}, forwarding: {target_allow: ['db']}}]", "roles[0].forwarding.target_allow[0]: must be"},
 		{"users without issuers", "identity: {issuers: [{name: x, issuer_url: 'https://idp', client_id: c}, {name: y, issuer_url: 'https://idp2', client_id: c}]}\nroles: [{name: r, match: {users: [bob]}}]", "roles[0].match.issuers: missing"},
 		{"groups username", "approvals: {groups: {bob: [sre]}}", "approvals.groups.bob: not an identity key"},
 	}

@@ -289,10 +289,31 @@ func (l *Listeners) Add(a net.Addr) {
 	l.addrs = append(l.addrs, netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port()))
 }
 
-// Reaches reports whether a connection to ip:port may reach one of the
-// listeners. It errs towards yes: any local address on a listener's port
-// counts.
-func (l *Listeners) Reaches(ip netip.Addr, port int) bool {
+// Reaches reports whether a connection from this host to ip:port may reach
+// one of the listeners. It errs towards yes: any local address on a
+// listener's port counts.
+func (l *Listeners) Reaches(ip netip.Addr, port int) bool { return l.reaches(ip, port, true) }
+
+// ReachesFrom is Reaches for a connection made by another host (an ssh
+// target forwarding for a client): unless sameHost says that host is this
+// one, its loopback and unspecified addresses are its own, and only this
+// host's other addresses reach the listeners.
+func (l *Listeners) ReachesFrom(ip netip.Addr, port int, sameHost bool) bool {
+	return l.reaches(ip, port, sameHost)
+}
+
+// Local reports whether ip is one of this host's addresses: loopback,
+// unspecified or "this network", or an interface address.
+func (l *Listeners) Local(ip netip.Addr) bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.isLocal(ip.Unmap().WithZone(""))
+}
+
+func (l *Listeners) reaches(ip netip.Addr, port int, sameHost bool) bool {
 	if l == nil {
 		return false
 	}
@@ -310,6 +331,9 @@ func (l *Listeners) Reaches(ip netip.Addr, port int) bool {
 	}
 	cands := append([]netip.Addr{ip}, EmbeddedIPv4(ip)...)
 	for _, c := range cands {
+		if !sameHost && (c.IsLoopback() || c.IsUnspecified() || thisNetwork.Contains(c)) {
+			continue // the other host's own
+		}
 		if slices.Contains(own, c) || l.isLocal(c) {
 			return true
 		}

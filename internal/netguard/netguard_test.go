@@ -226,6 +226,24 @@ func TestListenersReaches(t *testing.T) {
 			t.Errorf("Reaches(%s, %d) = %v; want %v", tt.ip, tt.port, got, tt.want)
 		}
 	}
+	// From another host, loopback is that host's; this host's interface
+	// addresses still reach the listeners.
+	for _, a := range local {
+		if !a.IsLoopback() && !l.ReachesFrom(a, 2222, false) {
+			t.Errorf("ReachesFrom(%s, 2222, other host) = false", a)
+		}
+	}
+	for _, ip := range []string{"127.0.0.1", "0.0.0.0", "::1", "::ffff:127.0.0.1"} {
+		if l.ReachesFrom(netip.MustParseAddr(ip), 2222, false) {
+			t.Errorf("ReachesFrom(%s, 2222, other host) = true; that is the other host's loopback", ip)
+		}
+		if !l.ReachesFrom(netip.MustParseAddr(ip), 2222, true) {
+			t.Errorf("ReachesFrom(%s, 2222, same host) = false", ip)
+		}
+	}
+	if !l.Local(netip.MustParseAddr("127.0.0.1")) || l.Local(netip.MustParseAddr("192.0.2.1")) {
+		t.Error("Local misjudges loopback or a documentation address")
+	}
 	var none *Listeners
 	if none.Reaches(netip.MustParseAddr("127.0.0.1"), 2222) {
 		t.Error("a nil Listeners reaches something")
