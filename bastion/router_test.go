@@ -49,7 +49,8 @@ func devConfig(login string, targets ...config.Target) *config.Config {
 }
 
 // passthroughTarget is a test sshd as a passthrough ssh target. The sshd
-// trusts the user CA itself (that is what passthrough requires).
+// trusts the user CA itself (that is what passthrough requires), with
+// passthroughSSHDConfig.
 func passthroughTarget(name string, s *sshdtest.Server) config.Target {
 	return config.Target{Name: name, Kind: config.KindSSH, Address: s.Addr(), Passthrough: true}
 }
@@ -68,7 +69,8 @@ func newE2E(t *testing.T, extra ...config.Target) *e2e {
 	// The sshd must trust the user CA, which the fixture creates: start the
 	// bastion first, then the sshd, then install the policy with SetPolicy.
 	f := newBX(t, bxOptions{mod: func(o *Options) { o.Resolver = hostsResolver{} }})
-	sshd := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: []ssh.PublicKey{f.auth.User.PublicKey()}})
+	sshd := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: []ssh.PublicKey{f.auth.User.PublicKey()},
+		Extra: passthroughSSHDConfig("sshd-1")})
 	echo := testutil.EchoServer(t)
 	targets := append([]config.Target{
 		passthroughTarget("sshd-1", sshd),
@@ -83,9 +85,16 @@ func newE2E(t *testing.T, extra ...config.Target) *e2e {
 	kh := sshd.KnownHostsLine("sshd-1") + "\n" + sshd.KnownHostsLine() + "\n"
 	appendFile(t, f.known, kh)
 	e := &e2e{bxFixture: f, sshd: sshd, echo: echo}
-	key, cert, _ := f.userKey(certSpec{})
+	key, cert, _ := f.userKey(certSpec{principals: []string{f.login, certs.PassthroughPrincipal("sshd-1", f.login)}})
 	e.cfg = f.sshConfig(key, cert)
 	return e
+}
+
+// passthroughSSHDConfig is the sshd_config docs/security.md gives a
+// passthrough target named name: it takes a login only from the principal
+// "<name>:<login>".
+func passthroughSSHDConfig(name string) []string {
+	return []string{"AuthorizedPrincipalsCommand /bin/echo " + name + ":%u", "AuthorizedPrincipalsCommandUser nobody"}
 }
 
 func appendFile(t *testing.T, path, data string) {
@@ -191,7 +200,8 @@ func TestChannelDenials(t *testing.T) {
 		{"forbidden port", "echo:1", "echo", policy.CodePortNotAllow, "echo"},
 		{"loopback literal", "127.0.0.1:" + echoPort, "127.0.0.1", codeLoopback, ""},
 		{"loopback name", "localhost:" + echoPort, "localhost", codeLoopback, ""},
-		{"metadata", "169.254.169.254:80", "169.254.169.254", codeLinkLocal, ""},
+		{"metadata", "169.254.169.254:80", "169.254.169.254", codeMetadata, ""},
+		{"link-local", "169.254.1.1:80", "169.254.1.1", codeLinkLocal, ""},
 		{"ipv6 loopback", "[::1]:" + echoPort, "::1", codeLoopback, ""},
 	}
 	for _, tt := range tests {

@@ -129,7 +129,7 @@ func TestHandlerIssues(t *testing.T) {
 	if cert.Serial != got.Serial {
 		t.Errorf("serial = %d; cert says %d", got.Serial, cert.Serial)
 	}
-	if strings.Join(got.Principals, ",") != "alice@example.com,deploy,root" {
+	if strings.Join(got.Principals, ",") != "alice@example.com,pass-1:deploy,pass-1:root" {
 		t.Errorf("principals = %q", got.Principals)
 	}
 	va, err1 := time.Parse(time.RFC3339, got.ValidAfter)
@@ -143,7 +143,7 @@ func TestHandlerIssues(t *testing.T) {
 	if got.HostCA != s.authority.HostCALine() || !strings.HasPrefix(got.HostCA, "@cert-authority * ") {
 		t.Errorf("host_ca = %q; want %q", got.HostCA, s.authority.HostCALine())
 	}
-	if _, err := s.authority.CheckUserCert(cert, "deploy", loopback, time.Now()); err != nil {
+	if _, err := s.authority.CheckUserCert(cert, "alice@example.com", loopback, time.Now()); err != nil {
 		t.Errorf("issued certificate does not check: %v", err)
 	}
 }

@@ -35,9 +35,15 @@ type TokenVerifier interface {
 type Grant struct {
 	// Roles are the names of the matching roles, for audit events.
 	Roles []string
-	// Logins become certificate principals (beside the username). No logins
-	// means no certificate.
+	// Logins are the logins the roles grant. No logins means no
+	// certificate. They are not principals: postern logs in to targets with
+	// its own target certificates.
 	Logins []string
+	// Passthrough are the principals for passthrough ssh targets, which see
+	// the user certificate itself: PassthroughPrincipal(target, login) for
+	// every passthrough target and login the roles grant (sshd accepts them
+	// through AuthorizedPrincipalsCommand, docs/security.md).
+	Passthrough []string
 	// PermitPTY grants the permit-pty extension.
 	PermitPTY bool
 	// PermitPortForwarding grants the permit-port-forwarding extension.
@@ -153,8 +159,11 @@ const (
 	CodeBadTTL       = "bad_ttl"
 	CodeTokenMissing = "token_missing"
 	CodeNoAccess     = "no_access"
-	CodeRateLimited  = "rate_limited"
-	CodeInternal     = "internal"
+	// CodeTooManyPrincipals: the roles grant more passthrough logins than a
+	// certificate can carry.
+	CodeTooManyPrincipals = "too_many_principals"
+	CodeRateLimited       = "rate_limited"
+	CodeInternal          = "internal"
 )
 
 // NewIssuer returns an Issuer for opts.
@@ -410,18 +419,35 @@ func (i *Issuer) stepLocks(ctx context.Context, is *issuance) error {
 	}
 	return i.locked(ctx, is.id)
 }
+// MaxPrincipals is the most principals a certificate may carry: OpenSSH
+// refuses certificates with more (SSHKEY_CERT_MAX_PRINCIPALS).
+const MaxPrincipals = 256
+
+// PassthroughPrincipal is the principal that lets a certificate log in to
+// the passthrough ssh target target as login: "<target>:<login>". A
+// passthrough sshd accepts only its own ("AuthorizedPrincipalsCommand
+// /bin/echo <target>:%u"), so a login granted on one target never opens
+// another, and a bare login is never a principal.
+func PassthroughPrincipal(target, login string) string { return target + ":" + login }
 
 // stepPolicy asks the role policy for a grant and derives the principals:
-// the username plus the granted logins, deduplicated and sorted.
+// the username (the login at the bastion) and the passthrough principals,
+// deduplicated and sorted. The granted logins themselves are not
+// principals: a stock sshd that trusted the user CA would otherwise take
+// any of them on any target.
 func (i *Issuer) stepPolicy(_ context.Context, is *issuance) error {
 	is.grant = i.policy.Grant(is.id)
 	logins := slices.DeleteFunc(slices.Clone(is.grant.Logins), func(s string) bool { return s == "" })
 	if len(logins) == 0 {
 		return &usererr.Error{Status: http.StatusForbidden, Code: CodeNoAccess, Msg: "no role grants you access"}
 	}
-	p := append(logins, is.id.Username)
+	p := append(slices.Clone(is.grant.Passthrough), is.id.Username)
 	slices.Sort(p)
 	is.principals = slices.Compact(p)
+	if len(is.principals) > MaxPrincipals {
+		return &usererr.Error{Status: http.StatusForbidden, Code: CodeTooManyPrincipals,
+			Msg: fmt.Sprintf("your roles grant more passthrough logins than one certificate can carry (%d); ask an operator to narrow them", MaxPrincipals)}
+	}
 	return nil
 }
 

@@ -66,7 +66,7 @@ func testTokens() tokenStub {
 func testGrants() grantStub {
 	return grantStub{
 		"alice@example.com": {Roles: []string{"sre"}, Logins: []string{"deploy", "root", "deploy", "alice@example.com"},
-			PermitPTY: true, PermitPortForwarding: true},
+			Passthrough: []string{"pass-1:root", "pass-1:deploy"}, PermitPTY: true, PermitPortForwarding: true},
 		"org/app":            {Roles: []string{"agents"}, Logins: []string{"deploy"}, MaxTTL: 10 * time.Minute},
 		"nobody@example.com": {Roles: []string{"auditors"}},
 	}
@@ -157,7 +157,8 @@ func TestIssue(t *testing.T) {
 		t.Fatalf("Issue: %v", err)
 	}
 	c := got.Cert
-	wantPrincipals := []string{"alice@example.com", "deploy", "root"}
+	// The username and the passthrough principals; never a bare login.
+	wantPrincipals := []string{"alice@example.com", "pass-1:deploy", "pass-1:root"}
 	if fmt.Sprint(got.Principals) != fmt.Sprint(wantPrincipals) || fmt.Sprint(c.ValidPrincipals) != fmt.Sprint(wantPrincipals) {
 		t.Errorf("principals = %q / %q; want %q", got.Principals, c.ValidPrincipals, wantPrincipals)
 	}
@@ -185,7 +186,10 @@ func TestIssue(t *testing.T) {
 			t.Errorf("extension %s missing", e)
 		}
 	}
-	id, err := f.authority.CheckUserCert(c, "deploy", loopback, f.now)
+	if _, err := f.authority.CheckUserCert(c, "deploy", loopback, f.now); err == nil {
+		t.Error("an issued certificate logs in as a bare login")
+	}
+	id, err := f.authority.CheckUserCert(c, "alice@example.com", loopback, f.now)
 	if err != nil {
 		t.Fatalf("CheckUserCert on an issued cert: %v", err)
 	}
@@ -433,6 +437,15 @@ func TestNewIssuerNeedsParts(t *testing.T) {
 	}
 }
 
+// manyPrincipals returns n distinct passthrough principals.
+func manyPrincipals(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, certs.PassthroughPrincipal(fmt.Sprintf("t-%d", i), "deploy"))
+	}
+	return out
+}
+
 func TestIssuePrincipals(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -440,11 +453,13 @@ func TestIssuePrincipals(t *testing.T) {
 		want   string
 		refuse bool
 	}{
-		{"username always included", certs.Grant{Logins: []string{"deploy"}}, "alice@example.com,deploy", false},
-		{"deduplicated and sorted", certs.Grant{Logins: []string{"web", "app", "web", "alice@example.com"}}, "alice@example.com,app,web", false},
-		{"empty logins ignored", certs.Grant{Logins: []string{"", "deploy", ""}}, "alice@example.com,deploy", false},
+		{"username only: logins are no principals", certs.Grant{Logins: []string{"deploy"}}, "alice@example.com", false},
+		{"passthrough, deduplicated and sorted", certs.Grant{Logins: []string{"web"},
+			Passthrough: []string{"p-2:web", "p-1:app", "p-2:web", "alice@example.com"}}, "alice@example.com,p-1:app,p-2:web", false},
+		{"empty logins ignored", certs.Grant{Logins: []string{"", "deploy", ""}}, "alice@example.com", false},
 		{"only empty logins", certs.Grant{Logins: []string{""}}, "", true},
 		{"roles without logins", certs.Grant{Roles: []string{"auditors"}}, "", true},
+		{"more principals than sshd takes", certs.Grant{Logins: []string{"a"}, Passthrough: manyPrincipals(certs.MaxPrincipals)}, "", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -454,8 +469,8 @@ func TestIssuePrincipals(t *testing.T) {
 			_, key := newEd25519(t)
 			got, err := f.issuer.Issue(context.Background(), certs.Request{Token: "tok-alice", PublicKey: key.PublicKey(), Source: loopback})
 			if tc.refuse {
-				if e := usererr.As(err); e == nil || e.Code != certs.CodeNoAccess || e.HTTPStatus() != http.StatusForbidden {
-					t.Fatalf("got %v; want no_access 403", err)
+				if e := usererr.As(err); e == nil || (e.Code != certs.CodeNoAccess && e.Code != certs.CodeTooManyPrincipals) || e.HTTPStatus() != http.StatusForbidden {
+					t.Fatalf("got %v; want no_access or too_many_principals, 403", err)
 				}
 				return
 			}

@@ -86,15 +86,20 @@ func TestSignTargetAcceptedBySSHD(t *testing.T) {
 
 // TestIssuedCertAcceptedBySSHD proves a certificate from the issuance
 // pipeline (explicit principals, the identity extension, no critical
-// options) is accepted by a stock sshd that trusts the user CA, as a
-// passthrough target does, for a granted login and refused for others.
+// options) is accepted by a stock sshd that trusts the user CA with the
+// principals command docs/security.md gives for passthrough targets, for a
+// login granted on that target, and refused for others — also for a login
+// granted on another target, and by an sshd without the command.
 func TestIssuedCertAcceptedBySSHD(t *testing.T) {
 	testutil.Need(t, "ssh")
 	f := newIssuerFixture(t, func(o *certs.IssuerOptions) {
 		o.Now = nil
-		o.Policy = grantStub{"alice@example.com": {Logins: []string{"root"}, PermitPTY: true}}
+		o.Policy = grantStub{"alice@example.com": {Logins: []string{"root", "nobody"}, PermitPTY: true,
+			Passthrough: []string{certs.PassthroughPrincipal("pass-1", "root"), certs.PassthroughPrincipal("pass-2", "nobody")}}}
 	})
-	srv := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: f.authority.User.Trusted()})
+	srv := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: f.authority.User.Trusted(),
+		Extra: []string{"AuthorizedPrincipalsCommand /bin/echo pass-1:%u", "AuthorizedPrincipalsCommandUser nobody"}})
+	plain := sshdtest.Start(t, sshdtest.Options{TrustedUserCAKeys: f.authority.User.Trusted()})
 	knownHosts := srv.WriteKnownHosts(t)
 	priv, key := newEd25519(t)
 	got, err := f.issuer.Issue(context.Background(), certs.Request{Token: "tok-alice", PublicKey: key.PublicKey(), Source: loopback})
@@ -108,7 +113,16 @@ func TestIssuedCertAcceptedBySSHD(t *testing.T) {
 	}
 	// sshd logs the key id, which names the identity and serial.
 	srv.WaitLog(t, regexp.MustCompile(regexp.QuoteMeta(got.Cert.KeyId)), 10*time.Second)
-	if out, err := runSSH(t, srv, keyFile, certFile, knownHosts, "nobody", "true"); err == nil {
-		t.Errorf("issued cert logged in as a login it does not name:\n%s", out)
+	for _, login := range []string{"nobody", "alice@example.com"} {
+		if out, err := runSSH(t, srv, keyFile, certFile, knownHosts, login, "true"); err == nil || !strings.Contains(out, "Permission denied") {
+			t.Errorf("pass-1 took the login %s, granted elsewhere or the username: %v\n%s", login, err, out)
+		}
+	}
+	// An sshd that trusts the user CA without the command finds no login
+	// among the principals (only the username, which is no account here).
+	for _, login := range []string{"root", "nobody"} {
+		if out, err := runSSH(t, plain, keyFile, certFile, plain.WriteKnownHosts(t), login, "true"); err == nil || !strings.Contains(out, "Permission denied") {
+			t.Errorf("an sshd without the principals command took %s: %v\n%s", login, err, out)
+		}
 	}
 }

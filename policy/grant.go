@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
 )
 
 // Grant implements [certs.Policy]: what certificates issued to id may carry.
@@ -29,7 +30,31 @@ func (e *Engine) Grant(id certs.Identity) certs.Grant {
 		g.PermitAgentForwarding = g.PermitAgentForwarding || f.Agent
 		g.PermitX11Forwarding = g.PermitX11Forwarding || f.X11
 	}
+	g.Passthrough = e.passthroughPrincipals(id)
 	return g
+}
+
+// passthroughPrincipals lists, in inventory order, the principal of every
+// passthrough ssh target and login the roles matching id grant.
+func (e *Engine) passthroughPrincipals(id certs.Identity) []string {
+	rs := e.matching(id)
+	var out []string
+	for _, t := range e.targets {
+		if t.Kind != config.KindSSH || !t.Passthrough {
+			continue
+		}
+		for _, r := range rs {
+			if !r.targets[t] {
+				continue
+			}
+			for _, l := range r.cfg.Logins {
+				if p := certs.PassthroughPrincipal(t.Name, l); !slices.Contains(out, p) {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
 }
 
 var _ certs.Policy = (*Engine)(nil)

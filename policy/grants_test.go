@@ -81,3 +81,30 @@ func TestWithGrants(t *testing.T) {
 		t.Errorf("role access changed: %+v", d)
 	}
 }
+
+// TestGrantPassthroughPrincipals: a certificate carries "<target>:<login>"
+// for exactly the passthrough targets and logins the roles grant together.
+func TestGrantPassthroughPrincipals(t *testing.T) {
+	cfg := &config.Config{
+		Targets: []config.Target{
+			{Name: "pass-1", Kind: config.KindSSH, Address: "10.0.0.1:22", Passthrough: true},
+			{Name: "pass-2", Kind: config.KindSSH, Address: "10.0.0.2:22", Passthrough: true},
+			{Name: "web-1", Kind: config.KindSSH, Address: "10.0.0.3:22"},
+		},
+		Roles: []config.Role{
+			{Name: "a", Match: config.RoleMatch{Groups: []string{"ops"}}, Targets: []config.TargetSelector{{Name: "pass-1"}, {Name: "web-1"}}, Logins: []string{"deploy"}},
+			{Name: "b", Match: config.RoleMatch{Groups: []string{"dba"}}, Targets: []config.TargetSelector{{Name: "pass-2"}}, Logins: []string{"postgres", "deploy"}},
+		},
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := e.Grant(certs.Identity{Issuer: "corp", Subject: "x", Username: "x", Groups: []string{"ops", "dba"}})
+	if want := []string{"pass-1:deploy", "pass-2:postgres", "pass-2:deploy"}; strings.Join(g.Passthrough, ",") != strings.Join(want, ",") {
+		t.Errorf("passthrough principals %q; want %q", g.Passthrough, want)
+	}
+	if g := e.Grant(certs.Identity{Issuer: "corp", Subject: "y", Username: "y", Groups: []string{"ops"}}); strings.Join(g.Passthrough, ",") != "pass-1:deploy" {
+		t.Errorf("ops only: %q; want pass-1:deploy", g.Passthrough)
+	}
+}

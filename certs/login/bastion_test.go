@@ -70,6 +70,10 @@ func startBastion(t testing.TB, o bastionOptions) *testBastion {
 	if cfg.SSHAddress == "" {
 		cfg.SSHAddress = "127.0.0.1:2222"
 	}
+	// The real sshd of the end-to-end tests stands in for the bastion's SSH
+	// side and takes the certificate itself, as a passthrough target does:
+	// certificates carry its principal ("stand-in:<login>", standInSSHD).
+	cfg.Targets = append(cfg.Targets, config.Target{Name: "stand-in", Kind: config.KindSSH, Address: "127.0.0.1:1", Passthrough: true})
 	cfg.SetDefaults()
 	auth, err := certs.LoadAuthority(cfg.CA, cfg.DataDir)
 	if err != nil {

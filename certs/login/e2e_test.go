@@ -51,6 +51,9 @@ func startTarget(t *testing.T, b *testBastion) *e2eTarget {
 		TrustedUserCAKeys: b.Authority.User.Trusted(),
 		HostKey:           hostKey,
 		HostCert:          hostCert,
+		// The passthrough configuration of docs/security.md, for the
+		// bastion's "stand-in" target.
+		Extra: []string{"AuthorizedPrincipalsCommand /bin/echo stand-in:%u", "AuthorizedPrincipalsCommandUser nobody"},
 	})
 	b.SetSSHAddress(sshd.Addr())
 	return &e2eTarget{sshd: sshd}
@@ -150,7 +153,7 @@ func TestEndToEndDevIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkKeygenList(t, b, p, []string{"dev", "root"}, time.Hour)
+	checkKeygenList(t, b, p, []string{"dev", "stand-in:root"}, time.Hour)
 	checkSSH(t, p, tg)
 }
 
@@ -190,8 +193,10 @@ func startDexE2E(t *testing.T) *dexE2E {
 	return e
 }
 
-// alicePrincipals are the principals of alice's certificates.
-var alicePrincipals = []string{"alice@example.com", "root"}
+// alicePrincipals are the principals of alice's certificates: her username
+// and the passthrough principal of the stand-in target (logins are no
+// principals).
+var alicePrincipals = []string{"alice@example.com", "stand-in:root"}
 
 // TestEndToEndDex: a real Dex issues an ID token (password grant) → the
 // bastion's certificate API in-process → Login with the token file →
@@ -265,8 +270,8 @@ func TestLoginBrowserDex(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Login: %v\n%s", err, d.Log())
 	}
-	if p.Username != "alice@example.com" || strings.Join(p.Principals, ",") != "alice@example.com,root" {
-		t.Errorf("profile %+v; want alice@example.com with root", p)
+	if p.Username != "alice@example.com" || strings.Join(p.Principals, ",") != "alice@example.com,stand-in:root" {
+		t.Errorf("profile %+v; want alice@example.com with stand-in:root", p)
 	}
 }
 

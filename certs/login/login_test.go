@@ -95,16 +95,16 @@ func checkProfile(t *testing.T, b *testBastion, p *login.Profile) *ssh.Certifica
 	if !b.Authority.User.IsTrusted(cert.SignatureKey) {
 		t.Error("certificate is not signed by the bastion's user CA")
 	}
-	if got := cert.ValidPrincipals; !slices.Equal(got, []string{"dev", "root"}) {
-		t.Errorf("principals = %q; want [dev root]", got)
+	if got := cert.ValidPrincipals; !slices.Equal(got, []string{"dev", "stand-in:root"}) {
+		t.Errorf("principals = %q; want [dev stand-in:root]", got)
 	}
-	if p.Username != "dev" || !slices.Equal(p.Principals, []string{"dev", "root"}) {
-		t.Errorf("profile = %+v; want user dev with principals dev, root", p)
+	if p.Username != "dev" || !slices.Equal(p.Principals, []string{"dev", "stand-in:root"}) {
+		t.Errorf("profile = %+v; want user dev with principals dev, stand-in:root", p)
 	}
 	if p.Serial != fmt.Sprint(cert.Serial) {
 		t.Errorf("profile serial = %q; want %d", p.Serial, cert.Serial)
 	}
-	if _, err := b.Authority.CheckUserCert(cert, "root", netipLoopback, time.Now()); err != nil {
+	if _, err := b.Authority.CheckUserCert(cert, "dev", netipLoopback, time.Now()); err != nil {
 		t.Errorf("bastion refuses the certificate: %v", err)
 	}
 	loaded, err := login.LoadProfile(p.Dir)

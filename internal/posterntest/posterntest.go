@@ -302,8 +302,9 @@ type User struct {
 	// Signer is the private key paired with the certificate.
 	Signer ssh.Signer
 
-	t   testing.TB
-	api string // the service's HTTP base URL
+	t          testing.TB
+	api        string // the service's HTTP base URL
+	knownHosts string
 }
 
 // User issues a certificate for id from the service's user CA, valid for
@@ -329,6 +330,18 @@ func (s *Service) User(id certs.Identity, login string) *User {
 	if err := cert.SignCert(rand.Reader, s.Authority.User.Signer()); err != nil {
 		s.t.Fatalf("posterntest: sign user certificate: %v", err)
 	}
+	return s.UserWithCert(key, cert, login)
+}
+
+// UserWithCert is the user who holds key and cert (a certificate postern
+// issued, through /v1/certs for instance), with an ssh_config that logs in
+// to the bastion as the certificate's identity and to targets as login.
+func (s *Service) UserWithCert(key ed25519.PrivateKey, cert *ssh.Certificate, login string) *User {
+	s.t.Helper()
+	id, err := certs.IdentityFromCert(cert)
+	if err != nil {
+		s.t.Fatalf("posterntest: %v", err)
+	}
 	signer, err := ssh.NewSignerFromKey(key)
 	if err != nil {
 		s.t.Fatal(err)
@@ -336,8 +349,8 @@ func (s *Service) User(id certs.Identity, login string) *User {
 	u := &User{Identity: id, Cert: cert, Login: login, Signer: signer, t: s.t, api: s.HTTPURL}
 	u.KeyFile, u.CertFile = sshdtest.WriteClientKey(s.t, key, cert)
 	dir := s.t.TempDir()
-	known := filepath.Join(dir, "known_hosts")
-	if err := os.WriteFile(known, []byte(s.Authority.HostCALine()+"\n"), 0o600); err != nil {
+	u.knownHosts = filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(u.knownHosts, []byte(s.Authority.HostCALine()+"\n"), 0o600); err != nil {
 		s.t.Fatal(err)
 	}
 	host, port, _ := net.SplitHostPort(s.SSHAddr)
@@ -345,7 +358,7 @@ func (s *Service) User(id certs.Identity, login string) *User {
 	fmt.Fprintf(&b, "Host bastion\n  HostName %s\n  Port %s\n  User %s\n", host, port, id.Username)
 	fmt.Fprintf(&b, "Host * !bastion\n  ProxyJump bastion\n  User %s\n", login)
 	fmt.Fprintf(&b, "Host *\n  IdentityFile %s\n  CertificateFile %s\n", u.KeyFile, u.CertFile)
-	fmt.Fprintf(&b, "  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n", known)
+	fmt.Fprintf(&b, "  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n", u.knownHosts)
 	b.WriteString("  BatchMode yes\n  IdentitiesOnly yes\n  IdentityAgent none\n")
 	b.WriteString("  LogLevel ERROR\n  ConnectTimeout 10\n  ControlMaster no\n  ControlPath none\n  UpdateHostKeys no\n")
 	u.SSHConfig = filepath.Join(dir, "ssh_config")
@@ -353,6 +366,20 @@ func (s *Service) User(id certs.Identity, login string) *User {
 		s.t.Fatal(err)
 	}
 	return u
+}
+
+// TrustHostKey adds a known_hosts line to the user's known hosts (for a
+// passthrough target, whose own host key the client checks).
+func (u *User) TrustHostKey(line string) {
+	u.t.Helper()
+	f, err := os.OpenFile(u.knownHosts, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(strings.TrimSpace(line) + "\n"); err != nil {
+		u.t.Fatal(err)
+	}
 }
 
 // API sends an HTTP API request to the service signed with the user's
