@@ -75,7 +75,15 @@ type serverConn struct {
 	authStarted, failCounted, serverFault bool
 
 	chans sync.WaitGroup // one per channel handler
+
+	mu     sync.Mutex
+	ending bool // end began: no new channel handler (chans.Add) from now on
 }
+
+// endNoticeGrace bounds how long end waits for the channel handlers to tell
+// their sessions why the connection ends (the inner hop gives its sessions
+// endGrace, 2 s, to send their notice and exit status).
+const endNoticeGrace = 3 * time.Second
 
 func (s *Server) newConn(nc net.Conn, remote netip.AddrPort) *serverConn {
 	id := newConnID()
@@ -93,9 +101,33 @@ func (s *Server) newConn(nc net.Conn, remote netip.AddrPort) *serverConn {
 	return c
 }
 
-// close ends the connection with cause.
+// close ends the connection with cause at once.
 func (c *serverConn) close(cause error) {
 	c.cancel(cause)
+	c.nc.Close()
+}
+
+// end ends the connection with cause, a user-visible end cause
+// (revocation, expiry, idle timeout): the channel handlers see it on their
+// context first and tell their sessions (the inner hop writes "postern:
+// <cause>" to each session's stderr and sends exit status 255), and the
+// transport is closed once they have returned, or after endNoticeGrace.
+func (c *serverConn) end(cause error) {
+	c.mu.Lock()
+	c.ending = true
+	c.mu.Unlock()
+	c.cancel(cause)
+	done := make(chan struct{})
+	go func() { // ends when the handlers have returned, which the timer below bounds
+		c.chans.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(endNoticeGrace)
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
 	c.nc.Close()
 }
 
@@ -165,8 +197,17 @@ func (c *serverConn) serve() {
 			_ = nch.Reject(ssh.ResourceShortage, "postern: too many channels on this connection")
 			continue
 		}
+		c.mu.Lock()
+		ending := c.ending
+		if !ending {
+			c.chans.Add(1)
+		}
+		c.mu.Unlock()
+		if ending {
+			_ = nch.Reject(ssh.ConnectionFailed, "postern: connection ending")
+			continue
+		}
 		open.Add(1)
-		c.chans.Add(1)
 		go func() {
 			defer c.chans.Done()
 			defer open.Add(-1)
@@ -260,7 +301,7 @@ func (c *serverConn) watch(ci *ConnInfo) {
 			return
 		case <-revC:
 			if c.revoked() {
-				c.close(errRevoked)
+				c.end(errRevoked)
 				return
 			}
 		case <-expC:
@@ -270,13 +311,13 @@ func (c *serverConn) watch(ci *ConnInfo) {
 				continue
 			}
 			c.log.Info("connection expired")
-			c.close(errExpired)
+			c.end(errExpired)
 			return
 		case <-it.C:
 			since := time.Since(c.ac.last())
 			if since >= idle {
 				c.log.Info("idle timeout", "idle", since.Round(time.Second))
-				c.close(errIdle)
+				c.end(errIdle)
 				return
 			}
 			it.Reset(idle - since)

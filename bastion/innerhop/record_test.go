@@ -39,6 +39,15 @@ func (c *castCheck) codes(code string) []recorder.Event {
 	return out
 }
 
+// markers returns the marker labels, one a line.
+func (c *castCheck) markers() string {
+	var ms []string
+	for _, e := range c.codes("m") {
+		ms = append(ms, e.Data)
+	}
+	return strings.Join(ms, "\n")
+}
+
 // checkCast reads the recording of session id, checks that it is asciicast
 // v2 that Debian's asciinema plays, and that its metadata digest matches.
 func (f *hopFixture) checkCast(id string) *castCheck {
