@@ -1,10 +1,12 @@
 package approval
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"sync"
@@ -14,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/keyrate"
 	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
@@ -89,6 +93,9 @@ type Options struct {
 	Subscribe func(ctx context.Context, channel string) (<-chan string, error)
 	// NotifyTimeout bounds one notifier call (with its retries); 1m if zero.
 	NotifyTimeout time.Duration
+	// RateLimit bounds requests per identity and target (approvals.rate_limit):
+	// 10 a minute after a burst of 5 if zero.
+	RateLimit config.ApprovalRateLimit
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Log is the logger; nothing is logged if nil.
@@ -108,6 +115,8 @@ type Broker struct {
 	decisions *prometheus.CounterVec
 	notifyErr *prometheus.CounterVec
 	wait      *prometheus.HistogramVec
+	limited   prometheus.Counter
+	limiter   *keyrate.Table // per identity and target; nil if disabled
 
 	mu        sync.Mutex
 	notifiers []Notifier
@@ -140,6 +149,9 @@ func NewBroker(opts Options) (*Broker, error) {
 		opts.NotifyTimeout = time.Minute
 	}
 	b := &Broker{opts: opts, now: opts.Now, log: opts.Log, wake: map[string]chan struct{}{}}
+	if !opts.RateLimit.Disabled {
+		b.limiter = keyrate.New(cmp.Or(opts.RateLimit.PerMinute, DefaultRatePerMinute))
+	}
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -155,11 +167,14 @@ func NewBroker(opts Options) (*Broker, error) {
 	b.wait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "postern_approval_wait_seconds",
 		Help:    "How long approval requests waited for their decision, by outcome (approved, denied, timed_out, canceled); observed by the replica that decided.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 12)}, []string{"status"})
+	b.limited = prometheus.NewCounter(prometheus.CounterOpts{Name: "postern_approval_requests_limited_total",
+		Help: "Approval requests refused by the per-identity and per-target rate limit."})
 	r := &promx.Registrar{Reg: opts.Metrics}
 	b.wait = promx.Add(r, b.wait)
 	b.requests = promx.Add(r, b.requests)
 	b.decisions = promx.Add(r, b.decisions)
 	b.notifyErr = promx.Add(r, b.notifyErr)
+	b.limited = promx.Add(r, b.limited)
 	if r.Err != nil {
 		return nil, fmt.Errorf("approvals: %w", r.Err)
 	}
@@ -312,7 +327,32 @@ func (b *Broker) SubmitAccess(ctx context.Context, r AccessRequest) (state.Appro
 	return a, b.submit(ctx, a)
 }
 
+// DefaultRatePerMinute is the default of approvals.rate_limit.per_minute.
+const DefaultRatePerMinute = 10
+
+// CodeRateLimited is the code of a request refused by the rate limit.
+const CodeRateLimited = "approval_rate_limited"
+
+// allow applies the rate limit of a's requester and target.
+func (b *Broker) allow(a state.Approval) error {
+	if b.limiter == nil {
+		return nil
+	}
+	ok, wait := b.limiter.Allow(a.RequesterKey+"\x00"+a.Target, b.now())
+	if ok {
+		return nil
+	}
+	b.limited.Inc()
+	b.log.Info("approval request refused: rate limit", "requester", a.RequesterKey, "target", a.Target, "retry_in", wait)
+	secs := max(int(math.Ceil(wait.Seconds())), 1)
+	return &usererr.Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited, RetryAfter: wait,
+		Msg: fmt.Sprintf("too many approval requests for %s; try again in %ds", a.Target, secs)}
+}
+
 func (b *Broker) submit(ctx context.Context, a state.Approval) error {
+	if err := b.allow(a); err != nil {
+		return err
+	}
 	if err := b.opts.Store.CreateApproval(ctx, a); err != nil {
 		return fmt.Errorf("store approval request: %w", err)
 	}

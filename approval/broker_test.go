@@ -6,11 +6,14 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/state"
 )
 
@@ -270,5 +273,71 @@ func TestBrokerDecisionHints(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the hint did not release the waiter")
+	}
+}
+
+// TestSubmitRateLimited: one identity's requests for one target are limited
+// (a burst, then a steady rate) with a clear, retryable error; another
+// target or another identity is not held back, and nothing limited is
+// stored or notified.
+func TestSubmitRateLimited(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	now := time.Now()
+	hook := newReceiver(t)
+	b, err := NewBroker(Options{Store: st, Now: func() time.Time { return now }, RateLimit: config.ApprovalRateLimit{PerMinute: 12}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if _, err := NewWebhook(b, config.Webhook{URL: hook.srv.URL, Secret: "s"}, WebhookOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := mustRules(t, sudoRule).Match("sudo reboot")
+	submit := func(who certs.Identity, target string) error {
+		_, err := b.SubmitCommand(context.Background(), CommandRequest{Requester: who, Target: target, Command: "sudo reboot", Match: m})
+		return err
+	}
+	for i := range 5 { // the burst: max(12/6, 5)
+		if err := submit(alice(), "web-1"); err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+	}
+	err = submit(alice(), "web-1")
+	ue := usererr.As(err)
+	if ue == nil || ue.Code != CodeRateLimited || ue.HTTPStatus() != http.StatusTooManyRequests || ue.RetryAfter <= 0 ||
+		!strings.Contains(ue.Msg, "too many approval requests for web-1; try again in 5s") {
+		t.Fatalf("sixth request: %v; want approval_rate_limited, 429, retry in 5s", err)
+	}
+	if err := submit(alice(), "web-2"); err != nil {
+		t.Errorf("another target: %v", err)
+	}
+	if err := submit(person("bob"), "web-1"); err != nil {
+		t.Errorf("another identity: %v", err)
+	}
+	// Another issuer's alice is another identity, not the same bucket.
+	other := alice()
+	other.Issuer = "other"
+	if err := submit(other, "web-1"); err != nil {
+		t.Errorf("another issuer's alice: %v", err)
+	}
+	now = now.Add(5 * time.Second)
+	if err := submit(alice(), "web-1"); err != nil {
+		t.Errorf("after the wait: %v", err)
+	}
+	if all, _ := b.List(context.Background(), "", 100); len(all) != 9 {
+		t.Errorf("%d requests stored; want 9 (none of the refused)", len(all))
+	}
+	for range 9 {
+		hook.next(t)
+	}
+	if n := hook.count(); n != 9 {
+		t.Errorf("%d notifications; want 9", n)
+	}
+	limited, _ := NewBroker(Options{Store: st, RateLimit: config.ApprovalRateLimit{Disabled: true}})
+	defer limited.Close()
+	for range 20 {
+		if _, err := limited.SubmitCommand(context.Background(), CommandRequest{Requester: alice(), Target: "web-3", Command: "sudo x", Match: m}); err != nil {
+			t.Fatalf("disabled limit: %v", err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/keyrate"
 )
 
 func TestRateLimiterDefaults(t *testing.T) {
@@ -76,21 +77,21 @@ func TestRateLimiterBoundedMemory(t *testing.T) {
 	for i := range 1000 {
 		l.AllowIdentity(fmt.Sprint("id-", i))
 	}
-	if got := l.identity.len(); got != 1000 {
+	if got := l.identity.Len(); got != 1000 {
 		t.Fatalf("entries = %d; want 1000", got)
 	}
 	// Idle long enough for every bucket to refill: the next sweep drops them.
 	now = now.Add(time.Minute)
 	l.AllowIdentity("fresh")
-	if got := l.identity.len(); got != 1 {
+	if got := l.identity.Len(); got != 1 {
 		t.Errorf("entries after sweep = %d; want 1", got)
 	}
 	// The table never exceeds its cap, even with no idle entries.
-	for i := range maxLimiterEntries + 500 {
+	for i := range keyrate.MaxEntries + 500 {
 		l.AllowSource(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
 	}
-	if got := l.source.len(); got > maxLimiterEntries || got < maxLimiterEntries*8/10 {
-		t.Errorf("entries = %d; want at most %d, and only the oldest tenth evicted at a time", got, maxLimiterEntries)
+	if got := l.source.Len(); got > keyrate.MaxEntries || got < keyrate.MaxEntries*8/10 {
+		t.Errorf("entries = %d; want at most %d, and only the oldest tenth evicted at a time", got, keyrate.MaxEntries)
 	}
 }
 

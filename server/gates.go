@@ -53,6 +53,9 @@ func (g *StatementGate) ApproveStatement(ctx context.Context, r pgproxy.Statemen
 		Requester: r.Requester, Target: r.Target, Login: r.Database,
 		Session: r.Session, Command: r.Statement, Match: m,
 	})
+	if ue := usererr.As(err); ue != nil {
+		return errors.New(ue.Msg) // refused by the broker (the rate limit)
+	}
 	if err != nil {
 		g.log.Error("statement approval request could not be stored", "err", err)
 		return errors.New("approval unavailable")
@@ -150,6 +153,12 @@ func (g *ApprovalGate) ApproveCommand(ctx context.Context, req innerhop.CommandR
 		cr.Requester = req.Conn.Identity
 	}
 	a, err := g.b.SubmitCommand(ctx, cr)
+	if ue := usererr.As(err); ue != nil {
+		// Refused by the broker (the rate limit): the command does not run,
+		// and the user reads why.
+		mark("approval refused: " + ue.Msg)
+		return &usererr.Error{Msg: ue.Msg, Code: ue.Code, Exit: innerhop.ExitDenied, Global: true, Err: err}
+	}
 	if err != nil {
 		g.log.Error("approval request could not be stored", "err", err)
 		return &usererr.Error{Msg: "approval unavailable; command not run", Code: "approval_unavailable", Exit: innerhop.ExitApprovalTimeout, Global: true}

@@ -46,6 +46,7 @@ var importRules = map[string][]string{
 	"internal/buildinfo":  {"*"},
 	"internal/sbom":       {"*"},
 	"internal/netguard":   {"*"},
+	"internal/keyrate":    {"*"},
 	"internal/httpx":      {"*", "!internal/usererr"},
 	"internal/config":     {"*", "!guardrails/mask", "!internal/netguard"},
 }

@@ -241,8 +241,9 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	s.masking = masking
 	broker, err := approval.NewBroker(approval.Options{
 		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Notify: s.state.Notify, Subscribe: s.state.Subscribe,
-		Groups: func(key string) []string { return s.config().Approvals.Groups[key] },
-		Log:    s.log.With("component", "approvals"), Metrics: s.reg,
+		Groups:    func(key string) []string { return s.config().Approvals.Groups[key] },
+		RateLimit: cfg.Approvals.RateLimit,
+		Log:       s.log.With("component", "approvals"), Metrics: s.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("approvals: %w", err)

@@ -567,11 +567,24 @@ type Approvals struct {
 	Slack Slack `yaml:"slack"`
 	// Webhooks receive every request as signed JSON.
 	Webhooks []Webhook `yaml:"webhooks"`
+	// RateLimit bounds the approval requests one identity makes for one
+	// target.
+	RateLimit ApprovalRateLimit `yaml:"rate_limit"`
 	// Groups lists the groups of approvers known only by their identity key
 	// (Slack users: "<issuer>:<subject>" or "alias:<name>"), so they can
 	// decide rules whose approvers are groups; API and CLI approvers take
 	// their groups from their login instead. None if empty.
 	Groups map[string][]string `yaml:"groups"`
+}
+
+// ApprovalRateLimit bounds approval requests per identity and target, so
+// that a loop of held commands cannot flood the approvers' channels.
+type ApprovalRateLimit struct {
+	// PerMinute is how many requests one identity may make for one target
+	// per minute, after a burst of a sixth of it (at least 5); 10 if zero.
+	PerMinute int `yaml:"per_minute"`
+	// Disabled turns the limit off.
+	Disabled bool `yaml:"disabled"`
 }
 
 // Slack configures the Slack approval channel.

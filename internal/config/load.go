@@ -742,6 +742,9 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 // people by identity key: a bare username would make one person of every
 // issuer's user of that name.
 func (c *Config) validateApprovals(v *validator) {
+	if c.Approvals.RateLimit.PerMinute < 0 {
+		v.add("approvals.rate_limit.per_minute", "must not be negative (0 is the default, 10)")
+	}
 	for _, id := range sortedKeys(c.Approvals.Slack.Approvers) {
 		if key := c.Approvals.Slack.Approvers[id]; !c.IsPersonKey(key) {
 			v.add("approvals.slack.approvers."+id, fmt.Sprintf(`%q is not an identity key; write "<issuer>:<subject>" or "alias:<name>" (identity.aliases)`, key))
