@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -141,14 +142,15 @@ func (g *ApprovalGate) ApproveCommand(ctx context.Context, req innerhop.CommandR
 	if req.Conn != nil {
 		actor = req.Conn.Identity.Display()
 	}
+	stored := cmp.Or(req.Stored, req.Command) // what may be stored: masked
 	if m.Action() == approval.ActionDeny {
-		mark("approval denied by rule: " + policy.Printable(req.Command))
+		mark("approval denied by rule: " + policy.Printable(stored))
 		g.b.Outcome(ctx, state.Approval{Requester: actor, Target: req.Target.Name, Session: req.Session,
-			Status: state.ApprovalDenied, Command: req.Command}, "denied_by_rule")
+			Status: state.ApprovalDenied, Command: stored}, "denied_by_rule")
 		return &usererr.Error{Msg: "command denied by rule", Code: "denied_by_rule", Exit: innerhop.ExitDeniedByRule, Global: true}
 	}
 	cr := approval.CommandRequest{Target: req.Target.Name, Login: req.Login, Session: req.Session,
-		Command: req.Command, Match: m}
+		Command: stored, Match: m}
 	if req.Conn != nil {
 		cr.Requester = req.Conn.Identity
 	}
@@ -163,7 +165,7 @@ func (g *ApprovalGate) ApproveCommand(ctx context.Context, req innerhop.CommandR
 		g.log.Error("approval request could not be stored", "err", err)
 		return &usererr.Error{Msg: "approval unavailable; command not run", Code: "approval_unavailable", Exit: innerhop.ExitApprovalTimeout, Global: true}
 	}
-	mark("approval requested " + a.ID + ": " + policy.Printable(req.Command))
+	mark("approval requested " + a.ID + ": " + policy.Printable(stored))
 	if req.Notify != nil {
 		req.Notify(waitingLine(a, g.b.URL(a.ID), req.JSONErrors))
 	}

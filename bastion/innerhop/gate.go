@@ -41,8 +41,9 @@ type LineApprover interface {
 // commandRequest builds the approver request of s for command.
 func (s *hopSession) commandRequest(command string) CommandRequest {
 	c := s.c
+	stored, _ := c.storedCommand(command)
 	return CommandRequest{
-		Conn: c.ci, Target: c.t, Login: c.login, Session: s.id, Command: command, Decision: c.decision,
+		Conn: c.ci, Target: c.t, Login: c.login, Session: s.id, Command: command, Stored: stored, Decision: c.decision,
 		Notify:     func(line string) { _, _ = s.ch.Stderr().Write([]byte(line)) },
 		Marker:     func(label string) { _ = s.tap.Load().marker(label) },
 		JSONErrors: s.jsonErrors.Load(),

@@ -78,8 +78,12 @@ type CommandRequest struct {
 	Login string
 	// Session is the session id (also the recording id).
 	Session string
-	// Command is the exec command, or "" for an interactive shell.
+	// Command is the exec command, or "" for an interactive shell: what the
+	// rules match.
 	Command string
+	// Stored is Command with the recording masks applied: what approval
+	// requests, markers and audit events may hold.
+	Stored string
 	// Decision is the policy decision that admitted the session.
 	Decision policy.Decision
 	// Notify writes one line to the client's stderr (while a command is

@@ -50,8 +50,9 @@ type hopSession struct {
 	env        map[string]string
 	jsonErrors atomic.Bool
 	kind       string
-	command    string
-	begun      bool // under mu
+	command    string // as the client sent it: what runs and what rules match
+	stored     string // command with the recording masks applied: what is stored
+	begun      bool   // under mu
 
 	tap  atomic.Pointer[hopTap]
 	sftp atomic.Pointer[sftpAudit]
@@ -192,6 +193,19 @@ func (s *hopSession) handleResize(req *ssh.Request) (cols, rows int, ok bool) {
 	return s.cols, s.rows, true
 }
 
+// storedCommand returns command as it may be stored — in the recording's
+// header, markers and metadata, the sessions index, audit events, approval
+// requests and logs — with the recording masks of the connection's roles
+// applied, and whether anything was masked.
+func (c *hopConn) storedCommand(command string) (string, bool) {
+	m := c.h.opts.Masking.For(c.decision.Role).Recording
+	if m == nil || command == "" {
+		return command, false
+	}
+	out, n := m.Mask([]byte(command))
+	return string(out), n > 0
+}
+
 // recordingUnavailable is the session end cause when record: required fails.
 func recordingUnavailable(err error) *usererr.Error {
 	return &usererr.Error{Msg: "recording unavailable; session ended", Code: "recording_unavailable",
@@ -213,6 +227,8 @@ func (s *hopSession) begin(kind, command string) *usererr.Error {
 	s.begun = true
 	s.mu.Unlock()
 	s.kind, s.command = kind, command
+	var masked bool
+	s.stored, masked = c.storedCommand(command)
 	c.h.metrics.sessions.WithLabelValues(kind, c.t.Kind).Inc()
 	c.h.metrics.active.Inc()
 	if ue := s.trackLocks(); ue != nil {
@@ -224,14 +240,17 @@ func (s *hopSession) begin(kind, command string) *usererr.Error {
 	if ue := s.startRecording(); ue != nil {
 		return ue
 	}
+	if masked {
+		s.tap.Load().noteMasked()
+	}
 	details := map[string]any{
-		"kind": kind, "command": command, "login": c.login, "role": c.decision.Role,
+		"kind": kind, "command": s.stored, "login": c.login, "role": c.decision.Role,
 		"record": c.decision.Record, "recorded": s.recording() != nil, "conn": c.ci.ID, "pty": s.pty,
 	}
 	c.upstreamDetails(details) // innerhop.go
 	c.h.audit(c.ctx, state.Event{Type: state.EventSessionStart, Actor: c.ci.Identity.String(), Target: c.t.Name,
 		Session: s.id, Details: details})
-	s.log.Info("session start", "kind", kind, "command", command, "recorded", s.recording() != nil)
+	s.log.Info("session start", "kind", kind, "command", s.stored, "recorded", s.recording() != nil)
 	s.announce()
 	if ue := s.awaitModerator(); ue != nil {
 		return ue
@@ -381,7 +400,7 @@ func (s *hopSession) startRecording() *usererr.Error {
 		var rec *recorder.Session
 		rec, err = c.h.opts.Recorder.Start(c.ctx, recorder.Meta{
 			ID: s.id, Identity: c.ci.Identity.Username, Issuer: c.ci.Identity.Issuer, Role: c.decision.Role,
-			Target: c.t.Name, Login: c.login, Kind: s.recordKind(), Command: s.command, Term: term,
+			Target: c.t.Name, Login: c.login, Kind: s.recordKind(), Command: s.stored, Term: term,
 			Width: s.cols, Height: s.rows, Env: env,
 		})
 		if err == nil {
@@ -419,9 +438,9 @@ func (s *hopSession) startRecording() *usererr.Error {
 	}
 	switch s.kind {
 	case kindExec:
-		_ = tap.marker("exec: " + s.command)
+		_ = tap.marker("exec: " + s.stored)
 	case kindSubsystem:
-		_ = tap.marker("subsystem: " + s.command)
+		_ = tap.marker("subsystem: " + s.stored)
 	}
 	tap.setMask(c.h.opts.Masking.For(c.decision.Role).Recording)
 	s.tap.Store(tap)
@@ -593,9 +612,9 @@ func (s *hopSession) seal() {
 		tap := s.tap.Load()
 		switch {
 		case exit != nil:
-			_ = tap.marker(fmt.Sprintf("exit %d", *exit))
+			_ = tap.endMarker(fmt.Sprintf("exit %d", *exit))
 		case sigName != "":
-			_ = tap.marker("exit signal " + sigName)
+			_ = tap.endMarker("exit signal " + sigName)
 		}
 		_ = tap.close() // its failure was reported when it happened
 		res := recorder.Result{ExitStatus: exit, ExitSignal: sigName,

@@ -26,12 +26,17 @@ const promptTail = 128
 // input is masked whenever the pty is at a no-echo prompt (echoOff: ECHO off
 // in canonical mode), in addition to the heuristic.
 //
-// Masking. With recording masking rules (setMask), output passes through a
-// mask.Scanner before it is queued: matches are replaced, the trailing
-// partial line is held back until the next output, the next input (so the
-// recording shows a prompt before what is typed at it) or close. The first
-// masked match adds a "masking applied" marker and marks the recording
-// masked (metadata masked: true); the values themselves are never recorded.
+// Masking. With recording masking rules (setMask), output and input each
+// pass through a mask.Scanner before they are queued: matches are replaced,
+// and the trailing partial line is held back until the line ends (CR or
+// LF), the carry bound is reached, or the session ends (close, and the exit
+// markers before it). Nothing else releases it — not input, not a marker:
+// a secret split across two writes is masked whatever happens between them.
+// The price is that a line's output reaches the recording when the line is
+// complete (a prompt, with what is typed at it, once Enter is echoed). The
+// first masked match adds a "masking applied" marker and marks the
+// recording masked (metadata masked: true); the values themselves are never
+// recorded.
 //
 // Off the data path. The copy loops only copy each chunk into a pooled
 // buffer and queue it (tapQueue chunks at most); a drain goroutine hands
@@ -66,7 +71,8 @@ type hopTap struct {
 	tail    [promptTail]byte
 	tailN   int
 	masking bool
-	mask    *mask.Scanner // recording masking; nil if none
+	mask    *mask.Scanner // recording masking of output; nil if none
+	inMask  *mask.Scanner // recording masking of input; nil if none
 	masked  bool          // a match was masked
 }
 
@@ -90,6 +96,7 @@ type tapItem struct {
 	data       []byte
 	cols, rows int
 	label      string
+	final      bool // a marker of the session's end: held-back output goes first
 }
 
 // tapSink is the part of *recorder.Session the tap uses.
@@ -255,12 +262,17 @@ func (t *hopTap) setMask(m *mask.Masker) {
 	}
 	t.mu.Lock()
 	t.mask = m.NewScanner()
+	t.inMask = m.NewScanner()
 	t.mu.Unlock()
 }
 
 // queueMasked queues masked output out that held n matches. Called with mu
 // held.
-func (t *hopTap) queueMasked(out []byte, n int) {
+func (t *hopTap) queueMasked(out []byte, n int) { t.queueMaskedOp(tapOutput, out, n) }
+
+// queueMaskedOp queues masked data of op (output or input) that held n
+// matches. Called with mu held.
+func (t *hopTap) queueMaskedOp(op tapOp, out []byte, n int) {
 	if n > 0 && !t.masked {
 		t.masked = true
 		if m, ok := t.s.(interface{ SetMasked() }); ok {
@@ -269,17 +281,37 @@ func (t *hopTap) queueMasked(out []byte, n int) {
 		t.enqueue(tapItem{op: tapMarker, label: "masking applied"})
 	}
 	if len(out) > 0 {
-		t.enqueue(copyItem(tapOutput, out, func(dst []byte) []byte { return append(dst, out...) }))
+		t.enqueue(copyItem(op, out, func(dst []byte) []byte { return append(dst, out...) }))
 	}
 }
 
-// flushMask queues the output held back by masking. Called with mu held.
-func (t *hopTap) flushMask() {
-	if t.mask == nil || !t.mask.Pending() || t.failed.Load() {
+// noteMasked marks the recording masked (and adds the "masking applied"
+// marker once) for a match masked outside the streams: the command line.
+func (t *hopTap) noteMasked() {
+	if t == nil {
 		return
 	}
-	out, n := t.mask.Flush()
-	t.queueMasked(out, n)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.failed.Load() {
+		t.queueMasked(nil, 1)
+	}
+}
+
+// flushMask queues the output and input held back by masking, as final:
+// only at the session's end. Called with mu held.
+func (t *hopTap) flushMask() {
+	if t.failed.Load() {
+		return
+	}
+	if t.mask != nil && t.mask.Pending() {
+		out, n := t.mask.Flush()
+		t.queueMasked(out, n)
+	}
+	if t.inMask != nil && t.inMask.Pending() {
+		out, n := t.inMask.Flush()
+		t.queueMaskedOp(tapInput, out, n)
+	}
 }
 
 // observe keeps the output tail and decides whether input is now masked.
@@ -322,8 +354,7 @@ func (t *hopTap) input(p []byte) error {
 		return nil
 	}
 	echoOff := t.echoOff != nil && t.echoOff()
-	t.flushMask()
-	t.enqueue(copyItem(tapInput, p, func(dst []byte) []byte {
+	it := copyItem(tapInput, p, func(dst []byte) []byte {
 		if !t.masking && !echoOff {
 			return append(dst, p...)
 		}
@@ -343,7 +374,16 @@ func (t *hopTap) input(p []byte) error {
 			}
 		}
 		return dst
-	}))
+	})
+	if t.inMask != nil {
+		out, n := t.inMask.Next(it.data)
+		t.queueMaskedOp(tapInput, out, n)
+		if it.buf != nil {
+			putTapBuf(it.buf)
+		}
+		return nil
+	}
+	t.enqueue(it)
 	return nil
 }
 
@@ -352,9 +392,16 @@ func (t *hopTap) resize(cols, rows int) error {
 	return t.small(tapItem{op: tapResize, cols: cols, rows: rows})
 }
 
-// marker records a marker.
+// marker records a marker. Output held back by masking stays held (it is
+// recorded after the marker once its line is complete).
 func (t *hopTap) marker(label string) error {
 	return t.small(tapItem{op: tapMarker, label: label})
+}
+
+// endMarker records a marker of the session's end (its exit status), after
+// the output held back by masking: nothing follows it.
+func (t *hopTap) endMarker(label string) error {
+	return t.small(tapItem{op: tapMarker, label: label, final: true})
 }
 
 func (t *hopTap) small(it tapItem) error {
@@ -366,8 +413,8 @@ func (t *hopTap) small(it tapItem) error {
 	}
 	t.mu.Lock()
 	if !t.failed.Load() {
-		if it.op == tapMarker {
-			t.flushMask() // output before the marker comes first
+		if it.final {
+			t.flushMask() // the session is over: what is held comes first
 		}
 		t.enqueue(it)
 	}

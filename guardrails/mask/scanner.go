@@ -30,9 +30,9 @@ func (m *Masker) NewScanner() *Scanner {
 
 // Next masks p, which follows the bytes of earlier calls, and returns what
 // is final now and the number of matches masked in it. The trailing partial
-// line (at most MaxCarry bytes, never cutting a UTF-8 character or an escape
-// sequence) is held back and scanned again with the next call; Flush
-// returns it. The returned slice is valid until the next call. A nil
+// line (after the last LF or CR; at most MaxCarry bytes, never cutting a
+// UTF-8 character or an escape sequence) is held back and scanned again
+// with the next call; Flush returns it. The returned slice is valid until the next call. A nil
 // Scanner returns p.
 func (s *Scanner) Next(p []byte) ([]byte, int) {
 	if s == nil {
@@ -112,10 +112,11 @@ func (s *Scanner) process(final bool) ([]byte, int) {
 }
 
 // holdback returns where the final part of seg ends: after its last line
-// feed, or MaxCarry bytes before its end, moved back so that no UTF-8
-// character or escape sequence is cut.
+// end (LF, or CR: typed input ends its lines with CR), or MaxCarry bytes
+// before its end, moved back so that no UTF-8 character or escape sequence
+// is cut.
 func (s *Scanner) holdback(seg []byte) int {
-	cut := bytes.LastIndexByte(seg, '\n') + 1
+	cut := max(bytes.LastIndexByte(seg, '\n'), bytes.LastIndexByte(seg, '\r')) + 1
 	if len(seg)-cut <= s.m.maxCarry {
 		return cut
 	}
