@@ -445,8 +445,8 @@ func (s *Server) accept(nc net.Conn) {
 // refuse closes nc, counts the refusal and logs it, at most once per
 // refusalLogEvery for each reason.
 func (s *Server) refuse(nc net.Conn, remote netip.AddrPort, reason string) {
+	s.metrics.connsRefused.WithLabelValues(reason).Inc() // counted before the client can see the close
 	nc.Close()
-	s.metrics.connsRefused.WithLabelValues(reason).Inc()
 	if n, ok := s.refusals.allow(reason, s.now()); ok {
 		s.log.Warn("connection refused", "remote", remote.String(), "reason", reason, "suppressed", n)
 	}

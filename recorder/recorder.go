@@ -231,6 +231,9 @@ type Result struct {
 	// Interrupted reports whether the session was cut off (shutdown, lost
 	// connection, revocation).
 	Interrupted bool
+	// Denied reports whether policy refused the session after it began (a
+	// denied or unapproved command); it wins over Interrupted.
+	Denied bool
 	// Error describes why the session failed, if it did (operators see it
 	// in the audit log).
 	Error string
@@ -251,7 +254,7 @@ type Sealed struct {
 	// SealSeq is the audit sequence number of the session.sealed event; 0
 	// without a state store.
 	SealSeq int64
-	// Status is finished, interrupted or failed.
+	// Status is finished, interrupted, denied or failed.
 	Status string
 }
 

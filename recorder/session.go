@@ -405,6 +405,8 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	switch {
 	case s.Err() != nil:
 		row.Status = state.StatusFailed
+	case res.Denied:
+		row.Status = state.StatusDenied
 	case res.Interrupted:
 		row.Status = state.StatusInterrupted
 	case res.Error != "":

@@ -77,6 +77,9 @@ func (g *StatementGate) ApproveStatement(ctx context.Context, r pgproxy.Statemen
 		return errors.New("approval timed out (request " + a.ID + ")")
 	default:
 		g.b.Outcome(ctx, a, "blocked")
+		if a.Note != "" {
+			return errors.New("denied by an approver (request " + a.ID + "): " + policy.Printable(a.Note))
+		}
 		return errors.New("denied by an approver (request " + a.ID + ")")
 	}
 }
@@ -114,8 +117,17 @@ func NewApprovalGate(b *approval.Broker, log *slog.Logger) *ApprovalGate {
 
 var _ innerhop.LineApprover = (*ApprovalGate)(nil)
 
-// GatesLines implements innerhop.LineApprover.
-func (g *ApprovalGate) GatesLines(d policy.Decision) bool { return len(d.Rules) > 0 }
+// GatesLines implements innerhop.LineApprover: lines are gated when a rule
+// could hold or refuse one (a deny or approve rule); allow rules alone
+// change nothing.
+func (g *ApprovalGate) GatesLines(d policy.Decision) bool {
+	for _, r := range d.Rules {
+		if r.Action == approval.ActionDeny || r.Action == approval.ActionApprove {
+			return true
+		}
+	}
+	return false
+}
 
 // ApproveCommand implements Approver. An interactive shell (Command "")
 // is let through: its lines are gated as they are typed.
@@ -198,8 +210,11 @@ func (g *ApprovalGate) ApproveCommand(ctx context.Context, req innerhop.CommandR
 	mark("approval outcome " + a.ID + ": blocked")
 	g.b.Outcome(ctx, a, "blocked")
 	if a.Status == state.ApprovalDenied {
-		return &usererr.Error{Msg: "command denied by approver (request " + a.ID + ")", Code: "denied_by_approver",
-			Exit: innerhop.ExitDeniedByApprover, Global: true}
+		msg := "command denied by approver (request " + a.ID + ")"
+		if a.Note != "" {
+			msg += ": " + policy.Printable(a.Note) // the approver's reason, for the person or agent that asked
+		}
+		return &usererr.Error{Msg: msg, Code: "denied_by_approver", Exit: innerhop.ExitDeniedByApprover, Global: true}
 	}
 	return &usererr.Error{Msg: "approval timed out (request " + a.ID + ")", Code: "approval_timeout",
 		Exit: innerhop.ExitApprovalTimeout, Global: true}

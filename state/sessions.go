@@ -25,6 +25,10 @@ const (
 	StatusFinished    = "finished"
 	StatusInterrupted = "interrupted"
 	StatusFailed      = "failed"
+	// StatusDenied is a session that policy refused after it began: a
+	// command denied by a rule or an approver, an approval that timed out
+	// or was refused, a shell for an exec-only role.
+	StatusDenied = "denied"
 )
 
 // Session is one row of the sessions index: who recorded what, where the
@@ -50,7 +54,7 @@ type Session struct {
 	Start time.Time `json:"start"`
 	// End is when it ended; nil while running.
 	End *time.Time `json:"end,omitempty"`
-	// Status is running, finished, interrupted or failed.
+	// Status is running, finished, interrupted, denied or failed.
 	Status string `json:"status"`
 	// ExitStatus is the remote exit status, if one was received.
 	ExitStatus *int `json:"exit_status,omitempty"`

@@ -193,6 +193,19 @@ func (s *hopSession) handleResize(req *ssh.Request) (cols, rows int, ok bool) {
 	return s.cols, s.rows, true
 }
 
+// policyRefusal reports whether a session's end cause is a refusal by
+// policy (a rule, an approver, an approval that timed out or could not be
+// asked for, an exec-only role), not an interruption.
+func policyRefusal(ue *usererr.Error) bool {
+	switch ue.Exit {
+	case ExitDeniedByRule, ExitDeniedByApprover, ExitDenied:
+		return true
+	case ExitApprovalTimeout:
+		return ue.Code == "approval_timeout"
+	}
+	return false
+}
+
 // storedCommand returns command as it may be stored — in the recording's
 // header, markers and metadata, the sessions index, audit events, approval
 // requests and logs — with the recording masks of the connection's roles
@@ -618,7 +631,7 @@ func (s *hopSession) seal() {
 		}
 		_ = tap.close() // its failure was reported when it happened
 		res := recorder.Result{ExitStatus: exit, ExitSignal: sigName,
-			BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Interrupted: ab != nil}
+			BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Interrupted: ab != nil, Denied: ab != nil && policyRefusal(ab)}
 		if ab != nil {
 			res.Error = ab.Msg
 		}

@@ -98,7 +98,7 @@ func newSessionsLsCmd(g *globalFlags) *cobra.Command {
 	fl.StringVar(&user, "user", "", "only sessions of this user")
 	fl.StringVar(&target, "target", "", "only sessions on this target")
 	fl.StringVar(&role, "role", "", "only sessions granted by this role")
-	fl.StringVar(&status, "status", "", "only sessions with this status: running, finished, interrupted or failed")
+	fl.StringVar(&status, "status", "", "only sessions with this status: running, finished, interrupted, denied or failed")
 	fl.StringVar(&since, "since", "", "only sessions started since: a duration ago (24h, 7d) or an RFC 3339 time")
 	fl.StringVar(&until, "until", "", "only sessions started before: a duration ago or an RFC 3339 time")
 	fl.StringVar(&grep, "grep", "", "only sessions whose id, user, target, login or command contains TEXT")
