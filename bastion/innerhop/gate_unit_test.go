@@ -41,7 +41,7 @@ func gateRun(chunks ...string) (out string, checked []string, notices []string) 
 }
 
 func TestLineGate(t *testing.T) {
-	kill := string(killKeys)
+	kill := "\x03" + string(killKeys)
 	tests := []struct {
 		name    string
 		chunks  []string
@@ -55,7 +55,7 @@ func TestLineGate(t *testing.T) {
 		{name: "backspace", chunks: []string{"sudx\x7fo id\r"}, out: "sudx\x7fo id" + kill, checked: []string{"sudo id"}, notices: "denied_by_approver"},
 		{name: "ctrl-h", chunks: []string{"lx\bs\r"}, out: "lx\bs\r", checked: []string{"ls"}},
 		{name: "ctrl-u clears", chunks: []string{"sudo x\x15ls\r"}, out: "sudo x\x15ls\r", checked: []string{"ls"}},
-		{name: "ctrl-c clears", chunks: []string{"sudo x\x03ls\r"}, out: "sudo x\x03" + kill + "ls\r", checked: []string{"ls"}},
+		{name: "ctrl-c clears", chunks: []string{"sudo x\x03ls\r"}, out: "sudo x" + kill + "ls\r", checked: []string{"ls"}},
 		{name: "ctrl-w removes a word", chunks: []string{"echo sudo\x17ok\r"}, out: "echo sudo\x17ok\r", checked: []string{"echo ok"}},
 		{name: "ctrl-w builds a word", chunks: []string{"su echo\x17\x17sudo id\r"}, out: "su echo\x17\x17sudo id" + kill, checked: []string{"sudo id"}, notices: "denied_by_approver"},
 		{name: "left arrow inserts mid-line", chunks: []string{"su\x1b[Ddo id\r"}, out: "su\x1b[Ddo id\r", checked: []string{"sdo idu"}},
@@ -91,8 +91,8 @@ func TestLineGate(t *testing.T) {
 		{name: "yank", chunks: []string{"sudo id\x15\x19\r"}, out: "sudo id\x15\x19" + kill, notices: "line_unverifiable"},
 		{name: "modified arrow", chunks: []string{"ls\x1b[1;5D\r"}, out: "ls\x1b[1;5D" + kill, notices: "line_unverifiable"},
 		{name: "unverifiable, then a clean line", chunks: []string{"\x1b[A\r", "ls\r"}, out: "\x1b[A" + kill + "ls\r", checked: []string{"ls"}, notices: "line_unverifiable"},
-		{name: "ctrl-c clears unverifiable", chunks: []string{"\x1b[A\x03ls\r"}, out: "\x1b[A\x03" + kill + "ls\r", checked: []string{"ls"}},
-		{name: "ctrl-c is followed by the kill keys", chunks: []string{"danger\x03", "ls\r"}, out: "danger\x03" + kill + "ls\r", checked: []string{"ls"}},
+		{name: "ctrl-c clears unverifiable", chunks: []string{"\x1b[A\x03ls\r"}, out: "\x1b[A" + kill + "ls\r", checked: []string{"ls"}},
+		{name: "ctrl-c is followed by the kill keys", chunks: []string{"danger\x03", "ls\r"}, out: "danger" + kill + "ls\r", checked: []string{"ls"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -166,7 +166,7 @@ func TestLineGateHeldLine(t *testing.T) {
 		t.Fatal("Ctrl-C did not cancel the approval wait")
 	}
 	g.wait()
-	if got := output(); got != "sudo id\rls\rsudo id"+string(killKeys)+"echo after\r" {
+	if got := output(); got != "sudo id\rls\rsudo id\x03"+string(killKeys)+"echo after\r" {
 		t.Fatalf("after Ctrl-C: %q; want the line discarded, the typed-ahead dropped, the rest typed", got)
 	}
 	if strings.Join(notices, "|") != "line_abandoned" {

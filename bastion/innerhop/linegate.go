@@ -21,8 +21,8 @@ import (
 //     End, Ctrl-A/E/B/F); Ctrl-U (kill to the start), Ctrl-K (kill to the
 //     end), Ctrl-W (kill the word before the cursor), Ctrl-D (delete under
 //     the cursor), Ctrl-C (discard the line: it goes on alone, and what
-//     follows waits 50 ms behind the kill keys, see pauseAfterInterrupt),
-//     Ctrl-L and Ctrl-G (no change);
+//     follows waits 100 ms behind the kill keys, see kill), Ctrl-L and
+//     Ctrl-G (no change);
 //     a bracketed paste (ESC[200~ … ESC[201~), taken literally;
 //   - not modelled: everything else — history (Up, Down, Ctrl-P/N/R/S),
 //     completion (Tab), yank (Ctrl-Y), transpose, quoted insert (Ctrl-V),
@@ -35,8 +35,8 @@ import (
 // When a line is entered (CR, LF, or Ctrl-O, which also loads the next
 // history line and so makes the following line unverifiable), the gate
 // holds the Enter and asks the approver (check): an allowed line gets its
-// Enter; a denied one is discarded (Ctrl-C Ctrl-E Ctrl-U, see killKeys) and
-// a notice gives the reason. While a line waits for approvers, typed input waits behind it,
+// Enter; a denied one is discarded (Ctrl-C, then Ctrl-E Ctrl-E Ctrl-U: see
+// kill) and a notice gives the reason. While a line waits for approvers, typed input waits behind it,
 // except Ctrl-C, which abandons the line at once: the request is canceled,
 // the line discarded, and what follows the Ctrl-C is typed as usual. Inside
 // a bracketed paste every line end is checked too (the shell may not be
@@ -123,7 +123,7 @@ const (
 	stepPass      = iota // the byte goes through
 	stepEnter            // the byte enters the line (CR, LF)
 	stepOperate          // Ctrl-O: enters the line and loads the next history line
-	stepInterrupt        // Ctrl-C: goes through, followed by the kill keys
+	stepInterrupt        // Ctrl-C: goes through alone, then the kill keys
 )
 
 // write passes p to w through the gate. It returns len(p) unless w fails:
@@ -190,13 +190,12 @@ func (g *lineGate) feed(p []byte) error {
 			// The user's Ctrl-C goes on alone: the terminal drops input that
 			// arrives together with it, which would part the shell's line
 			// from the gate's. What follows waits a moment, behind the kill
-			// keys (see killKeys: a shell does not always drop its line on
-			// SIGINT).
-			if _, err := g.w.Write(p[start : i+1]); err != nil {
+			// keys (a shell busy with an earlier signal does not always drop
+			// its line): as kill does.
+			if _, err := g.w.Write(p[start:i]); err != nil {
 				return err
 			}
-			g.pauseAfterInterrupt(p[i+1:])
-			return nil
+			return g.kill(p[i+1:])
 		}
 		if _, err := g.w.Write(p[start:i]); err != nil {
 			return err
@@ -206,12 +205,10 @@ func (g *lineGate) feed(p []byte) error {
 		switch {
 		case g.uncertain != "":
 			why := g.uncertain
-			if err := g.kill(); err != nil {
-				return err
-			}
 			g.hooks.notice(&usererr.Error{Code: "line_unverifiable", Global: true,
 				Msg: "line not run: it was edited with " + why + ", which postern cannot follow; type it again"})
 			g.hooks.discarded("line_unverifiable", why)
+			return g.kill(p[i+1:])
 		case strings.TrimSpace(line) == "" || (g.approved != "" && strings.TrimRight(line, "\n") == g.approved):
 			if _, err := g.w.Write(p[i : i+1]); err != nil {
 				return err
@@ -228,7 +225,7 @@ func (g *lineGate) feed(p []byte) error {
 }
 
 // interruptPause is how long input waits after a Ctrl-C the user typed.
-const interruptPause = 50 * time.Millisecond
+const interruptPause = 100 * time.Millisecond
 
 // pauseAfterInterrupt holds the input after a Ctrl-C (rest, and what is
 // typed next) for interruptPause, then sends the kill keys and the input.
@@ -240,12 +237,14 @@ func (g *lineGate) pauseAfterInterrupt(rest []byte) {
 	time.AfterFunc(interruptPause, func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		_, werr := g.w.Write(killKeys)
 		g.held, g.pausing = false, false
 		close(g.space)
 		q := g.queue
 		g.queue = nil
-		if werr == nil && g.ctx.Err() == nil {
+		if g.ctx.Err() != nil {
+			return
+		}
+		if _, err := g.w.Write(killKeys); err == nil {
 			_ = g.feed(q) // a write error ends the session's input copy at its next write
 		}
 	})
@@ -269,30 +268,32 @@ func (g *lineGate) hold(line string, end byte, act int) {
 func (g *lineGate) resume(line string, act int, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var werr error
+	q := g.queue
+	g.queue = nil
+	g.held = false
+	close(g.space)
+	if g.ctx.Err() != nil {
+		return
+	}
+	// A write error ends the session's input copy at its next write.
 	switch {
 	case g.abandoned:
-		werr = g.kill()
 		g.hooks.notice(&usererr.Error{Code: "line_abandoned", Global: true,
 			Msg: "line abandoned; its approval request was canceled"})
 		g.hooks.discarded("line_abandoned", "Ctrl-C while it waited for approval")
+		_ = g.kill(q)
 	case err != nil:
-		werr = g.kill()
 		g.hooks.notice(approvalUserError(err))
+		_ = g.kill(q)
 	default:
-		if _, werr = g.w.Write([]byte{g.heldEnd}); werr == nil {
-			if g.inPaste {
-				g.approved = line
-			}
-			g.entered(act)
+		if _, werr := g.w.Write([]byte{g.heldEnd}); werr != nil {
+			return
 		}
-	}
-	g.held = false
-	close(g.space)
-	q := g.queue
-	g.queue = nil
-	if werr == nil && g.ctx.Err() == nil {
-		_ = g.feed(q) // a write error ends the session's input copy at its next write
+		if g.inPaste {
+			g.approved = line
+		}
+		g.entered(act)
+		_ = g.feed(q)
 	}
 }
 
@@ -309,23 +310,28 @@ func (g *lineGate) entered(act int) {
 	}
 }
 
-// killKeys discard the line in the shell: Ctrl-E Ctrl-E Ctrl-U. In
-// readline's emacs mode (bash, zsh, fish and readline programs alike) Ctrl-E
-// moves to the end of the line and Ctrl-U kills back to its start, whatever
-// the cursor was; in vi mode the first Ctrl-E switches to emacs mode and the
-// second moves to the end; a program reading the terminal in its cooked mode
-// (or a shell between two prompts) gets Ctrl-U as the line kill character,
-// which erases the whole line typed so far. Ctrl-C is not used: a shell does
-// not always drop a line it has read on SIGINT, and a line typed while it
-// handles the signal survives it.
+// killKeys discard what is left of a line after Ctrl-C (see kill): Ctrl-E
+// Ctrl-E Ctrl-U. In readline's emacs mode (bash, zsh, fish and readline
+// programs alike) Ctrl-E moves to the end of the line and Ctrl-U kills back
+// to its start, whatever the cursor was; a program reading the terminal in
+// its cooked mode (or a shell between two prompts) takes Ctrl-U as the line
+// kill character, which erases everything typed on the line. (In vi insert
+// mode the Ctrl-Es are inserted and Ctrl-U kills back from the cursor.)
 var killKeys = []byte{ctrlE, ctrlE, ctrlU}
 
-// kill discards the line in the shell (killKeys) and starts a new one.
+// kill discards the line in the shell and starts a new one: Ctrl-C, which
+// makes readline drop its line in every editing mode and interrupts a
+// program reading the terminal, then — once the terminal has taken the
+// Ctrl-C on its own (interruptPause) — the kill keys, for a shell that was
+// busy and did not drop the line, and then rest, the input that followed.
 // Called with mu held.
-func (g *lineGate) kill() error {
+func (g *lineGate) kill(rest []byte) error {
 	g.reset()
-	_, err := g.w.Write(killKeys)
-	return err
+	if _, err := g.w.Write([]byte{ctrlC}); err != nil {
+		return err
+	}
+	g.pauseAfterInterrupt(rest)
+	return nil
 }
 
 // reset starts a new, empty line. Called with mu held.
