@@ -167,6 +167,7 @@ func (c *serverConn) verifyKey(cm ssh.ConnMetadata, key ssh.PublicKey, _ *ssh.Pe
 		c.failCounted = false
 	}
 	details["issuer"] = id.Issuer
+	details["identity_key"] = id.Key()
 	details["expires"] = expires.UTC().Format(time.RFC3339)
 	s.audit(c.ctx, c.log, state.Event{
 		Type: state.EventAuthSuccess, Actor: id.Username, Source: c.remote.Addr().String(), Details: details,

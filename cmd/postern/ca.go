@@ -33,7 +33,9 @@ func newCAExportCmd(g *globalFlags) *cobra.Command {
 then any extra keys it still trusts during a rotation:
 
   --user    authorized_keys lines of the user CA (for targets marked passthrough,
-            whose sshd must trust user certificates: TrustedUserCAKeys)
+            whose sshd must trust user certificates: TrustedUserCAKeys, with
+            "AuthorizedPrincipalsCommand /bin/echo <target>:%u": see
+            docs/security.md)
   --host    "@cert-authority * <key>" known_hosts lines of the host CA
   --target  authorized_keys lines of the target CA (put them in every target's
             TrustedUserCAKeys file)
