@@ -102,10 +102,13 @@
 // an address. A name is resolved once (Options.Resolver) and every address
 // must pass; the forward dials the checked addresses, never the name, so a
 // DNS answer that changes between check and dial cannot win. Loopback,
-// unspecified, link-local (including 169.254.169.254), multicast and the
-// bastion's own listener addresses are refused unless a role's
-// forwarding.allow names a prefix inside that range (a catch-all such as
-// 0.0.0.0/0 does not count) or exactly that listener address.
+// unspecified, link-local, cloud metadata (every well-known endpoint, by
+// address in any IPv6 form carrying it, and by host name) and multicast
+// addresses are refused unless a role's forwarding.allow names a prefix
+// inside that range (a catch-all such as 0.0.0.0/0 does not count); the
+// bastion's own listeners (SSH, and HTTP as the wiring adds it:
+// Options.OwnListeners) are refused by any address that reaches them,
+// whatever the roles allow. The classification is internal/netguard's.
 //
 // # Forwarding
 //

@@ -4,8 +4,9 @@
 // user key, and then either proxies every channel and request to the target
 // (kind ssh: upstream.go, pool.go, session.go) or runs the configured program
 // in a pty (kind command: command.go), recording sessions as policy says
-// (tap.go, copy.go), gating commands and typed lines (gate.go) and auditing
-// SFTP operations (sftpaudit.go).
+// (tap.go, copy.go), gating commands and typed lines (gate.go, linegate.go),
+// deciding forwards through the target (forward.go) and auditing SFTP
+// operations (sftpaudit.go).
 //
 // # Lifecycle
 //
@@ -39,8 +40,11 @@
 // channels and their requests are relayed both ways (pty-req, env from an
 // allow-list, shell, exec, subsystem, window-change, signal, break,
 // keepalives, exit-status, exit-signal, eow), exit-status always before EOF
-// and close; nested direct-tcpip needs forwarding.local, tcpip-forward
-// forwarding.remote, agent and X11 forwarding their own rights.
+// and close; nested direct-tcpip and tcpip-forward are decided like the
+// outer hop's forwards, with the destination as the target sees it
+// (forward.go: forwarding.local or .remote and a covering
+// forwarding.target_allow entry, the netguard ranges, postern's own
+// listeners never); agent and X11 forwarding need their own rights.
 //
 // # Recording
 //
