@@ -29,12 +29,7 @@ func TestMaskingCoversEveryStoredCopy(t *testing.T) {
 	const half = "AKIAZ7Q3" // the first half of the split secret, as printed
 	s3 := s3test.Start(t)
 	s3.CreateBucket(t, "recordings")
-	home := t.TempDir()
-	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": s3.AccessKey(), "AWS_SECRET_ACCESS_KEY": s3.SecretKey(),
-		"AWS_SESSION_TOKEN": "", "AWS_REGION": s3.Region(), "AWS_PROFILE": "", "AWS_CONFIG_FILE": filepath.Join(home, "config"),
-		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(home, "credentials"), "AWS_EC2_METADATA_DISABLED": "true"} {
-		t.Setenv(k, v)
-	}
+	s3.SetAWSEnv(t)
 	dataDir := t.TempDir()
 	e := &gateEnv{slack: posterntest.NewSlack(t), login: testLogin(t), dir: t.TempDir()}
 	e.auth = posterntest.Authority(t, dataDir)
