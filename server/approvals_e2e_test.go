@@ -49,6 +49,13 @@ func newGateEnv(t *testing.T, rules []config.Rule) *gateEnv {
 // targets may already trust) and extra targets outside the role.
 func newGateEnvIn(t *testing.T, dataDir string, rules []config.Rule, extra ...config.Target) *gateEnv {
 	t.Helper()
+	return newGateEnvWith(t, dataDir, rules, func(cfg *config.Config) { cfg.Targets = append(cfg.Targets, extra...) })
+}
+
+// newGateEnvWith is newGateEnvIn with the configuration changed by mod
+// before the service starts.
+func newGateEnvWith(t *testing.T, dataDir string, rules []config.Rule, mod func(cfg *config.Config)) *gateEnv {
+	t.Helper()
 	e := &gateEnv{slack: posterntest.NewSlack(t), login: testLogin(t), dir: t.TempDir()}
 	e.auth = posterntest.Authority(t, dataDir)
 	_, web := posterntest.SSHD(t, e.auth, "web-1")
@@ -56,7 +63,7 @@ func newGateEnvIn(t *testing.T, dataDir string, rules []config.Rule, extra ...co
 		DataDir:   dataDir,
 		PublicURL: "https://bastion.test",
 		Identity:  config.Identity{Issuers: testIssuers},
-		Targets:   append([]config.Target{web}, extra...),
+		Targets:   []config.Target{web},
 		Roles: []config.Role{{
 			Name:    "ops",
 			Match:   config.RoleMatch{Users: []string{"alice"}},
@@ -69,6 +76,9 @@ func newGateEnvIn(t *testing.T, dataDir string, rules []config.Rule, extra ...co
 			Slack:  e.slack.Config(map[string]string{"UCAROL": "corp:carol-sub", "UALICE": "corp:alice-sub"}),
 			Groups: map[string][]string{"corp:carol-sub": {"sre"}},
 		},
+	}
+	if mod != nil {
+		mod(e.cfg)
 	}
 	e.svc = posterntest.Start(t, e.cfg)
 	e.user = e.svc.User(alice, e.login)

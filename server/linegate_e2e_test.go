@@ -11,7 +11,6 @@ import (
 	"github.com/posternhq/postern/bastion/innerhop"
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/internal/posterntest"
 	"github.com/posternhq/postern/state"
 )
 
@@ -105,23 +104,11 @@ func TestLineGateFailsClosed(t *testing.T) {
 // agent that ran the command (stderr, and the JSON line), and the session
 // is listed as denied, not interrupted.
 func TestDeniedCommandTellsWhy(t *testing.T) {
-	dataDir := t.TempDir()
-	e := &gateEnv{slack: posterntest.NewSlack(t), login: testLogin(t), dir: t.TempDir()}
-	e.auth = posterntest.Authority(t, dataDir)
-	_, web := posterntest.SSHD(t, e.auth, "web-1")
-	e.cfg = &config.Config{
-		DataDir: dataDir, PublicURL: "https://bastion.test", Identity: config.Identity{Issuers: testIssuers},
-		Targets: []config.Target{web},
-		Roles: []config.Role{
-			{Name: "ops", Match: config.RoleMatch{Users: []string{"alice"}}, Targets: []config.TargetSelector{{Name: "web-*"}},
-				Logins: []string{e.login}, Record: "required",
-				Rules: []config.Rule{{Match: `^\s*sudo\b`, Action: "approve", Approvers: []string{"sre"}, Timeout: config.Duration(time.Minute)}}},
-			{Name: "approvers", Match: config.RoleMatch{Groups: []string{"sre"}}, Permissions: []string{"approver"}},
-		},
-		Approvals: config.Approvals{Slack: e.slack.Config(map[string]string{})},
-	}
-	e.svc = posterntest.Start(t, e.cfg)
-	e.user = e.svc.User(alice, e.login)
+	e := newGateEnvWith(t, t.TempDir(), []config.Rule{
+		{Match: `^\s*sudo\b`, Action: "approve", Approvers: []string{"sre"}, Timeout: config.Duration(time.Minute)},
+	}, func(cfg *config.Config) {
+		cfg.Roles = append(cfg.Roles, config.Role{Name: "approvers", Match: config.RoleMatch{Groups: []string{"sre"}}, Permissions: []string{"approver"}})
+	})
 	carol := e.svc.User(certs.Identity{Issuer: "corp", Subject: "carol-sub", Username: "carol", Groups: []string{"sre"}}, e.login)
 	for _, asJSON := range []bool{false, true} {
 		var env []string

@@ -13,7 +13,6 @@ import (
 
 	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/internal/posterntest"
 	"github.com/posternhq/postern/internal/s3test"
 	"github.com/posternhq/postern/state"
 )
@@ -31,24 +30,12 @@ func TestMaskingCoversEveryStoredCopy(t *testing.T) {
 	s3.CreateBucket(t, "recordings")
 	s3.SetAWSEnv(t)
 	dataDir := t.TempDir()
-	e := &gateEnv{slack: posterntest.NewSlack(t), login: testLogin(t), dir: t.TempDir()}
-	e.auth = posterntest.Authority(t, dataDir)
-	_, web := posterntest.SSHD(t, e.auth, "web-1")
-	e.cfg = &config.Config{
-		DataDir: dataDir, PublicURL: "https://bastion.test", Identity: config.Identity{Issuers: testIssuers},
-		Storage: "s3://recordings/rec?endpoint=" + url.QueryEscape(s3.Endpoint()) + "&path_style=true&region=" + s3.Region(),
-		Targets: []config.Target{web},
-		Roles: []config.Role{{Name: "ops", Match: config.RoleMatch{Users: []string{"alice"}}, Targets: []config.TargetSelector{{Name: "web-*"}},
-			Logins: []string{e.login}, Record: "required",
-			Rules: []config.Rule{{Match: `deploy-with`, Action: "approve", Approvers: []string{"sre"}, Timeout: config.Duration(time.Minute)}}}},
-		Masking: config.Masking{Rules: []config.MaskRule{{Detector: "aws_key"}}},
-		Approvals: config.Approvals{
-			Slack:  e.slack.Config(map[string]string{"UCAROL": "corp:carol-sub"}),
-			Groups: map[string][]string{"corp:carol-sub": {"sre"}},
-		},
-	}
-	e.svc = posterntest.Start(t, e.cfg)
-	e.user = e.svc.User(alice, e.login)
+	e := newGateEnvWith(t, dataDir, []config.Rule{
+		{Match: `deploy-with`, Action: "approve", Approvers: []string{"sre"}, Timeout: config.Duration(time.Minute)},
+	}, func(cfg *config.Config) {
+		cfg.Storage = "s3://recordings/rec?endpoint=" + url.QueryEscape(s3.Endpoint()) + "&path_style=true&region=" + s3.Region()
+		cfg.Masking = config.Masking{Rules: []config.MaskRule{{Detector: "aws_key"}}}
+	})
 
 	// The exec: held for approval, approved, run.
 	res := e.user.SSHAsync(nil, "web-1", "echo deploy-with "+secret)

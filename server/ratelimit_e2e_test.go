@@ -9,7 +9,6 @@ import (
 	"github.com/posternhq/postern/approval"
 	"github.com/posternhq/postern/bastion/innerhop"
 	"github.com/posternhq/postern/internal/config"
-	"github.com/posternhq/postern/internal/posterntest"
 	"github.com/posternhq/postern/internal/testutil"
 )
 
@@ -18,24 +17,12 @@ import (
 // identity and target; the next one is refused at once with a clear
 // notice and exit 123, and is neither stored nor posted.
 func TestApprovalRequestsRateLimited(t *testing.T) {
-	dataDir := t.TempDir()
-	e := &gateEnv{slack: posterntest.NewSlack(t), login: testLogin(t), dir: t.TempDir()}
-	e.auth = posterntest.Authority(t, dataDir)
-	_, web := posterntest.SSHD(t, e.auth, "web-1")
-	e.cfg = &config.Config{
-		DataDir: dataDir, PublicURL: "https://bastion.test", Identity: config.Identity{Issuers: testIssuers},
-		Targets: []config.Target{web},
-		Roles: []config.Role{{Name: "ops", Match: config.RoleMatch{Users: []string{"alice"}}, Targets: []config.TargetSelector{{Name: "web-*"}},
-			Logins: []string{e.login}, Record: "off",
-			Rules: []config.Rule{{Match: `^\s*sudo\b`, Action: "approve", Approvers: []string{"sre"}, Timeout: config.Duration(time.Minute)}}}},
-		Approvals: config.Approvals{
-			Slack:     e.slack.Config(map[string]string{"UCAROL": "corp:carol-sub"}),
-			Groups:    map[string][]string{"corp:carol-sub": {"sre"}},
-			RateLimit: config.ApprovalRateLimit{PerMinute: 6}, // a burst of 5
-		},
-	}
-	e.svc = posterntest.Start(t, e.cfg)
-	e.user = e.svc.User(alice, e.login)
+	e := newGateEnvWith(t, t.TempDir(), []config.Rule{
+		{Match: `^\s*sudo\b`, Action: "approve", Approvers: []string{"sre"}, Timeout: config.Duration(time.Minute)},
+	}, func(cfg *config.Config) {
+		cfg.Roles[0].Record = "off"
+		cfg.Approvals.RateLimit = config.ApprovalRateLimit{PerMinute: 6} // a burst of 5
+	})
 
 	var held []<-chan testutil.Result
 	var ids []string

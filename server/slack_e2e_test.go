@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -9,27 +10,6 @@ import (
 	"github.com/posternhq/postern/bastion/innerhop"
 	"github.com/posternhq/postern/internal/config"
 )
-
-// slackTexts returns every string value of a Slack message, however deep.
-func slackTexts(v any) []string {
-	switch v := v.(type) {
-	case string:
-		return []string{v}
-	case map[string]any:
-		var out []string
-		for _, e := range v {
-			out = append(out, slackTexts(e)...)
-		}
-		return out
-	case []any:
-		var out []string
-		for _, e := range v {
-			out = append(out, slackTexts(e)...)
-		}
-		return out
-	}
-	return nil
-}
 
 // TestSlackMessageEscapesHeldCommand: a command held for approval through
 // stock ssh whose text is Slack markup (a channel ping, a fake Approve
@@ -42,28 +22,30 @@ func TestSlackMessageEscapesHeldCommand(t *testing.T) {
 	cmd := "echo '<!channel> <!here> <@U0ADMIN> <https://evil.example/approve|Approve>' # notify-me"
 	res := f.user.SSHAsync(nil, "web-1", cmd)
 	msg := f.slack.NextMessage()
+	var raw strings.Builder
+	enc := json.NewEncoder(&raw)
+	enc.SetEscapeHTML(false) // the texts as Slack reads them
+	if err := enc.Encode(msg); err != nil {
+		t.Fatal(err)
+	}
+	text := raw.String()
+	for _, bad := range []string{"<!channel>", "<!here>", "<@U0ADMIN>", "<https://evil.example"} {
+		if strings.Contains(text, bad) {
+			t.Errorf("the Slack message holds %q: %s", bad, text)
+		}
+	}
+	for rest := text; strings.Contains(rest, "<"); {
+		rest = rest[strings.Index(rest, "<"):]
+		if !strings.HasPrefix(rest, "<https://bastion.test/ui/") {
+			t.Errorf("markup in the Slack message: %s", text)
+			break
+		}
+		rest = rest[1:]
+	}
+	if !strings.Contains(text, "&lt;!channel&gt;") {
+		t.Errorf("the held command is not in the message (escaped): %s", text)
+	}
 	var id string
-	for _, s := range slackTexts(msg) {
-		for _, bad := range []string{"<!channel>", "<!here>", "<@U0ADMIN>", "<https://evil.example"} {
-			if strings.Contains(s, bad) {
-				t.Errorf("Slack message text holds %q: %q", bad, s)
-			}
-		}
-		for rest := s; strings.Contains(rest, "<"); {
-			rest = rest[strings.Index(rest, "<"):]
-			if !strings.HasPrefix(rest, "<https://bastion.test/ui/") {
-				t.Errorf("markup in Slack message text %q", s)
-				break
-			}
-			rest = rest[1:]
-		}
-		if strings.Contains(s, "&lt;!channel&gt;") {
-			id = "seen"
-		}
-	}
-	if id == "" {
-		t.Errorf("the held command is not in the message (escaped): %v", msg)
-	}
 	// Deny it through the stand-in's click, as Slack would send it.
 	blocks, _ := msg["blocks"].([]any)
 	for _, bl := range blocks {

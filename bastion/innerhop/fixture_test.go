@@ -218,15 +218,7 @@ func (f *hopFixture) setRole(change func(r *config.Role)) {
 	cfg := *f.cfg
 	cfg.Roles = []config.Role{cfg.Roles[0]}
 	change(&cfg.Roles[0])
-	eng, err := policy.New(&cfg)
-	if err != nil {
-		f.t.Fatalf("policy: %v", err)
-	}
-	f.mu.Lock()
-	f.cfg = &cfg
-	f.engine = eng
-	f.mu.Unlock()
-	f.server.SetPolicy(eng)
+	f.reload(&cfg)
 }
 
 // setTargets replaces the inventory (a policy reload).
@@ -234,16 +226,22 @@ func (f *hopFixture) setTargets(targets ...config.Target) {
 	f.t.Helper()
 	cfg := *f.cfg
 	cfg.Targets = targets
-	eng, err := policy.New(&cfg)
+	f.reload(&cfg)
+	f.hop.SetUpstreamReuse(f.opts.reuse) // as Service.reload does: idle logins belong to the old targets
+}
+
+// reload makes cfg the policy of the inner hop and the outer server.
+func (f *hopFixture) reload(cfg *config.Config) {
+	f.t.Helper()
+	eng, err := policy.New(cfg)
 	if err != nil {
 		f.t.Fatalf("policy: %v", err)
 	}
 	f.mu.Lock()
-	f.cfg = &cfg
+	f.cfg = cfg
 	f.engine = eng
 	f.mu.Unlock()
 	f.server.SetPolicy(eng)
-	f.hop.SetUpstreamReuse(f.opts.reuse) // as Service.reload does: idle logins belong to the old targets
 }
 
 // signUser issues a user certificate for alice from the user CA.
