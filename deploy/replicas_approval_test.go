@@ -71,7 +71,7 @@ func TestReplicasApprovalOnBReleasesA(t *testing.T) {
 			t.Fatalf("no pending approval in the store; A's log:\n%s", a.proc.Output())
 		}
 	}
-	if pending.Requester != "alice@example.com" || pending.Target != "echo" {
+	if pending.RequesterKey != "ha:alice@example.com" || pending.Requester != "alice@example.com (ha)" || pending.Target != "echo" {
 		t.Errorf("pending request = %+v; want alice's on echo", pending)
 	}
 
