@@ -419,6 +419,7 @@ func (i *Issuer) stepLocks(ctx context.Context, is *issuance) error {
 	}
 	return i.locked(ctx, is.id)
 }
+
 // MaxPrincipals is the most principals a certificate may carry: OpenSSH
 // refuses certificates with more (SSHKEY_CERT_MAX_PRINCIPALS).
 const MaxPrincipals = 256
