@@ -199,14 +199,14 @@ func TestSlackTerminateE2E(t *testing.T) {
 	id := f.slack.NextRequest()
 	f.slack.Click(f.svc, "UCAROL", approval.SlackActionTerminate, id)
 	r := waitResult(t, ch)
-	if r.Code != lock.ExitLocked || !strings.Contains(string(r.Stderr), "postern: session terminated: terminated from Slack by carol (request "+id+")") {
+	if r.Code != lock.ExitLocked || !strings.Contains(string(r.Stderr), "postern: session terminated: terminated from Slack by carol-sub (corp) (request "+id+")") {
 		t.Fatalf("ssh: exit %d, stderr %q; want 124 naming the termination", r.Code, r.Stderr)
 	}
 	f.svc.WaitEvent(state.EventApprovalDecided, func(ev state.Event) bool {
 		return ev.Details["request"] == id && ev.Details["status"] == state.ApprovalCanceled
 	})
 	ev := f.svc.WaitEvent(state.EventLockCreated, nil)
-	if ev.Actor != "slack:carol" || ev.Details["kind"] != state.LockSession {
-		t.Errorf("lock.created = %+v; want a session lock by slack:carol", ev)
+	if ev.Actor != "slack:carol-sub (corp)" || ev.Details["kind"] != state.LockSession {
+		t.Errorf("lock.created = %+v; want a session lock by slack:carol-sub (corp)", ev)
 	}
 }
