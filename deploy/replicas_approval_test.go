@@ -34,7 +34,7 @@ func TestReplicasApprovalOnBReleasesA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("A: direct-tcpip: %v", err)
 	}
-	cc, chans, reqs, err := ssh.NewClientConn(ch, "echo:22", cfg)
+	cc, chans, reqs, err := ssh.NewClientConn(ch, "echo:22", a.innerConfig(alice))
 	if err != nil {
 		t.Fatalf("A: inner: %v", err)
 	}

@@ -191,8 +191,24 @@ func (r *replica) clientConfig(signer ssh.Signer) *ssh.ClientConfig {
 		}
 		return false
 	}}
-	return &ssh.ClientConfig{User: login, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+	// The bastion login is the certificate's username (its first
+	// principal); a certificate from /v1/certs names no target login.
+	user := login
+	if cert, ok := signer.PublicKey().(*ssh.Certificate); ok {
+		if id, err := certs.IdentityFromCert(cert); err == nil {
+			user = id.Username
+		}
+	}
+	return &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: checker.CheckHostKey, Timeout: 30 * time.Second}
+}
+
+// innerConfig is clientConfig for the inner hop: it logs in to the target
+// as login.
+func (r *replica) innerConfig(signer ssh.Signer) *ssh.ClientConfig {
+	cfg := r.clientConfig(signer)
+	cfg.User = login
+	return cfg
 }
 
 // catSession is a recorded `cat` on the echo target through one replica.
@@ -217,7 +233,7 @@ func (r *replica) dialCat(t *testing.T, signer ssh.Signer) *catSession {
 	if err != nil {
 		t.Fatalf("%s: direct-tcpip: %v", r.name, err)
 	}
-	c, chans, reqs, err := ssh.NewClientConn(ch, "echo:22", cfg)
+	c, chans, reqs, err := ssh.NewClientConn(ch, "echo:22", r.innerConfig(signer))
 	if err != nil {
 		t.Fatalf("%s: inner: %v", r.name, err)
 	}

@@ -78,9 +78,10 @@ func newMCPEnv(t *testing.T) *mcpEnv {
 			{Name: "sec", Match: config.RoleMatch{Users: []string{"sec"}}, Targets: []config.TargetSelector{{Name: "web-*"}},
 				Logins: []string{e.login}, Permissions: []string{"admin"}},
 		},
+		Identity: config.Identity{Issuers: []config.Issuer{{Name: "corp", IssuerURL: "https://idp.test", Audience: "postern", Kind: "agent"}}},
 		Approvals: config.Approvals{
-			Slack:  e.slack.Config(map[string]string{"UCAROL": "carol"}),
-			Groups: map[string][]string{"carol": {"sre"}},
+			Slack:  e.slack.Config(map[string]string{"UCAROL": "corp:carol"}),
+			Groups: map[string][]string{"corp:carol": {"sre"}},
 		},
 	}
 	e.svc = posterntest.Start(t, cfg)
@@ -228,7 +229,7 @@ func TestMCPOverHTTP(t *testing.T) {
 	if msg := call(t, cs, "wait_approval", map[string]any{"approval_id": held.ApprovalID, "wait_seconds": 30}, &ar); msg != "" {
 		t.Fatal(msg)
 	}
-	if ar.Status != "approved" || ar.DecidedBy != "carol" || ar.Run == nil || ar.Run.Status != mcpserver.StatusCompleted ||
+	if ar.Status != "approved" || ar.DecidedBy != "carol (corp)" || ar.Run == nil || ar.Run.Status != mcpserver.StatusCompleted ||
 		ar.Run.ExitStatus == nil || *ar.Run.ExitStatus != 0 || !strings.Contains(ar.Run.Stdout, "deploy done") {
 		t.Fatalf("wait_approval after the approval = %+v (run %+v); want approved by carol with the command's output", ar, ar.Run)
 	}
