@@ -109,7 +109,7 @@ func TestDevTour(t *testing.T) {
 			t.Fatalf("no pending request 30s after dev's rm; server log:\n%s", srv.Output())
 		}
 	}
-	if pending[0].Requester != "dev" {
+	if pending[0].Requester != "dev (dev)" {
 		t.Errorf("pending request %+v; want dev's", pending[0])
 	}
 	// dev cannot approve their own request.
