@@ -142,6 +142,15 @@ func TestCheckMatches(t *testing.T) {
 	mustLock(Spec{Kind: state.LockSession, Name: "01SESSION", Reason: "typo in prod"})
 
 	carol := certs.Identity{Issuer: "corp", Subject: "u-carol", Username: "carol@example.com"}
+	// dana is one person with two issuers (identity.aliases maps both to
+	// "dana"); a lock of the alias holds her through either, and a lock of
+	// one of her issuer identities holds that one.
+	danaCorp := certs.Identity{Issuer: "corp", Subject: "u-dana", Username: "dana@example.com", Alias: "dana"}
+	danaGitHub := certs.Identity{Issuer: "github", Subject: "4242", Username: "dana", Alias: "dana"}
+	danaUnaliased := certs.Identity{Issuer: "github", Subject: "4242", Username: "dana"}
+	mustLock(Spec{Kind: state.LockIdentity, Identity: certs.Identity{Issuer: "alias", Subject: "dana"}, Reason: "offboarding"})
+	erin := certs.Identity{Issuer: "corp", Subject: "u-erin", Username: "erin@example.com", Alias: "erin"}
+	mustLock(Spec{Kind: state.LockIdentity, Identity: certs.Identity{Issuer: "corp", Subject: "u-erin"}, Reason: "lost token"})
 	tests := []struct {
 		name string
 		s    Subject
@@ -156,6 +165,10 @@ func TestCheckMatches(t *testing.T) {
 		{"the terminated session", Subject{Identity: carol, Target: "web-1", Session: "01SESSION"}, "session terminated: typo in prod"},
 		{"another session", Subject{Identity: carol, Target: "web-1", Session: "01OTHER"}, ""},
 		{"no identity", Subject{}, ""},
+		{"an alias through one issuer", Subject{Identity: danaCorp}, "offboarding"},
+		{"an alias through another issuer", Subject{Identity: danaGitHub}, "offboarding"},
+		{"the same subject without the alias", Subject{Identity: danaUnaliased}, ""},
+		{"an issuer identity of an aliased person", Subject{Identity: erin}, "lost token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

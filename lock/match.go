@@ -26,10 +26,6 @@ type Subject struct {
 	Conn string
 }
 
-// identityKey is the key identity locks are matched on: the configured
-// issuer name and the token's subject.
-func identityKey(id certs.Identity) (issuer, subject string) { return id.Issuer, id.Subject }
-
 // matches reports whether lk applies to s at now, given the roles of s's
 // identity (computed only when a role lock needs them).
 func matches(lk state.Lock, s Subject, now time.Time, roles func() []string) bool {
@@ -38,8 +34,10 @@ func matches(lk state.Lock, s Subject, now time.Time, roles func() []string) boo
 	}
 	switch lk.Kind {
 	case state.LockIdentity:
-		iss, sub := identityKey(s.Identity)
-		return iss != "" && sub != "" && lk.Issuer == iss && lk.Subject == sub
+		// The lock names a key (issuer and subject, or "alias" and a
+		// person's name): it matches the identity with that key, and an
+		// aliased person by any of the issuer identities the alias maps.
+		return lk.Issuer != "" && lk.Subject != "" && s.Identity.Names(certs.IdentityKey(lk.Issuer, lk.Subject))
 	case state.LockRole:
 		return s.Identity.Username != "" && slices.Contains(roles(), lk.Name)
 	case state.LockTarget:
