@@ -565,6 +565,27 @@ func (b *Broker) Wait(ctx context.Context, id string) (state.Approval, error) {
 	}
 }
 
+// Hold is Wait for the requester itself: if ctx ends first (the session
+// that asked is gone) the request is stored as canceled, so no approver
+// decides a request nobody waits for. It returns the request as it is
+// then, and ctx's error.
+func (b *Broker) Hold(ctx context.Context, id string) (state.Approval, error) {
+	a, err := b.Wait(ctx, id)
+	if err == nil || ctx.Err() == nil {
+		return a, err
+	}
+	// The cancel must outlive ctx; it fails only if the request was decided
+	// meanwhile, and then that decision stands.
+	if c, cerr := b.Cancel(context.WithoutCancel(ctx), id); cerr == nil {
+		return c, err
+	}
+	if cur, gerr := b.Get(context.WithoutCancel(ctx), id); gerr == nil {
+		return cur, err
+	}
+	a.ID = id
+	return a, err
+}
+
 // WaitFor is Wait bounded by d: it returns the request as it is when d
 // passes (possibly still pending).
 func (b *Broker) WaitFor(ctx context.Context, id string, d time.Duration) (state.Approval, error) {

@@ -341,3 +341,47 @@ func TestSubmitRateLimited(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldCancelsWhenTheRequesterLeaves: a requester that is gone before or
+// while it waits leaves no pending request behind, and a decision made
+// first stands.
+func TestHoldCancelsWhenTheRequesterLeaves(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	b := newTestBroker(t, st, &auditLog{})
+
+	// Gone before the wait starts (Ctrl-C right after Enter).
+	a := submitSudo(t, b, sudoRule)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	got, err := b.Hold(ctx, a.ID)
+	if !errors.Is(err, context.Canceled) || got.ID != a.ID || got.Status != state.ApprovalCanceled {
+		t.Errorf("Hold after cancel = %s %q, %v; want %s canceled", got.ID, got.Status, err, a.ID)
+	}
+
+	// Gone while waiting.
+	a = submitSudo(t, b, sudoRule)
+	ctx, cancel = context.WithCancel(context.Background())
+	done := make(chan state.Approval)
+	go func() {
+		got, _ := b.Hold(ctx, a.ID)
+		done <- got
+	}()
+	cancel()
+	if got := <-done; got.Status != state.ApprovalCanceled {
+		t.Errorf("Hold canceled while waiting: %q; want canceled", got.Status)
+	}
+	if s, err := st.GetApproval(context.Background(), a.ID); err != nil || s.Status != state.ApprovalCanceled {
+		t.Errorf("stored %q, %v; want canceled", s.Status, err)
+	}
+
+	// Decided first: the decision stands.
+	a = submitSudo(t, b, sudoRule)
+	if _, err := b.Decide(context.Background(), a.ID, Decision{Approver: person("carol"), Approve: true}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	if got, _ := b.Hold(ctx, a.ID); got.Status != state.ApprovalApproved {
+		t.Errorf("Hold of a decided request after cancel: %q; want approved", got.Status)
+	}
+}

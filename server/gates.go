@@ -61,7 +61,7 @@ func (g *StatementGate) ApproveStatement(ctx context.Context, r pgproxy.Statemen
 		g.log.Error("statement approval request could not be stored", "err", err)
 		return errors.New("approval unavailable")
 	}
-	a, err = g.b.Wait(ctx, a.ID)
+	a, err = g.b.Hold(ctx, a.ID)
 	if err != nil {
 		if ctx.Err() == nil {
 			g.log.Error("waiting for statement approval", "request", a.ID, "err", err)
@@ -181,12 +181,9 @@ func (g *ApprovalGate) ApproveCommand(ctx context.Context, req innerhop.CommandR
 	if req.Notify != nil {
 		req.Notify(waitingLine(a, g.b.URL(a.ID), req.JSONErrors))
 	}
-	a, err = g.b.Wait(ctx, a.ID)
+	a, err = g.b.Hold(ctx, a.ID)
 	if err != nil {
 		if ctx.Err() != nil {
-			if c, cerr := g.b.Cancel(context.WithoutCancel(ctx), a.ID); cerr == nil {
-				a = c
-			}
 			mark("approval canceled " + a.ID)
 			return &usererr.Error{Msg: "session ended while waiting for approval", Code: "approval_canceled", Exit: innerhop.ExitApprovalTimeout, Global: true}
 		}
