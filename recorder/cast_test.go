@@ -386,3 +386,25 @@ func TestMarkerWithTornCharacter(t *testing.T) {
 		t.Errorf("events = %+v", evs)
 	}
 }
+
+// BenchmarkDecode measures reading a cast back (players, search indexing):
+// text output in 4 KiB events, the shape a shell session records.
+func BenchmarkDecode(b *testing.B) {
+	line := []byte("\x1b[01;34mdrwxr-xr-x\x1b[0m  2 root root  4096 Mar  1 10:00 \x1b[01;32msudoers.d\x1b[0m\r\n")
+	chunk := bytes.Repeat(line, 4096/len(line))
+	e, _ := NewEncoder(2)
+	cast, _ := e.AppendHeader(nil, Header{Width: 80, Height: 24})
+	for i := range 2048 {
+		cast = e.AppendOutput(cast, time.Duration(i)*time.Millisecond, chunk)
+	}
+	b.SetBytes(int64(len(cast)))
+	b.ReportAllocs()
+	for b.Loop() {
+		d := NewDecoder(bytes.NewReader(cast))
+		for {
+			if _, err := d.Next(); err != nil {
+				break
+			}
+		}
+	}
+}

@@ -68,9 +68,17 @@ const (
 	DefaultSearchLimit = 100
 
 	searchIDShift    = 20 // ids per session-start millisecond: 2^20
-	searchBatch      = 200
+	searchBatch      = 500
 	maxSearchTerms   = 16
 	maxSearchWordLen = 128
+)
+
+// The statements that write entries, prepared once per connection (see
+// Store.stmt).
+const (
+	sqlInsertSearch    = `INSERT INTO search_entries (id, session, kind, offset_ms, text) VALUES (?, ?, ?, ?, ?)`
+	sqlInsertSearchFTS = `INSERT INTO search_fts (rowid, text) VALUES (?, ?)`
+	sqlInsertSearchPG  = `INSERT INTO search_entries (id, session, kind, offset_ms, text, words) VALUES (?, ?, ?, ?, ?, CAST(? AS tsvector))`
 )
 
 // Indexing states in search_sessions.
@@ -412,52 +420,62 @@ func (s *Store) ClaimSearch(ctx context.Context, id, replica string, stale time.
 // start, with entries, and marks the session indexed (truncated says that
 // its text was cut to the indexing limit). Entries without a word are
 // skipped, text is cut to MaxSearchEntryText and at most MaxSearchEntries
-// are kept. The entries are written in several small writes, so that a
-// large recording never holds up the audit chain; a session shows as
-// indexed only after the last.
+// are kept. The entries go in writes of at most 500 (one write for most
+// sessions), so that a large recording never holds up the audit chain for
+// long; a session shows as indexed only with the last.
 func (s *Store) IndexSession(ctx context.Context, id string, start time.Time, entries []SearchEntry, truncated bool) error {
 	if len(entries) > MaxSearchEntries {
 		entries, truncated = entries[:MaxSearchEntries], true
 	}
-	if err := s.Write(ctx, func(t *Tx) error { return t.deleteSearch(id) }); err != nil {
-		return fmt.Errorf("index session %s: %w", id, err)
-	}
 	base := max(start.UnixMilli(), 0) << searchIDShift
 	var count, size int64
-	for len(entries) > 0 {
+	// One write for a small session; for a large one the first write also
+	// drops the old entries and the last marks the session indexed.
+	for first := true; first || len(entries) > 0; first = false {
 		batch := entries[:min(searchBatch, len(entries))]
 		entries = entries[len(batch):]
-		var n, b int64
+		last := len(entries) == 0
 		err := s.Write(ctx, func(t *Tx) error {
-			var err error
-			n, b, err = t.insertSearch(id, base, batch)
-			return err
+			if first {
+				if err := t.deleteSearch(id); err != nil {
+					return err
+				}
+			}
+			n, b, err := t.insertSearch(id, base, batch)
+			if err != nil {
+				return err
+			}
+			count, size = count+n, size+b
+			if last {
+				return t.searchDone(id, count, size, truncated)
+			}
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("index session %s: %w", id, err)
 		}
-		count, size = count+n, size+b
 	}
+	return nil
+}
+
+// searchDone marks session id indexed with count entries of size bytes.
+func (t *Tx) searchDone(id string, count, size int64, truncated bool) error {
 	trunc := 0
 	if truncated {
 		trunc = 1
 	}
-	err := s.Write(ctx, func(t *Tx) error {
-		res, err := t.tx.ExecContext(t.ctx, `UPDATE search_sessions SET state = ?, entries = ?, bytes = ?, truncated = ?, error = '' WHERE session = ?`,
-			searchDone, count, size, trunc, id)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n > 0 {
-			return err
-		}
-		// Indexed without a claim (a direct call): record it all the same.
-		_, err = t.tx.ExecContext(t.ctx, `INSERT INTO search_sessions (session, state, claimed, entries, bytes, truncated)
-			VALUES (?, ?, ?, ?, ?, ?)`, id, searchDone, formatTime(s.now()), count, size, trunc)
-		return err
-	})
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE search_sessions SET state = ?, entries = ?, bytes = ?, truncated = ?, error = '' WHERE session = ?`,
+		searchDone, count, size, trunc, id)
 	if err != nil {
-		return fmt.Errorf("index session %s: %w", id, err)
+		return fmt.Errorf("mark session indexed: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		return err
+	}
+	// Indexed without a claim (a direct call): record it all the same.
+	if _, err = t.tx.ExecContext(t.ctx, `INSERT INTO search_sessions (session, state, claimed, entries, bytes, truncated)
+		VALUES (?, ?, ?, ?, ?, ?)`, id, searchDone, formatTime(t.s.now()), count, size, trunc); err != nil {
+		return fmt.Errorf("mark session indexed: %w", err)
 	}
 	return nil
 }
@@ -503,7 +521,13 @@ func (t *Tx) insertSearch(id string, base int64, entries []SearchEntry) (int64, 
 	var n, size int64
 	for _, e := range entries {
 		text := truncateUTF8(strings.ToValidUTF8(e.Text, "\uFFFD"), MaxSearchEntryText)
-		words, ok := tsvector(text)
+		var words string
+		ok := false
+		if pg {
+			words, ok = tsvector(text)
+		} else {
+			ok = strings.IndexFunc(text, isWordRune) >= 0
+		}
 		if !ok {
 			continue
 		}
@@ -513,13 +537,18 @@ func (t *Tx) insertSearch(id string, base int64, entries []SearchEntry) (int64, 
 		off := e.Offset.Milliseconds()
 		var err error
 		if pg {
-			_, err = t.tx.ExecContext(t.ctx, `INSERT INTO search_entries (id, session, kind, offset_ms, text, words)
-				VALUES (?, ?, ?, ?, ?, CAST(? AS tsvector))`, next, id, e.Kind, off, text, words)
+			var st *sql.Stmt
+			if st, err = t.txStmt(sqlInsertSearchPG); err == nil {
+				_, err = st.ExecContext(t.ctx, next, id, e.Kind, off, text, words)
+			}
 		} else {
-			_, err = t.tx.ExecContext(t.ctx, `INSERT INTO search_entries (id, session, kind, offset_ms, text) VALUES (?, ?, ?, ?, ?)`,
-				next, id, e.Kind, off, text)
-			if err == nil {
-				_, err = t.tx.ExecContext(t.ctx, `INSERT INTO search_fts (rowid, text) VALUES (?, ?)`, next, text)
+			var st, fts *sql.Stmt
+			if st, err = t.txStmt(sqlInsertSearch); err == nil {
+				if fts, err = t.txStmt(sqlInsertSearchFTS); err == nil {
+					if _, err = st.ExecContext(t.ctx, next, id, e.Kind, off, text); err == nil {
+						_, err = fts.ExecContext(t.ctx, next, text)
+					}
+				}
 			}
 		}
 		if err != nil {
