@@ -34,8 +34,10 @@ var importRules = map[string][]string{
 	// The MCP server is a client of the bastion's public interfaces.
 	"mcpserver": {"server", "bastion/innerhop", "approval", "guardrails", "guardrails/pgproxy", "players/...", "certs/devidp"},
 	// The kill switch is asked by everything and knows none of it.
-	"lock":  {"bastion/...", "players/...", "approval", "recorder/...", "policy", "guardrails", "guardrails/pgproxy", "server", "certs/devidp", "certs/login"},
-	"state": {"*"},
+	"lock": {"bastion/...", "players/...", "approval", "recorder/...", "policy", "guardrails", "guardrails/pgproxy", "server", "certs/devidp", "certs/login"},
+	// Search reads recordings and writes the index; it knows no SSH, policy or players.
+	"search": {"bastion/...", "certs/...", "policy", "approval", "players/...", "server", "guardrails", "guardrails/pgproxy"},
+	"state":  {"*"},
 	// Foundations import nothing of postern (httpx only the error type it
 	// writes, config only the detector names it validates).
 	"guardrails/mask":     {"*"},

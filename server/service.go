@@ -171,7 +171,11 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return fmt.Errorf("open recording store: %w", err)
 	}
-	s.recorder, err = recorder.New(recorder.Options{
+	indexer, sealed, err := newIndexer(cfg, s.state, store, replica, s.log, s.reg)
+	if err != nil {
+		return err
+	}
+	s.recorder, err = recorder.New(recorder.Options{Sealed: sealed,
 		Store: store, State: s.state, SpoolDir: filepath.Join(cfg.DataDir, "spool"),
 		Format: cfg.Recording.Format, BufferSize: cfg.Recording.BufferSize, OnOverflow: cfg.Recording.OnOverflow,
 		FsyncInterval: cfg.Recording.FsyncInterval.D(), MinSpoolFree: cfg.Recording.MinSpoolFree,
@@ -338,7 +342,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
 			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
 			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
-			Approvals: webApprovals{broker: broker}, Locked: locked, OnWatch: s.joinSession, Locks: webLocks{locker: s.locks},
+			Approvals: webApprovals{broker: broker}, Locked: locked, OnWatch: s.joinSession, Locks: webLocks{locker: s.locks}, SearchDisabled: indexer == nil,
 		})
 		if err != nil {
 			return fmt.Errorf("web UI: %w", err)
@@ -358,7 +362,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			certs: issuer.Handler(certs.HandlerOptions{TrustedProxies: config.ParsePrefixes(cfg.HTTP.TrustedProxies)}), devIdP: devIdP, registry: s.reg, log: s.log,
 			sessions: players.NewAPI(players.APIOptions{
 				Auth: apiAuth, Permissions: s.permissions, OnFollow: s.joinSession,
-				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,
+				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg, SearchDisabled: indexer == nil,
 			}),
 			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI, mcp: mcpHandler,
 			ready: func(ctx context.Context) (map[string]string, error) { return s.ready(ctx, store) },
@@ -419,6 +423,9 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		stopAuditJobs()
 		return err
 	})
+	if indexer != nil {
+		g.Go(func() error { indexer.Run(gctx); return nil })
+	}
 	s.log.Info("postern serving", "ssh", sshLn.Addr().String(), "http", httpLn.Addr().String(), "public_url", cfg.PublicURL)
 	if s.opts.Ready != nil {
 		s.opts.Ready(sshLn.Addr(), httpLn.Addr())

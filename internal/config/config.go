@@ -49,6 +49,8 @@ type Config struct {
 	Approvals Approvals `yaml:"approvals"`
 	// Masking holds masking rules that apply to every role.
 	Masking Masking `yaml:"masking"`
+	// Search configures search across recordings.
+	Search Search `yaml:"search"`
 	// Dev reports whether the embedded development defaults are in force
 	// (set by `postern serve --dev`, never from the file).
 	Dev bool `yaml:"-"`

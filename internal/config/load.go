@@ -427,6 +427,7 @@ func (c *Config) Validate() error {
 	targets := c.validateTargets(&v)
 	c.validateRoles(&v, targets)
 	c.validateApprovals(&v)
+	c.validateSearch(&v)
 	validateMasking(&v, "masking", c.Masking)
 	for i, r := range c.Roles {
 		validateMasking(&v, fmt.Sprintf("roles[%d].masking", i), r.Masking)
