@@ -104,6 +104,9 @@ type Options struct {
 	// message, and a session already open stops working. No lock check if
 	// nil.
 	Locked func(certs.Identity) error
+	// SearchDisabled hides the search box and answers /ui/search with "search
+	// is disabled" (the search.disabled setting).
+	SearchDisabled bool
 }
 
 // UI is the web UI handler: sessions list, replay, live view. Mount it at
@@ -199,7 +202,7 @@ func New(opts Options) (*UI, error) {
 	u.built = err1 == nil && err2 == nil
 	u.api = players.NewAPI(players.APIOptions{
 		Auth: cookieAuth{u}, Permissions: opts.Permissions, State: opts.State, Store: opts.Store,
-		Follow: opts.Follow, Log: u.log, Now: u.now,
+		Follow: opts.Follow, Log: u.log, Now: u.now, SearchDisabled: opts.SearchDisabled,
 	})
 	// Scripts and styles come from files only: no inline script or style is
 	// allowed. 'wasm-unsafe-eval' lets asciinema-player compile its
@@ -246,6 +249,8 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.serveStatic(w, r, rest)
 	case strings.HasPrefix(rest, "/sessions/"):
 		u.sessionRoutes(w, r, strings.TrimPrefix(rest, "/sessions/"))
+	case rest == "/search":
+		u.withAuditor(w, r, u.searchPage)
 	case rest == "/approvals" || strings.HasPrefix(rest, "/approvals/"):
 		u.approvalRoutes(w, r, strings.TrimPrefix(rest, "/approvals"))
 	case rest == "/locks" || strings.HasPrefix(rest, "/locks/"):
@@ -361,6 +366,8 @@ type pageData struct {
 	// MayTerminate shows the Locks link and a running session's Terminate
 	// button; MayLock the lock form and Remove buttons.
 	MayTerminate, MayLock bool
+	// MaySearch shows the search box.
+	MaySearch bool
 
 	// list page
 	Filter   state.SessionFilter
@@ -377,6 +384,9 @@ type pageData struct {
 
 	// locks page
 	Locks []state.Lock
+	// search page (search.go) and the replay position it links to
+	Search  *searchPage
+	StartAt string
 
 	// approvals pages
 	Pending  []state.Approval
@@ -389,6 +399,7 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name str
 	d.Base, d.Built = u.base, u.built
 	d.MayApprove = d.Session != nil && u.mayApprove(d.Session.Identity)
 	d.MayTerminate = d.Session != nil && u.mayTerminate(d.Session.Identity)
+	d.MaySearch = d.Session != nil && !u.opts.SearchDisabled && u.mayAudit(d.Session.Identity)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := u.tmpl.ExecuteTemplate(w, name, d); err != nil && r.Context().Err() == nil {
@@ -479,7 +490,7 @@ func (u *UI) sessionPage(w http.ResponseWriter, r *http.Request, s session, id s
 		u.internalError(w, r, err)
 		return
 	}
-	d := pageData{Title: "Session " + id, Session: &s, Flash: u.takeFlash(w, r)}
+	d := pageData{Title: "Session " + id, Session: &s, Flash: u.takeFlash(w, r), StartAt: startAt(r)}
 	detail := players.SessionDetail{Session: row}
 	if row.Status == state.StatusRunning {
 		detail.Integrity.Status = players.IntegrityRunning
