@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -377,43 +378,47 @@ func truncateUTF8(s string, n int) string {
 	return s[:n]
 }
 
-// ClaimSearch records that replica is indexing session id now, unless the
-// session is indexed, or being indexed by another claim made less than
-// stale ago. It reports whether the caller holds the claim and should
-// index the session. A session whose indexing failed may be claimed again.
-func (s *Store) ClaimSearch(ctx context.Context, id, replica string, stale time.Duration) (bool, error) {
-	now := s.now()
-	claimed := false
-	err := s.Write(ctx, func(t *Tx) error {
-		var st, at string
-		err := t.tx.QueryRowContext(t.ctx, `SELECT state, claimed FROM search_sessions WHERE session = ?`, id).Scan(&st, &at)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			_, err = t.tx.ExecContext(t.ctx, `INSERT INTO search_sessions (session, state, claimed, replica) VALUES (?, ?, ?, ?)`,
-				id, searchIndexing, formatTime(now), replica)
-			claimed = err == nil
-			return err
-		case err != nil:
-			return err
-		}
-		if st == searchDone {
-			return nil
-		}
-		if st == searchIndexing {
-			when, err := parseTime(at)
-			if err == nil && now.Sub(when) < stale {
-				return nil
-			}
-		}
-		_, err = t.tx.ExecContext(t.ctx, `UPDATE search_sessions SET state = ?, claimed = ?, replica = ?, error = '' WHERE session = ?`,
-			searchIndexing, formatTime(now), replica, id)
-		claimed = err == nil
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("claim search indexing of %s: %w", id, err)
+// SearchClaim makes IndexSession index a session only for one indexer at
+// a time: the first write records Replica as the session's indexer, unless
+// the session is indexed already, or another indexer's claim is younger
+// than Stale. A session whose indexing failed may be claimed again.
+type SearchClaim struct {
+	// Replica names the indexer.
+	Replica string
+	// Stale is how old another indexer's claim may be before it is taken
+	// over (that indexer is presumed gone).
+	Stale time.Duration
+}
+
+// ErrSearchClaimed is IndexSession's answer, with a SearchClaim, for a
+// session that is indexed already or that another indexer holds.
+var ErrSearchClaimed = errors.New("search: the session is indexed, or another indexer holds it")
+
+// claimSearch takes the claim c on session id in t's transaction and
+// reports whether it did.
+func (t *Tx) claimSearch(id string, c SearchClaim) (bool, error) {
+	now := t.s.now()
+	var st, at string
+	err := t.tx.QueryRowContext(t.ctx, `SELECT state, claimed FROM search_sessions WHERE session = ?`, id).Scan(&st, &at)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		_, err = t.tx.ExecContext(t.ctx, `INSERT INTO search_sessions (session, state, claimed, replica) VALUES (?, ?, ?, ?)`,
+			id, searchIndexing, formatTime(now), c.Replica)
+		return err == nil, err
+	case err != nil:
+		return false, fmt.Errorf("claim search indexing: %w", err)
 	}
-	return claimed, nil
+	if st == searchDone {
+		return false, nil
+	}
+	if st == searchIndexing {
+		if when, err := parseTime(at); err == nil && now.Sub(when) < c.Stale {
+			return false, nil
+		}
+	}
+	_, err = t.tx.ExecContext(t.ctx, `UPDATE search_sessions SET state = ?, claimed = ?, replica = ?, error = '' WHERE session = ?`,
+		searchIndexing, formatTime(now), c.Replica, id)
+	return err == nil, err
 }
 
 // IndexSession replaces the search entries of session id, which started at
@@ -423,7 +428,11 @@ func (s *Store) ClaimSearch(ctx context.Context, id, replica string, stale time.
 // are kept. The entries go in writes of at most 500 (one write for most
 // sessions), so that a large recording never holds up the audit chain for
 // long; a session shows as indexed only with the last.
-func (s *Store) IndexSession(ctx context.Context, id string, start time.Time, entries []SearchEntry, truncated bool) error {
+//
+// With a claim, the session is indexed only if the claim can be taken (see
+// SearchClaim); otherwise IndexSession returns ErrSearchClaimed and writes
+// nothing. Without one, the entries are replaced unconditionally.
+func (s *Store) IndexSession(ctx context.Context, id string, start time.Time, entries []SearchEntry, truncated bool, claim *SearchClaim) error {
 	if len(entries) > MaxSearchEntries {
 		entries, truncated = entries[:MaxSearchEntries], true
 	}
@@ -437,6 +446,15 @@ func (s *Store) IndexSession(ctx context.Context, id string, start time.Time, en
 		last := len(entries) == 0
 		err := s.Write(ctx, func(t *Tx) error {
 			if first {
+				if claim != nil {
+					ok, err := t.claimSearch(id, *claim)
+					if err != nil {
+						return err
+					}
+					if !ok {
+						return ErrSearchClaimed
+					}
+				}
 				if err := t.deleteSearch(id); err != nil {
 					return err
 				}
@@ -451,6 +469,9 @@ func (s *Store) IndexSession(ctx context.Context, id string, start time.Time, en
 			}
 			return nil
 		})
+		if errors.Is(err, ErrSearchClaimed) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("index session %s: %w", id, err)
 		}
@@ -483,9 +504,18 @@ func (t *Tx) searchDone(id string, count, size int64, truncated bool) error {
 // FailSearch records that indexing session id failed (errText says why,
 // for operators); backfill does not retry it by itself.
 func (s *Store) FailSearch(ctx context.Context, id, errText string) error {
+	errText = truncateUTF8(errText, 500)
 	return s.Write(ctx, func(t *Tx) error {
-		_, err := t.tx.ExecContext(t.ctx, `UPDATE search_sessions SET state = ?, error = ? WHERE session = ?`,
-			searchFailed, truncateUTF8(errText, 500), id)
+		res, err := t.tx.ExecContext(t.ctx, `UPDATE search_sessions SET state = ?, error = ? WHERE session = ?`,
+			searchFailed, errText, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n > 0 {
+			return err
+		}
+		_, err = t.tx.ExecContext(t.ctx, `INSERT INTO search_sessions (session, state, claimed, error) VALUES (?, ?, ?, ?)`,
+			id, searchFailed, formatTime(t.s.now()), errText)
 		return err
 	})
 }
@@ -609,54 +639,24 @@ func (s *Store) Search(ctx context.Context, q SearchQuery) ([]SearchHit, error) 
 		limit = DefaultSearchLimit
 	}
 	limit = min(limit, MaxSearchLimit)
-	const cols = `e.id, e.session, e.kind, e.offset_ms, e.text, s.identity, s.issuer, s.target, s.login, s.kind, s.start_time`
-	var sqlText string
-	var args []any
-	idCol := "e.id"
+	lo, hi := int64(0), int64(math.MaxInt64) // the id range of since and until
+	if !q.Since.IsZero() {
+		lo = max(q.Since.UnixMilli(), 0) << searchIDShift
+	}
+	if !q.Until.IsZero() {
+		hi = max(q.Until.UnixMilli(), 0) << searchIDShift
+	}
+	var rows []searchRow
 	if s.isPostgres() {
-		sqlText = `SELECT ` + cols + ` FROM search_entries e JOIN sessions s ON s.id = e.session
-			WHERE e.words @@ CAST(? AS tsquery)`
-		args = append(args, terms.tsquery())
+		rows, err = s.searchPostgres(ctx, terms, q, lo, hi, limit)
 	} else {
 		// The FTS table drives the query, read backwards by row id: it
 		// stops as soon as limit rows pass the filters.
-		idCol = "f.rowid"
-		sqlText = `SELECT ` + cols + ` FROM search_fts f JOIN search_entries e ON e.id = f.rowid
-			JOIN sessions s ON s.id = e.session WHERE search_fts MATCH ?`
-		args = append(args, terms.fts5())
+		where, args := searchFilters(q, "f.rowid", lo, hi)
+		rows, err = s.searchRows(ctx, `SELECT `+searchColumns+` FROM search_fts f JOIN search_entries e ON e.id = f.rowid
+			JOIN sessions s ON s.id = e.session WHERE search_fts MATCH ?`+where+` ORDER BY f.rowid DESC LIMIT ?`,
+			append(append([]any{terms.fts5()}, args...), limit))
 	}
-	if !q.Since.IsZero() {
-		sqlText += ` AND ` + idCol + ` >= ?`
-		args = append(args, max(q.Since.UnixMilli(), 0)<<searchIDShift)
-	}
-	if !q.Until.IsZero() {
-		sqlText += ` AND ` + idCol + ` < ?`
-		args = append(args, max(q.Until.UnixMilli(), 0)<<searchIDShift)
-	}
-	if q.Identity != "" {
-		sqlText += ` AND s.identity = ?`
-		args = append(args, q.Identity)
-	}
-	if q.Target != "" {
-		sqlText += ` AND s.target = ?`
-		args = append(args, q.Target)
-	}
-	sqlText += ` ORDER BY ` + idCol + ` DESC LIMIT ?`
-	args = append(args, limit)
-	type row struct {
-		id  int64
-		hit SearchHit
-	}
-	rows, err := queryAll(ctx, s.db, "search", sqlText, args, func(r rowScanner) (row, error) {
-		var x row
-		var start string
-		err := r.Scan(&x.id, &x.hit.Session, &x.hit.Kind, &x.hit.OffsetMS, &x.hit.Text, &x.hit.Identity, &x.hit.Issuer,
-			&x.hit.Target, &x.hit.Login, &x.hit.SessionKind, &start)
-		if err == nil {
-			x.hit.Start, err = parseTime(start)
-		}
-		return x, err
-	})
 	if err != nil {
 		return nil, err
 	}
@@ -668,7 +668,7 @@ func (s *Store) Search(ctx context.Context, q SearchQuery) ([]SearchHit, error) 
 			first[r.hit.Session] = i
 		}
 	}
-	slices.SortStableFunc(rows, func(a, b row) int {
+	slices.SortStableFunc(rows, func(a, b searchRow) int {
 		if fa, fb := first[a.hit.Session], first[b.hit.Session]; fa != fb {
 			return fa - fb
 		}
@@ -682,6 +682,98 @@ func (s *Store) Search(ctx context.Context, q SearchQuery) ([]SearchHit, error) 
 		hits[i] = r.hit
 	}
 	return hits, nil
+}
+
+// searchColumns are the columns a search reads: e is the entry, s its session.
+const searchColumns = `e.id, e.session, e.kind, e.offset_ms, e.text, s.identity, s.issuer, s.target, s.login, s.kind, s.start_time`
+
+// searchRow is a hit and its entry id.
+type searchRow struct {
+	id  int64
+	hit SearchHit
+}
+
+// searchRows runs a query of searchColumns.
+func (s *Store) searchRows(ctx context.Context, query string, args []any) ([]searchRow, error) {
+	return queryAll(ctx, s.db, "search", query, args, func(r rowScanner) (searchRow, error) {
+		var x searchRow
+		var start string
+		err := r.Scan(&x.id, &x.hit.Session, &x.hit.Kind, &x.hit.OffsetMS, &x.hit.Text, &x.hit.Identity, &x.hit.Issuer,
+			&x.hit.Target, &x.hit.Login, &x.hit.SessionKind, &start)
+		if err == nil {
+			x.hit.Start, err = parseTime(start)
+		}
+		return x, err
+	})
+}
+
+// searchFilters returns the conditions (each starting with AND) and
+// arguments of q's id range (on idCol) and session filters.
+func searchFilters(q SearchQuery, idCol string, lo, hi int64) (string, []any) {
+	var b strings.Builder
+	var args []any
+	if lo > 0 {
+		b.WriteString(` AND ` + idCol + ` >= ?`)
+		args = append(args, lo)
+	}
+	if hi < math.MaxInt64 {
+		b.WriteString(` AND ` + idCol + ` < ?`)
+		args = append(args, hi)
+	}
+	if q.Identity != "" {
+		b.WriteString(` AND s.identity = ?`)
+		args = append(args, q.Identity)
+	}
+	if q.Target != "" {
+		b.WriteString(` AND s.target = ?`)
+		args = append(args, q.Target)
+	}
+	return b.String(), args
+}
+
+// pgRecentEntries is how many of the newest entries the first phase of a
+// PostgreSQL search tests one by one (a variable for tests).
+var pgRecentEntries = 5000
+
+// searchPostgres runs a search in two phases, because neither of the plans
+// PostgreSQL can choose is fast for every query. First the newest
+// pgRecentEntries entries of the range are tested one by one, walking the
+// primary key backwards: a common word fills the page there at once (taken
+// from the GIN index, its every match would be read and sorted). If that
+// does not fill the page, the older entries' matches are taken from the
+// GIN index, which is quick for the rare words that reach this phase (the
+// planner on its own walks the whole key testing every row, which took
+// seconds for a word that matches nothing).
+func (s *Store) searchPostgres(ctx context.Context, terms SearchTerms, q SearchQuery, lo, hi int64, limit int) ([]searchRow, error) {
+	tsq := terms.tsquery()
+	where, args := searchFilters(q, "e.id", 0, math.MaxInt64)
+	recent := `SELECT id, session, kind, offset_ms, text, words FROM search_entries WHERE id >= ? AND id < ? ORDER BY id DESC LIMIT ?`
+	rows, err := s.searchRows(ctx, `SELECT `+searchColumns+` FROM (`+recent+`) e JOIN sessions s ON s.id = e.session
+		WHERE e.words @@ CAST(? AS tsquery)`+where+` ORDER BY e.id DESC LIMIT ?`,
+		append(append([]any{lo, hi, pgRecentEntries, tsq}, args...), limit))
+	if err != nil || len(rows) >= limit {
+		return rows, err
+	}
+	// Where the first phase stopped.
+	var oldest sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MIN(id) FROM (SELECT id FROM search_entries WHERE id >= ? AND id < ? ORDER BY id DESC LIMIT ?) r`,
+		lo, hi, pgRecentEntries).Scan(&oldest); err != nil {
+		return nil, fmt.Errorf("search: %w", err)
+	}
+	boundary := hi
+	if oldest.Valid {
+		boundary = oldest.Int64
+	}
+	// The CTE holds the text search alone: with the id range beside it the
+	// planner walks the primary key again.
+	older, err := s.searchRows(ctx, `WITH m AS MATERIALIZED (SELECT id FROM search_entries WHERE words @@ CAST(? AS tsquery))
+		SELECT `+searchColumns+` FROM m JOIN search_entries e ON e.id = m.id JOIN sessions s ON s.id = e.session
+		WHERE m.id >= ? AND m.id < ?`+where+` ORDER BY e.id DESC LIMIT ?`,
+		append(append([]any{tsq, lo, boundary}, args...), limit-len(rows)))
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, older...), nil
 }
 
 // SearchStats counts what the search index holds.

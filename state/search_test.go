@@ -137,7 +137,7 @@ func newSearchFixture(t *testing.T) *searchFixture {
 			Kind: KindShell, Start: start, End: &end, Status: StatusFinished, Object: "x/" + id + ".cast"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.IndexSession(f.ctx, id, start, ss.entries, false); err != nil {
+		if err := s.IndexSession(f.ctx, id, start, ss.entries, false, nil); err != nil {
 			t.Fatal(err)
 		}
 		f.ids = append(f.ids, id)
@@ -183,17 +183,24 @@ func TestSearch(t *testing.T) {
 		{name: "case", q: SearchQuery{Text: "WELCOME"}, want: []string{"0:1000:output"}},
 		{name: "hostile query text", q: SearchQuery{Text: `x'); DELETE FROM sessions; -- NEAR(`}, want: nil},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			hits, err := f.s.Search(f.ctx, tt.q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := f.hitKeys(hits); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got %v; want %v", got, tt.want)
-			}
-		})
+	// On PostgreSQL, a search tests the newest entries one by one, then
+	// takes older ones from the GIN index: run every case with the first
+	// phase covering everything, one entry, and none.
+	for _, recent := range []int{5000, 1, 0} {
+		pgRecentEntries = recent
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/recent=%d", tt.name, recent), func(t *testing.T) {
+				hits, err := f.s.Search(f.ctx, tt.q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := f.hitKeys(hits); !reflect.DeepEqual(got, tt.want) {
+					t.Errorf("got %v; want %v", got, tt.want)
+				}
+			})
+		}
 	}
+	pgRecentEntries = 5000
 	hits, err := f.s.Search(f.ctx, SearchQuery{Text: "accounts"})
 	if err != nil || len(hits) != 1 {
 		t.Fatalf("accounts: %v, %v", hits, err)
@@ -220,7 +227,7 @@ func TestSearch(t *testing.T) {
 
 func TestIndexSessionReplaces(t *testing.T) {
 	f := newSearchFixture(t)
-	if err := f.s.IndexSession(f.ctx, f.ids[0], f.starts[0], []SearchEntry{{Kind: SearchOutput, Offset: time.Second, Text: "kubectl get pods"}}, true); err != nil {
+	if err := f.s.IndexSession(f.ctx, f.ids[0], f.starts[0], []SearchEntry{{Kind: SearchOutput, Offset: time.Second, Text: "kubectl get pods"}}, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	for q, want := range map[string]int{"sudoers": 1, "kubectl": 1, "welcome": 0} {
@@ -246,7 +253,7 @@ func TestIndexSessionSameMillisecond(t *testing.T) {
 		if err := s.PutSession(ctx, Session{ID: id, Identity: fmt.Sprint("u", i), Start: start, Status: StatusFinished, Object: "o"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.IndexSession(ctx, id, start, many, false); err != nil {
+		if err := s.IndexSession(ctx, id, start, many, false, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -268,7 +275,7 @@ func TestIndexSessionSameMillisecond(t *testing.T) {
 	}
 }
 
-func TestClaimSearch(t *testing.T) {
+func TestIndexSessionClaims(t *testing.T) {
 	s, _ := openTest(t, Options{})
 	ctx := context.Background()
 	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
@@ -288,19 +295,24 @@ func TestClaimSearch(t *testing.T) {
 		t.Fatalf("unindexed = %v, %v; want the three sealed sessions", un, err)
 	}
 	id := un[0]
-	claim := func(replica string) bool {
-		t.Helper()
-		ok, err := s.ClaimSearch(ctx, id, replica, 10*time.Minute)
-		if err != nil {
-			t.Fatal(err)
+	entries := []SearchEntry{{Kind: SearchOutput, Text: "hello"}}
+	// An indexer that stopped mid-way holds a claim: its first write
+	// (claim and entries) committed, the last never came.
+	if err := s.Write(ctx, func(tx *Tx) error {
+		ok, err := tx.claimSearch(id, SearchClaim{Replica: "a", Stale: 10 * time.Minute})
+		if !ok {
+			return errors.New("first claim refused")
 		}
-		return ok
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if !claim("a") {
-		t.Fatal("first claim refused")
+	index := func(replica string) error {
+		t.Helper()
+		return s.IndexSession(ctx, id, start, entries, false, &SearchClaim{Replica: replica, Stale: 10 * time.Minute})
 	}
-	if claim("b") {
-		t.Fatal("a fresh claim was taken over")
+	if err := index("b"); !errors.Is(err, ErrSearchClaimed) {
+		t.Fatalf("a fresh claim was taken over: %v", err)
 	}
 	if un, _ := s.UnindexedSessions(ctx, 10, 10*time.Minute); len(un) != 2 {
 		t.Errorf("claimed session still listed as unindexed: %v", un)
@@ -309,26 +321,24 @@ func TestClaimSearch(t *testing.T) {
 	if un, _ := s.UnindexedSessions(ctx, 10, 10*time.Minute); len(un) != 3 {
 		t.Errorf("stale claim not listed again: %v", un)
 	}
-	if !claim("b") {
-		t.Fatal("stale claim not taken over")
-	}
 	if err := s.FailSearch(ctx, id, "bad cast"); err != nil {
 		t.Fatal(err)
 	}
 	if un, _ := s.UnindexedSessions(ctx, 10, 10*time.Minute); len(un) != 2 {
 		t.Errorf("failed session listed by backfill: %v", un)
 	}
-	if !claim("c") {
-		t.Fatal("failed session cannot be claimed again")
+	if err := index("c"); err != nil {
+		t.Fatalf("failed session cannot be indexed again: %v", err)
 	}
-	if err := s.IndexSession(ctx, id, start, []SearchEntry{{Kind: SearchOutput, Text: "hello"}}, false); err != nil {
+	if err := index("d"); !errors.Is(err, ErrSearchClaimed) {
+		t.Fatalf("indexed session indexed again under a claim: %v", err)
+	}
+	// Failing a session nobody claimed records it too.
+	if err := s.FailSearch(ctx, un[1], "unreadable"); err != nil {
 		t.Fatal(err)
 	}
-	if claim("d") {
-		t.Fatal("indexed session claimed again")
-	}
 	st, _ := s.SearchStats(ctx)
-	if st.Sessions != 1 || st.Entries != 1 || st.Bytes != 5 {
+	if st.Sessions != 1 || st.Entries != 1 || st.Bytes != 5 || st.Failed != 1 {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -99,7 +99,8 @@ type CA struct {
 	Trusted []string `yaml:"trusted"`
 }
 
-// Identity configures OIDC issuers and certificate lifetimes.
+// Identity configures OIDC issuers, SAML identity providers and certificate
+// lifetimes.
 type Identity struct {
 	// Issuers that may vouch for users and agents.
 	Issuers []Issuer `yaml:"issuers"`
@@ -110,6 +111,8 @@ type Identity struct {
 	// Aliases say which identities of several issuers are one person; none
 	// if empty (every issuer and subject is a person of its own).
 	Aliases []Alias `yaml:"aliases"`
+	// SAML configures SAML identity providers for browser logins.
+	SAML SAML `yaml:"saml"`
 }
 
 // Alias names one person known to several issuers. Its identities share one

@@ -384,6 +384,7 @@ func (c *Config) Validate() error {
 	}
 	validateAudit(&v, c.Audit)
 	c.validateIdentity(&v)
+	c.validateSAML(&v)
 	if c.Recording.Format != "v2" && c.Recording.Format != "v3" {
 		v.add("recording.format", "must be v2 or v3")
 	}
@@ -632,6 +633,9 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 	for _, is := range c.Identity.Issuers {
 		issuers[is.Name] = true
 	}
+	for _, p := range c.Identity.SAML.Providers {
+		issuers[p.Name] = true
+	}
 	if c.Dev {
 		issuers["dev"] = true
 	}
@@ -665,7 +669,7 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 		}
 		for j, is := range r.Match.Issuers {
 			if !issuers[is] {
-				v.add(fmt.Sprintf("%s.match.issuers[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers)", is))
+				v.add(fmt.Sprintf("%s.match.issuers[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers or identity.saml.providers)", is))
 			}
 		}
 		for j, s := range r.Targets {
