@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -405,6 +406,39 @@ func BenchmarkDecode(b *testing.B) {
 			if _, err := d.Next(); err != nil {
 				break
 			}
+		}
+	}
+}
+
+func TestDecoderSkipData(t *testing.T) {
+	e, _ := NewEncoder(2)
+	cast, _ := e.AppendHeader(nil, Header{Width: 80, Height: 24})
+	big := bytes.Repeat([]byte("0123456789abcdef\r\n"), 20000) // one 360 KB line: longer than the reader's buffer
+	cast = e.AppendOutput(cast, time.Second, []byte("hello"))
+	cast = e.AppendOutput(cast, 2*time.Second, big)
+	cast = e.AppendInput(cast, 3*time.Second, []byte("typed"))
+	cast = e.AppendOutput(cast, 4*time.Second, big)
+	cast = e.AppendMarker(cast, 5*time.Second, "done")
+	for _, skip := range []string{"", "o"} {
+		d := NewDecoder(bytes.NewReader(cast))
+		d.SkipData(skip)
+		var got []string
+		for {
+			ev, err := d.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("skip %q: %v", skip, err)
+				}
+				break
+			}
+			got = append(got, fmt.Sprintf("%v %s %d", ev.Time, ev.Code, len(ev.Data)))
+		}
+		want := []string{"1s o 5", "2s o 360000", "3s i 5", "4s o 360000", "5s m 4"}
+		if skip == "o" {
+			want = []string{"1s o 0", "2s o 0", "3s i 5", "4s o 0", "5s m 4"}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("skip %q: got %v; want %v", skip, got, want)
 		}
 	}
 }

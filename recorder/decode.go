@@ -35,6 +35,7 @@ type Event struct {
 type Decoder struct {
 	r       *bufio.Reader
 	skip    string // codes whose data is not decoded (SkipData)
+	buf     []byte // a line longer than the reader's buffer, reused
 	header  Header
 	hdrErr  error
 	hdrDone bool
@@ -57,6 +58,7 @@ const maxLine = 64 << 20
 // is returned with torn set.
 func (d *Decoder) readLine() ([]byte, bool, error) {
 	var line []byte
+	discard := false // the rest of a skipped event's line is not kept
 	for {
 		frag, err := d.r.ReadSlice('\n')
 		if err == nil && line == nil {
@@ -65,13 +67,26 @@ func (d *Decoder) readLine() ([]byte, bool, error) {
 			d.line++
 			return frag[:len(frag)-1], false, nil
 		}
-		line = append(line, frag...)
+		switch {
+		case line == nil:
+			// A line longer than the buffer: gather it in d.buf, reused
+			// from line to line; of an event whose data is skipped, keep
+			// only this first part (its time and code).
+			line = append(d.buf[:0], frag...)
+			discard = errors.Is(err, bufio.ErrBufferFull) && d.skip != "" && d.skippedHead(frag)
+		case !discard:
+			line = append(line, frag...)
+		}
+		d.buf = line
 		if len(line) > maxLine {
 			return nil, false, fmt.Errorf("asciicast line %d: longer than %d bytes", d.line+1, maxLine)
 		}
 		switch {
 		case err == nil:
 			d.line++
+			if discard {
+				return line, false, nil
+			}
 			return line[:len(line)-1], false, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
@@ -219,55 +234,71 @@ func (d *Decoder) parseEvent(line []byte) (Event, error) {
 // escapes or invalid UTF-8, or malformed input, reports !ok and is left to
 // slowEvent, which decides exactly as encoding/json does.
 func (d *Decoder) fastEvent(line []byte) (us int64, code, data string, ok bool) {
-	p := line
-	if len(p) < 2 || p[0] != '[' || p[len(p)-1] != ']' {
+	us, code, p, ok := parseHead(line)
+	if !ok {
 		return 0, "", "", false
 	}
-	p = skipSpace(p[1 : len(p)-1])
+	if len(code) == 1 && strings.IndexByte(d.skip, code[0]) >= 0 {
+		return us, code, "", true
+	}
+	p = bytes.TrimRight(p, " \t\r\n")
+	if len(p) < 3 || p[0] != '"' || p[len(p)-1] != ']' {
+		return 0, "", "", false
+	}
+	data, rest, ok := unquoteJSON(p[:len(p)-1])
+	if !ok || len(skipSpace(rest)) != 0 {
+		return 0, "", "", false
+	}
+	return us, code, data, true
+}
+
+// parseHead parses the start of an event line, `[time, "code", `, and
+// returns the time in microseconds, the code and the rest of the line.
+func parseHead(line []byte) (us int64, code string, rest []byte, ok bool) {
+	p := line
+	if len(p) < 2 || p[0] != '[' {
+		return 0, "", nil, false
+	}
+	p = skipSpace(p[1:])
 	i := 0
 	for i < len(p) && (p[i] >= '0' && p[i] <= '9' || p[i] == '.') {
 		i++
 	}
 	if !plainNumber(p[:i]) {
-		return 0, "", "", false
+		return 0, "", nil, false
 	}
 	us, err := parseMicros(string(p[:i]))
 	if err != nil {
-		return 0, "", "", false
+		return 0, "", nil, false
 	}
 	p = skipSpace(p[i:])
 	if len(p) == 0 || p[0] != ',' {
-		return 0, "", "", false
+		return 0, "", nil, false
 	}
 	p = skipSpace(p[1:])
 	if len(p) < 3 || p[0] != '"' {
-		return 0, "", "", false
+		return 0, "", nil, false
 	}
 	end := bytes.IndexByte(p[1:], '"')
 	if end <= 0 {
-		return 0, "", "", false
+		return 0, "", nil, false
 	}
 	c := p[1 : 1+end]
 	if bytes.IndexByte(c, '\\') >= 0 || bytes.IndexFunc(c, func(r rune) bool { return r < 0x20 || r == utf8.RuneError }) >= 0 {
-		return 0, "", "", false
+		return 0, "", nil, false
 	}
-	code = codeString(c)
 	p = skipSpace(p[2+end:])
 	if len(p) == 0 || p[0] != ',' {
-		return 0, "", "", false
+		return 0, "", nil, false
 	}
-	p = skipSpace(p[1:])
-	if len(code) == 1 && strings.IndexByte(d.skip, code[0]) >= 0 {
-		return us, code, "", true
-	}
-	if len(p) < 2 || p[0] != '"' {
-		return 0, "", "", false
-	}
-	data, rest, ok := unquoteJSON(p)
-	if !ok || len(skipSpace(rest)) != 0 {
-		return 0, "", "", false
-	}
-	return us, code, data, true
+	return us, codeString(c), skipSpace(p[1:]), true
+}
+
+// skippedHead reports whether head, the start of an event line, names an
+// event whose data SkipData skips.
+func (d *Decoder) skippedHead(head []byte) bool {
+	_, code, _, ok := parseHead(bytes.TrimLeft(head, " \t\r"))
+	return ok && len(code) == 1 && strings.IndexByte(d.skip, code[0]) >= 0
 }
 
 // plainNumber reports whether n is a JSON number without sign or exponent:

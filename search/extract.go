@@ -25,7 +25,7 @@ type Limits struct {
 // (docs/benchmarks.md), so the bound is what keeps indexing a small
 // fraction of recording: commands, typed lines, SQL and SFTP operations are
 // always indexed whole (up to maxInputText), output up to this much.
-const DefaultMaxOutputText = 32 << 10
+const DefaultMaxOutputText = 16 << 10
 
 // maxInputText bounds the typed lines indexed per session (a session that
 // pipes a file into a command records it as input).
@@ -43,8 +43,6 @@ type Result struct {
 	Entries []state.SearchEntry
 	// Truncated reports that output or input beyond the limits was left out.
 	Truncated bool
-	// CastBytes is the length of the cast read.
-	CastBytes int64
 }
 
 // Audit event types Extract reads: SFTP operations and SQL statements.
@@ -63,7 +61,10 @@ var EventTypes = []string{state.EventSFTP, eventSQL}
 // output as text (see screenText) in entries of at most
 // state.MaxSearchEntryText bytes and windowSpan, repeated lines dropped, up
 // to lim.MaxOutputText. Each entry carries its offset in the recording. A
-// cast cut off mid-line (a torn line) is read up to the tear.
+// cast cut off mid-line (a torn line) is read up to the tear. Past the
+// output budget, output events are skipped without decoding their data.
+// A *bufio.Reader of at least 64 KiB as cast is used as is (the indexer
+// reuses one).
 func Extract(cast io.Reader, row state.Session, events []state.Event, lim Limits) (Result, error) {
 	maxOut := lim.MaxOutputText
 	if maxOut == 0 {
@@ -80,8 +81,7 @@ func Extract(cast io.Reader, row state.Session, events []state.Event, lim Limits
 		}
 		return x.screen.tail()
 	}}
-	cr := &countingReader{r: cast}
-	dec := recorder.NewDecoder(cr)
+	dec := recorder.NewDecoder(cast)
 	if maxOut < 0 {
 		x.outDone = true
 		dec.SkipData(recorder.CodeOutput)
@@ -126,7 +126,7 @@ func Extract(cast io.Reader, row state.Session, events []state.Event, lim Limits
 			}
 		}
 	}
-	return Result{Entries: x.entries, Truncated: x.truncated, CastBytes: cr.n}, nil
+	return Result{Entries: x.entries, Truncated: x.truncated}, nil
 }
 
 // extractor collects the entries of one recording.
@@ -216,16 +216,4 @@ func sftpText(d map[string]any) string {
 		return "read " + path
 	}
 	return op + " " + path
-}
-
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }

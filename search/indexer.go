@@ -1,11 +1,13 @@
 package search
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,8 +40,9 @@ type Options struct {
 // Indexer indexes sealed recordings for search. Enqueue hands it a session
 // that was just sealed; Run indexes queued sessions one at a time and, in
 // between, backfills the sealed sessions nobody indexed. Several replicas
-// may run indexers on one state store: a claim in the store (stale after
-// claimStale) gives each session to one of them. An Indexer is safe for
+// may run indexers on one state store: a claim taken with the first write
+// of a session's entries (stale after claimStale) gives each session to one
+// of them. An Indexer is safe for
 // concurrent use; Run owns its one worker goroutine.
 type Indexer struct {
 	opts  Options
@@ -50,6 +53,11 @@ type Indexer struct {
 	cpu      prometheus.Counter
 	duration prometheus.Histogram
 }
+
+// readers hold the buffered readers casts are read through, so that
+// indexing a recording does not allocate one (the garbage collector's
+// work grew with every recording indexed).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
 
 // claimStale is how old a claim may be before another indexer takes the
 // session over (its indexer is presumed gone).
@@ -161,19 +169,15 @@ func (ix *Indexer) backfill(ctx context.Context) {
 	}
 }
 
-// index claims and indexes session id, reporting whether it did.
+// index indexes session id under this indexer's claim, reporting whether
+// it did.
 func (ix *Indexer) index(ctx context.Context, id string) bool {
-	ok, err := ix.opts.State.ClaimSearch(ctx, id, ix.opts.Replica, claimStale)
-	if err != nil {
-		ix.log.Warn("search: claiming a session failed", "session", id, "err", err)
-		return false
-	}
-	if !ok {
-		return false
-	}
 	t0, c0 := time.Now(), threadCPU()
-	n, err := ix.Index(ctx, id)
+	n, err := ix.index1(ctx, id, &state.SearchClaim{Replica: ix.opts.Replica, Stale: claimStale})
 	ix.cpu.Add((threadCPU() - c0).Seconds())
+	if errors.Is(err, state.ErrSearchClaimed) {
+		return false
+	}
 	ix.duration.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		ix.indexed.WithLabelValues("failed").Inc()
@@ -189,8 +193,12 @@ func (ix *Indexer) index(ctx context.Context, id string) bool {
 }
 
 // Index reads session id's recording and audit events and replaces its
-// search entries, without claiming it; it returns the number of entries.
-func (ix *Indexer) Index(ctx context.Context, id string) (int, error) {
+// search entries, whoever else may be indexing it; it returns the number
+// of entries.
+func (ix *Indexer) Index(ctx context.Context, id string) (int, error) { return ix.index1(ctx, id, nil) }
+
+// index1 indexes session id, under claim if it is not nil.
+func (ix *Indexer) index1(ctx context.Context, id string, claim *state.SearchClaim) (int, error) {
 	row, err := ix.opts.State.GetSession(ctx, id)
 	if err != nil {
 		return 0, err
@@ -207,11 +215,14 @@ func (ix *Indexer) Index(ctx context.Context, id string) (int, error) {
 		return 0, fmt.Errorf("open recording: %w", err)
 	}
 	defer rc.Close()
-	res, err := Extract(rc, row, events, ix.opts.Limits)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(rc)
+	defer func() { br.Reset(nil); readers.Put(br) }()
+	res, err := Extract(br, row, events, ix.opts.Limits)
 	if err != nil {
 		return 0, err
 	}
-	if err := ix.opts.State.IndexSession(ctx, id, row.Start, res.Entries, res.Truncated); err != nil {
+	if err := ix.opts.State.IndexSession(ctx, id, row.Start, res.Entries, res.Truncated, claim); err != nil {
 		return 0, err
 	}
 	return len(res.Entries), nil

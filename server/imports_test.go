@@ -56,7 +56,7 @@ var importRules = map[string][]string{
 // testHarnesses are imported by tests (and each other) only.
 var testHarnesses = []string{
 	"internal/testutil", "internal/sshdtest", "internal/pgtest", "internal/dextest", "internal/s3test",
-	"internal/posterntest", "internal/battery", "players/internal/playtest", "certs/devidp/devidptest",
+	"internal/posterntest", "internal/battery", "players/internal/playtest", "certs/devidp/devidptest", "internal/samltest",
 }
 
 type listedPackage struct {

@@ -229,8 +229,12 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return s.locks.CheckFresh(ctx, lock.Subject{Identity: id})
 	}
 	locked := func(id certs.Identity) error { return s.locks.Check(lock.Subject{Identity: id}) }
+	samlSP, err := newSAML(cfg, s.state, audit, s.log, s.reg)
+	if err != nil {
+		return err
+	}
 	issuer, err := certs.NewIssuer(certs.IssuerOptions{
-		Authority: s.authority, Verifier: verifier, Policy: policyGrant{s}, TTL: cfg.Identity.CertTTL,
+		Authority: s.authority, Verifier: tokenVerifier(verifier, samlSP), Policy: policyGrant{s}, TTL: cfg.Identity.CertTTL,
 		RateLimit: cfg.Identity.RateLimit, Audit: audit, Locked: lockedFresh, Record: s.recordIssued,
 		Log: s.log, Metrics: s.reg,
 	})
@@ -333,7 +337,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 	follow := FollowAcrossReplicas(s.recorder.Follow, s.state, replica, &http.Client{})
 	var ui http.Handler
-	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok {
+	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok || samlSP != nil {
 		key, err := web.CookieKey(ctx, s.state)
 		if err != nil {
 			return fmt.Errorf("web UI cookie key: %w", err)
@@ -343,6 +347,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
 			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
 			Approvals: webApprovals{broker: broker}, Locked: locked, OnWatch: s.joinSession, Locks: webLocks{locker: s.locks}, SearchDisabled: indexer == nil,
+			SAML: webSAML(samlSP),
 		})
 		if err != nil {
 			return fmt.Errorf("web UI: %w", err)
@@ -364,12 +369,14 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 				Auth: apiAuth, Permissions: s.permissions, OnFollow: s.joinSession,
 				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg, SearchDisabled: indexer == nil,
 			}),
-			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI, mcp: mcpHandler,
+			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI, mcp: mcpHandler, saml: samlHandler(samlSP),
 			ready: func(ctx context.Context) (map[string]string, error) { return s.ready(ctx, store) },
 			config: func() publicConfig {
 				s.mu.Lock()
 				defer s.mu.Unlock()
-				return newPublicConfig(s.cfg, s.authority.HostCALine(), s.opts.Version)
+				pc := newPublicConfig(s.cfg, s.authority.HostCALine(), s.opts.Version)
+				pc.Issuers = append(pc.Issuers, samlIssuers(samlSP)...)
+				return pc
 			},
 		}))),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -6,7 +6,7 @@ type Search struct {
 	Disabled bool `yaml:"disabled"`
 	// MaxOutputText bounds the terminal output text indexed per session, in
 	// bytes (after escape sequences are removed and repeated lines
-	// dropped); 32768 if zero; -1 indexes no output at all. Commands, typed
+	// dropped); 16384 if zero; -1 indexes no output at all. Commands, typed
 	// lines, SQL statements and SFTP operations are always indexed.
 	MaxOutputText int `yaml:"max_output_text"`
 }

@@ -262,6 +262,13 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 		u.errorPage(w, r, http.StatusUnauthorized, "The login could not be completed. Start again.")
 		return
 	}
+	u.openSession(w, r, id, pl.Return)
+}
+
+// openSession starts the web session of a verified identity (whatever
+// protocol proved it: OIDC or SAML) and sends the browser to ret, a path
+// inside the UI. A locked identity gets no session.
+func (u *UI) openSession(w http.ResponseWriter, r *http.Request, id certs.Identity, ret string) {
 	if u.opts.Locked != nil {
 		if err := u.opts.Locked(id); err != nil {
 			msg := "Your access is locked."
@@ -307,7 +314,7 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 	})
 	u.log.Info("web login", "identity", id.Username, "issuer", id.Issuer)
 	u.logins.WithLabelValues("ok").Inc()
-	http.Redirect(w, r, u.base+pl.Return, http.StatusFound)
+	http.Redirect(w, r, u.base+ret, http.StatusFound)
 }
 
 // tokenNonce returns the nonce claim of an ID token whose signature the

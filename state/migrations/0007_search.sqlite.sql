@@ -33,3 +33,9 @@ CREATE TABLE search_sessions (
     truncated INTEGER NOT NULL DEFAULT 0,
     error     TEXT    NOT NULL DEFAULT ''
 );
+
+
+
+-- Merge index segments 8 at a time instead of 4: every sealed session adds
+-- a segment, and merging them was a fifth of the CPU of indexing.
+INSERT INTO search_fts (search_fts, rank) VALUES ('automerge', 8);
