@@ -101,7 +101,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, who reader) error {
 		if sq.Identity != "" && sq.Identity != who.id.Username {
 			return fail(http.StatusForbidden, CodeForbidden, "auditor permission required to search others' sessions", nil)
 		}
-		sq.Identity = who.id.Username
+		sq.Identity, sq.Issuer = who.id.Username, who.id.Issuer
 	}
 	hits, err := Search(r.Context(), a.opts.State, sq)
 	if err != nil {

@@ -106,6 +106,9 @@ type SearchQuery struct {
 	Text string
 	// Identity keeps sessions of this username only; any if empty.
 	Identity string
+	// Issuer keeps sessions of identities of this issuer only; any if
+	// empty.
+	Issuer string
 	// Target keeps sessions on this target only; any if empty.
 	Target string
 	// Since keeps sessions that started at or after it; unbounded if zero.
@@ -723,6 +726,10 @@ func searchFilters(q SearchQuery, idCol string, lo, hi int64) (string, []any) {
 	if q.Identity != "" {
 		b.WriteString(` AND s.identity = ?`)
 		args = append(args, q.Identity)
+	}
+	if q.Issuer != "" {
+		b.WriteString(` AND s.issuer = ?`)
+		args = append(args, q.Issuer)
 	}
 	if q.Target != "" {
 		b.WriteString(` AND s.target = ?`)

@@ -175,6 +175,8 @@ func TestSearch(t *testing.T) {
 		{name: "within a session, recording order", q: SearchQuery{Text: "drop*"},
 			want: []string{"2:500:sql", "1:5000:sql", "1:9000:sql"}},
 		{name: "identity filter", q: SearchQuery{Text: "drop", Identity: "bob"}, want: []string{"1:5000:sql", "1:9000:sql"}},
+		{name: "issuer filter", q: SearchQuery{Text: "drop", Identity: "bob", Issuer: "corp"}, want: []string{"1:5000:sql", "1:9000:sql"}},
+		{name: "other issuer", q: SearchQuery{Text: "drop", Identity: "bob", Issuer: "other"}, want: nil},
 		{name: "target filter", q: SearchQuery{Text: "sudoers", Target: "web-1"}, want: []string{"0:2000:input"}},
 		{name: "since", q: SearchQuery{Text: "drop", Since: f.t0.Add(90 * time.Minute)}, want: []string{"2:500:sql"}},
 		{name: "until", q: SearchQuery{Text: "sudoers", Until: f.t0.Add(time.Hour)}, want: []string{"0:2000:input"}},
