@@ -66,6 +66,7 @@ type httpHandlers struct {
 	locks     http.Handler // /v1/locks…
 	mcp       http.Handler // /v1/mcp: the MCP endpoint (streamable HTTP)
 	saml      http.Handler // /v1/saml/…, nil without SAML providers
+	scim      http.Handler // /v1/scim/…, nil without SCIM clients
 	devIdP    http.Handler // the development issuer, nil outside --dev
 	registry  *prometheus.Registry
 	ready     func(ctx context.Context) (map[string]string, error)
@@ -108,6 +109,9 @@ func newMux(h httpHandlers) *http.ServeMux {
 	}
 	if h.saml != nil {
 		mux.Handle("/v1/saml/", h.saml)
+	}
+	if h.scim != nil {
+		mux.Handle("/v1/scim/", h.scim)
 	}
 	if h.ui != nil {
 		mux.Handle("/ui/", h.ui)

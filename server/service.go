@@ -68,6 +68,7 @@ type Service struct {
 	authority *certs.Authority
 	policy    *policy.Engine
 	grants    policy.GrantsFunc
+	directory policy.GroupsFunc // SCIM-provisioned groups; nil without SCIM
 	recorder  *recorder.Recorder
 	masking   *guardrails.Policy
 	inner     *innerhop.Server
@@ -247,9 +248,15 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return fmt.Errorf("masking: %w", err)
 	}
 	s.masking = masking
+	scimSrv, directory, err := newSCIM(ctx, cfg, s.state, s.locks, s.log, s.reg)
+	if err != nil {
+		return err
+	}
+	s.directory = directoryGroups(directory)
+	configuredGroups := func(key string) []string { return s.config().Approvals.Groups[key] }
 	broker, err := approval.NewBroker(approval.Options{
 		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Notify: s.state.Notify, Subscribe: s.state.Subscribe,
-		Groups:    func(key string) []string { return s.config().Approvals.Groups[key] },
+		Groups: configuredGroups, Approver: scimApprover(directory, configuredGroups),
 		RateLimit: cfg.Approvals.RateLimit,
 		Log:       s.log.With("component", "approvals"), Metrics: s.reg,
 	})
@@ -258,7 +265,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 	defer broker.Close()
 	s.grants = broker.PolicyGrants()
-	s.policy = s.policy.WithGrants(s.grants)
+	s.policy = s.policy.WithGrants(s.grants).WithGroups(s.directory)
 	var slack http.Handler
 	if sc := cfg.Approvals.Slack; sc.WebhookURL != "" || sc.SigningSecret != "" {
 		if slack, err = approval.NewSlack(broker, sc, approval.SlackOptions{Log: s.log.With("component", "slack"),
@@ -370,6 +377,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg, SearchDisabled: indexer == nil,
 			}),
 			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI, mcp: mcpHandler, saml: samlHandler(samlSP),
+			scim:  scimHandler(scimSrv),
 			ready: func(ctx context.Context) (map[string]string, error) { return s.ready(ctx, store) },
 			config: func() publicConfig {
 				s.mu.Lock()
@@ -432,6 +440,9 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	})
 	if indexer != nil {
 		g.Go(func() error { indexer.Run(gctx); return nil })
+	}
+	if directory != nil {
+		g.Go(func() error { directory.Run(gctx, directoryPoll); return nil })
 	}
 	s.log.Info("postern serving", "ssh", sshLn.Addr().String(), "http", httpLn.Addr().String(), "public_url", cfg.PublicURL)
 	if s.opts.Ready != nil {
@@ -539,7 +550,7 @@ func (s *Service) reload(ctx context.Context) {
 		eng, err = policy.New(merged)
 	}
 	if err == nil {
-		eng = eng.WithGrants(s.grants)
+		eng = eng.WithGrants(s.grants).WithGroups(s.directory)
 		if s.masking != nil {
 			err = s.masking.Update(merged)
 		}

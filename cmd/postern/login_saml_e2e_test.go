@@ -35,7 +35,8 @@ type samlEnv struct {
 	target *sshdtest.Server
 }
 
-func newSAMLEnv(t *testing.T) *samlEnv {
+// newSAMLEnv starts the environment; more changes cfg before it starts.
+func newSAMLEnv(t *testing.T, more ...func(cfg *config.Config)) *samlEnv {
 	t.Helper()
 	testutil.Need(t, "ssh")
 	e := &samlEnv{idp: samltest.Start(t)}
@@ -55,6 +56,9 @@ func newSAMLEnv(t *testing.T) *samlEnv {
 	cfg.Roles = []config.Role{{Name: "ops", Match: config.RoleMatch{Issuers: []string{"corp-saml"}, Groups: []string{"ops"}},
 		Targets: []config.TargetSelector{{Name: "web-*"}}, Logins: []string{"root"}, Forwarding: config.Forwarding{Local: true},
 		Record: "required", Permissions: []string{"auditor"}}}
+	for _, f := range more {
+		f(cfg)
+	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

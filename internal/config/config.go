@@ -113,6 +113,9 @@ type Identity struct {
 	Aliases []Alias `yaml:"aliases"`
 	// SAML configures SAML identity providers for browser logins.
 	SAML SAML `yaml:"saml"`
+	// SCIM lists the SCIM clients that provision users and groups; none if
+	// empty.
+	SCIM []SCIM `yaml:"scim"`
 }
 
 // Alias names one person known to several issuers. Its identities share one

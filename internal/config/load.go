@@ -385,6 +385,7 @@ func (c *Config) Validate() error {
 	validateAudit(&v, c.Audit)
 	c.validateIdentity(&v)
 	c.validateSAML(&v)
+	c.validateSCIM(&v)
 	if c.Recording.Format != "v2" && c.Recording.Format != "v3" {
 		v.add("recording.format", "must be v2 or v3")
 	}
