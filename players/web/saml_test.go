@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,7 +57,7 @@ func newSAMLUIFixture(t *testing.T, withOIDC bool) *samlUIFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := LoadCookieKey(filepath.Join(f.env.Dir, "ui-cookie.key"))
+	key, err := CookieKey(context.Background(), f.env.State)
 	if err != nil {
 		t.Fatal(err)
 	}
