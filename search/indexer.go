@@ -172,9 +172,14 @@ func (ix *Indexer) backfill(ctx context.Context) {
 // index indexes session id under this indexer's claim, reporting whether
 // it did.
 func (ix *Indexer) index(ctx context.Context, id string) bool {
+	// The thread's CPU time is measured: the goroutine stays on its
+	// thread meanwhile (nested in Run's own lock, or alone for a caller
+	// that did not lock).
+	runtime.LockOSThread()
 	t0, c0 := time.Now(), threadCPU()
 	n, err := ix.index1(ctx, id, &state.SearchClaim{Replica: ix.opts.Replica, Stale: claimStale})
-	ix.cpu.Add((threadCPU() - c0).Seconds())
+	ix.cpu.Add(max(threadCPU()-c0, 0).Seconds())
+	runtime.UnlockOSThread()
 	if errors.Is(err, state.ErrSearchClaimed) {
 		return false
 	}
