@@ -186,8 +186,12 @@ func TestSearchEndToEnd(t *testing.T) {
 	if hits := find("typed-needle"); len(hits) == 0 || hits[0].SessionKind != state.KindShell {
 		t.Errorf("session kind of the typed hit: %+v", hits)
 	}
-	if code, _ := e.search(t, e.bob, url.Values{"q": {"exec-needle-7"}}); code != http.StatusForbidden {
-		t.Errorf("bob (no auditor permission) searched: status %d", code)
+	// bob (no auditor permission) searches his own recordings only.
+	if code, hits := e.search(t, e.bob, url.Values{"q": {"exec-needle-7"}}); code != http.StatusOK || len(hits) != 0 {
+		t.Errorf("bob searching alice's words: status %d, %d hits; want 200 and none", code, len(hits))
+	}
+	if code, _ := e.search(t, e.bob, url.Values{"q": {"exec-needle-7"}, "identity": {alice.Username}}); code != http.StatusForbidden {
+		t.Errorf("bob searching alice's recordings by name: status %d; want 403", code)
 	}
 }
 
