@@ -27,7 +27,7 @@ func newSAML(cfg *config.Config, st *state.Store, audit func(context.Context, st
 	if len(cfg.Identity.SAML.Providers) == 0 {
 		return nil, nil
 	}
-	sp, err := saml.New(saml.Options{Config: cfg.Identity.SAML, PublicURL: cfg.PublicURL, DataDir: cfg.DataDir, State: st,
+	sp, err := saml.New(saml.Options{Config: cfg.Identity.SAML, PublicURL: cfg.PublicURL, State: st,
 		WebRedirect: strings.TrimRight(cfg.PublicURL, "/") + samlWebCallback, Audit: audit, Log: log.With("component", "saml"), Metrics: reg})
 	if err != nil {
 		return nil, fmt.Errorf("identity.saml: %w", err)

@@ -1,6 +1,7 @@
 package saml
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -8,59 +9,51 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/big"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/posternhq/postern/internal/atomicfile"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/state"
 )
 
 // spKeyBits is the size of a generated service provider key.
 const spKeyBits = 3072
 
+// spKeySecret names the generated service provider key and its
+// certificate (two PEM blocks) among the state store's secrets.
+const spKeySecret = "saml.sp"
+
 // loadKey returns the service provider's key and certificate: from the
-// configuration (inline PEM, usually ${file:…}) or from <dataDir>/saml/sp.key
-// and sp.crt. A missing key is generated (directory 0700, files 0600); a
-// missing certificate, or one that is not for the key, is made anew
-// (self-signed, ten years: SAML metadata uses a certificate only to carry
-// the key). A key file readable by group or others is refused.
-func loadKey(cfg config.SAML, dataDir string) (*rsa.PrivateKey, *x509.Certificate, error) {
+// configuration (inline PEM, usually ${file:…}), or generated once into the
+// state store's secrets, where every replica finds the same (the metadata
+// each publishes must be one, and an assertion encrypted to postern's key
+// may reach any replica). The certificate is self-signed for ten years:
+// SAML metadata uses a certificate only to carry the key.
+func loadKey(ctx context.Context, cfg config.SAML, st *state.Store) (*rsa.PrivateKey, *x509.Certificate, error) {
 	if cfg.Key != "" {
 		return parseKeyPair([]byte(cfg.Key), []byte(cfg.Certificate), "identity.saml.key")
 	}
-	dir := filepath.Join(dataDir, "saml")
-	keyPath, certPath := filepath.Join(dir, "sp.key"), filepath.Join(dir, "sp.crt")
-	keyPEM, err := os.ReadFile(keyPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		if keyPEM, err = generateKey(dir, keyPath); err != nil {
-			return nil, nil, err
+	b, err := st.Secret(ctx, spKeySecret, func() ([]byte, error) {
+		key, err := rsa.GenerateKey(rand.Reader, spKeyBits)
+		if err != nil {
+			return nil, err
 		}
-	} else if err != nil {
+		cert, err := selfSigned(key)
+		if err != nil {
+			return nil, err
+		}
+		return append(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
+			pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...), nil
+	})
+	if err != nil {
 		return nil, nil, fmt.Errorf("saml key: %w", err)
 	}
-	if st, err := os.Stat(keyPath); err == nil && st.Mode().Perm()&0o077 != 0 {
-		return nil, nil, fmt.Errorf("saml key %s is readable by group or others (mode %v); chmod 600 it", keyPath, st.Mode().Perm())
+	keyBlock, rest := pem.Decode(b)
+	certBlock, _ := pem.Decode(rest)
+	if keyBlock == nil || certBlock == nil {
+		return nil, nil, errors.New("saml key: the key kept in the state store is malformed")
 	}
-	key, err := parseKey(keyPEM, keyPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	if certPEM, err := os.ReadFile(certPath); err == nil {
-		if _, cert, err := parseKeyPair(keyPEM, certPEM, keyPath); err == nil {
-			return key, cert, nil
-		}
-	}
-	cert, err := selfSigned(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
-		return nil, nil, fmt.Errorf("write saml certificate: %w", err)
-	}
-	return key, cert, nil
+	return parseKeyPair(pem.EncodeToMemory(keyBlock), pem.EncodeToMemory(certBlock), "the SAML key kept in the state store")
 }
 
 // parseKey parses a PEM RSA private key (PKCS#1 or PKCS#8) of at least
@@ -107,25 +100,6 @@ func parseKeyPair(keyPEM, certPEM []byte, source string) (*rsa.PrivateKey, *x509
 		return nil, nil, fmt.Errorf("%s: the certificate is not for this key", source)
 	}
 	return key, cert, nil
-}
-
-// generateKey writes a new RSA key to keyPath once (another process that
-// wrote one first wins) and returns the key file's contents.
-func generateKey(dir, keyPath string) ([]byte, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("saml key directory: %w", err)
-	}
-	key, err := rsa.GenerateKey(rand.Reader, spKeyBits)
-	if err != nil {
-		return nil, fmt.Errorf("generate saml key: %w", err)
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	if err := atomicfile.Create(keyPath, keyPEM, 0o600); errors.Is(err, fs.ErrExist) {
-		return os.ReadFile(keyPath)
-	} else if err != nil {
-		return nil, fmt.Errorf("write saml key: %w", err)
-	}
-	return keyPEM, nil
 }
 
 // selfSigned returns a self-signed certificate of key valid for ten years.

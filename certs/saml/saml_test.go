@@ -66,7 +66,7 @@ func newFixture(t *testing.T) *fixture {
 			{Name: "picky", MetadataURL: f.idp.MetadataURL(), NameIDFormat: "email", UsernameAttribute: "uid",
 				Require: map[string]string{"eduPersonAffiliation": "admins"}},
 		}},
-		PublicURL: base, DataDir: dir, State: st, WebRedirect: base + "/ui/saml/callback", Metrics: f.reg,
+		PublicURL: base, State: st, WebRedirect: base + "/ui/saml/callback", Metrics: f.reg,
 		Log:   slog.New(slog.NewTextHandler(t.Output(), nil)),
 		Audit: func(_ context.Context, e state.Event) { f.events = append(f.events, e) },
 	})
@@ -673,19 +673,31 @@ func TestAttributeMapping(t *testing.T) {
 }
 
 func TestKeys(t *testing.T) {
-	dir := t.TempDir()
-	k1, c1, err := loadKey(config.SAML{}, dir)
+	ctx := context.Background()
+	url := "sqlite://" + filepath.Join(t.TempDir(), "state.db")
+	st, err := state.Open(ctx, url, state.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k2, c2, err := loadKey(config.SAML{}, dir)
+	defer st.Close()
+	k1, c1, err := loadKey(ctx, config.SAML{}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another replica of the same store gets the same key.
+	other, err := state.Open(ctx, url, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	k2, c2, err := loadKey(ctx, config.SAML{}, other)
 	if err != nil || !k1.Equal(k2) || !c1.Equal(c2) {
 		t.Fatalf("second load: %v", err)
 	}
 	if k1.N.BitLen() != spKeyBits {
 		t.Errorf("generated key has %d bits", k1.N.BitLen())
 	}
-	if _, _, err := loadKey(config.SAML{Key: "not pem", Certificate: "x"}, dir); err == nil {
+	if _, _, err := loadKey(ctx, config.SAML{Key: "not pem", Certificate: "x"}, st); err == nil {
 		t.Error("a malformed configured key was accepted")
 	}
 }

@@ -75,18 +75,15 @@ const (
 	EventLoginRefused = "login.saml.refused"
 )
 
-// Options configures New. Config, PublicURL, DataDir and State are
-// required.
+// Options configures New. Config, PublicURL and State are required.
 type Options struct {
 	// Config lists the providers and postern's key.
 	Config config.SAML
 	// PublicURL is the bastion's external base URL; the endpoints live
 	// under PublicURL/v1/saml/.
 	PublicURL string
-	// DataDir holds the generated key (<data_dir>/saml).
-	DataDir string
-	// State keeps logins in progress, the replay cache and the login codes,
-	// shared by every replica.
+	// State keeps logins in progress, the replay cache, the login codes
+	// and the generated key, shared by every replica.
 	State *state.Store
 	// WebRedirect is the web UI's redirect URI, accepted as a login's
 	// redirect_uri beside loopback addresses; none if empty.
@@ -152,7 +149,7 @@ func New(opts Options) (*SP, error) {
 	if sp.opts.HTTPClient == nil {
 		sp.opts.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
-	if sp.key, sp.cert, err = loadKey(opts.Config, opts.DataDir); err != nil {
+	if sp.key, sp.cert, err = loadKey(context.Background(), opts.Config, opts.State); err != nil {
 		return nil, err
 	}
 	for i, c := range opts.Config.Providers {

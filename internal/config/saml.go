@@ -14,8 +14,8 @@ import (
 type SAML struct {
 	// Key is the service provider's PEM private key (RSA, at least 2048
 	// bits), which signs authentication requests and decrypts encrypted
-	// assertions, usually "${file:…}"; an RSA-3072 key is generated in
-	// <data_dir>/saml/sp.key if empty. Replicas must share it.
+	// assertions, usually "${file:…}"; if empty, an RSA-3072 key is
+	// generated once into the state store, shared by every replica.
 	Key string `yaml:"key"`
 	// Certificate is the PEM certificate of Key that the metadata
 	// publishes; required with Key, generated (self-signed, 10 years)

@@ -52,7 +52,7 @@ func newSAMLUIFixture(t *testing.T, withOIDC bool) *samlUIFixture {
 	sp, err := saml.New(saml.Options{
 		Config: config.SAML{Providers: []config.SAMLProvider{{Name: "corp", DisplayName: "Corp SSO", MetadataURL: f.idp.MetadataURL(),
 			NameIDFormat: "email", GroupsAttribute: "eduPersonAffiliation"}}},
-		PublicURL: base, DataDir: f.env.Dir, State: f.env.State, WebRedirect: base + "/ui/saml/callback",
+		PublicURL: base, State: f.env.State, WebRedirect: base + "/ui/saml/callback",
 	})
 	if err != nil {
 		t.Fatal(err)
