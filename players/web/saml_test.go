@@ -15,6 +15,7 @@ import (
 	"github.com/posternhq/postern/certs/saml"
 	"github.com/posternhq/postern/internal/config"
 	"github.com/posternhq/postern/internal/samltest"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/players"
 	"github.com/posternhq/postern/players/internal/playtest"
 )
@@ -43,7 +44,7 @@ type samlUIFixture struct {
 	srv *httptest.Server
 }
 
-func newSAMLUIFixture(t *testing.T, withOIDC bool) *samlUIFixture {
+func newSAMLUIFixture(t *testing.T, withOIDC bool, more ...func(*Options)) *samlUIFixture {
 	t.Helper()
 	f := &samlUIFixture{env: playtest.New(t), idp: samltest.Start(t)}
 	f.idp.AddUser(t, "alice", "alice-pw", "alice@example.com", "ops")
@@ -71,6 +72,9 @@ func newSAMLUIFixture(t *testing.T, withOIDC bool) *samlUIFixture {
 			t.Fatal(err)
 		}
 		opts.Issuer, opts.ClientID, opts.Verifier, opts.RedirectURL = idp.URL, idp.ClientID(), v, base+"/callback"
+	}
+	for _, m := range more {
+		m(&opts)
 	}
 	ui, err := New(opts)
 	if err != nil {
@@ -116,6 +120,27 @@ func TestUISAMLLogin(t *testing.T) {
 	resp, body = get(t, c, f.srv.URL+"/ui/")
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "alice@example.com") {
 		t.Errorf("sessions page after the SAML login: %d", resp.StatusCode)
+	}
+}
+
+// TestUISAMLLocked: a locked identity signs in at the provider but gets
+// no web session.
+func TestUISAMLLocked(t *testing.T) {
+	f := newSAMLUIFixture(t, false, func(o *Options) {
+		o.Locked = func(id certs.Identity) error {
+			if id.Issuer == "corp" && id.Subject == "alice@example.com" {
+				return &usererr.Error{Status: http.StatusForbidden, Code: "locked", Msg: "your access is locked: deactivated"}
+			}
+			return nil
+		}
+	})
+	c := samltest.Browser(t)
+	resp, body := f.samlLogin(t, c)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Your access is locked: deactivated.") {
+		t.Fatalf("locked alice's SAML login: %d\n%s", resp.StatusCode, body)
+	}
+	if resp, _ := get(t, noRedirect(c), f.srv.URL+"/ui/"); resp.StatusCode != http.StatusFound {
+		t.Errorf("the sessions page after a refused login: %d; want a redirect to the login", resp.StatusCode)
 	}
 }
 
