@@ -134,9 +134,9 @@ func fail(status int, code, msg string, err error) *usererr.Error {
 
 // ServeHTTP routes a request under /v1/sessions.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &httpx.StatusWriter{ResponseWriter: w}
 	a.serve(sw, r)
-	a.requests.WithLabelValues(routeOf(r), strconv.Itoa(sw.status())).Inc()
+	a.requests.WithLabelValues(routeOf(r), strconv.Itoa(sw.Status())).Inc()
 }
 
 // routeOf names the route of r for metrics.
@@ -153,36 +153,6 @@ func routeOf(r *http.Request) string {
 		return "follow"
 	}
 	return "cast"
-}
-
-// statusWriter remembers the status written. It forwards Flush (for live
-// follow streams) through Unwrap, which http.ResponseController uses.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-func (s *statusWriter) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
 }
 
 func (a *API) serve(w http.ResponseWriter, r *http.Request) {

@@ -4,14 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/posternhq/postern/certs"
 )
@@ -47,20 +44,7 @@ func samlToken(ctx context.Context, o *Options, iss IssuerInfo) (string, error) 
 	authURL := iss.LoginURL + sep + q.Encode()
 
 	cb := newCallback(state)
-	srv := &http.Server{Handler: cb, ReadHeaderTimeout: 10 * time.Second}
-	serveDone := make(chan struct{})
-	go func() {
-		defer close(serveDone)
-		_ = srv.Serve(ln) // returns http.ErrServerClosed after Shutdown
-	}()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if srv.Shutdown(sctx) != nil {
-			_ = srv.Close()
-		}
-		<-serveDone
-	}()
+	defer serveCallback(ln, cb)()
 	name := iss.DisplayName
 	if name == "" {
 		name = iss.Name
@@ -71,20 +55,9 @@ func samlToken(ctx context.Context, o *Options, iss IssuerInfo) (string, error) 
 			fmt.Fprintln(o.progress(), "A browser window should have opened; waiting for the sign-in to finish.")
 		}
 	}
-	var res callbackResult
-	select {
-	case res = <-cb.results:
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return "", errors.New("timed out waiting for the browser sign-in")
-		}
-		return "", fmt.Errorf("sign-in cancelled: %w", ctx.Err())
-	}
-	if res.err != nil {
-		if res.reply != nil {
-			res.reply <- res.err
-		}
-		return "", res.err
+	res, err := awaitCallback(ctx, cb)
+	if err != nil {
+		return "", err
 	}
 	// The code is redeemed by POST /v1/certs; the page can say so now.
 	res.reply <- nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -274,7 +275,7 @@ func (p *provider) identity(a *saml.Assertion) (certs.Identity, error) {
 	if !validUsername(username) {
 		return certs.Identity{}, refuse("the username is empty, too long or holds spaces or control characters")
 	}
-	for _, k := range sortedKeys(p.cfg.Require) {
+	for _, k := range slices.Sorted(maps.Keys(p.cfg.Require)) {
 		if !slices.Contains(attrs[k], p.cfg.Require[k]) {
 			return certs.Identity{}, refuse("the assertion lacks the required value of attribute " + k)
 		}
@@ -302,15 +303,6 @@ func validUsername(s string) bool {
 		}
 	}
 	return true
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // encryptedOnly reports whether a base64 SAMLResponse carries its

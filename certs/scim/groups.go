@@ -161,17 +161,9 @@ func (h groups) GetAll(r *http.Request, params scim.ListRequestParams) (scim.Pag
 	}
 	var rs []scim.Resource
 	for _, g := range all {
-		res := h.resource(r, g)
-		if params.FilterValidator != nil {
-			view := map[string]any{"id": g.ID, "externalId": g.ExternalID}
-			for k, v := range res.Attributes {
-				view[k] = v
-			}
-			if params.FilterValidator.PassesFilter(view) != nil {
-				continue
-			}
+		if res := h.resource(r, g); passes(params, res) {
+			rs = append(rs, res)
 		}
-		rs = append(rs, res)
 	}
 	return page(rs, params), nil
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/httpx"
 	"github.com/posternhq/postern/internal/promx"
 	"github.com/posternhq/postern/state"
 )
@@ -145,13 +146,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest, _ := strings.CutPrefix(r.URL.Path, PathPrefix)
 	name, _, _ := strings.Cut(rest, "/")
 	cl := s.clients[name]
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &httpx.StatusWriter{ResponseWriter: w}
 	defer func() {
 		label := name
 		if cl == nil {
 			label = "unknown"
 		}
-		s.requests.WithLabelValues(label, fmt.Sprint(sw.code())).Inc()
+		s.requests.WithLabelValues(label, fmt.Sprint(sw.Status())).Inc()
 	}()
 	if cl == nil {
 		scimError(sw, http.StatusNotFound, "no such SCIM endpoint")
@@ -173,33 +174,6 @@ func scimError(w http.ResponseWriter, status int, detail string) {
 	w.Header().Set("Content-Type", "application/scim+json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(scimerrors.ScimError{Status: status, Detail: detail})
-}
-
-// statusWriter remembers the status written, for the metric.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) code() int {
-	if s.status == 0 {
-		return http.StatusOK
-	}
-	return s.status
 }
 
 // changed reloads this replica's directory after a change it made.

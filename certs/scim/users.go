@@ -116,19 +116,27 @@ func (h users) GetAll(r *http.Request, params scim.ListRequestParams) (scim.Page
 		if u.Deleted {
 			continue
 		}
-		res := userResource(u)
-		if params.FilterValidator != nil {
-			view := map[string]any{"id": u.ID, "externalId": u.ExternalID}
-			for k, v := range res.Attributes {
-				view[k] = v
-			}
-			if params.FilterValidator.PassesFilter(view) != nil {
-				continue
-			}
+		if res := userResource(u); passes(params, res) {
+			rs = append(rs, res)
 		}
-		rs = append(rs, res)
 	}
 	return page(rs, params), nil
+}
+
+// passes reports whether res passes the list request's filter, if any
+// (which may name id and externalId beside the attributes).
+func passes(params scim.ListRequestParams, res scim.Resource) bool {
+	if params.FilterValidator == nil {
+		return true
+	}
+	view := map[string]any{"id": res.ID}
+	if res.ExternalID.Present() {
+		view["externalId"] = res.ExternalID.Value()
+	}
+	for k, v := range res.Attributes {
+		view[k] = v
+	}
+	return params.FilterValidator.PassesFilter(view) == nil
 }
 
 // page cuts resources to the requested page.

@@ -23,7 +23,6 @@ import (
 	"github.com/posternhq/postern/internal/samltest"
 	"github.com/posternhq/postern/internal/sshdtest"
 	"github.com/posternhq/postern/internal/testutil"
-	"github.com/posternhq/postern/server"
 )
 
 // samlEnv is a whole postern whose only identity provider is a SAML one
@@ -63,23 +62,7 @@ func newSAMLEnv(t *testing.T, more ...func(cfg *config.Config)) *samlEnv {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	svc, err := server.NewService(cfg, server.ServiceOptions{
-		Log: slog.New(slog.NewTextHandler(loginTestLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service: %v", err)
-		}
-	})
-	testutil.WaitPort(t, cfg.Listen.HTTP, 30*time.Second)
-	testutil.WaitPort(t, cfg.Listen.SSH, 30*time.Second)
+	serveForTest(t, cfg, slog.LevelInfo)
 	e.idp.AddServiceProvider(t, "postern", cfg.PublicURL+"/v1/saml/corp-saml/metadata", true)
 	e.cfg = cfg
 	return e

@@ -200,10 +200,7 @@ func (u *UI) startLogin(w http.ResponseWriter, r *http.Request) {
 		u.internalError(w, r, err)
 		return
 	}
-	pl.Return = safeReturn(r.URL.Query().Get("return"))
-	pl.Expires = u.now().Add(loginTTL).Unix()
-	if err := u.setCookie(w, u.loginCookieName(), pl, loginTTL); err != nil {
-		u.internalError(w, r, err)
+	if !u.beginLogin(w, r, &pl) {
 		return
 	}
 	target := conf.AuthCodeURL(pl.State, oauth2.S256ChallengeOption(pl.Verifier), oidc.Nonce(pl.Nonce))

@@ -105,10 +105,7 @@ func (u *UI) startSAMLLogin(w http.ResponseWriter, r *http.Request, name string)
 		u.internalError(w, r, err)
 		return
 	}
-	pl.Return = safeReturn(r.URL.Query().Get("return"))
-	pl.Expires = u.now().Add(loginTTL).Unix()
-	if err := u.setCookie(w, u.loginCookieName(), pl, loginTTL); err != nil {
-		u.internalError(w, r, err)
+	if !u.beginLogin(w, r, &pl) {
 		return
 	}
 	sum := sha256.Sum256([]byte(pl.Verifier))
@@ -161,4 +158,17 @@ func (u *UI) finishSAMLLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.openSession(w, r, id, pl.Return)
+}
+
+// beginLogin completes a login about to leave for an identity provider
+// (the page to return to, the expiry) and keeps it in the browser's login
+// cookie; it answers the request itself and reports false if it cannot.
+func (u *UI) beginLogin(w http.ResponseWriter, r *http.Request, pl *pendingLogin) bool {
+	pl.Return = safeReturn(r.URL.Query().Get("return"))
+	pl.Expires = u.now().Add(loginTTL).Unix()
+	if err := u.setCookie(w, u.loginCookieName(), *pl, loginTTL); err != nil {
+		u.internalError(w, r, err)
+		return false
+	}
+	return true
 }
