@@ -22,12 +22,12 @@ const samlWebCallback = "/ui/saml/callback"
 
 // newSAML returns the SAML service provider, or nil when no SAML provider
 // is configured.
-func newSAML(cfg *config.Config, st *state.Store, audit func(context.Context, state.Event), log *slog.Logger,
-	reg prometheus.Registerer) (*saml.SP, error) {
+func newSAML(cfg *config.Config, st *state.Store, aliases func(issuer, subject string) string, audit func(context.Context, state.Event),
+	log *slog.Logger, reg prometheus.Registerer) (*saml.SP, error) {
 	if len(cfg.Identity.SAML.Providers) == 0 {
 		return nil, nil
 	}
-	sp, err := saml.New(saml.Options{Config: cfg.Identity.SAML, PublicURL: cfg.PublicURL, State: st,
+	sp, err := saml.New(saml.Options{Config: cfg.Identity.SAML, PublicURL: cfg.PublicURL, State: st, Aliases: aliases,
 		WebRedirect: strings.TrimRight(cfg.PublicURL, "/") + samlWebCallback, Audit: audit, Log: log.With("component", "saml"), Metrics: reg})
 	if err != nil {
 		return nil, fmt.Errorf("identity.saml: %w", err)

@@ -27,12 +27,12 @@ func newSCIM(ctx context.Context, cfg *config.Config, st *state.Store, locks *lo
 		return nil, nil, nil
 	}
 	log = log.With("component", "scim")
-	dir, err := scim.NewDirectory(ctx, st, cfg.Identity.SCIM, log)
+	dir, err := scim.NewDirectory(ctx, st, cfg.Identity.SCIM, cfg.Identity.Aliases, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("scim directory: %w", err)
 	}
 	srv, err := scim.NewServer(scim.Options{Clients: cfg.Identity.SCIM, State: st, Locker: scimLocker{locks}, Directory: dir,
-		Log: log, Metrics: reg})
+		Aliases: cfg.Identity.Aliases, Log: log, Metrics: reg})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -65,19 +65,20 @@ func directoryGroups(dir *scim.Directory) policy.GroupsFunc {
 
 // scimApprover checks approvers against the SCIM directory before their
 // decisions: a deprovisioned one is refused, a known one decides with its
-// provisioned groups (and, for one known only by username, the groups
-// approvals.groups gives it). Nil without a directory.
-func scimApprover(dir *scim.Directory, configured func(username string) []string) func(certs.Identity) (certs.Identity, error) {
+// provisioned groups, plus, for one that came without groups of its own (a
+// Slack approver), those approvals.groups gives its key. Nil without a
+// directory.
+func scimApprover(dir *scim.Directory, configured func(key string) []string) func(certs.Identity) (certs.Identity, error) {
 	if dir == nil {
 		return nil
 	}
 	return func(id certs.Identity) (certs.Identity, error) {
-		byName := id.Issuer == ""
+		bare := len(id.Groups) == 0
 		id, err := dir.Approver(id)
-		if err != nil || !byName || len(id.Groups) == 0 {
+		if err != nil || !bare || len(id.Groups) == 0 {
 			return id, err
 		}
-		for _, g := range configured(id.Username) {
+		for _, g := range configured(id.Key()) {
 			if !slices.Contains(id.Groups, g) {
 				id.Groups = append(id.Groups, g)
 			}

@@ -39,7 +39,7 @@ func TestSCIMProvisioningE2E(t *testing.T) {
 		}},
 		// carol and dave approve from Slack; only the directory puts them
 		// in sre.
-		Approvals: config.Approvals{Slack: sl.Config(map[string]string{"UCAROL": "carol@example.com", "UDAVE": "dave@example.com"})},
+		Approvals: config.Approvals{Slack: sl.Config(map[string]string{"UCAROL": "corp:carol@example.com", "UDAVE": "corp:dave@example.com"})},
 	}
 	cfg.Identity.Issuers = []config.Issuer{{Name: "corp", IssuerURL: "https://idp.test", ClientID: "postern"}}
 	cfg.Identity.SCIM = []config.SCIM{{Name: "okta", BearerToken: token, Issuers: []config.SCIMIssuer{{Issuer: "corp"}}}}

@@ -230,7 +230,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return s.locks.CheckFresh(ctx, lock.Subject{Identity: id})
 	}
 	locked := func(id certs.Identity) error { return s.locks.Check(lock.Subject{Identity: id}) }
-	samlSP, err := newSAML(cfg, s.state, audit, s.log, s.reg)
+	samlSP, err := newSAML(cfg, s.state, func(issuer, subject string) string { return s.config().AliasOf(issuer, subject) },
+		audit, s.log, s.reg)
 	if err != nil {
 		return err
 	}

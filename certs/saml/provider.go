@@ -281,6 +281,9 @@ func (p *provider) identity(a *saml.Assertion) (certs.Identity, error) {
 		}
 	}
 	id := certs.Identity{Issuer: p.cfg.Name, Subject: nameID.Value, Username: username, Kind: certs.KindHuman}
+	if p.sp != nil && p.sp.opts.Aliases != nil {
+		id.Alias = p.sp.opts.Aliases(id.Issuer, id.Subject)
+	}
 	if n := p.cfg.GroupsAttribute; n != "" {
 		for _, g := range attrs[n] {
 			if g != "" && !slices.Contains(id.Groups, g) {

@@ -655,6 +655,17 @@ func TestAttributeMapping(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(id, want) {
 		t.Errorf("identity %+v, %v; want %+v", id, err, want)
 	}
+	// identity.aliases names the person behind the provider's subject.
+	p.sp = &SP{opts: Options{Aliases: func(provider, subject string) string {
+		if provider == "corp" && subject == "00u1abc" {
+			return "alice"
+		}
+		return ""
+	}}}
+	if id, err := p.identity(assertion("00u1abc", attr("uid", "alice"), attr("department", "eng"))); err != nil || id.Alias != "alice" || id.Key() != "alias:alice" {
+		t.Errorf("aliased identity %+v (key %q), %v", id, id.Key(), err)
+	}
+	p.sp = nil
 	for _, tt := range []struct {
 		name string
 		a    *saml.Assertion

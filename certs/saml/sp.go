@@ -85,6 +85,9 @@ type Options struct {
 	// State keeps logins in progress, the replay cache, the login codes
 	// and the generated key, shared by every replica.
 	State *state.Store
+	// Aliases returns the alias (identity.aliases) of the identity provider
+	// vouched for as subject, "" if none; identities carry no alias if nil.
+	Aliases func(provider, subject string) string
 	// WebRedirect is the web UI's redirect URI, accepted as a login's
 	// redirect_uri beside loopback addresses; none if empty.
 	WebRedirect string

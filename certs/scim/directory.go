@@ -23,17 +23,16 @@ import (
 // questions the policy and the approvals ask on every channel and every
 // decision cost a map lookup.
 type Directory struct {
-	st   *state.Store
-	cfgs []config.SCIM
-	log  *slog.Logger
+	st      *state.Store
+	cfgs    []config.SCIM
+	aliases aliases
+	log     *slog.Logger
 
 	mu    sync.RWMutex
 	users map[string]*entry // by directory + "\x00" + id
 	// bySubject finds the entry of an identity: issuer + "\x00" + subject
 	// (lowercased for userName and email subjects).
 	bySubject map[string]*entry
-	// byName finds entries by a username (userName or an email, lowercased).
-	byName map[string][]*entry
 }
 
 // entry is one provisioned user as the directory sees it.
@@ -49,10 +48,11 @@ type entry struct {
 // CodeDeprovisioned is the code of a refusal for a deprovisioned identity.
 const CodeDeprovisioned = "deprovisioned"
 
-// NewDirectory returns a Directory over st for the SCIM clients cfgs, and
-// loads it once.
-func NewDirectory(ctx context.Context, st *state.Store, cfgs []config.SCIM, log *slog.Logger) (*Directory, error) {
-	d := &Directory{st: st, cfgs: cfgs, log: log}
+// NewDirectory returns a Directory over st for the SCIM clients cfgs, with
+// the people identity.aliases names (approvers named by an alias are looked
+// up by their identities), and loads it once.
+func NewDirectory(ctx context.Context, st *state.Store, cfgs []config.SCIM, al []config.Alias, log *slog.Logger) (*Directory, error) {
+	d := &Directory{st: st, cfgs: cfgs, aliases: newAliases(al), log: log}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -113,20 +113,12 @@ func (d *Directory) Reload(ctx context.Context) error {
 			}
 		}
 	}
-	bySubject, byName := map[string]*entry{}, map[string][]*entry{}
+	bySubject := map[string]*entry{}
 	for _, u := range us {
 		e := users[u.Directory+"\x00"+u.ID]
 		slices.Sort(e.groups)
-		names := []string{u.UserName}
 		var a attributes
-		if json.Unmarshal([]byte(u.Attributes), &a) == nil {
-			names = append(names, a.emails()...)
-		}
-		for _, n := range names {
-			if n != "" {
-				byName[strings.ToLower(n)] = append(byName[strings.ToLower(n)], e)
-			}
-		}
+		_ = json.Unmarshal([]byte(u.Attributes), &a)
 		for _, c := range d.cfgs {
 			if c.Name != u.Directory {
 				continue
@@ -143,7 +135,7 @@ func (d *Directory) Reload(ctx context.Context) error {
 		}
 	}
 	d.mu.Lock()
-	d.users, d.bySubject, d.byName = users, bySubject, byName
+	d.users, d.bySubject = users, bySubject
 	d.mu.Unlock()
 	return nil
 }
@@ -205,32 +197,22 @@ func (d *Directory) Groups(id certs.Identity) ([]string, bool) {
 	return slices.Clone(e.groups), true
 }
 
-// Approver checks an approver against the directory before a decision:
-// an approver the directory knows gets its provisioned groups, and a
-// deprovisioned one (deactivated or deleted) is refused. An approver known
-// only by username (a Slack click mapped to one) is looked up by userName
-// and email in every directory; it is refused if any entry for that name is
-// deprovisioned and none is active.
+// Approver checks an approver against the directory before a decision.
+// The approver stands for its own issuer identity and, if identity.aliases
+// maps it to a person (or it is named by the person's alias key, as a
+// Slack approver may be), every identity of that person. If the directory
+// knows none of them, the approver is returned as it came. If it knows
+// some and none is active (deactivated or deleted), the decision is
+// refused. Otherwise the approver decides with the groups its active
+// entries are provisioned in.
 func (d *Directory) Approver(id certs.Identity) (certs.Identity, error) {
-	refuse := &usererr.Error{Status: http.StatusForbidden, Code: CodeDeprovisioned,
-		Msg: "your account was deprovisioned by the identity provider"}
-	if id.Issuer != "" {
-		e := d.lookup(id)
-		switch {
-		case e == nil:
-			return id, nil
-		case !e.active:
-			return id, refuse
-		}
-		id.Groups = slices.Clone(e.groups)
-		return id, nil
-	}
-	d.mu.RLock()
-	es := d.byName[strings.ToLower(id.Username)]
-	d.mu.RUnlock()
-	var groups []string
 	known, active := false, false
-	for _, e := range es {
+	var groups []string
+	for _, x := range d.aliases.identities(id) {
+		e := d.lookup(x)
+		if e == nil {
+			continue
+		}
 		known = true
 		if e.active {
 			active = true
@@ -241,12 +223,14 @@ func (d *Directory) Approver(id certs.Identity) (certs.Identity, error) {
 			}
 		}
 	}
-	if known && !active {
-		return id, refuse
+	switch {
+	case !known:
+		return id, nil
+	case !active:
+		return id, &usererr.Error{Status: http.StatusForbidden, Code: CodeDeprovisioned,
+			Msg: "your account was deprovisioned by the identity provider"}
 	}
-	if active {
-		slices.Sort(groups)
-		id.Groups = groups
-	}
+	slices.Sort(groups)
+	id.Groups = groups
 	return id, nil
 }

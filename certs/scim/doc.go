@@ -15,7 +15,9 @@
 //     is deprovisioned: each identity it stands for is locked through the
 //     kill switch ([Locker], the lock package's Locker): its live sessions
 //     end on every replica, and its certificates, logins, API calls and
-//     web sessions are refused. The lock is recorded with the user;
+//     web sessions are refused. An identity identity.aliases maps to a
+//     person has the person's alias locked instead (every identity of
+//     theirs, at every issuer). The lock is recorded with the user;
 //     reactivating the user, or provisioning the userName of a deleted one
 //     anew (for the same identities), removes it. Repeating a change (a
 //     client retrying) makes no second lock. A deleted user stays as a
@@ -27,8 +29,8 @@
 //     role match (new channels, certificates, API permissions), and the
 //     approval broker asks it about every approver before a decision
 //     ([Directory.Approver]): a deprovisioned approver is refused — also
-//     one known only by username, such as a Slack user mapped to a postern
-//     username — and a known one decides with its provisioned groups.
+//     a Slack user mapped to their identity key or alias — and a known one
+//     decides with its provisioned groups.
 //     Identities a client does not know keep their login's groups. A
 //     session already running when its user leaves a group goes on; its
 //     next channel is matched again.

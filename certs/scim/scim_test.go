@@ -51,6 +51,12 @@ func (s locker) Unlock(ctx context.Context, id, by string) error {
 
 func newEnv(t *testing.T, clients ...config.SCIM) *env {
 	t.Helper()
+	return newEnvWith(t, clients, nil)
+}
+
+// newEnvWith is newEnv with the people of identity.aliases.
+func newEnvWith(t *testing.T, clients []config.SCIM, aliases []config.Alias) *env {
+	t.Helper()
 	if len(clients) == 0 {
 		clients = []config.SCIM{{Name: "okta", BearerToken: token, Issuers: []config.SCIMIssuer{{Issuer: "okta"}}}}
 	}
@@ -66,11 +72,11 @@ func newEnv(t *testing.T, clients ...config.SCIM) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(locks.Close)
-	dir, err := scim.NewDirectory(ctx, st, clients, nil)
+	dir, err := scim.NewDirectory(ctx, st, clients, aliases, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := scim.NewServer(scim.Options{Clients: clients, State: st, Locker: locker{locks}, Directory: dir})
+	srv, err := scim.NewServer(scim.Options{Clients: clients, State: st, Locker: locker{locks}, Directory: dir, Aliases: aliases})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +251,7 @@ func TestOktaUserLifecycle(t *testing.T) {
 	if e.locked("alice@example.com") == nil {
 		t.Error("deleted alice is not locked")
 	}
-	if g, known := e.dir.Approver(certs.Identity{Username: "alice@example.com"}); known == nil {
+	if g, err := e.dir.Approver(slackApprover("okta:alice@example.com")); err == nil {
 		t.Errorf("deleted alice approves with %v", g)
 	}
 
@@ -437,8 +443,8 @@ func TestGroups(t *testing.T) {
 	if g := groupsOf(aliceID); !slices.Equal(g, []string{"platform"}) {
 		t.Errorf("alice's groups after rename = %v", g)
 	}
-	// Approvers known only by username (Slack) get their groups too…
-	approver, err := e.dir.Approver(certs.Identity{Username: "bob@example.com"})
+	// Approvers known only by key (Slack) get their groups too…
+	approver, err := e.dir.Approver(slackApprover("okta:bob@example.com"))
 	if err != nil || !slices.Equal(approver.Groups, []string{"platform"}) {
 		t.Errorf("Approver(bob by name) = %+v, %v", approver, err)
 	}
@@ -452,13 +458,13 @@ func TestGroups(t *testing.T) {
 	if g := groupsOf(bobID); len(g) != 0 {
 		t.Errorf("deactivated bob's groups = %v", g)
 	}
-	for _, id := range []certs.Identity{{Username: "bob@example.com"}, {Username: "BOB@example.com"}, bobID} {
+	for _, id := range []certs.Identity{slackApprover("okta:bob@example.com"), slackApprover("okta:BOB@example.com"), bobID} {
 		if _, err := e.dir.Approver(id); usererr.As(err) == nil || usererr.As(err).Code != scim.CodeDeprovisioned {
 			t.Errorf("Approver(%v) of deactivated bob: %v; want deprovisioned", id, err)
 		}
 	}
 	// Someone the directory does not know approves as before.
-	stranger := certs.Identity{Username: "zoe", Groups: []string{"admins"}}
+	stranger := certs.Identity{Issuer: "github", Subject: "zoe", Username: "zoe", Groups: []string{"admins"}}
 	if got, err := e.dir.Approver(stranger); err != nil || !slices.Equal(got.Groups, stranger.Groups) {
 		t.Errorf("Approver(stranger) = %+v, %v", got, err)
 	}
@@ -488,7 +494,7 @@ func TestDirectoryReplicas(t *testing.T) {
 	}
 	defer other.Close()
 	clients := []config.SCIM{{Name: "okta", BearerToken: token, Issuers: []config.SCIMIssuer{{Issuer: "okta"}}}}
-	dir, err := scim.NewDirectory(ctx, other, clients, nil)
+	dir, err := scim.NewDirectory(ctx, other, clients, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,6 +511,50 @@ func TestDirectoryReplicas(t *testing.T) {
 			t.Fatal("the other replica's directory never saw alice in sre")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// slackApprover is a Slack approver as approvals.slack.approvers names it:
+// by identity key.
+func slackApprover(key string) certs.Identity {
+	id, ok := certs.IdentityFromKey(key)
+	if !ok {
+		panic("not a key: " + key)
+	}
+	return id
+}
+
+// TestAliases: a deprovisioned user whose identity identity.aliases maps to
+// a person has the person locked, through every issuer the alias names; an
+// approver named by the alias is refused.
+func TestAliases(t *testing.T) {
+	e := newEnvWith(t, []config.SCIM{{Name: "okta", BearerToken: token, Issuers: []config.SCIMIssuer{{Issuer: "okta"}}}},
+		[]config.Alias{{Name: "carol", Identities: []string{"okta:carol@example.com", "corp:00u-carol"}}})
+	id := e.must(http.StatusCreated, http.MethodPost, "/Users", oktaUser("carol@example.com", true))["id"].(string)
+	e.must(http.StatusCreated, http.MethodPost, "/Groups", group("sre", id))
+	// Carol by her alias key (Slack) and by her other issuer decides with
+	// her provisioned groups.
+	for _, who := range []certs.Identity{slackApprover("alias:carol"), {Issuer: "corp", Subject: "00u-carol", Alias: "carol"}} {
+		if got, err := e.dir.Approver(who); err != nil || !slices.Equal(got.Groups, []string{"sre"}) {
+			t.Errorf("Approver(%v) = %+v, %v; want sre", who, got, err)
+		}
+	}
+	e.must(http.StatusOK, http.MethodPatch, "/Users/"+id, patch(map[string]any{"op": "replace", "value": map[string]any{"active": false}}))
+	ctx := context.Background()
+	lks, err := e.locks.List(ctx, false, 10)
+	if err != nil || len(lks) != 1 || lks[0].Issuer != "alias" || lks[0].Subject != "carol" {
+		t.Fatalf("locks after deactivating carol: %+v, %v; want one lock of alias:carol", lks, err)
+	}
+	// Her identity at another issuer is held by the alias lock.
+	if e.locks.CheckFresh(ctx, lock.Subject{Identity: certs.Identity{Issuer: "corp", Subject: "00u-carol", Alias: "carol"}}) == nil {
+		t.Error("carol's corp identity is not locked")
+	}
+	if _, err := e.dir.Approver(slackApprover("alias:carol")); usererr.As(err) == nil || usererr.As(err).Code != scim.CodeDeprovisioned {
+		t.Errorf("Approver(alias:carol) after deactivation: %v", err)
+	}
+	e.must(http.StatusOK, http.MethodPatch, "/Users/"+id, patch(map[string]any{"op": "replace", "value": map[string]any{"active": true}}))
+	if n := e.activeLocks(); n != 0 {
+		t.Errorf("%d locks after reactivation", n)
 	}
 }
 

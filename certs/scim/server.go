@@ -48,6 +48,10 @@ type Options struct {
 	State *state.Store
 	// Locker locks deprovisioned identities.
 	Locker Locker
+	// Aliases are identity.aliases: a deprovisioned user whose identity an
+	// alias maps to a person has the alias locked (every identity of the
+	// person), not the one identity.
+	Aliases []config.Alias
 	// Directory is reloaded at once after each change this server makes
 	// (other replicas reload on the store's announcement); none if nil.
 	Directory *Directory
@@ -64,6 +68,7 @@ type Options struct {
 // concurrent use.
 type Server struct {
 	opts     Options
+	aliases  aliases
 	log      *slog.Logger
 	clients  map[string]*client
 	requests *prometheus.CounterVec
@@ -94,7 +99,7 @@ func NewServer(opts Options) (*Server, error) {
 		return nil, errors.New("scim: a state store and a locker are required")
 	}
 	allowStrings.Do(func() { schema.SetAllowStringValues(true) })
-	s := &Server{opts: opts, log: opts.Log, clients: map[string]*client{}}
+	s := &Server{opts: opts, aliases: newAliases(opts.Aliases), log: opts.Log, clients: map[string]*client{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -224,7 +229,13 @@ func (s *Server) transition(ctx context.Context, c *client, after state.SCIMUser
 		if after.Deleted {
 			reason = "deleted by the identity provider (SCIM " + c.cfg.Name + ")"
 		}
+		var locked []certs.Identity
 		for _, id := range c.identities(after) {
+			id = s.aliases.lockable(id)
+			if slices.ContainsFunc(locked, func(o certs.Identity) bool { return o.Key() == id.Key() }) {
+				continue
+			}
+			locked = append(locked, id)
 			lockID, err := s.opts.Locker.LockIdentity(ctx, id, reason, by)
 			if err != nil {
 				return fmt.Errorf("lock %s/%s: %w", id.Issuer, id.Subject, err)
@@ -239,11 +250,14 @@ func (s *Server) transition(ctx context.Context, c *client, after state.SCIMUser
 		}
 		return nil
 	}
-	mine := c.identities(after)
+	var mine []certs.Identity
+	for _, id := range c.identities(after) {
+		mine = append(mine, s.aliases.lockable(id))
+	}
 	users := []string{after.ID}
 	for _, t := range tombs {
 		if !slices.ContainsFunc(c.identities(t), func(id certs.Identity) bool {
-			return !slices.ContainsFunc(mine, func(m certs.Identity) bool { return m.Issuer == id.Issuer && m.Subject == id.Subject })
+			return !slices.ContainsFunc(mine, func(m certs.Identity) bool { return m.Key() == s.aliases.lockable(id).Key() })
 		}) {
 			users = append(users, t.ID)
 		}

@@ -45,6 +45,7 @@ search: {max_output_text: -1}
 		{"saml both metadata", saml + "{name: a, metadata_url: 'https://idp/m', metadata: '<x/>'}]}}", "identity.saml.providers[0].metadata_url: set metadata_url or metadata"},
 		{"saml http metadata", saml + "{name: a, metadata_url: 'http://idp.example.com/m'}]}}", "identity.saml.providers[0].metadata_url: must be an https URL"},
 		{"saml entity id", saml + "{name: a, metadata_url: 'https://idp/m', entity_id: 'not a uri'}]}}", "identity.saml.providers[0].entity_id: must be a URI"},
+		{"saml name alias", saml + "{name: alias, metadata_url: 'https://idp/m'}]}}", `identity.saml.providers[0].name: "alias" is reserved`},
 		{"saml name id format", saml + "{name: a, metadata_url: 'https://idp/m', name_id_format: transient}]}}", "identity.saml.providers[0].name_id_format: must be persistent"},
 		{"scim name missing", scim + "{bearer_token: " + token + ", issuers: [corp]}]}", "identity.scim[0].name: missing"},
 		{"scim name characters", scim + "{name: 'a/b', bearer_token: " + token + ", issuers: [corp]}]}", "identity.scim[0].name: use letters"},
@@ -71,5 +72,24 @@ search: {max_output_text: -1}
 	_, err = Parse([]byte(scim + "{name: a, bearer_token: " + token + ", issuers: [nope]}]}"))
 	if err == nil || strings.Contains(err.Error(), token) {
 		t.Errorf("error %v shows the token", err)
+	}
+}
+
+// TestSAMLProvidersAreIssuers: a SAML provider's name is an issuer for
+// aliases and Slack approver keys, like an OIDC issuer's.
+func TestSAMLProvidersAreIssuers(t *testing.T) {
+	c, err := Parse([]byte(`
+identity:
+  issuers: [{name: corp, issuer_url: 'https://idp.example.com', client_id: postern}]
+  saml: {providers: [{name: okta, metadata_url: 'https://example.okta.com/app/x/sso/saml/metadata'}]}
+  aliases: [{name: alice, identities: ['corp:00u1', 'okta:alice@example.com']}]
+approvals:
+  slack: {signing_secret: s, approvers: {U1: 'okta:bob@example.com'}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AliasOf("okta", "alice@example.com") != "alice" || !c.IsPersonKey("okta:bob@example.com") {
+		t.Errorf("SAML identities: alias %q, person key %v", c.AliasOf("okta", "alice@example.com"), c.IsPersonKey("okta:bob@example.com"))
 	}
 }

@@ -472,6 +472,9 @@ func (c *Config) validateIdentity(v *validator) {
 			}
 		}
 	}
+	for _, p := range c.Identity.SAML.Providers {
+		names[p.Name] = true // SAML providers are issuers of identities too (validateSAML checks them)
+	}
 	c.validateAliases(v, names)
 	t := c.Identity.CertTTL
 	for _, d := range []struct {
@@ -517,7 +520,7 @@ func (c *Config) validateAliases(v *validator, issuers map[string]bool) {
 			case !ok || sub == "":
 				v.add(fmt.Sprintf("%s.identities[%d]", p, j), `must be "<issuer>:<subject>", e.g. corp:00u1abcd`)
 			case !issuers[is] && !(c.Dev && is == "dev"):
-				v.add(fmt.Sprintf("%s.identities[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers)", is))
+				v.add(fmt.Sprintf("%s.identities[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers or identity.saml.providers)", is))
 			case owner[key] != "":
 				v.add(fmt.Sprintf("%s.identities[%d]", p, j), fmt.Sprintf("%s is already in alias %q", key, owner[key]))
 			default:
@@ -562,6 +565,11 @@ func (c *Config) IsPersonKey(key string) bool {
 	}
 	for _, i := range c.Identity.Issuers {
 		if i.Name == is {
+			return true
+		}
+	}
+	for _, p := range c.Identity.SAML.Providers {
+		if p.Name == is {
 			return true
 		}
 	}

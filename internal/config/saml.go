@@ -82,6 +82,8 @@ func (c *Config) validateSAML(v *validator) {
 			v.add(path+".name", "use letters, digits, '_' and '-' only")
 		case names[p.Name]:
 			v.add(path+".name", fmt.Sprintf("%q names another issuer or provider; names must be unique", p.Name))
+		case p.Name == "alias":
+			v.add(path+".name", `"alias" is reserved for identity aliases; choose another name`)
 		}
 		names[p.Name] = true
 		switch {
