@@ -73,6 +73,13 @@ type Options struct {
 	// Groups returns the groups of an approver known only by identity key
 	// (Slack users: approvals.groups); none if nil.
 	Groups func(key string) []string
+	// Approver, if set, is asked about every approver before a decision:
+	// it returns the approver with its current groups (a directory such as
+	// SCIM provisioning holds them), or an error (a *usererr.Error) that
+	// refuses the decision, for an approver who may no longer decide
+	// anything (deprovisioned). Decisions take the approver as it comes if
+	// nil.
+	Approver func(certs.Identity) (certs.Identity, error)
 	// AccessApprovers are the groups or identity keys that may decide
 	// access requests; if empty, any holder of the approver permission (API) or
 	// any configured Slack approver.
@@ -406,6 +413,16 @@ func (b *Broker) List(ctx context.Context, status string, limit int) ([]state.Ap
 	return b.opts.Store.ListApprovals(ctx, status, limit)
 }
 
+// CheckApprover returns approver as Options.Approver sees it now (with its
+// directory's groups), or the refusal of an approver who may no longer act
+// (deprovisioned). It returns approver as it is without Options.Approver.
+func (b *Broker) CheckApprover(approver certs.Identity) (certs.Identity, error) {
+	if b.opts.Approver == nil {
+		return approver, nil
+	}
+	return b.opts.Approver(approver)
+}
+
 // MayDecide reports why approver may not decide a (nil if they may).
 // trusted says the approver holds the approver permission or is a
 // configured Slack approver; access requests without AccessApprovers need
@@ -465,6 +482,12 @@ func (b *Broker) Decide(ctx context.Context, id string, d Decision) (state.Appro
 	if a.Status != state.ApprovalPending {
 		return a, ErrDecided
 	}
+	approver, err := b.CheckApprover(d.Approver)
+	if err != nil {
+		b.log.Info("approval decision refused", "request", id, "approver", d.Approver.Key(), "err", err)
+		return a, err
+	}
+	d.Approver = approver
 	if err := b.MayDecide(a, d.Approver, d.Trusted); err != nil {
 		b.log.Info("approval decision refused", "request", id, "approver", d.Approver.Key(), "err", err)
 		return a, err

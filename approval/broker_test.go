@@ -383,5 +383,42 @@ func TestHoldCancelsWhenTheRequesterLeaves(t *testing.T) {
 	cancel()
 	if got, _ := b.Hold(ctx, a.ID); got.Status != state.ApprovalApproved {
 		t.Errorf("Hold of a decided request after cancel: %q; want approved", got.Status)
+
+// TestBrokerApproverHook: Options.Approver sees every approver before a
+// decision; its refusal refuses the decision (the request stays pending),
+// and the groups it gives are the ones the decision is judged on.
+func TestBrokerApproverHook(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	gone := &usererr.Error{Status: http.StatusForbidden, Code: "deprovisioned", Msg: "your account was deprovisioned"}
+	b, err := NewBroker(Options{Store: st, PublicURL: "https://bastion.example.com", Groups: directory, PollInterval: 20 * time.Millisecond,
+		Approver: func(id certs.Identity) (certs.Identity, error) {
+			switch id.Key() {
+			case "corp:carol":
+				return id, gone
+			case "corp:erin": // sre by the directory, not by the configuration
+				id.Groups = []string{"sre"}
+			case "corp:dave": // no longer sre by the directory
+				id.Groups = []string{"dba"}
+			}
+			return id, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	a := submitSudo(t, b, sudoRule)
+	ctx := context.Background()
+	if _, err := b.Decide(ctx, a.ID, Decision{Approver: person("carol"), Approve: true, Trusted: true}); !errors.Is(err, gone) {
+		t.Errorf("deprovisioned carol: %v; want the hook's refusal", err)
+	}
+	if _, err := b.Decide(ctx, a.ID, Decision{Approver: person("dave"), Approve: true}); !errors.Is(err, ErrNotApprover) {
+		t.Errorf("dave out of sre: %v; want ErrNotApprover", err)
+	}
+	if _, err := b.CheckApprover(person("carol")); !errors.Is(err, gone) {
+		t.Errorf("CheckApprover(carol) = %v", err)
+	}
+	got, err := b.Decide(ctx, a.ID, Decision{Approver: person("erin"), Approve: true})
+	if err != nil || got.Status != state.ApprovalApproved || got.DecidedBy != person("erin").Display() {
+		t.Fatalf("erin, sre by the directory: %+v %v", got, err)
 	}
 }

@@ -392,6 +392,11 @@ func (s *Slack) decide(ctx context.Context, act SlackAction) {
 		return
 	}
 	username := id.Display()
+	if _, err := s.b.CheckApprover(id); err != nil {
+		s.log.Info("slack action refused", "slack_user", act.UserID, "approver", id.Key(), "request", act.Request, "err", err)
+		ephemeral(upperFirst(usererr.As(err).Msg) + ".")
+		return
+	}
 	if act.ActionID == SlackActionTerminate {
 		s.terminate(ctx, act, username, ephemeral)
 		return
@@ -399,6 +404,10 @@ func (s *Slack) decide(ctx context.Context, act SlackAction) {
 	a, err := s.b.Decide(ctx, act.Request, Decision{Approver: id, Trusted: true, Approve: act.ActionID == SlackActionApprove, Via: "slack"})
 	switch {
 	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrNotApprover), errors.Is(err, ErrNotFound):
+		ephemeral(upperFirst(usererr.As(err).Msg) + ".")
+		return
+	case usererr.As(err) != nil && usererr.As(err).HTTPStatus() == http.StatusForbidden:
+		// Options.Approver's refusal (a deprovisioned approver).
 		ephemeral(upperFirst(usererr.As(err).Msg) + ".")
 		return
 	case errors.Is(err, ErrDecided):

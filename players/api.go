@@ -65,6 +65,9 @@ type APIOptions struct {
 	// Metrics registers postern_sessions_api_requests_total; nothing is
 	// registered if nil.
 	Metrics prometheus.Registerer
+	// SearchDisabled answers searches with "search is disabled" (the
+	// search.disabled setting).
+	SearchDisabled bool
 }
 
 // API serves the sessions API (DESIGN §4):
@@ -73,6 +76,7 @@ type APIOptions struct {
 //	GET /v1/sessions/{id}                         metadata and integrity (?verify=full hashes the object)
 //	GET /v1/sessions/{id}/cast                    the cast (Range requests supported)
 //	GET /v1/sessions/{id}/cast?follow=1           a running session's cast, streamed until it ends
+//	GET /v1/sessions/search?q=&identity=&target=&since=&until=&limit=  search across recordings
 //
 // The auditor and admin permissions see every session; the moderator
 // permission also every running one (to watch it: ?status=running lists
@@ -94,7 +98,7 @@ func NewAPI(opts APIOptions) *API {
 	a := &API{opts: opts, log: opts.Log, now: opts.Now}
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "postern_sessions_api_requests_total",
-		Help: "Requests to the sessions API, by route (list, show, cast, follow) and HTTP status.",
+		Help: "Requests to the sessions API, by route (list, show, cast, follow, search) and HTTP status.",
 	}, []string{"route", "code"})
 	var err error
 	if a.requests, err = promx.Register(opts.Metrics, a.requests); err != nil {
@@ -130,9 +134,9 @@ func fail(status int, code, msg string, err error) *usererr.Error {
 
 // ServeHTTP routes a request under /v1/sessions.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &httpx.StatusWriter{ResponseWriter: w}
 	a.serve(sw, r)
-	a.requests.WithLabelValues(routeOf(r), strconv.Itoa(sw.status())).Inc()
+	a.requests.WithLabelValues(routeOf(r), strconv.Itoa(sw.Status())).Inc()
 }
 
 // routeOf names the route of r for metrics.
@@ -141,42 +145,14 @@ func routeOf(r *http.Request) string {
 	switch {
 	case rest == "":
 		return "list"
+	case rest == "search":
+		return "search"
 	case !strings.Contains(rest, "/"):
 		return "show"
 	case r.URL.Query().Get("follow") != "":
 		return "follow"
 	}
 	return "cast"
-}
-
-// statusWriter remembers the status written. It forwards Flush (for live
-// follow streams) through Unwrap, which http.ResponseController uses.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-func (s *statusWriter) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
 }
 
 func (a *API) serve(w http.ResponseWriter, r *http.Request) {
@@ -196,7 +172,8 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	// learns nothing about credentials, and before anything reaches a store.
 	rest = strings.TrimPrefix(rest, "/")
 	id, sub, _ := strings.Cut(rest, "/")
-	if id != "" {
+	searching := rest == "search"
+	if id != "" && !searching {
 		norm, ok := NormalizeID(id)
 		if !ok || (sub != "" && sub != "cast") || strings.Contains(r.URL.RawPath, "%2") {
 			a.writeError(w, r, fail(http.StatusBadRequest, CodeBadID, "invalid session id", nil))
@@ -219,6 +196,8 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	who := reader{id: ident, auditor: a.mayAudit(ident), moderator: a.holds(ident, PermModerator)}
 	switch {
+	case searching:
+		err = a.search(w, r, who)
 	case id == "":
 		err = a.list(w, r, who)
 	case sub == "":

@@ -168,7 +168,7 @@ func TestAPIAuthMatrix(t *testing.T) {
 		t.Errorf("401 without a WWW-Authenticate naming %s", certs.APIAuthScheme)
 	}
 	want := `
-		# HELP postern_sessions_api_requests_total Requests to the sessions API, by route (list, show, cast, follow) and HTTP status.
+		# HELP postern_sessions_api_requests_total Requests to the sessions API, by route (list, show, cast, follow, search) and HTTP status.
 		# TYPE postern_sessions_api_requests_total counter
 		postern_sessions_api_requests_total{code="200",route="cast"} 3
 		postern_sessions_api_requests_total{code="200",route="list"} 5

@@ -210,6 +210,7 @@ type Engine struct {
 	byName  map[string]*Target // name, alias, "host:port" address
 	byHost  map[string][]*Target
 	grants  GrantsFunc // just-in-time grants (grants.go); none if nil
+	groups  GroupsFunc // provisioned groups (directory.go); the login's own if nil
 }
 
 // New validates the roles and targets of cfg and builds an Engine. Errors
@@ -599,6 +600,7 @@ func (e *Engine) Lookup(host string) (*Target, bool) {
 func (e *Engine) Targets() []*Target { return slices.Clone(e.targets) }
 
 func (e *Engine) matching(id certs.Identity) []*role {
+	id = e.withDirectoryGroups(id)
 	var rs []*role
 	for _, r := range e.roles {
 		if r.matches(id) {

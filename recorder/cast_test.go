@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -384,5 +385,60 @@ func TestMarkerWithTornCharacter(t *testing.T) {
 	_, evs := decodeAll(t, b)
 	if len(evs) != 1 || evs[0].Data != "cut \ufffd" {
 		t.Errorf("events = %+v", evs)
+	}
+}
+
+// BenchmarkDecode measures reading a cast back (players, search indexing):
+// text output in 4 KiB events, the shape a shell session records.
+func BenchmarkDecode(b *testing.B) {
+	line := []byte("\x1b[01;34mdrwxr-xr-x\x1b[0m  2 root root  4096 Mar  1 10:00 \x1b[01;32msudoers.d\x1b[0m\r\n")
+	chunk := bytes.Repeat(line, 4096/len(line))
+	e, _ := NewEncoder(2)
+	cast, _ := e.AppendHeader(nil, Header{Width: 80, Height: 24})
+	for i := range 2048 {
+		cast = e.AppendOutput(cast, time.Duration(i)*time.Millisecond, chunk)
+	}
+	b.SetBytes(int64(len(cast)))
+	b.ReportAllocs()
+	for b.Loop() {
+		d := NewDecoder(bytes.NewReader(cast))
+		for {
+			if _, err := d.Next(); err != nil {
+				break
+			}
+		}
+	}
+}
+
+func TestDecoderSkipData(t *testing.T) {
+	e, _ := NewEncoder(2)
+	cast, _ := e.AppendHeader(nil, Header{Width: 80, Height: 24})
+	big := bytes.Repeat([]byte("0123456789abcdef\r\n"), 20000) // one 360 KB line: longer than the reader's buffer
+	cast = e.AppendOutput(cast, time.Second, []byte("hello"))
+	cast = e.AppendOutput(cast, 2*time.Second, big)
+	cast = e.AppendInput(cast, 3*time.Second, []byte("typed"))
+	cast = e.AppendOutput(cast, 4*time.Second, big)
+	cast = e.AppendMarker(cast, 5*time.Second, "done")
+	for _, skip := range []string{"", "o"} {
+		d := NewDecoder(bytes.NewReader(cast))
+		d.SkipData(skip)
+		var got []string
+		for {
+			ev, err := d.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("skip %q: %v", skip, err)
+				}
+				break
+			}
+			got = append(got, fmt.Sprintf("%v %s %d", ev.Time, ev.Code, len(ev.Data)))
+		}
+		want := []string{"1s o 5", "2s o 360000", "3s i 5", "4s o 360000", "5s m 4"}
+		if skip == "o" {
+			want = []string{"1s o 0", "2s o 0", "3s i 5", "4s o 0", "5s m 4"}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("skip %q: got %v; want %v", skip, got, want)
+		}
 	}
 }

@@ -136,3 +136,37 @@ func FuzzBoundedEncode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEventFastPath checks the hand-written event parser against the
+// encoding/json one: whenever the fast path accepts a line, it must read
+// exactly what encoding/json reads.
+func FuzzEventFastPath(f *testing.F) {
+	for _, seed := range []string{
+		`[0.5, "o", "a"]`, `[1,"i","\r"]`, `[ 12.000001 , "m" , "exec: ls" ]`, `[0.1, "o", "\u001b[0m\t\"q\"\\ \/"]`,
+		`[0.1, "o", "\ud83d\ude00"]`, `[0.1, "o", "é世"]`, `[0.1, "o", "x", 1]`, `[0.1, "", "x"]`, `[0.1, "o\"", "x"]`,
+		`[1e3, "o", "x"]`, `[0.1, "x", 0]`, `[0.1, "o", "\x"]`, `[0.1, "o", "` + "\xff" + `"]`, `[0.1, "o", "a` + "\x01" + `"]`,
+	} {
+		f.Add([]byte(seed), false)
+		f.Add([]byte(seed), true)
+	}
+	f.Fuzz(func(t *testing.T, line []byte, skip bool) {
+		d := &Decoder{}
+		if skip {
+			d.skip = "o"
+		}
+		us, code, data, ok := d.fastEvent(line)
+		if !ok {
+			return
+		}
+		wus, wcode, wdata, err := d.slowEvent(line)
+		if err != nil {
+			if skip && code == "o" {
+				return // skipped data is not checked (SkipData)
+			}
+			t.Fatalf("fast path accepted %q, encoding/json refuses it: %v", line, err)
+		}
+		if us != wus || code != wcode || data != wdata {
+			t.Fatalf("line %q: fast (%d, %q, %q); encoding/json (%d, %q, %q)", line, us, code, data, wus, wcode, wdata)
+		}
+	})
+}

@@ -90,6 +90,10 @@ type Options struct {
 	Log *slog.Logger
 	// Metrics registers the recorder's metrics; none are registered if nil.
 	Metrics prometheus.Registerer
+	// Sealed is called with the session id after each recording is sealed
+	// (by Finish, a background seal or Recover), on the sealing goroutine:
+	// it must not block. Nothing is called if nil.
+	Sealed func(id string)
 }
 
 // Recorder records terminal sessions. It owns the spool directory and every

@@ -128,6 +128,9 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 	if err := os.Remove(spoolPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
 	}
+	if r.opts.Sealed != nil {
+		r.opts.Sealed(row.ID)
+	}
 	return sealed, nil
 }
 

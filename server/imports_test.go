@@ -24,7 +24,9 @@ var importRules = map[string][]string{
 	"bastion": {"bastion/innerhop", "players/...", "approval", "recorder/...", "certs/devidp", "guardrails", "guardrails/pgproxy", "server"},
 	// Identity and policy know nothing of sessions or their recordings.
 	"certs/...": {"recorder/...", "bastion/...", "players/...", "approval", "server", "guardrails", "guardrails/pgproxy"},
-	"policy":    {"recorder/...", "bastion/...", "players/...", "approval", "server", "guardrails", "guardrails/pgproxy"},
+	// SCIM locks through an interface server wires to the kill switch.
+	"certs/scim": {"lock"},
+	"policy":     {"recorder/...", "bastion/...", "players/...", "approval", "server", "guardrails", "guardrails/pgproxy"},
 	// The recorder writes what it is given; it knows no SSH, no policy.
 	"recorder/...": {"bastion/...", "certs/...", "policy", "approval", "players/...", "server", "guardrails/pgproxy"},
 	"players/...":  {"bastion/...", "approval", "server", "guardrails", "guardrails/pgproxy"},
@@ -34,8 +36,10 @@ var importRules = map[string][]string{
 	// The MCP server is a client of the bastion's public interfaces.
 	"mcpserver": {"server", "bastion/innerhop", "approval", "guardrails", "guardrails/pgproxy", "players/...", "certs/devidp"},
 	// The kill switch is asked by everything and knows none of it.
-	"lock":  {"bastion/...", "players/...", "approval", "recorder/...", "policy", "guardrails", "guardrails/pgproxy", "server", "certs/devidp", "certs/login"},
-	"state": {"*"},
+	"lock": {"bastion/...", "players/...", "approval", "recorder/...", "policy", "guardrails", "guardrails/pgproxy", "server", "certs/devidp", "certs/login"},
+	// Search reads recordings and writes the index; it knows no SSH, policy or players.
+	"search": {"bastion/...", "certs/...", "policy", "approval", "players/...", "server", "guardrails", "guardrails/pgproxy"},
+	"state":  {"*"},
 	// Foundations import nothing of postern (httpx only the error type it
 	// writes, config only the detector names it validates).
 	"guardrails/mask":     {"*"},
@@ -54,7 +58,7 @@ var importRules = map[string][]string{
 // testHarnesses are imported by tests (and each other) only.
 var testHarnesses = []string{
 	"internal/testutil", "internal/sshdtest", "internal/pgtest", "internal/dextest", "internal/s3test",
-	"internal/posterntest", "internal/battery", "players/internal/playtest", "certs/devidp/devidptest",
+	"internal/posterntest", "internal/battery", "players/internal/playtest", "certs/devidp/devidptest", "internal/samltest", "internal/scimtest",
 }
 
 type listedPackage struct {

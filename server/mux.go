@@ -21,6 +21,12 @@ type issuerInfo struct {
 	Scopes    []string `json:"scopes"`
 	Kind      string   `json:"kind"`
 	Dev       bool     `json:"dev,omitempty"`
+	// Protocol is "saml" for a SAML identity provider (empty: OIDC).
+	Protocol string `json:"protocol,omitempty"`
+	// LoginURL starts a SAML login (see certs/saml).
+	LoginURL string `json:"login_url,omitempty"`
+	// DisplayName is a SAML provider's name for people.
+	DisplayName string `json:"display_name,omitempty"`
 }
 
 // publicConfig is the body of GET /v1/config: what a client needs to log in.
@@ -59,6 +65,8 @@ type httpHandlers struct {
 	slack     http.Handler // POST /v1/slack/actions, nil without Slack
 	locks     http.Handler // /v1/locks…
 	mcp       http.Handler // /v1/mcp: the MCP endpoint (streamable HTTP)
+	saml      http.Handler // /v1/saml/…, nil without SAML providers
+	scim      http.Handler // /v1/scim/…, nil without SCIM clients
 	devIdP    http.Handler // the development issuer, nil outside --dev
 	registry  *prometheus.Registry
 	ready     func(ctx context.Context) (map[string]string, error)
@@ -98,6 +106,12 @@ func newMux(h httpHandlers) *http.ServeMux {
 	mux.Handle("/v1/mcp", h.mcp)
 	if h.slack != nil {
 		mux.Handle("POST /v1/slack/actions", h.slack)
+	}
+	if h.saml != nil {
+		mux.Handle("/v1/saml/", h.saml)
+	}
+	if h.scim != nil {
+		mux.Handle("/v1/scim/", h.scim)
 	}
 	if h.ui != nil {
 		mux.Handle("/ui/", h.ui)

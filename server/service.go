@@ -68,6 +68,7 @@ type Service struct {
 	authority *certs.Authority
 	policy    *policy.Engine
 	grants    policy.GrantsFunc
+	directory policy.GroupsFunc // SCIM-provisioned groups; nil without SCIM
 	recorder  *recorder.Recorder
 	masking   *guardrails.Policy
 	inner     *innerhop.Server
@@ -171,7 +172,11 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	if err != nil {
 		return fmt.Errorf("open recording store: %w", err)
 	}
-	s.recorder, err = recorder.New(recorder.Options{
+	indexer, sealed, err := newIndexer(cfg, s.state, store, replica, s.log, s.reg)
+	if err != nil {
+		return err
+	}
+	s.recorder, err = recorder.New(recorder.Options{Sealed: sealed,
 		Store: store, State: s.state, SpoolDir: filepath.Join(cfg.DataDir, "spool"),
 		Format: cfg.Recording.Format, BufferSize: cfg.Recording.BufferSize, OnOverflow: cfg.Recording.OnOverflow,
 		FsyncInterval: cfg.Recording.FsyncInterval.D(), MinSpoolFree: cfg.Recording.MinSpoolFree,
@@ -225,8 +230,13 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return s.locks.CheckFresh(ctx, lock.Subject{Identity: id})
 	}
 	locked := func(id certs.Identity) error { return s.locks.Check(lock.Subject{Identity: id}) }
+	samlSP, err := newSAML(cfg, s.state, func(issuer, subject string) string { return s.config().AliasOf(issuer, subject) },
+		audit, s.log, s.reg)
+	if err != nil {
+		return err
+	}
 	issuer, err := certs.NewIssuer(certs.IssuerOptions{
-		Authority: s.authority, Verifier: verifier, Policy: policyGrant{s}, TTL: cfg.Identity.CertTTL,
+		Authority: s.authority, Verifier: tokenVerifier(verifier, samlSP), Policy: policyGrant{s}, TTL: cfg.Identity.CertTTL,
 		RateLimit: cfg.Identity.RateLimit, Audit: audit, Locked: lockedFresh, Record: s.recordIssued,
 		Log: s.log, Metrics: s.reg,
 	})
@@ -239,9 +249,15 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		return fmt.Errorf("masking: %w", err)
 	}
 	s.masking = masking
+	scimSrv, directory, err := newSCIM(ctx, cfg, s.state, s.locks, s.log, s.reg)
+	if err != nil {
+		return err
+	}
+	s.directory = directoryGroups(directory)
+	configuredGroups := func(key string) []string { return s.config().Approvals.Groups[key] }
 	broker, err := approval.NewBroker(approval.Options{
 		Store: s.state, PublicURL: cfg.PublicURL, Audit: audit, Notify: s.state.Notify, Subscribe: s.state.Subscribe,
-		Groups:    func(key string) []string { return s.config().Approvals.Groups[key] },
+		Groups: configuredGroups, Approver: scimApprover(directory, configuredGroups),
 		RateLimit: cfg.Approvals.RateLimit,
 		Log:       s.log.With("component", "approvals"), Metrics: s.reg,
 	})
@@ -250,7 +266,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 	defer broker.Close()
 	s.grants = broker.PolicyGrants()
-	s.policy = s.policy.WithGrants(s.grants)
+	s.policy = s.policy.WithGrants(s.grants).WithGroups(s.directory)
 	var slack http.Handler
 	if sc := cfg.Approvals.Slack; sc.WebhookURL != "" || sc.SigningSecret != "" {
 		if slack, err = approval.NewSlack(broker, sc, approval.SlackOptions{Log: s.log.With("component", "slack"),
@@ -329,7 +345,7 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 	}
 	follow := FollowAcrossReplicas(s.recorder.Follow, s.state, replica, &http.Client{})
 	var ui http.Handler
-	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok {
+	if is, ok := web.PickIssuer(cfg.Identity.Issuers); ok || samlSP != nil {
 		key, err := web.CookieKey(ctx, s.state)
 		if err != nil {
 			return fmt.Errorf("web UI cookie key: %w", err)
@@ -338,7 +354,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			PublicURL: cfg.PublicURL, Issuer: is.IssuerURL, ClientID: is.ClientID, ClientSecret: is.ClientSecret,
 			Scopes: is.Scopes, Verifier: verifier, Permissions: s.permissions,
 			State: s.state, Store: store, Follow: follow, CookieKey: key, Log: s.log, Metrics: s.reg,
-			Approvals: webApprovals{broker: broker}, Locked: locked, OnWatch: s.joinSession, Locks: webLocks{locker: s.locks},
+			Approvals: webApprovals{broker: broker}, Locked: locked, OnWatch: s.joinSession, Locks: webLocks{locker: s.locks}, SearchDisabled: indexer == nil,
+			SAML: webSAML(samlSP),
 		})
 		if err != nil {
 			return fmt.Errorf("web UI: %w", err)
@@ -358,14 +375,17 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 			certs: issuer.Handler(certs.HandlerOptions{TrustedProxies: config.ParsePrefixes(cfg.HTTP.TrustedProxies)}), devIdP: devIdP, registry: s.reg, log: s.log,
 			sessions: players.NewAPI(players.APIOptions{
 				Auth: apiAuth, Permissions: s.permissions, OnFollow: s.joinSession,
-				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg,
+				State: s.state, Store: store, Follow: follow, Log: s.log, Metrics: s.reg, SearchDisabled: indexer == nil,
 			}),
-			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI, mcp: mcpHandler,
+			ui: ui, approvals: approvalsAPI, slack: slack, locks: locksAPI, mcp: mcpHandler, saml: samlHandler(samlSP),
+			scim:  scimHandler(scimSrv),
 			ready: func(ctx context.Context) (map[string]string, error) { return s.ready(ctx, store) },
 			config: func() publicConfig {
 				s.mu.Lock()
 				defer s.mu.Unlock()
-				return newPublicConfig(s.cfg, s.authority.HostCALine(), s.opts.Version)
+				pc := newPublicConfig(s.cfg, s.authority.HostCALine(), s.opts.Version)
+				pc.Issuers = append(pc.Issuers, samlIssuers(samlSP)...)
+				return pc
 			},
 		}))),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -419,6 +439,12 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		stopAuditJobs()
 		return err
 	})
+	if indexer != nil {
+		g.Go(func() error { indexer.Run(gctx); return nil })
+	}
+	if directory != nil {
+		g.Go(func() error { directory.Run(gctx, directoryPoll); return nil })
+	}
 	s.log.Info("postern serving", "ssh", sshLn.Addr().String(), "http", httpLn.Addr().String(), "public_url", cfg.PublicURL)
 	if s.opts.Ready != nil {
 		s.opts.Ready(sshLn.Addr(), httpLn.Addr())
@@ -525,7 +551,7 @@ func (s *Service) reload(ctx context.Context) {
 		eng, err = policy.New(merged)
 	}
 	if err == nil {
-		eng = eng.WithGrants(s.grants)
+		eng = eng.WithGrants(s.grants).WithGroups(s.directory)
 		if s.masking != nil {
 			err = s.masking.Update(merged)
 		}

@@ -24,7 +24,11 @@
 // PostgreSQL a transaction-scoped advisory lock every transaction takes
 // first, so read-then-write transactions (the audit chain head, session
 // replacement, approval votes, migrations) never interleave, across
-// processes and replicas. A new migration must therefore stay portable.
+// processes and replicas. A new migration must therefore stay portable;
+// the one exception is what only one backend can do (the search index:
+// FTS5 on SQLite, a GIN-indexed tsvector on PostgreSQL), written as a pair
+// NNNN_name.sqlite.sql and NNNN_name.postgres.sql of one version, each
+// applied on its backend only.
 //
 // # Notifications
 //
@@ -86,7 +90,7 @@
 // Everything a replica would otherwise keep on its own disk lives here, so
 // that replicas are interchangeable: [Store.Secret] creates a secret
 // postern generates (the web cookie key, the SSH host key, CA keys nobody
-// configured) once, for every replica; web UI sessions ([Store.PutWebSession],
+// configured, the SAML key) once, for every replica; web UI sessions ([Store.PutWebSession],
 // [Store.GetWebSession], [Store.DeleteWebSession], and
 // [Store.EndWebSessions], the hook that ends an identity's sessions);
 // replica heartbeats ([Store.Heartbeat], [Store.DeadReplicaSessions],
@@ -101,6 +105,29 @@
 // the audit chain in the same transaction (lock.created, lock.removed);
 // [Store.ActiveLocks] is what every replica reads to enforce them (package
 // lock).
+//
+// # Search
+//
+// [Store.IndexSession] replaces a sealed recording's search entries
+// ([SearchEntry]: kind, offset, text) under a claim, so that replicas never
+// index one recording twice ([Store.UnindexedSessions] lists what the
+// backfill still has to do; [Store.FailSearch] marks a recording that cannot
+// be read). [Store.Search] answers a [SearchQuery] (words, "phrases",
+// prefix*, with identity, target and time filters), newest session first:
+// FTS5 (unicode61) on SQLite; on PostgreSQL a tsvector literal built in
+// Go with the same word splitter ([ParseSearchQuery]; no stemming, no stop
+// words), so that a query means the same on both.
+//
+// # Logins and provisioning
+//
+// A SAML login in progress ([Store.PutLoginRequest]), its end with the
+// assertion it accepted ([Store.FinishLogin], which also records the
+// assertion id in the replay cache, in the same write) and the one-time
+// code it hands out ([Store.TakeLoginCode]) are rows here, so that the legs
+// of a login may reach different replicas. SCIM-provisioned users and groups
+// ([Store.PutSCIMUser], [Store.PutSCIMGroup]) and the locks deprovisioning
+// made ([Store.AddSCIMLocks]) are too; each change is audited (scim.user,
+// scim.group) and announced on [NotifySCIM].
 //
 // # Imports
 //

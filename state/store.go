@@ -224,7 +224,8 @@ func isSQLiteBusy(err error) bool {
 
 // migrate applies every embedded migration newer than the recorded schema
 // version, each in its own transaction (BEGIN IMMEDIATE, so two processes
-// starting together apply it once). Migrations are named NNNN_name.sql and
+// starting together apply it once). Migrations are named NNNN_name.sql (or
+// NNNN_name.sqlite.sql and NNNN_name.postgres.sql, see migrationApplies) and
 // split into statements at ';', so a statement must not contain one (no
 // triggers, no ';' in literals); lines starting with "--" are comments.
 func (s *Store) migrate(ctx context.Context) error {
@@ -248,6 +249,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	sort.Strings(names)
 	for _, name := range names {
 		base := filepath.Base(name)
+		if !s.migrationApplies(base) {
+			continue
+		}
 		num, _, ok := strings.Cut(base, "_")
 		v, err := strconv.Atoi(num)
 		if !ok || err != nil {
@@ -259,6 +263,24 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	return nil
 }
+
+// migrationApplies reports whether the migration file base is for this
+// store's backend: NNNN_name.sqlite.sql only on SQLite, NNNN_name.postgres.sql
+// only on PostgreSQL, every other name on both. A version that needs
+// backend-specific SQL (full-text search) has one file of each kind, each
+// complete; a version never mixes a shared file with a backend-specific one.
+func (s *Store) migrationApplies(base string) bool {
+	switch {
+	case strings.HasSuffix(base, ".sqlite.sql"):
+		return !s.isPostgres()
+	case strings.HasSuffix(base, ".postgres.sql"):
+		return s.isPostgres()
+	}
+	return true
+}
+
+// isPostgres reports whether the store is backed by PostgreSQL.
+func (s *Store) isPostgres() bool { return s.notify.pg != nil }
 
 func (s *Store) applyMigration(ctx context.Context, version int, name string) error {
 	body, err := migrations.ReadFile(name)

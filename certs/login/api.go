@@ -43,6 +43,13 @@ type IssuerInfo struct {
 	// Dev reports whether this is the bastion's embedded development issuer,
 	// which approves every authorization request.
 	Dev bool `json:"dev"`
+	// Protocol is "saml" for a SAML identity provider (ProtocolSAML); empty
+	// for OIDC.
+	Protocol string `json:"protocol,omitempty"`
+	// LoginURL starts a SAML login at the bastion.
+	LoginURL string `json:"login_url,omitempty"`
+	// DisplayName is a SAML provider's name for people.
+	DisplayName string `json:"display_name,omitempty"`
 }
 
 // certRequest is the body of POST /v1/certs.

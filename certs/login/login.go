@@ -201,9 +201,14 @@ func Login(ctx context.Context, opts Options) (*Profile, error) {
 			return nil, err
 		}
 		issuer = iss.Name
-		if o.Mode == ModeDevice {
+		switch {
+		case iss.Protocol == ProtocolSAML && o.Mode == ModeDevice:
+			err = fmt.Errorf("%s is a SAML identity provider: it signs in only in a browser (omit --device)", iss.Name)
+		case iss.Protocol == ProtocolSAML:
+			token, err = samlToken(ctx, &o, iss)
+		case o.Mode == ModeDevice:
 			token, err = deviceToken(ctx, &o, iss)
-		} else {
+		default:
 			token, err = browserToken(ctx, &o, iss)
 		}
 		if err != nil {

@@ -94,20 +94,7 @@ func browserToken(ctx context.Context, o *Options, iss IssuerInfo) (string, erro
 	authURL := conf.AuthCodeURL(state, authOpts...)
 
 	cb := newCallback(state)
-	srv := &http.Server{Handler: cb, ReadHeaderTimeout: 10 * time.Second}
-	serveDone := make(chan struct{})
-	go func() {
-		defer close(serveDone)
-		_ = srv.Serve(ln) // returns http.ErrServerClosed after Shutdown
-	}()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if srv.Shutdown(sctx) != nil {
-			_ = srv.Close() // a callback still waiting: cut it off
-		}
-		<-serveDone
-	}()
+	defer serveCallback(ln, cb)()
 
 	var followDone chan struct{}
 	if iss.Dev {
@@ -133,20 +120,9 @@ func browserToken(ctx context.Context, o *Options, iss IssuerInfo) (string, erro
 		defer func() { cancel(); <-followDone }()
 	}
 
-	var res callbackResult
-	select {
-	case res = <-cb.results:
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return "", errors.New("timed out waiting for the browser sign-in")
-		}
-		return "", fmt.Errorf("sign-in cancelled: %w", ctx.Err())
-	}
-	if res.err != nil {
-		if res.reply != nil {
-			res.reply <- res.err
-		}
-		return "", res.err
+	res, err := awaitCallback(ctx, cb)
+	if err != nil {
+		return "", err
 	}
 	tok, err := conf.Exchange(ctx, res.code, oauth2.VerifierOption(pkce))
 	if err == nil {
@@ -214,6 +190,47 @@ type callback struct {
 	state   string
 	results chan callbackResult // buffered 1; the first result wins
 	once    sync.Once
+}
+
+// serveCallback serves cb on ln and returns the function that stops it
+// (cutting off a callback still waiting for its reply).
+func serveCallback(ln net.Listener, cb *callback) (stop func()) {
+	srv := &http.Server{Handler: cb, ReadHeaderTimeout: 10 * time.Second}
+	serveDone := make(chan struct{})
+	go func() {
+		defer close(serveDone)
+		_ = srv.Serve(ln) // returns http.ErrServerClosed after Shutdown
+	}()
+	return func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+		<-serveDone
+	}
+}
+
+// awaitCallback waits for the browser to reach cb (or ctx to end). A
+// callback that carries an error has the error shown on its page and
+// returned; otherwise the caller sends the result's reply.
+func awaitCallback(ctx context.Context, cb *callback) (callbackResult, error) {
+	var res callbackResult
+	select {
+	case res = <-cb.results:
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return res, errors.New("timed out waiting for the browser sign-in")
+		}
+		return res, fmt.Errorf("sign-in cancelled: %w", ctx.Err())
+	}
+	if res.err != nil {
+		if res.reply != nil {
+			res.reply <- res.err
+		}
+		return res, res.err
+	}
+	return res, nil
 }
 
 func newCallback(state string) *callback {

@@ -66,23 +66,7 @@ func TestLoginEndToEndService(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	svc, err := server.NewService(cfg, server.ServiceOptions{
-		Log: slog.New(slog.NewTextHandler(loginTestLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service: %v", err)
-		}
-	})
-	testutil.WaitPort(t, cfg.Listen.HTTP, 30*time.Second)
-	testutil.WaitPort(t, cfg.Listen.SSH, 30*time.Second)
+	serveForTest(t, cfg, slog.LevelWarn)
 
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(d.PasswordToken(t, "alice@example.com", "correct horse")), 0o600); err != nil {
@@ -146,4 +130,28 @@ func (w loginTestLog) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// serveForTest runs the service of cfg (validated, with fixed listen
+// addresses) in the test's process until the test ends, logging at level
+// and above to the test's log, and waits until both listeners answer.
+func serveForTest(t *testing.T, cfg *config.Config, level slog.Level) {
+	t.Helper()
+	svc, err := server.NewService(cfg, server.ServiceOptions{
+		Log: slog.New(slog.NewTextHandler(loginTestLog{t}, &slog.HandlerOptions{Level: level})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("service: %v", err)
+		}
+	})
+	testutil.WaitPort(t, cfg.Listen.HTTP, 30*time.Second)
+	testutil.WaitPort(t, cfg.Listen.SSH, 30*time.Second)
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -48,13 +49,13 @@ func isTerminal(w io.Writer) bool {
 func newSessionsCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sessions",
-		Short: "List, show and export recorded sessions",
-		Long: `List, show and export the sessions the bastion recorded. The auditor (or
-admin) permission sees every session, the moderator permission also the
-running ones (ls --status running), anyone else their own; authenticates
-with the profile of postern login.`,
+		Short: "List, search, show and export recorded sessions",
+		Long: `List, search, show and export the sessions the bastion recorded. The
+auditor (or admin) permission sees every session, the moderator permission
+also the running ones (ls --status running), anyone else their own;
+authenticates with the profile of postern login.`,
 	}
-	cmd.AddCommand(newSessionsLsCmd(g), newSessionsShowCmd(g), newSessionsExportCmd(g))
+	cmd.AddCommand(newSessionsLsCmd(g), newSessionsShowCmd(g), newSessionsExportCmd(g), newSessionsSearchCmd(g))
 	return cmd
 }
 
@@ -103,6 +104,62 @@ func newSessionsLsCmd(g *globalFlags) *cobra.Command {
 	fl.StringVar(&until, "until", "", "only sessions started before: a duration ago or an RFC 3339 time")
 	fl.StringVar(&grep, "grep", "", "only sessions whose id, user, target, login or command contains TEXT")
 	fl.IntVar(&limit, "limit", 100, "at most this many sessions")
+	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newSessionsSearchCmd(g *globalFlags) *cobra.Command {
+	var cf clientFlags
+	var identity, target, since, until string
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "search QUERY [--identity U] [--target T] [--since DUR] [--until TIME] [--json]",
+		Short: "Search every recording: commands, typed lines, SQL, SFTP operations and output",
+		Long: `Search the text of every recording: exec command lines, lines typed in
+interactive sessions (never those typed at a password prompt), SQL statements
+sent to PostgreSQL targets, SFTP file operations and terminal output. Each hit
+names the session and the moment in it (AT); replay it in the web UI from that
+moment, or with postern play.
+
+QUERY is words that must all appear in one hit; "quoted words" must appear
+next to each other, in order; punctuation separates words, so /etc/sudoers
+finds the phrase "etc sudoers"; a trailing * matches any word it starts
+(sudo*). Case is ignored. Hits come newest session first.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{"q": {strings.Join(args, " ")}, "identity": {identity}, "target": {target},
+				"since": {since}, "until": {until}}
+			if limit > 0 {
+				q.Set("limit", strconv.Itoa(limit))
+			}
+			hits, err := c.Search(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(hits)
+			}
+			if len(hits) == 0 {
+				fmt.Fprintln(g.stderr, "nothing matches")
+				return nil
+			}
+			return players.WriteSearchTable(g.stdout, hits)
+		},
+	}
+	fl := cmd.Flags()
+	cf.register(fl)
+	fl.StringVar(&identity, "identity", "", "only sessions of this user")
+	fl.StringVar(&target, "target", "", "only sessions on this target")
+	fl.StringVar(&since, "since", "", "only sessions started since: a duration ago (24h, 7d) or an RFC 3339 time")
+	fl.StringVar(&until, "until", "", "only sessions started before: a duration ago or an RFC 3339 time")
+	fl.IntVar(&limit, "limit", 100, "at most this many hits")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

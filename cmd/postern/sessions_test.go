@@ -31,6 +31,8 @@ import (
 // and writes a login profile for an auditor.
 type playersFixture struct {
 	rec     *recorder.Recorder
+	st      *state.Store
+	store   recorder.Store
 	url     string
 	profile string
 }
@@ -66,7 +68,7 @@ func newPlayersFixture(t *testing.T) *playersFixture {
 	mux.Handle("/v1/sessions/", api)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &playersFixture{rec: rec, url: srv.URL, profile: writeAuditorProfile(t, auth, srv.URL)}
+	return &playersFixture{rec: rec, st: st, store: fs, url: srv.URL, profile: writeAuditorProfile(t, auth, srv.URL)}
 }
 
 // writeAuditorProfile writes a profile directory as postern login would.

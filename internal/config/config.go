@@ -49,6 +49,8 @@ type Config struct {
 	Approvals Approvals `yaml:"approvals"`
 	// Masking holds masking rules that apply to every role.
 	Masking Masking `yaml:"masking"`
+	// Search configures search across recordings.
+	Search Search `yaml:"search"`
 	// Dev reports whether the embedded development defaults are in force
 	// (set by `postern serve --dev`, never from the file).
 	Dev bool `yaml:"-"`
@@ -97,7 +99,8 @@ type CA struct {
 	Trusted []string `yaml:"trusted"`
 }
 
-// Identity configures OIDC issuers and certificate lifetimes.
+// Identity configures OIDC issuers, SAML identity providers and certificate
+// lifetimes.
 type Identity struct {
 	// Issuers that may vouch for users and agents.
 	Issuers []Issuer `yaml:"issuers"`
@@ -108,6 +111,11 @@ type Identity struct {
 	// Aliases say which identities of several issuers are one person; none
 	// if empty (every issuer and subject is a person of its own).
 	Aliases []Alias `yaml:"aliases"`
+	// SAML configures SAML identity providers for browser logins.
+	SAML SAML `yaml:"saml"`
+	// SCIM lists the SCIM clients that provision users and groups; none if
+	// empty.
+	SCIM []SCIM `yaml:"scim"`
 }
 
 // Alias names one person known to several issuers. Its identities share one

@@ -30,6 +30,7 @@ type keyChecker struct {
 var (
 	durationType = reflect.TypeFor[Duration]()
 	selectorType = reflect.TypeFor[TargetSelector]()
+	scimIssuer   = reflect.TypeFor[SCIMIssuer]()
 )
 
 func (k *keyChecker) add(n *yaml.Node, path, msg string) {
@@ -68,6 +69,8 @@ func (k *keyChecker) check(n *yaml.Node, t reflect.Type, path string) {
 		return
 	case t == selectorType && n.Kind == yaml.ScalarNode:
 		return // a name glob
+	case t == scimIssuer && n.Kind == yaml.ScalarNode:
+		return // an issuer name
 	}
 	switch t.Kind() {
 	case reflect.Struct:

@@ -384,6 +384,8 @@ func (c *Config) Validate() error {
 	}
 	validateAudit(&v, c.Audit)
 	c.validateIdentity(&v)
+	c.validateSAML(&v)
+	c.validateSCIM(&v)
 	if c.Recording.Format != "v2" && c.Recording.Format != "v3" {
 		v.add("recording.format", "must be v2 or v3")
 	}
@@ -427,6 +429,7 @@ func (c *Config) Validate() error {
 	targets := c.validateTargets(&v)
 	c.validateRoles(&v, targets)
 	c.validateApprovals(&v)
+	c.validateSearch(&v)
 	validateMasking(&v, "masking", c.Masking)
 	for i, r := range c.Roles {
 		validateMasking(&v, fmt.Sprintf("roles[%d].masking", i), r.Masking)
@@ -468,6 +471,9 @@ func (c *Config) validateIdentity(v *validator) {
 				v.add(fmt.Sprintf("%s.claims[%d]", p, j), "must be a claim name (a/b for a nested claim)")
 			}
 		}
+	}
+	for _, p := range c.Identity.SAML.Providers {
+		names[p.Name] = true // SAML providers are issuers of identities too (validateSAML checks them)
 	}
 	c.validateAliases(v, names)
 	t := c.Identity.CertTTL
@@ -514,7 +520,7 @@ func (c *Config) validateAliases(v *validator, issuers map[string]bool) {
 			case !ok || sub == "":
 				v.add(fmt.Sprintf("%s.identities[%d]", p, j), `must be "<issuer>:<subject>", e.g. corp:00u1abcd`)
 			case !issuers[is] && !(c.Dev && is == "dev"):
-				v.add(fmt.Sprintf("%s.identities[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers)", is))
+				v.add(fmt.Sprintf("%s.identities[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers or identity.saml.providers)", is))
 			case owner[key] != "":
 				v.add(fmt.Sprintf("%s.identities[%d]", p, j), fmt.Sprintf("%s is already in alias %q", key, owner[key]))
 			default:
@@ -559,6 +565,11 @@ func (c *Config) IsPersonKey(key string) bool {
 	}
 	for _, i := range c.Identity.Issuers {
 		if i.Name == is {
+			return true
+		}
+	}
+	for _, p := range c.Identity.SAML.Providers {
+		if p.Name == is {
 			return true
 		}
 	}
@@ -631,6 +642,9 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 	for _, is := range c.Identity.Issuers {
 		issuers[is.Name] = true
 	}
+	for _, p := range c.Identity.SAML.Providers {
+		issuers[p.Name] = true
+	}
 	if c.Dev {
 		issuers["dev"] = true
 	}
@@ -664,7 +678,7 @@ func (c *Config) validateRoles(v *validator, targets map[string]bool) {
 		}
 		for j, is := range r.Match.Issuers {
 			if !issuers[is] {
-				v.add(fmt.Sprintf("%s.match.issuers[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers)", is))
+				v.add(fmt.Sprintf("%s.match.issuers[%d]", p, j), fmt.Sprintf("unknown issuer %q (define it under identity.issuers or identity.saml.providers)", is))
 			}
 		}
 		for j, s := range r.Targets {

@@ -152,3 +152,39 @@ func PeerAddr(remote string) netip.Addr {
 	a, _ := netip.ParseAddr(strings.Trim(host, "[]"))
 	return a.Unmap()
 }
+
+// StatusWriter is a ResponseWriter that remembers the status a handler
+// wrote, for metrics. It forwards Flush (live streams) and the rest through
+// Unwrap, which http.ResponseController uses.
+type StatusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+// WriteHeader records the first status and writes it.
+func (s *StatusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Write writes b; a body written without a status is a 200.
+func (s *StatusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap returns the underlying ResponseWriter.
+func (s *StatusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Status returns the status written: 200 if nothing was written yet (what
+// net/http sends for a handler that returns without writing).
+func (s *StatusWriter) Status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}

@@ -200,10 +200,7 @@ func (u *UI) startLogin(w http.ResponseWriter, r *http.Request) {
 		u.internalError(w, r, err)
 		return
 	}
-	pl.Return = safeReturn(r.URL.Query().Get("return"))
-	pl.Expires = u.now().Add(loginTTL).Unix()
-	if err := u.setCookie(w, u.loginCookieName(), pl, loginTTL); err != nil {
-		u.internalError(w, r, err)
+	if !u.beginLogin(w, r, &pl) {
 		return
 	}
 	target := conf.AuthCodeURL(pl.State, oauth2.S256ChallengeOption(pl.Verifier), oidc.Nonce(pl.Nonce))
@@ -262,6 +259,13 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 		u.errorPage(w, r, http.StatusUnauthorized, "The login could not be completed. Start again.")
 		return
 	}
+	u.openSession(w, r, id, pl.Return)
+}
+
+// openSession starts the web session of a verified identity (whatever
+// protocol proved it: OIDC or SAML) and sends the browser to ret, a path
+// inside the UI. A locked identity gets no session.
+func (u *UI) openSession(w http.ResponseWriter, r *http.Request, id certs.Identity, ret string) {
 	if u.opts.Locked != nil {
 		if err := u.opts.Locked(id); err != nil {
 			msg := "Your access is locked."
@@ -307,7 +311,7 @@ func (u *UI) finishLogin(w http.ResponseWriter, r *http.Request) {
 	})
 	u.log.Info("web login", "identity", id.Username, "issuer", id.Issuer)
 	u.logins.WithLabelValues("ok").Inc()
-	http.Redirect(w, r, u.base+pl.Return, http.StatusFound)
+	http.Redirect(w, r, u.base+ret, http.StatusFound)
 }
 
 // tokenNonce returns the nonce claim of an ID token whose signature the

@@ -41,8 +41,9 @@ const (
 	playerCSS = "asciinema-player.css"
 )
 
-// Options configures the web UI. PublicURL, Issuer, ClientID, Verifier,
-// State and Store are required.
+// Options configures the web UI. PublicURL, State and Store are required,
+// and a way to log in: Issuer, ClientID and Verifier (OIDC), or SAML, or
+// both.
 type Options struct {
 	// PublicURL is the bastion's external base URL, e.g.
 	// https://bastion.example.com; the UI lives under PublicURL/ui/.
@@ -104,6 +105,13 @@ type Options struct {
 	// message, and a session already open stops working. No lock check if
 	// nil.
 	Locked func(certs.Identity) error
+	// SearchDisabled hides the search box and answers /ui/search with "search
+	// is disabled" (the search.disabled setting).
+	SearchDisabled bool
+	// SAML offers SAML identity providers on the login page (saml.go); none
+	// if nil. With it, Issuer and ClientID may be empty: the UI then logs
+	// people in with SAML only.
+	SAML SAMLLogins
 }
 
 // UI is the web UI handler: sessions list, replay, live view. Mount it at
@@ -133,8 +141,15 @@ func New(opts Options) (*UI, error) {
 	if err != nil || (pub.Scheme != "http" && pub.Scheme != "https") || pub.Host == "" {
 		return nil, fmt.Errorf("web ui: public URL %q is not an http(s) URL", opts.PublicURL)
 	}
-	if opts.Issuer == "" || opts.ClientID == "" || opts.Verifier == nil || opts.State == nil || opts.Store == nil {
-		return nil, errors.New("web ui: issuer, client id, verifier, state and store are required")
+	if opts.State == nil || opts.Store == nil {
+		return nil, errors.New("web ui: state and store are required")
+	}
+	oidcLogin := opts.Issuer != "" || opts.ClientID != ""
+	if oidcLogin && (opts.Issuer == "" || opts.ClientID == "" || opts.Verifier == nil) {
+		return nil, errors.New("web ui: an OIDC login needs an issuer, a client id and a verifier")
+	}
+	if !oidcLogin && opts.SAML == nil {
+		return nil, errors.New("web ui: an OIDC issuer or SAML providers are required to log in")
 	}
 	s, err := newSealer(opts.CookieKey)
 	if err != nil {
@@ -162,8 +177,10 @@ func New(opts Options) (*UI, error) {
 		callbackPath: ru.Path,
 		secure:       pub.Scheme == "https",
 		sealer:       s,
-		oidc: &oidcClient{issuer: opts.Issuer, clientID: opts.ClientID, secret: opts.ClientSecret,
-			redirect: redirect, scopes: scopes, hc: opts.HTTPClient},
+	}
+	if oidcLogin {
+		u.oidc = &oidcClient{issuer: opts.Issuer, clientID: opts.ClientID, secret: opts.ClientSecret,
+			redirect: redirect, scopes: scopes, hc: opts.HTTPClient}
 	}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
@@ -199,7 +216,7 @@ func New(opts Options) (*UI, error) {
 	u.built = err1 == nil && err2 == nil
 	u.api = players.NewAPI(players.APIOptions{
 		Auth: cookieAuth{u}, Permissions: opts.Permissions, State: opts.State, Store: opts.Store,
-		Follow: opts.Follow, Log: u.log, Now: u.now,
+		Follow: opts.Follow, Log: u.log, Now: u.now, SearchDisabled: opts.SearchDisabled,
 	})
 	// Scripts and styles come from files only: no inline script or style is
 	// allowed. 'wasm-unsafe-eval' lets asciinema-player compile its
@@ -237,7 +254,13 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rest == "" || rest == "/":
 		u.withAuditor(w, r, u.listPage)
 	case rest == "/login" && r.Method == http.MethodGet:
+		u.loginPage(w, r)
+	case rest == "/login/oidc" && r.Method == http.MethodGet && u.oidc != nil:
 		u.startLogin(w, r)
+	case strings.HasPrefix(rest, "/login/saml/") && r.Method == http.MethodGet:
+		u.startSAMLLogin(w, r, strings.TrimPrefix(rest, "/login/saml/"))
+	case rest == samlCallbackPath && u.opts.SAML != nil:
+		u.finishSAMLLogin(w, r)
 	case rest == "/callback":
 		u.serveCallback(w, r)
 	case rest == "/logout":
@@ -246,6 +269,8 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.serveStatic(w, r, rest)
 	case strings.HasPrefix(rest, "/sessions/"):
 		u.sessionRoutes(w, r, strings.TrimPrefix(rest, "/sessions/"))
+	case rest == "/search":
+		u.withAuditor(w, r, u.searchPage)
 	case rest == "/approvals" || strings.HasPrefix(rest, "/approvals/"):
 		u.approvalRoutes(w, r, strings.TrimPrefix(rest, "/approvals"))
 	case rest == "/locks" || strings.HasPrefix(rest, "/locks/"):
@@ -257,6 +282,10 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveCallback serves the redirect URL for GET only.
 func (u *UI) serveCallback(w http.ResponseWriter, r *http.Request) {
+	if u.oidc == nil {
+		u.errorPage(w, r, http.StatusNotFound, "There is no such page.")
+		return
+	}
 	if r.Method != http.MethodGet {
 		u.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
 		return
@@ -361,6 +390,8 @@ type pageData struct {
 	// MayTerminate shows the Locks link and a running session's Terminate
 	// button; MayLock the lock form and Remove buttons.
 	MayTerminate, MayLock bool
+	// MaySearch shows the search box.
+	MaySearch bool
 
 	// list page
 	Filter   state.SessionFilter
@@ -377,6 +408,12 @@ type pageData struct {
 
 	// locks page
 	Locks []state.Lock
+	// search page (search.go) and the replay position it links to
+	Search  *searchPage
+	StartAt string
+
+	// login page (saml.go)
+	Logins []loginOption
 
 	// approvals pages
 	Pending  []state.Approval
@@ -389,6 +426,7 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name str
 	d.Base, d.Built = u.base, u.built
 	d.MayApprove = d.Session != nil && u.mayApprove(d.Session.Identity)
 	d.MayTerminate = d.Session != nil && u.mayTerminate(d.Session.Identity)
+	d.MaySearch = d.Session != nil && !u.opts.SearchDisabled && u.mayAudit(d.Session.Identity)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := u.tmpl.ExecuteTemplate(w, name, d); err != nil && r.Context().Err() == nil {
@@ -479,7 +517,7 @@ func (u *UI) sessionPage(w http.ResponseWriter, r *http.Request, s session, id s
 		u.internalError(w, r, err)
 		return
 	}
-	d := pageData{Title: "Session " + id, Session: &s, Flash: u.takeFlash(w, r)}
+	d := pageData{Title: "Session " + id, Session: &s, Flash: u.takeFlash(w, r), StartAt: startAt(r)}
 	detail := players.SessionDetail{Session: row}
 	if row.Status == state.StatusRunning {
 		detail.Integrity.Status = players.IntegrityRunning

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,8 +18,8 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/certs/login"
 	"github.com/posternhq/postern/internal/config"
-
 	"github.com/posternhq/postern/recorder"
+	"github.com/posternhq/postern/search"
 	"github.com/posternhq/postern/state"
 )
 
@@ -32,7 +33,15 @@ type Env struct {
 	Recorder *recorder.Recorder
 	// Dir is the temporary directory that holds everything.
 	Dir string
+
+	skew atomic.Int64 // nanoseconds the recorder's clock is ahead of time.Now (Advance)
 }
+
+// Advance moves the recorder's clock forward by d, so that what is
+// recorded next lies d later in the recording.
+func (e *Env) Advance(d time.Duration) { e.skew.Add(int64(d)) }
+
+func (e *Env) now() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }
 
 // New builds an Env that t cleans up.
 func New(t testing.TB) *Env {
@@ -48,11 +57,13 @@ func New(t testing.TB) *Env {
 	if err != nil {
 		t.Fatalf("open file store: %v", err)
 	}
-	rec, err := recorder.New(recorder.Options{Store: fs, State: st, SpoolDir: filepath.Join(dir, "spool")})
+	e := &Env{State: st, Store: fs, Dir: dir}
+	rec, err := recorder.New(recorder.Options{Store: fs, State: st, SpoolDir: filepath.Join(dir, "spool"), Now: e.now})
 	if err != nil {
 		t.Fatalf("new recorder: %v", err)
 	}
-	return &Env{State: st, Store: fs, Recorder: rec, Dir: dir}
+	e.Recorder = rec
+	return e
 }
 
 // Step is one thing a recorded session does: output or a marker.
@@ -61,6 +72,8 @@ type Step struct {
 	Output string
 	// Marker is a marker label.
 	Marker string
+	// Wait advances the recorder's clock before the step (Env.Record only).
+	Wait time.Duration
 }
 
 // Start starts recording a session of user on target.
@@ -108,7 +121,10 @@ func Finish(t testing.TB, s *recorder.Session) *recorder.Sealed {
 func (e *Env) Record(t testing.TB, user, target, command string, steps ...Step) string {
 	t.Helper()
 	s := e.Start(t, user, target, command)
-	Play(t, s, steps...)
+	for _, st := range steps {
+		e.Advance(st.Wait)
+		Play(t, s, st)
+	}
 	return Finish(t, s).ID
 }
 
@@ -206,4 +222,17 @@ func (u *Users) Profile(t testing.TB, user, base string) string {
 		}
 	}
 	return dir
+}
+
+// Index indexes a sealed recording for search, as the server's indexer
+// does after each seal.
+func (e *Env) Index(t testing.TB, id string) {
+	t.Helper()
+	ix, err := search.New(search.Options{State: e.State, Store: e.Store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.Index(context.Background(), id); err != nil {
+		t.Fatalf("index %s: %v", id, err)
+	}
 }

@@ -26,6 +26,15 @@
   } else {
     src = el.dataset.cast;
     opts.preload = true;
+    // A search hit opens the replay at its moment: the frame at that time
+    // is shown (poster) and playing starts there. Pauses are kept as
+    // recorded, so that the time is the recording's own.
+    var at = parseFloat(el.dataset.startAt);
+    if (at > 0) {
+      opts.startAt = at;
+      opts.poster = "npt:" + at;
+      delete opts.idleTimeLimit;
+    }
   }
   var player = AsciinemaPlayer.create(src, el, opts);
   window.posternPlayer = player;
