@@ -24,10 +24,11 @@ import (
 type Metadata = audit.Sidecar
 
 // seal stores the spool file as row.Object, commits session.end,
-// session.sealed and the final index row in one state write, stores the
-// metadata JSON and removes the spool. If the spool is gone but the object is already stored
-// (a crash after the upload), the stored object is hashed instead.
-func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string, digest *spoolDigest) (*Sealed, error) {
+// session.sealed, the final index row and then extra (the caller's own
+// events, see Result.Events) in one state write, stores the metadata JSON
+// and removes the spool. If the spool is gone but the object is already
+// stored (a crash after the upload), the stored object is hashed instead.
+func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string, digest *spoolDigest, extra []state.Event) (*Sealed, error) {
 	if st := r.opts.State; st != nil {
 		// Another replica may have completed this recording from its
 		// checkpoints while this one could not reach the state store (it
@@ -98,6 +99,11 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 			if err := tx.PutSession(row); err != nil {
 				return fmt.Errorf("index sealed session: %w", err)
 			}
+			for _, e := range extra {
+				if _, err := tx.Append(e); err != nil {
+					return fmt.Errorf("audit %s: %w", e.Type, err)
+				}
+			}
 			return nil
 		})
 		if err != nil {
@@ -161,7 +167,7 @@ func (r *Recorder) sealLater(row state.Session, spoolPath, errText string, d *sp
 	r.pending.Add(1)
 	go func() { // waited for by Close
 		defer r.pending.Done()
-		sealed, err := r.seal(r.bg, row, spoolPath, errText, d)
+		sealed, err := r.seal(r.bg, row, spoolPath, errText, d, nil)
 		if err != nil {
 			r.log.Error("sealing recording after the storage outage failed: the next start recovers it", "session", row.ID, "err", err)
 			return
@@ -306,7 +312,7 @@ func (r *Recorder) recoverOne(ctx context.Context, row state.Session) error {
 	end := r.opts.Now()
 	row.End = &end
 	row.Status = state.StatusInterrupted
-	sealed, err := r.seal(ctx, row, spool, "interrupted: the server stopped while recording", nil)
+	sealed, err := r.seal(ctx, row, spool, "interrupted: the server stopped while recording", nil, nil)
 	if err != nil {
 		return err
 	}
