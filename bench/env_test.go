@@ -8,6 +8,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -628,6 +629,19 @@ func pss(pid int) (float64, error) {
 func (p *postern) countEvents(typ string) int {
 	b, _ := os.ReadFile(filepath.Join(p.dataDir, "audit.jsonl"))
 	return bytes.Count(b, []byte(`"type":"`+typ+`"`))
+}
+
+// eventCounts counts the events in postern's audit file by type.
+func (p *postern) eventCounts() map[string]int {
+	b, _ := os.ReadFile(filepath.Join(p.dataDir, "audit.jsonl"))
+	counts := map[string]int{}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var e struct{ Type string }
+		if json.Unmarshal(line, &e) == nil && e.Type != "" {
+			counts[e.Type]++
+		}
+	}
+	return counts
 }
 
 // awaitEvents waits until postern's audit file holds n events of typ.

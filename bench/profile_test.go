@@ -4,10 +4,12 @@ package bench
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +27,8 @@ import (
 // unrecorded.cpu and recorded.cpu (`head -c` of 64 MiB of text through the
 // inner hop, aes128-gcm, $POSTERN_BENCH_PROFILE_REPS times, default 3), forward.cpu (256 MiB through `ssh -W`
 // to a tcp target), sessions.cpu (recorded sessions to the command
-// target, 4 clients in parallel); and idle.heap, a heap profile with
+// target, 4 clients in parallel, $POSTERN_BENCH_PROFILE_SESSIONS in all,
+// default 100); and idle.heap, a heap profile with
 // $POSTERN_BENCH_PROFILE_IDLE (default 300) idle recorded sessions of
 // x/crypto clients open (POSTERN_BENCH_PROFILE_HEAP_ONLY stops after it).
 // Only postern's own frames are in the profiles. For each it logs the
@@ -176,33 +179,47 @@ func TestProfile(t *testing.T) {
 		}
 		return float64(r.bytes) / gib, r.cpu
 	})
-	profile("sessions", 0, "session", func() (float64, time.Duration) {
-		const workers, each = 4, 25
-		sealed := p.countEvents(state.EventSessionSealed)
-		var mu sync.Mutex
-		var client time.Duration
-		var wg sync.WaitGroup
-		for range workers {
-			wg.Go(func() {
-				for range each {
-					r, err := runSSH("-F", e.sshCfg, "cmd-true", "true")
-					if err != nil {
-						t.Error(err)
-						return
+	sessions := func(host string) func() (float64, time.Duration) {
+		return func() (float64, time.Duration) {
+			const workers = 4
+			each := envInt("POSTERN_BENCH_PROFILE_SESSIONS", 100) / workers
+			sealed := p.countEvents(state.EventSessionSealed)
+			ev0 := p.eventCounts()
+			var mu sync.Mutex
+			var client time.Duration
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(func() {
+					for range each {
+						r, err := runSSH("-F", e.sshCfg, host, "true")
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						mu.Lock()
+						client += r.cpu
+						mu.Unlock()
 					}
-					mu.Lock()
-					client += r.cpu
-					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			if t.Failed() {
+				t.FailNow()
+			}
+			p.awaitEvents(t, state.EventSessionSealed, sealed+workers*each, time.Minute)
+			ev1 := p.eventCounts()
+			var b strings.Builder
+			for _, typ := range slices.Sorted(maps.Keys(ev1)) {
+				if d := ev1[typ] - ev0[typ]; d > 0 {
+					fmt.Fprintf(&b, " %s %.2f", typ, float64(d)/float64(workers*each))
 				}
-			})
+			}
+			t.Logf("sessions: audit events per session:%s", b.String())
+			return float64(workers * each), client
 		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
-		p.awaitEvents(t, state.EventSessionSealed, sealed+workers*each, time.Minute)
-		return workers * each, client
-	})
+	}
+	profile("sessions", 0, "session", sessions("cmd-true"))
+	profile("sessions-ssh", e.targets["rec-aes"].PID(), "session", sessions("web-rec-aes"))
 }
 
 // callgrindEnv runs TestProfile's child under callgrind (any non-empty
