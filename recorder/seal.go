@@ -43,8 +43,10 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 	var size int64
 	var sum string
 	var err error
+	moved := false // the spool file itself became the object
 	if digest != nil {
-		size, sum, err = digest.size, digest.sum, r.store(ctx, row.Object, spoolPath, digest)
+		size, sum = digest.size, digest.sum
+		moved, err = r.store(ctx, row.Object, spoolPath, digest)
 	} else {
 		size, sum, err = r.upload(ctx, row.Object, spoolPath)
 	}
@@ -131,8 +133,10 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		r.m.errors.WithLabelValues("store").Inc()
 		r.log.Error("storing recording metadata failed", "session", row.ID, "object", sealed.MetaObject, "err", err)
 	}
-	if err := os.Remove(spoolPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
+	if !moved {
+		if err := os.Remove(spoolPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
+		}
 	}
 	return sealed, nil
 }
@@ -197,33 +201,34 @@ type fileAdopter interface {
 }
 
 // store moves, copies or finishes streaming a spool file whose digest is
-// already known into the store under key.
-func (r *Recorder) store(ctx context.Context, key, spoolPath string, d *spoolDigest) error {
+// already known into the store under key. It reports whether the spool
+// file was moved into the store (so there is none left to remove).
+func (r *Recorder) store(ctx context.Context, key, spoolPath string, d *spoolDigest) (moved bool, _ error) {
 	size := d.size
 	if d.up != nil {
 		if err := d.up.Complete(ctx, size); err != nil {
-			return fmt.Errorf("store recording: %w", err)
+			return false, fmt.Errorf("store recording: %w", err)
 		}
-		return nil
+		return false, nil
 	}
 	if a, ok := r.opts.Store.(fileAdopter); ok {
 		err := a.Adopt(ctx, key, spoolPath)
 		if err == nil {
-			return nil
+			return true, nil
 		}
 		if !errors.Is(err, errCrossDevice) {
-			return fmt.Errorf("store recording: %w", err)
+			return false, fmt.Errorf("store recording: %w", err)
 		}
 	}
 	f, err := os.Open(spoolPath)
 	if err != nil {
-		return fmt.Errorf("open spool: %w", err)
+		return false, fmt.Errorf("open spool: %w", err)
 	}
 	defer f.Close()
 	if err := r.opts.Store.Put(ctx, key, f, size, ContentTypeCast); err != nil {
-		return fmt.Errorf("store recording: %w", err)
+		return false, fmt.Errorf("store recording: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 // upload puts the spool file under key, hashing it on the way, and returns
