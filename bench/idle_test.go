@@ -150,7 +150,13 @@ type idleChildProc struct {
 func startIdleChild(t *testing.T, e *env, gogc string) *idleChildProc {
 	t.Helper()
 	dataDir := filepath.Join(e.dir, "postern-idle")
-	return startChild(t, e, "idle", idleConfig(e, dataDir), dataDir, gogc, exactHeapEnv+"=1")
+	var env []string
+	if os.Getenv("POSTERN_BENCH_PROFILE") != "" {
+		// A heap profile is asked for: sample every allocation (which
+		// costs memory of its own, so not otherwise).
+		env = append(env, exactHeapEnv+"=1")
+	}
+	return startChild(t, e, "idle", idleConfig(e, dataDir), dataDir, gogc, env...)
 }
 
 // startChild starts a child postern (this test binary, see TestMain)

@@ -515,13 +515,13 @@ func (h *Server) ServeChannel(ctx context.Context, ci *bastion.ConnInfo, ch ssh.
 		defer expire.Stop()
 	}
 	// Tear the inner connection down when the context ends; the open
-	// sessions are told why first. Not waited for: it ends with the context,
-	// which ServeChannel cancels before it returns.
-	go func() {
-		<-c.ctx.Done()
+	// sessions are told why first. Not waited for: it runs when the context
+	// ends, which ServeChannel makes happen before it returns. AfterFunc
+	// holds no goroutine while the connection lives.
+	context.AfterFunc(c.ctx, func() {
 		c.endAll()
 		conn.Close()
-	}()
+	})
 
 	c.log.Info("inner hop established", "kind", t.Kind, "record", c.decision.Record)
 	start := h.now()

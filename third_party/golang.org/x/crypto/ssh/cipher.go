@@ -17,6 +17,7 @@ import (
 	"hash"
 	"io"
 	"slices"
+	"sync"
 
 	"golang.org/x/crypto/chacha20"
 	"golang.org/x/crypto/internal/poly1305"
@@ -302,11 +303,62 @@ func (s *streamPacketCipher) writeCipherPacket(seqNum uint32, w io.Writer, rand 
 	return nil
 }
 
+// Cipher buffers. A packet cipher encrypts or decrypts each packet in a
+// buffer: small packets in one the cipher keeps, large ones (bulk data) in
+// a buffer borrowed from cipherBuffers for the one packet and given back
+// afterwards (releaseBuffer). An idle connection so keeps no buffer per
+// direction sized for the largest packet it ever moved.
+const (
+	smallCipherBuffer  = 4 << 10
+	pooledCipherBuffer = 64 << 10 // a data packet of channelMaxPacket with its framing fits
+)
+
+var cipherBuffers = sync.Pool{New: func() any { return new([pooledCipherBuffer]byte) }}
+
+// cipherBuffer returns a buffer of n bytes for the next packet: cur if it is
+// large enough, else the cipher's small buffer (grown as needed) or a
+// borrowed one.
+func cipherBuffer(cur []byte, small *[]byte, n int) []byte {
+	switch {
+	case n <= cap(cur):
+		return cur[:n]
+	case n <= smallCipherBuffer:
+		if n > cap(*small) {
+			*small = make([]byte, n, min(smallCipherBuffer, max(n, 2*cap(*small), 256)))
+		}
+		return (*small)[:n]
+	case n <= pooledCipherBuffer:
+		return cipherBuffers.Get().(*[pooledCipherBuffer]byte)[:n]
+	}
+	return make([]byte, n)
+}
+
+// releaseCipherBuffer gives a borrowed buffer back and returns the buffer
+// the cipher goes on with: its small one.
+func releaseCipherBuffer(cur, small []byte) []byte {
+	if cap(cur) <= smallCipherBuffer {
+		return cur
+	}
+	if cap(cur) == pooledCipherBuffer {
+		cipherBuffers.Put((*[pooledCipherBuffer]byte)(cur[:pooledCipherBuffer]))
+	}
+	return small
+}
+
+// releaseBuffer gives back the buffer pc borrowed for its last packet, if
+// it is a cipher that borrows.
+func releaseBuffer(pc packetCipher) {
+	if r, ok := pc.(interface{ releaseBuffer() }); ok {
+		r.releaseBuffer()
+	}
+}
+
 type gcmCipher struct {
 	aead   cipher.AEAD
 	prefix [4]byte
 	iv     []byte
-	buf    []byte
+	buf    []byte // the current packet's buffer: small, or borrowed (cipherBuffer)
+	small  []byte // the cipher's own buffer for small packets
 }
 
 func newGCMCipher(key, iv, unusedMacKey []byte, unusedAlgs DirectionAlgorithms) (packetCipher, error) {
@@ -328,6 +380,8 @@ func newGCMCipher(key, iv, unusedMacKey []byte, unusedAlgs DirectionAlgorithms) 
 
 const gcmTagSize = 16
 
+func (c *gcmCipher) releaseBuffer() { c.buf = releaseCipherBuffer(c.buf, c.small) }
+
 func (c *gcmCipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader, packet []byte) error {
 	// Pad out to multiple of 16 bytes. This is different from the
 	// stream cipher because that encrypts the length too.
@@ -341,11 +395,7 @@ func (c *gcmCipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader
 	// one Write: a prefix written on its own makes the buffered writer
 	// below split every large packet into two writes to the connection.
 	total := 4 + int(length) + gcmTagSize
-	if cap(c.buf) < total {
-		c.buf = make([]byte, total)
-	} else {
-		c.buf = c.buf[:total]
-	}
+	c.buf = cipherBuffer(c.buf, &c.small, total)
 	binary.BigEndian.PutUint32(c.buf, length)
 	plain := c.buf[4 : 4+length]
 	plain[0] = padding
@@ -380,11 +430,7 @@ func (c *gcmCipher) readCipherPacket(seqNum uint32, r io.Reader) ([]byte, error)
 		return nil, errors.New("ssh: max packet length exceeded")
 	}
 
-	if cap(c.buf) < int(length+gcmTagSize) {
-		c.buf = make([]byte, length+gcmTagSize)
-	} else {
-		c.buf = c.buf[:length+gcmTagSize]
-	}
+	c.buf = cipherBuffer(c.buf, &c.small, int(length+gcmTagSize))
 
 	if _, err := io.ReadFull(r, c.buf); err != nil {
 		return nil, err
@@ -721,7 +767,9 @@ func (c *cbcCipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader
 type chacha20Poly1305Cipher struct {
 	lengthKey  [32]byte
 	contentKey [32]byte
-	buf        []byte
+	lenBuf     [4]byte // the encrypted length of the packet being read
+	buf        []byte  // the current packet's buffer: small, or borrowed (cipherBuffer)
+	small      []byte  // the cipher's own buffer for small packets
 }
 
 func newChaCha20Cipher(key, unusedIV, unusedMACKey []byte, unusedAlgs DirectionAlgorithms) (packetCipher, error) {
@@ -729,9 +777,7 @@ func newChaCha20Cipher(key, unusedIV, unusedMACKey []byte, unusedAlgs DirectionA
 		panic(len(key))
 	}
 
-	c := &chacha20Poly1305Cipher{
-		buf: make([]byte, 256),
-	}
+	c := &chacha20Poly1305Cipher{}
 
 	copy(c.contentKey[:], key[:32])
 	copy(c.lengthKey[:], key[32:])
@@ -749,7 +795,7 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 	s.XORKeyStream(polyKey[:], polyKey[:])
 	s.XORKeyStream(discardBuf[:], discardBuf[:]) // skip the next 32 bytes
 
-	encryptedLength := c.buf[:4]
+	encryptedLength := c.lenBuf[:]
 	if _, err := io.ReadFull(r, encryptedLength); err != nil {
 		return nil, err
 	}
@@ -768,12 +814,8 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 
 	contentEnd := 4 + length
 	packetEnd := contentEnd + poly1305.TagSize
-	if uint32(cap(c.buf)) < packetEnd {
-		c.buf = make([]byte, packetEnd)
-		copy(c.buf[:], encryptedLength)
-	} else {
-		c.buf = c.buf[:packetEnd]
-	}
+	c.buf = cipherBuffer(c.buf, &c.small, int(packetEnd))
+	copy(c.buf, encryptedLength)
 
 	if _, err := io.ReadFull(r, c.buf[4:packetEnd]); err != nil {
 		return nil, err
@@ -808,6 +850,8 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 	return plain, nil
 }
 
+func (c *chacha20Poly1305Cipher) releaseBuffer() { c.buf = releaseCipherBuffer(c.buf, c.small) }
+
 func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader, payload []byte) error {
 	nonce := make([]byte, 12)
 	binary.BigEndian.PutUint32(nonce[8:], seqNum)
@@ -830,11 +874,7 @@ func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, r
 
 	// size (4 bytes), padding (1), payload, padding, tag.
 	totalLength := 4 + 1 + len(payload) + padding + poly1305.TagSize
-	if cap(c.buf) < totalLength {
-		c.buf = make([]byte, totalLength)
-	} else {
-		c.buf = c.buf[:totalLength]
-	}
+	c.buf = cipherBuffer(c.buf, &c.small, totalLength)
 
 	binary.BigEndian.PutUint32(c.buf, uint32(1+len(payload)+padding))
 	ls, err := chacha20.NewUnauthenticatedCipher(c.lengthKey[:], nonce)

@@ -322,3 +322,52 @@ func TestGCMWritesPacketOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestCipherBuffersReturned checks that the AEAD ciphers keep only a small
+// buffer of their own once a large packet is through (releaseBuffer, which
+// the transport calls after each packet), and still round-trip packets of
+// every size afterwards.
+func TestCipherBuffersReturned(t *testing.T) {
+	for _, cipher := range []string{CipherAES128GCM, CipherChaCha20Poly1305} {
+		kr := &kexResult{Hash: crypto.SHA256}
+		algs := DirectionAlgorithms{Cipher: cipher, compression: compressionNone}
+		w, err := newPacketCipher(clientKeys, algs, kr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := newPacketCipher(clientKeys, algs, kr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := func(pc packetCipher) int {
+			switch c := pc.(type) {
+			case *gcmCipher:
+				return cap(c.buf)
+			case *chacha20Poly1305Cipher:
+				return cap(c.buf)
+			}
+			t.Fatalf("%T is not an AEAD cipher", pc)
+			return 0
+		}
+		for seq, size := range []int{10, 32 << 10, 100, 200 << 10, 3000, 32 << 10, 1} {
+			payload := make([]byte, size)
+			rand.Read(payload)
+			var buf bytes.Buffer
+			if err := w.writeCipherPacket(uint32(seq), &buf, rand.Reader, payload); err != nil {
+				t.Fatalf("%s: write %d bytes: %v", cipher, size, err)
+			}
+			releaseBuffer(w)
+			got, err := r.readCipherPacket(uint32(seq), &buf)
+			if err != nil {
+				t.Fatalf("%s: read %d bytes: %v", cipher, size, err)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("%s: %d bytes: round trip changed the payload", cipher, size)
+			}
+			releaseBuffer(r)
+			if kw, kr := kept(w), kept(r); kw > smallCipherBuffer || kr > smallCipherBuffer {
+				t.Errorf("%s: after a %d-byte packet the ciphers keep %d and %d bytes; want at most %d", cipher, size, kw, kr, smallCipherBuffer)
+			}
+		}
+	}
+}

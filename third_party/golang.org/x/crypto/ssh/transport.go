@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"sync"
 )
 
 // debugTransport if set, will print packet types as they go over the
@@ -39,7 +40,7 @@ type transport struct {
 	writer connectionState
 
 	bufReader *bufio.Reader
-	bufWriter *bufio.Writer
+	w         io.Writer // the connection; packets reach it through a pooled bufio.Writer
 	rand      io.Reader
 	isClient  bool
 	io.Closer
@@ -138,7 +139,8 @@ func (t *transport) readPacket() (p []byte, err error) {
 }
 
 func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, error) {
-	packet, err := s.packetCipher.readCipherPacket(s.seqNum, r)
+	pc := s.packetCipher
+	packet, err := pc.readCipherPacket(s.seqNum, r)
 	s.seqNum++
 	if err == nil && len(packet) == 0 {
 		err = errors.New("ssh: zero length packet")
@@ -175,21 +177,39 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 	// packet out here.
 	fresh := newPacket(len(packet))
 	copy(fresh, packet)
+	releaseBuffer(pc)
 
 	return fresh, err
 }
+
+// readBufferSize is the size of a transport's read buffer. The buffer is
+// held while the connection waits for data, and a packet larger than it is
+// read into the cipher's buffer directly (bufio reads past it), so a larger
+// one would save no read for bulk data, only memory for idle connections.
+const readBufferSize = 1024
+
+// writeBuffers holds the buffered writers packets are written through. A
+// transport borrows one for each packet (its writes are serialised) rather
+// than keeping its own, so an idle connection holds none.
+var writeBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
 
 func (t *transport) writePacket(packet []byte) error {
 	if debugTransport {
 		t.printPacket(packet, true)
 	}
-	return t.writer.writePacket(t.bufWriter, t.rand, packet, t.strictMode)
+	w := writeBuffers.Get().(*bufio.Writer)
+	w.Reset(t.w)
+	err := t.writer.writePacket(w, t.rand, packet, t.strictMode)
+	w.Reset(nil)
+	writeBuffers.Put(w)
+	return err
 }
 
 func (s *connectionState) writePacket(w *bufio.Writer, rand io.Reader, packet []byte, strictMode bool) error {
 	changeKeys := len(packet) > 0 && packet[0] == msgNewKeys
 
 	err := s.packetCipher.writeCipherPacket(s.seqNum, w, rand, packet)
+	releaseBuffer(s.packetCipher)
 	if err != nil {
 		return err
 	}
@@ -213,8 +233,8 @@ func (s *connectionState) writePacket(w *bufio.Writer, rand io.Reader, packet []
 
 func newTransport(rwc io.ReadWriteCloser, rand io.Reader, isClient bool) *transport {
 	t := &transport{
-		bufReader: bufio.NewReader(rwc),
-		bufWriter: bufio.NewWriter(rwc),
+		bufReader: bufio.NewReaderSize(rwc, readBufferSize),
+		w:         rwc,
 		rand:      rand,
 		reader: connectionState{
 			packetCipher:     &streamPacketCipher{cipher: noneCipher{}},
