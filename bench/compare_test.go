@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -96,28 +95,7 @@ func TestCompare(t *testing.T) {
 	r.Rows = append(r.Rows, cpuRows...)
 	r.Duration = time.Since(start).Round(time.Second).String()
 
-	var md bytes.Buffer
-	if err := r.WriteMarkdown(&md); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintln(os.Stdout, md.String())
-	out := os.Getenv("POSTERN_BENCH_OUT")
-	if out == "" {
-		out = filepath.Join(testutil.RepoRoot(t), "bench", "results")
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(out, "latest.md"), md.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var js bytes.Buffer
-	if err := r.WriteJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(out, "latest.json"), js.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeReport(t, r, "latest")
 }
 
 // Load clients.
