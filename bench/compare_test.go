@@ -85,6 +85,7 @@ func TestCompare(t *testing.T) {
 	}
 	if want("sessions") {
 		r.Rows = append(r.Rows, e.sessions(3, 3*time.Second))
+		r.Rows = append(r.Rows, e.sessionsSSH(3, 3*time.Second)...)
 	}
 	if want("certs") {
 		r.Rows = append(r.Rows, certIssuance(t)...)
@@ -631,6 +632,71 @@ func (e *env) sessions(reps int, d time.Duration) Row {
 		Note: fmt.Sprintf("%d x/crypto clients in parallel for %v per repetition: connect, authenticate with the certificate, open the inner hop to the command target `/bin/true`, exec, close; every session recorded and sealed; divided by postern's CPU time (wall rate on the whole machine, load generator included: %s)", workers, d, NewFigure("sessions/s", perSec))}
 	row.Check(true, 300)
 	return row
+}
+
+// sessionsSSH measures sessions per CPU-second with the stock client
+// (`ssh -F cfg HOST true`, ProxyJump in the config, 4 clients in
+// parallel): recorded sessions to the command target per postern
+// CPU-second, and sessions to the same sshd target (`true` run by sshd)
+// per CPU-second of the jump host: postern recording them against
+// OpenSSH's jump sshd forwarding them.
+func (e *env) sessionsSSH(reps int, d time.Duration) []Row {
+	t := e.t
+	const workers = 4
+	// burst runs the clients for d and returns the sessions, the wall time
+	// and the CPU time of the middle's process tree.
+	burst := func(host string, middle int, d time.Duration) (int, time.Duration, time.Duration) {
+		sealed := e.postern.countEvents(state.EventSessionSealed)
+		c0, n0 := treeCPU(middle)
+		var done atomic.Int64
+		var failed atomic.Value
+		stop := time.Now().Add(d)
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					if _, err := runSSH("-F", e.sshCfg, host, "true"); err != nil {
+						failed.Store(err)
+						return
+					}
+					done.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		wall := time.Since(t0)
+		if err, ok := failed.Load().(error); ok {
+			t.Fatalf("ssh %s true: %v", host, err)
+		}
+		if middle == e.postern.pid {
+			e.postern.awaitEvents(t, state.EventSessionSealed, sealed+int(done.Load()), time.Minute)
+		}
+		return int(done.Load()), wall, settledTreeCPU(middle, n0) - c0
+	}
+	perCPU := func(host string, middle int) (Samples, Samples) {
+		burst(host, middle, time.Second) // warm-up
+		var perCore, perSec Samples
+		for range reps {
+			n, wall, cpu := burst(host, middle, d)
+			perCore = append(perCore, float64(n)/cpu.Seconds())
+			perSec = append(perSec, float64(n)/wall.Seconds())
+		}
+		return perCore, perSec
+	}
+	cmdCore, cmdSec := perCPU("cmd-true", e.postern.pid)
+	recCore, recSec := perCPU("web-rec-aes", e.postern.pid)
+	jumpCore, jumpSec := perCPU("o-aes", e.jump.PID())
+	p := NewFigure("sessions/s per postern CPU-second", cmdCore)
+	cmd := Row{Name: "new recorded sessions per second to a command target, per core", Variant: "aes", Client: clientSSH,
+		Postern: p, Value: p.Median, ValueUnit: "/s",
+		Note: fmt.Sprintf("%d stock ssh clients in parallel for %v per repetition, `ssh -F cfg cmd-true true` (ProxyJump): a new outer and inner connection per session, recorded and sealed; divided by postern's CPU time, its child /bin/true included (wall rate on the whole machine: %s)", workers, d, NewFigure("sessions/s", cmdSec))}
+	cmd.Check(true, 300)
+	pr, o := NewFigure("sessions/s per jump-host CPU-second", recCore), NewFigure("sessions/s per jump-host CPU-second", jumpCore)
+	jump := Row{Name: "ssh -J TARGET true: sessions per CPU-second of the jump host", Variant: "aes, postern recorded", Client: clientSSH,
+		Postern: pr, OpenSSH: o, Value: pr.Median / o.Median, ValueUnit: "×",
+		Note: fmt.Sprintf("%d stock ssh clients in parallel, `ssh -F cfg HOST true` to the same kind of sshd target (which runs true); postern terminates the inner hop, reuses its upstream login and records; OpenSSH's jump sshd forwards; CPU time of postern against the jump sshd with its per-connection processes (wall rates: postern %s, OpenSSH %s)", workers, NewFigure("sessions/s", recSec), NewFigure("sessions/s", jumpSec))}
+	return []Row{cmd, jump}
 }
 
 // certIssuance runs the certs package's issuance and OIDC verification
