@@ -41,6 +41,8 @@ ARG GO_TOOLCHAIN
 ENV GOTOOLCHAIN=${GO_TOOLCHAIN}
 WORKDIR /src
 COPY go.mod go.sum ./
+# go.mod replaces golang.org/x/crypto with the copy in third_party/.
+COPY third_party/ third_party/
 RUN go mod download
 COPY . .
 COPY --from=web /src/players/web/assets/ players/web/assets/

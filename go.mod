@@ -91,3 +91,8 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// x/crypto v0.59.0 with two data-path changes to ssh (one write per AES-GCM
+// packet, pooled buffers for received bulk data), meant to go upstream; see
+// third_party/golang.org/x/crypto/README.md.
+replace golang.org/x/crypto => ./third_party/golang.org/x/crypto

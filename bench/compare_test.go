@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -61,7 +60,9 @@ func TestCompare(t *testing.T) {
 	want := func(k string) bool { return len(only) == 0 || only[k] }
 	var bulkRows, cpuRows, rec []Row
 	if want("bulk") {
-		bulkRows, cpuRows = e.bulk(reps, bulk)
+		var cpu []CPURow
+		bulkRows, cpuRows, cpu = e.bulk(reps, bulk)
+		r.CPU = append(r.CPU, cpu...)
 	}
 	for _, row := range bulkRows {
 		if !strings.HasPrefix(row.Name, "recorded") {
@@ -71,7 +72,9 @@ func TestCompare(t *testing.T) {
 		}
 	}
 	if want("forward") {
-		r.Rows = append(r.Rows, e.forward(reps)...)
+		rows, cpu := e.forward(reps)
+		r.Rows = append(r.Rows, rows...)
+		r.CPU = append(r.CPU, cpu...)
 	}
 	r.Rows = append(r.Rows, rec...)
 	if want("setup") {
@@ -82,6 +85,7 @@ func TestCompare(t *testing.T) {
 	}
 	if want("sessions") {
 		r.Rows = append(r.Rows, e.sessions(3, 3*time.Second))
+		r.Rows = append(r.Rows, e.sessionsSSH(3, 3*time.Second)...)
 	}
 	if want("certs") {
 		r.Rows = append(r.Rows, certIssuance(t)...)
@@ -92,41 +96,98 @@ func TestCompare(t *testing.T) {
 	r.Rows = append(r.Rows, cpuRows...)
 	r.Duration = time.Since(start).Round(time.Second).String()
 
-	var md bytes.Buffer
-	if err := r.WriteMarkdown(&md); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintln(os.Stdout, md.String())
-	out := os.Getenv("POSTERN_BENCH_OUT")
-	if out == "" {
-		out = filepath.Join(testutil.RepoRoot(t), "bench", "results")
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(out, "latest.md"), md.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var js bytes.Buffer
-	if err := r.WriteJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(out, "latest.json"), js.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeReport(t, r, "latest")
 }
 
-// run is one measured repetition: wall time and postern CPU time.
-type run struct {
-	wall, cpu time.Duration
+// Load clients.
+const (
+	clientXCrypto = "x/crypto"
+	clientSSH     = "stock ssh"
+)
+
+// loadClients are the clients every throughput row is measured with: the
+// x/crypto client in this process, and the stock OpenSSH client (what
+// users run), a process of its own.
+var loadClients = []string{clientXCrypto, clientSSH}
+
+// transfer is one measured repetition of a path: the wall time the rate is
+// taken over, the bytes moved, and the CPU time of each process on the
+// path: the middle (postern, or OpenSSH's jump sshd with its
+// per-connection processes), the target sshd (with its session's
+// processes) and the client.
+type transfer struct {
+	wall                   time.Duration
+	bytes                  int64
+	middle, target, client time.Duration
 }
 
-// bulk measures `cat` of a file on the target through OpenSSH's jump host,
-// postern's unrecorded and recorded inner hop and postern's passthrough.
-// It returns the throughput rows and the CPU-cost-of-recording rows.
-func (e *env) bulk(reps, size int) (rows, cpuRows []Row) {
+// pathProcs names the processes a transfer is accounted to.
+type pathProcs struct {
+	middle, target int // PIDs of process trees
+}
+
+// measure runs one transfer with f and takes each process's CPU time
+// around it. f returns the bytes moved, the wall time of the rate and, for
+// the stock client, its own CPU time (for the x/crypto client, this
+// process's CPU time is taken instead). Trees are read once the processes
+// of a connection that f closed have been reaped; wait, if not nil, runs
+// before the middle's CPU is read (the recording's seal).
+func measure(pp pathProcs, client string, f func() (int64, time.Duration, time.Duration, error), wait func()) (transfer, error) {
+	m0, mn := treeCPU(pp.middle)
+	t0, tn := treeCPU(pp.target)
+	self0 := selfCPU()
+	n, wall, ccpu, err := f()
+	if err != nil {
+		return transfer{}, err
+	}
+	self1 := selfCPU()
+	if wait != nil {
+		wait()
+	}
+	tr := transfer{wall: wall, bytes: n, client: ccpu,
+		middle: settledTreeCPU(pp.middle, mn) - m0, target: settledTreeCPU(pp.target, tn) - t0}
+	if client == clientXCrypto {
+		tr.client = self1 - self0
+	}
+	return tr, nil
+}
+
+// cpuPerGiB summarises one process's CPU time per GiB moved over runs.
+func cpuPerGiB(runs []transfer, which func(transfer) time.Duration) Figure {
+	var s Samples
+	for _, r := range runs {
+		if r.bytes > 0 {
+			s = append(s, which(r).Seconds()*1e3/(float64(r.bytes)/(1<<30)))
+		}
+	}
+	return NewFigure("ms/GiB", s)
+}
+
+// cpuRow is the CPU table's line for one path and client.
+func cpuRow(path, variant, client, side string, runs []transfer) CPURow {
+	return CPURow{Path: path, Variant: variant, Client: client, Side: side,
+		Middle:    cpuPerGiB(runs, func(r transfer) time.Duration { return r.middle }),
+		Target:    cpuPerGiB(runs, func(r transfer) time.Duration { return r.target }),
+		ClientCPU: cpuPerGiB(runs, func(r transfer) time.Duration { return r.client }),
+		Total:     cpuPerGiB(runs, func(r transfer) time.Duration { return r.middle + r.target + r.client })}
+}
+
+// bulkModes are the paths of the bulk rows: OpenSSH's jump host, postern's
+// unrecorded and recorded inner hop, and postern's passthrough.
+var bulkModes = []string{"openssh", "plain", "rec", "pass"}
+
+// bulkNames describes the bulk modes in the CPU table.
+var bulkNames = map[string]string{
+	"openssh": "OpenSSH -J (jump sshd)", "plain": "postern inner hop, unrecorded",
+	"rec": "postern inner hop, recorded", "pass": "postern passthrough (spliced)",
+}
+
+// bulk measures `head -c N` of a file on the target through OpenSSH's
+// jump host, postern's unrecorded and recorded inner hop and postern's
+// passthrough, with both load clients. It returns the throughput rows, the
+// CPU-cost-of-recording rows and the CPU table.
+func (e *env) bulk(reps, size int) (rows, recRows []Row, cpu []CPURow) {
 	t := e.t
-	modes := []string{"openssh", "plain", "rec", "pass"}
 	for _, c := range ciphers {
 		for _, w := range workloads {
 			n := size
@@ -135,8 +196,9 @@ func (e *env) bulk(reps, size int) (rows, cpuRows []Row) {
 				n, wreps = size/2, max(3, reps-2)
 			}
 			path := e.payloads[w]
+			cmd := fmt.Sprintf("head -c %d %s", n, path)
 			hops := map[string]*hop{}
-			for _, m := range modes {
+			for _, m := range bulkModes {
 				var h *hop
 				var err error
 				if m == "openssh" {
@@ -150,82 +212,115 @@ func (e *env) bulk(reps, size int) (rows, cpuRows []Row) {
 				defer h.Close()
 				hops[m] = h
 			}
-			res := map[string][]run{}
+			procs := func(m string) pathProcs {
+				if m == "openssh" {
+					return pathProcs{middle: e.jump.PID(), target: e.targets["plain-"+c.short].PID()}
+				}
+				return pathProcs{middle: e.postern.pid, target: e.targets[m+"-"+c.short].PID()}
+			}
+			sshHost := func(m string) string {
+				if m == "openssh" {
+					return "o-" + c.short
+				}
+				return "web-" + m + "-" + c.short
+			}
+			res := map[string]map[string][]transfer{clientXCrypto: {}, clientSSH: {}}
 			for i := 0; i <= wreps; i++ {
-				for j := range modes {
-					m := modes[(i+j)%len(modes)] // rotate the order
-					sealed := e.postern.countEvents(state.EventSessionSealed)
-					cpu0, _ := cpuTime(e.postern.proc.PID())
-					t0 := time.Now()
-					got, err := catFile(hops[m].inner, path, n)
-					wall := time.Since(t0)
-					if err != nil {
-						t.Fatalf("%s %s %s: %v", m, c.short, w, err)
-					}
-					if got != int64(n) {
-						t.Fatalf("%s %s %s: read %d bytes; want %d", m, c.short, w, got, n)
-					}
-					if m == "rec" {
-						e.postern.awaitEvents(t, state.EventSessionSealed, sealed+1, 2*time.Minute)
-					}
-					cpu1, _ := cpuTime(e.postern.proc.PID())
-					if i > 0 { // the first round is the warm-up
-						res[m] = append(res[m], run{wall: wall, cpu: cpu1 - cpu0})
+				for _, cl := range loadClients {
+					for j := range bulkModes {
+						m := bulkModes[(i+j)%len(bulkModes)] // rotate the order
+						sealed := e.postern.countEvents(state.EventSessionSealed)
+						var wait func()
+						if m == "rec" {
+							wait = func() { e.postern.awaitEvents(t, state.EventSessionSealed, sealed+1, 2*time.Minute) }
+						}
+						tr, err := measure(procs(m), cl, func() (int64, time.Duration, time.Duration, error) {
+							if cl == clientSSH {
+								r, err := runSSH("-F", e.sshCfg, sshHost(m), cmd)
+								return r.bytes, r.flow, r.cpu, err
+							}
+							t0 := time.Now()
+							got, err := catFile(hops[m].inner, path, n)
+							return got, time.Since(t0), 0, err
+						}, wait)
+						if err != nil {
+							t.Fatalf("%s %s %s %s: %v", cl, m, c.short, w, err)
+						}
+						if tr.bytes != int64(n) {
+							t.Fatalf("%s %s %s %s: read %d bytes; want %d", cl, m, c.short, w, tr.bytes, n)
+						}
+						if i > 0 { // the first round is the warm-up
+							res[cl][m] = append(res[cl][m], tr)
+						}
 					}
 				}
-			}
-			mbps := func(m string) Samples {
-				var s Samples
-				for _, r := range res[m] {
-					s = append(s, float64(n)/r.wall.Seconds()/1e6)
-				}
-				return s
-			}
-			cpu := func(m string) Samples {
-				var s Samples
-				for _, r := range res[m] {
-					s = append(s, r.cpu.Seconds()*1e3)
-				}
-				return s
 			}
 			variant := c.short + ", " + w
-			base := NewFigure("MB/s", mbps("openssh"))
-			for _, m := range []string{"plain", "rec", "pass"} {
-				f := NewFigure("MB/s", mbps(m))
-				row := Row{Variant: variant, Client: "x/crypto", Postern: f, OpenSSH: base, Value: f.Median / base.Median, ValueUnit: "×"}
-				switch m {
-				case "plain":
-					row.Name = "unrecorded -J bulk output (inner hop)"
-					row.Note = "x/crypto client runs `cat FILE` on the target through the jump host; postern terminates the inner hop (record: off); wall time until the exit status"
-					if w == "text" {
-						row.Check(true, 1.25)
+			for _, cl := range loadClients {
+				mbps := func(m string) Samples {
+					var s Samples
+					for _, r := range res[cl][m] {
+						s = append(s, float64(r.bytes)/r.wall.Seconds()/1e6)
 					}
-				case "rec":
-					row.Name = "recorded -J bulk output ÷ OpenSSH unrecorded"
-					row.Note = "same, with postern recording the session (asciicast v2 to the spool, then sealed into the file store)"
-					if w == "text" {
-						row.Check(true, 1.0)
-					}
-				case "pass":
-					row.Name = "passthrough -J bulk output (spliced, unrecorded)"
-					row.Note = "same through a passthrough target: postern splices the client's own SSH stream to the target"
+					return s
 				}
-				rows = append(rows, row)
+				base := NewFigure("MB/s", mbps("openssh"))
+				timing := "wall time from the session's start to its exit status"
+				if cl == clientSSH {
+					timing = "`ssh -F cfg HOST 'head -c N FILE'` (ProxyJump in the config), output to a pipe; wall time from the first byte of output to the last (the handshakes are left out)"
+				}
+				for _, m := range []string{"plain", "rec", "pass"} {
+					f := NewFigure("MB/s", mbps(m))
+					row := Row{Variant: variant, Client: cl, Postern: f, OpenSSH: base, Value: f.Median / base.Median, ValueUnit: "×"}
+					switch m {
+					case "plain":
+						row.Name = "unrecorded -J bulk output (inner hop)"
+						row.Note = "the client runs `head -c N FILE` on the target through the jump host; postern terminates the inner hop (record: off); " + timing
+						if w == "text" {
+							row.Check(true, 1.25)
+						}
+					case "rec":
+						row.Name = "recorded -J bulk output ÷ OpenSSH unrecorded"
+						row.Note = "same, with postern recording the session (asciicast v2 to the spool, then sealed into the file store)"
+						if w == "text" {
+							row.Check(true, 1.0)
+						}
+					case "pass":
+						row.Name = "passthrough -J bulk output (spliced, unrecorded)"
+						row.Note = "same through a passthrough target: postern splices the client's own SSH stream to the target"
+					}
+					rows = append(rows, row)
+				}
+				pcpu := func(m string) Samples {
+					var s Samples
+					for _, r := range res[cl][m] {
+						s = append(s, r.middle.Seconds()*1e3)
+					}
+					return s
+				}
+				cr, cp := NewFigure("ms CPU", pcpu("rec")), NewFigure("ms CPU", pcpu("plain"))
+				row := Row{Name: "CPU cost of recording (recorded ÷ unrecorded inner hop)", Variant: variant, Client: cl,
+					Postern: cr, OpenSSH: Figure{}, Value: cr.Median / cp.Median, ValueUnit: "×",
+					Note: "postern process CPU time (utime+stime) per transfer, recorded (including sealing) over unrecorded"}
+				row.Note += fmt.Sprintf("; %s: unrecorded median %s", variant+", "+cl, cp)
+				if w == "text" {
+					row.Check(false, 1.10)
+				}
+				recRows = append(recRows, row)
+				for _, m := range bulkModes {
+					side := "postern"
+					if m == "openssh" {
+						side = "OpenSSH"
+					}
+					cpu = append(cpu, cpuRow(bulkNames[m], variant, cl, side, res[cl][m]))
+				}
 			}
-			cr, cp := NewFigure("ms CPU", cpu("rec")), NewFigure("ms CPU", cpu("plain"))
-			row := Row{Name: "CPU cost of recording (recorded ÷ unrecorded inner hop)", Variant: variant, Client: "x/crypto",
-				Postern: cr, OpenSSH: Figure{}, Value: cr.Median / cp.Median, ValueUnit: "×",
-				Note: fmt.Sprintf("postern process CPU time (utime+stime) per `cat`, recorded (including sealing) over unrecorded; unrecorded median %s", cp)}
-			if w == "text" {
-				row.Check(false, 1.10)
-			}
-			cpuRows = append(cpuRows, row)
 			for _, h := range hops {
 				h.Close()
 			}
 		}
 	}
-	return rows, cpuRows
+	return rows, recRows, cpu
 }
 
 // catFile runs `head -c n path` (cat of the first n bytes) and discards
@@ -254,10 +349,11 @@ func catFile(c *ssh.Client, path string, n int) (int64, error) {
 }
 
 // forward measures a direct-tcpip forward (ssh -W / -L) to a TCP source
-// streaming 256 MiB, through OpenSSH's jump host and through postern.
-func (e *env) forward(reps int) []Row {
+// streaming 256 MiB, through OpenSSH's jump host and through postern, with
+// both load clients. The TCP source runs in this process: with the
+// x/crypto client its CPU time is counted as the client's.
+func (e *env) forward(reps int) (rows []Row, cpu []CPURow) {
 	t := e.t
-	var rows []Row
 	for _, c := range ciphers {
 		oj, err := e.dialJump(c.name)
 		if err != nil {
@@ -273,35 +369,60 @@ func (e *env) forward(reps int) []Row {
 			"openssh": func() (net.Conn, error) { return oj.Dial("tcp", src) },
 			"postern": func() (net.Conn, error) { return pj.Dial("tcp", net.JoinHostPort("src-text", port)) },
 		}
-		res := map[string]Samples{}
+		sshArgs := map[string][]string{
+			"openssh": {"-F", e.sshCfg, "-W", src, "oj-" + c.short},
+			"postern": {"-F", e.sshCfg, "-W", net.JoinHostPort("src-text", port), "pj-" + c.short},
+		}
+		middle := map[string]int{"openssh": e.jump.PID(), "postern": e.postern.pid}
+		res := map[string]map[string][]transfer{clientXCrypto: {}, clientSSH: {}}
 		for i := 0; i <= reps; i++ {
-			for _, m := range alternate(i) {
-				nc, err := dial[m]()
-				if err != nil {
-					t.Fatalf("forward %s: %v", m, err)
-				}
-				t0 := time.Now()
-				n, err := io.Copy(io.Discard, nc)
-				wall := time.Since(t0)
-				nc.Close()
-				if err != nil || n != streamSize {
-					t.Fatalf("forward %s: %d bytes, %v", m, n, err)
-				}
-				if i > 0 {
-					res[m] = append(res[m], float64(n)/wall.Seconds()/1e6)
+			for _, cl := range loadClients {
+				for _, m := range alternate(i) {
+					tr, err := measure(pathProcs{middle: middle[m]}, cl, func() (int64, time.Duration, time.Duration, error) {
+						if cl == clientSSH {
+							r, err := runSSH(sshArgs[m]...)
+							return r.bytes, r.flow, r.cpu, err
+						}
+						nc, err := dial[m]()
+						if err != nil {
+							return 0, 0, 0, err
+						}
+						defer nc.Close()
+						t0 := time.Now()
+						n, err := io.Copy(io.Discard, nc)
+						return n, time.Since(t0), 0, err
+					}, nil)
+					if err != nil || tr.bytes != streamSize {
+						t.Fatalf("forward %s %s: %d bytes, %v", cl, m, tr.bytes, err)
+					}
+					if i > 0 {
+						res[cl][m] = append(res[cl][m], tr)
+					}
 				}
 			}
 		}
 		oj.Close()
 		pj.Close()
-		p, o := NewFigure("MB/s", res["postern"]), NewFigure("MB/s", res["openssh"])
-		row := Row{Name: "raw forward throughput (ssh -W/-L)", Variant: c.short, Client: "x/crypto", Postern: p, OpenSSH: o,
-			Value: p.Median / o.Median, ValueUnit: "×",
-			Note: fmt.Sprintf("x/crypto client opens a direct-tcpip channel to a TCP source that sends %d MiB of text and closes; postern reaches it as a tcp target (splice path)", streamSize>>20)}
-		row.Check(true, 1.25)
-		rows = append(rows, row)
+		for _, cl := range loadClients {
+			mbps := func(m string) Samples {
+				var s Samples
+				for _, r := range res[cl][m] {
+					s = append(s, float64(r.bytes)/r.wall.Seconds()/1e6)
+				}
+				return s
+			}
+			p, o := NewFigure("MB/s", mbps("postern")), NewFigure("MB/s", mbps("openssh"))
+			row := Row{Name: "raw forward throughput (ssh -W/-L)", Variant: c.short, Client: cl, Postern: p, OpenSSH: o,
+				Value: p.Median / o.Median, ValueUnit: "×",
+				Note: fmt.Sprintf("the client opens a direct-tcpip channel (x/crypto: Dial; stock ssh: `ssh -W HOST:PORT JUMP`, first byte to last) to a TCP source that sends %d MiB of text and closes; postern reaches it as a tcp target (splice path)", streamSize>>20)}
+			row.Check(true, 1.25)
+			rows = append(rows, row)
+			cpu = append(cpu,
+				cpuRow("OpenSSH jump, raw forward", c.short+", text", cl, "OpenSSH", res[cl]["openssh"]),
+				cpuRow("postern, raw forward", c.short+", text", cl, "postern", res[cl]["postern"]))
+		}
 	}
-	return rows
+	return rows, cpu
 }
 
 // setup measures the wall time of the stock `ssh -J … true`.
@@ -438,7 +559,7 @@ func (e *env) sessions(reps int, d time.Duration) Row {
 	}
 	burst := func(d time.Duration) (int, time.Duration, time.Duration) {
 		sealed := e.postern.countEvents(state.EventSessionSealed)
-		cpu0, _ := cpuTime(e.postern.proc.PID())
+		cpu0, _ := cpuTime(e.postern.pid)
 		var done atomic.Int64
 		var failed atomic.Value
 		stop := time.Now().Add(d)
@@ -461,7 +582,7 @@ func (e *env) sessions(reps int, d time.Duration) Row {
 			t.Fatalf("session to cmd-true: %v", err)
 		}
 		e.postern.awaitEvents(t, state.EventSessionSealed, sealed+int(done.Load()), time.Minute)
-		cpu1, _ := cpuTime(e.postern.proc.PID())
+		cpu1, _ := cpuTime(e.postern.pid)
 		return int(done.Load()), wall, cpu1 - cpu0
 	}
 	burst(time.Second) // warm-up
@@ -511,6 +632,71 @@ func (e *env) sessions(reps int, d time.Duration) Row {
 		Note: fmt.Sprintf("%d x/crypto clients in parallel for %v per repetition: connect, authenticate with the certificate, open the inner hop to the command target `/bin/true`, exec, close; every session recorded and sealed; divided by postern's CPU time (wall rate on the whole machine, load generator included: %s)", workers, d, NewFigure("sessions/s", perSec))}
 	row.Check(true, 300)
 	return row
+}
+
+// sessionsSSH measures sessions per CPU-second with the stock client
+// (`ssh -F cfg HOST true`, ProxyJump in the config, 4 clients in
+// parallel): recorded sessions to the command target per postern
+// CPU-second, and sessions to the same sshd target (`true` run by sshd)
+// per CPU-second of the jump host: postern recording them against
+// OpenSSH's jump sshd forwarding them.
+func (e *env) sessionsSSH(reps int, d time.Duration) []Row {
+	t := e.t
+	const workers = 4
+	// burst runs the clients for d and returns the sessions, the wall time
+	// and the CPU time of the middle's process tree.
+	burst := func(host string, middle int, d time.Duration) (int, time.Duration, time.Duration) {
+		sealed := e.postern.countEvents(state.EventSessionSealed)
+		c0, n0 := treeCPU(middle)
+		var done atomic.Int64
+		var failed atomic.Value
+		stop := time.Now().Add(d)
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					if _, err := runSSH("-F", e.sshCfg, host, "true"); err != nil {
+						failed.Store(err)
+						return
+					}
+					done.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		wall := time.Since(t0)
+		if err, ok := failed.Load().(error); ok {
+			t.Fatalf("ssh %s true: %v", host, err)
+		}
+		if middle == e.postern.pid {
+			e.postern.awaitEvents(t, state.EventSessionSealed, sealed+int(done.Load()), time.Minute)
+		}
+		return int(done.Load()), wall, settledTreeCPU(middle, n0) - c0
+	}
+	perCPU := func(host string, middle int) (Samples, Samples) {
+		burst(host, middle, time.Second) // warm-up
+		var perCore, perSec Samples
+		for range reps {
+			n, wall, cpu := burst(host, middle, d)
+			perCore = append(perCore, float64(n)/cpu.Seconds())
+			perSec = append(perSec, float64(n)/wall.Seconds())
+		}
+		return perCore, perSec
+	}
+	cmdCore, cmdSec := perCPU("cmd-true", e.postern.pid)
+	recCore, recSec := perCPU("web-rec-aes", e.postern.pid)
+	jumpCore, jumpSec := perCPU("o-aes", e.jump.PID())
+	p := NewFigure("sessions/s per postern CPU-second", cmdCore)
+	cmd := Row{Name: "new recorded sessions per second to a command target, per core", Variant: "aes", Client: clientSSH,
+		Postern: p, Value: p.Median, ValueUnit: "/s",
+		Note: fmt.Sprintf("%d stock ssh clients in parallel for %v per repetition, `ssh -F cfg cmd-true true` (ProxyJump): a new outer and inner connection per session, recorded and sealed; divided by postern's CPU time, its child /bin/true included (wall rate on the whole machine: %s)", workers, d, NewFigure("sessions/s", cmdSec))}
+	cmd.Check(true, 300)
+	pr, o := NewFigure("sessions/s per jump-host CPU-second", recCore), NewFigure("sessions/s per jump-host CPU-second", jumpCore)
+	jump := Row{Name: "ssh -J TARGET true: sessions per CPU-second of the jump host", Variant: "aes, postern recorded", Client: clientSSH,
+		Postern: pr, OpenSSH: o, Value: pr.Median / o.Median, ValueUnit: "×",
+		Note: fmt.Sprintf("%d stock ssh clients in parallel, `ssh -F cfg HOST true` to the same kind of sshd target (which runs true); postern terminates the inner hop, reuses its upstream login and records; OpenSSH's jump sshd forwards; CPU time of postern against the jump sshd with its per-connection processes (wall rates: postern %s, OpenSSH %s)", workers, NewFigure("sessions/s", recSec), NewFigure("sessions/s", jumpSec))}
+	return []Row{cmd, jump}
 }
 
 // certIssuance runs the certs package's issuance and OIDC verification
@@ -568,13 +754,13 @@ func (e *env) memory(n int) []Row {
 	dialPostern := func() (*hop, error) { return e.viaPostern(p, ssh.CipherAES128GCM, "idle-rec") }
 	warm := openIdle(dialPostern, 20)
 	p.awaitEvents(t, state.EventSessionStart, 20, time.Minute)
-	before, err := pss(p.proc.PID())
+	before, err := pss(p.pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := openIdle(dialPostern, n)
 	p.awaitEvents(t, state.EventSessionStart, 20+n, 2*time.Minute)
-	after, err := pss(p.proc.PID())
+	after, err := pss(p.pid)
 	if err != nil {
 		t.Fatal(err)
 	}

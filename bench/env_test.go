@@ -8,6 +8,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -72,7 +73,8 @@ type env struct {
 
 // postern is one running postern binary.
 type postern struct {
-	proc    *testutil.Proc
+	proc    *testutil.Proc // nil for a child of this test binary (startChild)
+	pid     int
 	addr    string
 	dataDir string
 }
@@ -206,6 +208,12 @@ func (e *env) config(dataDir string) string {
 // waits for its "postern serving" line.
 func (e *env) startPostern(name string) *postern {
 	e.t.Helper()
+	return e.startPosternBin(name, testutil.PosternBinary(e.t))
+}
+
+// startPosternBin is startPostern with the binary at bin.
+func (e *env) startPosternBin(name, bin string) *postern {
+	e.t.Helper()
 	p := &postern{dataDir: filepath.Join(e.dir, "postern-"+name)}
 	cfg := filepath.Join(e.dir, name+".yaml")
 	if err := os.WriteFile(cfg, []byte(e.config(p.dataDir)), 0o600); err != nil {
@@ -215,8 +223,9 @@ func (e *env) startPostern(name string) *postern {
 	if g := os.Getenv("POSTERN_BENCH_GOGC"); g != "" {
 		env = append(env, "GOGC="+g)
 	}
-	p.proc = testutil.Start(e.t, testutil.PosternBinary(e.t), []string{"serve", "--config", cfg, "--log-format", "json", "--log-level", "warn"},
+	p.proc = testutil.Start(e.t, bin, []string{"serve", "--config", cfg, "--log-format", "json", "--log-level", "warn"},
 		testutil.Env(env...))
+	p.pid = p.proc.PID()
 	// The serving line is logged at info; with warn the port comes from the
 	// listening socket instead.
 	p.addr = e.awaitListen(p)
@@ -388,37 +397,49 @@ func (e *env) dialJump(cipher string) (*ssh.Client, error) {
 	return jc, nil
 }
 
-// writeSSHConfig writes the stock client's ssh_config: "pj" is postern,
-// every web-*/cmd-* name goes through it; "oj" is the OpenSSH jump host and
-// "o-aes"/"o-chacha" the targets through it. Everything uses
-// curve25519-sha256 and aes128-gcm, in the file so the jump hop gets it too.
-func (e *env) writeSSHConfig() string {
-	host, port, _ := net.SplitHostPort(e.postern.addr)
+// writeSSHConfig writes the stock client's ssh_config. Per cipher C (aes,
+// chacha): "pj-C" is postern and every web-*-C name goes through it (cmd-*
+// and src-* go through pj-aes); "oj-C" is the OpenSSH jump host and "o-C"
+// the plain target through it. Each name pins its cipher, and ProxyJump
+// passes this file on, so both hops of a name use the same cipher; every
+// hop uses curve25519-sha256.
+func (e *env) writeSSHConfig() string { return e.writeSSHConfigFor(e.postern, "ssh_config") }
+
+// writeSSHConfigFor writes the ssh_config of writeSSHConfig for postern p
+// to the file name in the env's directory.
+func (e *env) writeSSHConfigFor(p *postern, name string) string {
+	host, port, _ := net.SplitHostPort(p.addr)
 	var b strings.Builder
-	fmt.Fprintf(&b, "Host pj\n  HostName %s\n  Port %s\n  User alice\n  IdentityFile %s\n  CertificateFile %s\n", host, port, e.keyFile, e.certFile)
-	fmt.Fprintf(&b, "Host web-* cmd-*\n  ProxyJump pj\n  User %s\n  IdentityFile %s\n  CertificateFile %s\n", e.login, e.keyFile, e.certFile)
-	fmt.Fprintf(&b, "Host oj\n  HostName 127.0.0.1\n  Port %d\n  User %s\n  IdentityFile %s\n", e.jump.Port(), e.login, e.keyFile)
 	for _, c := range ciphers {
-		fmt.Fprintf(&b, "Host o-%s\n  HostName 127.0.0.1\n  Port %d\n  ProxyJump oj\n  User %s\n  IdentityFile %s\n",
-			c.short, e.targets["plain-"+c.short].Port(), e.login, e.keyFile)
+		fmt.Fprintf(&b, "Host pj-%s oj-%s web-*-%s o-%s\n  Ciphers %s\n", c.short, c.short, c.short, c.short, c.name)
+		fmt.Fprintf(&b, "Host web-*-%s\n  ProxyJump pj-%s\n", c.short, c.short)
+		fmt.Fprintf(&b, "Host o-%s\n  HostName 127.0.0.1\n  Port %d\n  ProxyJump oj-%s\n", c.short, e.targets["plain-"+c.short].Port(), c.short)
 	}
+	fmt.Fprintf(&b, "Host cmd-* src-*\n  ProxyJump pj-aes\n  Ciphers %s\n", ssh.CipherAES128GCM)
+	fmt.Fprintf(&b, "Host pj-*\n  HostName %s\n  Port %s\n  User alice\n  IdentityFile %s\n  CertificateFile %s\n", host, port, e.keyFile, e.certFile)
+	fmt.Fprintf(&b, "Host web-* cmd-*\n  User %s\n  IdentityFile %s\n  CertificateFile %s\n", e.login, e.keyFile, e.certFile)
+	fmt.Fprintf(&b, "Host oj-*\n  HostName 127.0.0.1\n  Port %d\n", e.jump.Port())
+	fmt.Fprintf(&b, "Host oj-* o-*\n  User %s\n  IdentityFile %s\n", e.login, e.keyFile)
 	known := filepath.Join(e.dir, "known_hosts")
 	lines := []string{e.auth.HostCALine(), e.jump.KnownHostsLine()}
 	for _, c := range ciphers {
-		lines = append(lines, e.targets["plain-"+c.short].KnownHostsLine())
+		// passthrough: the client meets the target itself, under its
+		// postern name.
+		lines = append(lines, e.targets["plain-"+c.short].KnownHostsLine(),
+			e.targets["pass-"+c.short].KnownHostsLine("web-pass-"+c.short))
 	}
 	if err := os.WriteFile(known, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
 	fmt.Fprintf(&b, "Host *\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n", known)
-	fmt.Fprintf(&b, "  Ciphers %s\n  KexAlgorithms %s\n", ssh.CipherAES128GCM, kex)
+	fmt.Fprintf(&b, "  KexAlgorithms %s\n", kex)
 	b.WriteString("  BatchMode yes\n  IdentitiesOnly yes\n  IdentityAgent none\n  LogLevel ERROR\n  ConnectTimeout 10\n")
 	b.WriteString("  ControlMaster no\n  ControlPath none\n  UpdateHostKeys no\n  ForwardAgent no\n")
-	p := filepath.Join(e.dir, "ssh_config")
-	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+	cfg := filepath.Join(e.dir, name)
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	return p
+	return cfg
 }
 
 // workloads: base64 text lines (printable ASCII, the headline) and zeros
@@ -608,6 +629,19 @@ func pss(pid int) (float64, error) {
 func (p *postern) countEvents(typ string) int {
 	b, _ := os.ReadFile(filepath.Join(p.dataDir, "audit.jsonl"))
 	return bytes.Count(b, []byte(`"type":"`+typ+`"`))
+}
+
+// eventCounts counts the events in postern's audit file by type.
+func (p *postern) eventCounts() map[string]int {
+	b, _ := os.ReadFile(filepath.Join(p.dataDir, "audit.jsonl"))
+	counts := map[string]int{}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var e struct{ Type string }
+		if json.Unmarshal(line, &e) == nil && e.Type != "" {
+			counts[e.Type]++
+		}
+	}
+	return counts
 }
 
 // awaitEvents waits until postern's audit file holds n events of typ.

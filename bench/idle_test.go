@@ -33,13 +33,23 @@ import (
 // TestIdleSessions serves (see idleChild).
 const idleChildEnv = "POSTERN_BENCH_IDLE_CHILD"
 
-// TestMain runs the postern child of TestIdleSessions when the test binary
-// is started as one, and the tests otherwise.
+// exactHeapEnv makes the child sample every allocation in its heap profile.
+const exactHeapEnv = "POSTERN_BENCH_EXACT_HEAP"
+
+// TestMain runs the postern child of TestIdleSessions or the reaper of the
+// stock client (proc_test.go) when the test binary is started as one, and
+// the tests otherwise.
 func TestMain(m *testing.M) {
+	if os.Getenv(reaperEnv) != "" {
+		os.Exit(reaper(os.Args[1:]))
+	}
 	if cfg := os.Getenv(idleChildEnv); cfg != "" {
-		// Every allocation is sampled, so that the heap profile's
-		// per-session figures are exact rather than 512 KiB samples.
-		runtime.MemProfileRate = 1
+		if os.Getenv(exactHeapEnv) != "" {
+			// Every allocation is sampled, so that the heap profile's
+			// per-session figures are exact rather than 512 KiB
+			// samples.
+			runtime.MemProfileRate = 1
+		}
 		os.Exit(idleChild(cfg))
 	}
 	os.Exit(m.Run())
@@ -130,6 +140,7 @@ type idleStats struct {
 type idleChildProc struct {
 	addr    string
 	dataDir string
+	pid     int
 	in      io.Writer
 	out     *bufio.Reader
 	mu      sync.Mutex
@@ -139,12 +150,34 @@ type idleChildProc struct {
 func startIdleChild(t *testing.T, e *env, gogc string) *idleChildProc {
 	t.Helper()
 	dataDir := filepath.Join(e.dir, "postern-idle")
-	cfg := filepath.Join(e.dir, "idle.yaml")
-	if err := os.WriteFile(cfg, []byte(idleConfig(e, dataDir)), 0o600); err != nil {
+	var env []string
+	if os.Getenv("POSTERN_BENCH_PROFILE") != "" {
+		// A heap profile is asked for: sample every allocation (which
+		// costs memory of its own, so not otherwise).
+		env = append(env, exactHeapEnv+"=1")
+	}
+	return startChild(t, e, "idle", idleConfig(e, dataDir), dataDir, gogc, env...)
+}
+
+// startChild starts a child postern (this test binary, see TestMain)
+// serving the configuration cfgText, and waits until it serves.
+func startChild(t *testing.T, e *env, name, cfgText, dataDir, gogc string, env ...string) *idleChildProc {
+	t.Helper()
+	cfg := filepath.Join(e.dir, name+".yaml")
+	if err := os.WriteFile(cfg, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), idleChildEnv+"="+cfg)
+	if os.Getenv(callgrindEnv) != "" {
+		out := os.Getenv("POSTERN_BENCH_PROFILE")
+		// Run the child under callgrind with instrumentation off; the
+		// caller turns it on around what it measures (callgrindOn).
+		cmd = exec.Command("valgrind", "--tool=callgrind", "--instr-atstart=no",
+			"--callgrind-out-file="+filepath.Join(out, name+".callgrind.%p"), os.Args[0])
+		// callgrind cannot follow the signals of asynchronous preemption.
+		env = append(env, "GODEBUG=asyncpreemptoff=1")
+	}
+	cmd.Env = append(append(os.Environ(), env...), idleChildEnv+"="+cfg)
 	if gogc != "" {
 		cmd.Env = append(cmd.Env, "GOGC="+gogc)
 	}
@@ -163,13 +196,13 @@ func startIdleChild(t *testing.T, e *env, gogc string) *idleChildProc {
 	t.Cleanup(func() {
 		in.Close() // the child stops at EOF on its input
 		if err := cmd.Wait(); err != nil {
-			t.Errorf("idle child: %v", err)
+			t.Errorf("child postern: %v", err)
 		}
 	})
-	c := &idleChildProc{dataDir: dataDir, in: in, out: bufio.NewReader(out)}
+	c := &idleChildProc{dataDir: dataDir, pid: cmd.Process.Pid, in: in, out: bufio.NewReader(out)}
 	line, err := c.out.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "ready ") {
-		t.Fatalf("idle child: got %q, %v; want ready <addr>", line, err)
+		t.Fatalf("child postern: got %q, %v; want ready <addr>", line, err)
 	}
 	c.addr = strings.TrimSpace(strings.TrimPrefix(line, "ready "))
 	return c
@@ -193,6 +226,23 @@ func (c *idleChildProc) command(t *testing.T, cmd string) string {
 	return line
 }
 
+// allocStats are the child's cumulative allocation counters.
+type allocStats struct {
+	Mallocs    uint64 // heap objects allocated
+	TotalAlloc uint64 // bytes allocated
+	NumGC      uint32 // completed GC cycles
+}
+
+// alloc asks the child for its allocation counters.
+func (c *idleChildProc) alloc(t *testing.T) allocStats {
+	t.Helper()
+	var s allocStats
+	if err := json.Unmarshal([]byte(c.command(t, "alloc")), &s); err != nil {
+		t.Fatalf("child alloc: %v", err)
+	}
+	return s
+}
+
 // measure asks the child for its figures.
 func (c *idleChildProc) measure(t *testing.T) idleStats {
 	t.Helper()
@@ -205,7 +255,9 @@ func (c *idleChildProc) measure(t *testing.T) idleStats {
 
 // idleChild serves postern with the configuration at cfgPath and answers
 // commands on stdin, one per line: "measure" (a JSON idleStats line),
-// "heap <file>" (writes a heap profile). It stops at EOF.
+// "heap <file>" (writes a heap profile), "alloc" (cumulative allocation
+// counts, JSON), "cpu <file>" (starts a CPU profile), "cpu-stop" (ends
+// it). It stops at EOF.
 func idleChild(cfgPath string) int {
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "idle child:", err)
@@ -235,6 +287,7 @@ func idleChild(cfgPath string) int {
 	case err := <-done:
 		return fail(err)
 	}
+	var cpuFile *os.File
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(sc.Text(), " ")
@@ -260,6 +313,31 @@ func idleChild(cfgPath string) int {
 				continue
 			}
 			fmt.Println("ok")
+		case "alloc":
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			fmt.Printf("{\"Mallocs\":%d,\"TotalAlloc\":%d,\"NumGC\":%d}\n", ms.Mallocs, ms.TotalAlloc, ms.NumGC)
+		case "cpu":
+			f, err := os.Create(arg)
+			if err == nil {
+				if err = pprof.StartCPUProfile(f); err != nil {
+					f.Close()
+				} else {
+					cpuFile = f
+				}
+			}
+			if err != nil {
+				fmt.Printf("error %v\n", err)
+				continue
+			}
+			fmt.Println("ok")
+		case "cpu-stop":
+			pprof.StopCPUProfile()
+			if cpuFile != nil {
+				cpuFile.Close()
+				cpuFile = nil
+			}
+			fmt.Println("ok")
 		default:
 			fmt.Printf("error unknown command %q\n", cmd)
 		}
@@ -283,7 +361,8 @@ func measureSelf() idleStats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s := idleStats{Goroutines: runtime.NumGoroutine(), StackRaw: raw.StackInuse, StackInuse: ms.StackInuse, HeapInuse: ms.HeapInuse,
-		HeapAlloc: ms.HeapAlloc, Sys: ms.Sys, Sites: goroutineSites()}
+		HeapAlloc: ms.HeapAlloc, Sys: ms.Sys,
+		Sites: goroutineSites()}
 	if v, err := pss(os.Getpid()); err == nil {
 		s.PSSKiB = v
 	}

@@ -87,6 +87,17 @@ func (f Figure) String() string {
 	return fmt.Sprintf("%s (%s–%s) %s", num(f.Median), num(f.Min), num(f.Max), f.Unit)
 }
 
+// short formats the figure as "median (min–max)" without its unit.
+func (f Figure) short() string {
+	if f.N == 0 {
+		return "—"
+	}
+	if f.N == 1 || f.Min == f.Max {
+		return num(f.Median)
+	}
+	return fmt.Sprintf("%s (%s–%s)", num(f.Median), num(f.Min), num(f.Max))
+}
+
 // Row is one line of the comparison: a figure of the issue's table, its
 // target, what was measured on each side and the resulting ratio (or, for
 // rows with no OpenSSH side, postern's own figure against the target).
@@ -156,6 +167,35 @@ type Report struct {
 	Settings []string `json:"settings"`
 	// Rows are the measurements in table order.
 	Rows []Row `json:"rows"`
+	// CPU is the CPU time per GiB of every process on each throughput
+	// path.
+	CPU []CPURow `json:"cpu,omitempty"`
+}
+
+// CPURow is the CPU time each process on one throughput path spent per GiB
+// moved: the middle (postern, or OpenSSH's jump sshd with its
+// per-connection processes), the target sshd with its session's
+// processes, and the client. CPU time does not depend on how busy the
+// machine is the way throughput does, so these figures compare runs taken
+// under different loads.
+type CPURow struct {
+	// Path names the path ("postern inner hop, recorded").
+	Path string `json:"path"`
+	// Variant is the cipher and workload.
+	Variant string `json:"variant"`
+	// Client is the load client.
+	Client string `json:"client"`
+	// Side is "postern" or "OpenSSH".
+	Side string `json:"side"`
+	// Middle is the jump host's CPU per GiB.
+	Middle Figure `json:"middle"`
+	// Target is the target sshd's CPU per GiB (no samples when the target
+	// is a TCP source in the harness's own process).
+	Target Figure `json:"target"`
+	// ClientCPU is the client's CPU per GiB.
+	ClientCPU Figure `json:"client_cpu"`
+	// Total is the sum over the path.
+	Total Figure `json:"total"`
 }
 
 // WriteJSON writes r as indented JSON. JSON has no NaN or infinity: a
@@ -204,6 +244,15 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s %s | %s | %s |\n", cell(row.Name), cell(row.Variant), cell(row.Client),
 			cell(row.Postern.String()), cell(row.OpenSSH.String()), num(row.Value), row.ValueUnit, cell(row.Target), met)
+	}
+	if len(r.CPU) > 0 {
+		b.WriteString("\nCPU time per GiB moved, by process (user + system, ms/GiB; median (min–max)):\n\n")
+		b.WriteString("| path | variant | client | jump host | target sshd | client | whole path |\n")
+		b.WriteString("|---|---|---|---|---|---|---|\n")
+		for _, c := range r.CPU {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", cell(c.Path), cell(c.Variant), cell(c.Client),
+				cell(c.Middle.short()), cell(c.Target.short()), cell(c.ClientCPU.short()), cell(c.Total.short()))
+		}
 	}
 	var notes []string
 	for _, row := range r.Rows {

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -370,11 +372,17 @@ const (
 	msb = 0x8080808080808080
 )
 
-// unsafeWord reports whether any of the 8 bytes in w needs escaping or is not
-// ASCII: a byte < 0x20, ≥ 0x80, '"' or '\\' (word-at-a-time tests).
-func unsafeWord(w uint64) bool {
+// nulEscapes is a run of escaped NUL bytes.
+var nulEscapes = strings.Repeat(`\u0000`, 128)
+
+// unsafeMask returns a word whose byte k has its high bit set for the bytes
+// of w (little-endian) that need escaping or are not ASCII: a byte < 0x20,
+// ≥ 0x80, '"' or '\\' (word-at-a-time tests). Bytes above the first such
+// byte may be flagged wrongly (a borrow carries upward), the first is
+// exact: bits.TrailingZeros64(m)/8 is the number of safe bytes that lead w.
+func unsafeMask(w uint64) uint64 {
 	quote, bslash := w^(lsb*'"'), w^(lsb*'\\')
-	return ((w-lsb*0x20)&^w|w|(quote-lsb)&^quote|(bslash-lsb)&^bslash)&msb != 0
+	return ((w-lsb*0x20)&^w | w | (quote-lsb)&^quote | (bslash-lsb)&^bslash) & msb
 }
 
 // appendEscaped appends p escaped as the contents of a JSON string, stopping
@@ -383,6 +391,10 @@ func unsafeWord(w uint64) bool {
 // sequence at the end of p, so the caller can carry it. It writes into dst's
 // spare capacity directly; with a limit beyond cap(dst) or no limit, dst is
 // grown first (the recorder always passes limit = cap(dst)).
+//
+// Runs of safe ASCII are found 8 bytes at a time (where a word holds a byte
+// to escape, the safe bytes before it are counted from the test's result)
+// and copied with one copy.
 func appendEscaped(dst, p []byte, limit int) ([]byte, int) {
 	if limit < 0 {
 		limit = len(dst) + 6*len(p)
@@ -395,13 +407,31 @@ func appendEscaped(dst, p []byte, limit int) ([]byte, int) {
 	i := 0
 	for i < len(p) {
 		if safe[p[i]] {
-			// Copy a run of safe ASCII, 8 bytes at a time where possible.
 			j := i + 1
-			for j+8 <= len(p) && !unsafeWord(binary.LittleEndian.Uint64(p[j:])) {
-				j += 8
-			}
-			for j < len(p) && safe[p[j]] {
-				j++
+			for {
+				if q := p[j:]; len(q) >= 16 {
+					if m := unsafeMask(binary.LittleEndian.Uint64(q)); m != 0 {
+						j += bits.TrailingZeros64(m) >> 3
+						break
+					}
+					if m := unsafeMask(binary.LittleEndian.Uint64(q[8:])); m != 0 {
+						j += 8 + bits.TrailingZeros64(m)>>3
+						break
+					}
+					j += 16
+					continue
+				}
+				if q := p[j:]; len(q) >= 8 {
+					if m := unsafeMask(binary.LittleEndian.Uint64(q)); m != 0 {
+						j += bits.TrailingZeros64(m) >> 3
+						break
+					}
+					j += 8
+				}
+				for j < len(p) && safe[p[j]] {
+					j++
+				}
+				break
 			}
 			if room := limit - n; j-i > room {
 				n += copy(buf[n:], p[i:i+room])
@@ -415,6 +445,21 @@ func appendEscaped(dst, p []byte, limit int) ([]byte, int) {
 			break
 		}
 		b := p[i]
+		if b == 0 {
+			// A run of NULs, what a binary flood mostly holds, is copied
+			// from a ready-made run of escapes.
+			r := 1
+			for r+8 <= len(nulEscapes)/6 && i+r+8 <= len(p) && binary.LittleEndian.Uint64(p[i+r:]) == 0 {
+				r += 8
+			}
+			for r < len(nulEscapes)/6 && i+r < len(p) && p[i+r] == 0 {
+				r++
+			}
+			r = min(r, (limit-n)/6)
+			n += copy(buf[n:], nulEscapes[:6*r])
+			i += r
+			continue
+		}
 		if b < utf8.RuneSelf {
 			*(*[6]byte)(buf[n:]) = escapes[b]
 			n += int(escLen[b])

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/posternhq/postern/internal/atomicfile"
@@ -21,6 +22,7 @@ import (
 // it and renames it into place, so an object is never seen half-written.
 type FileStore struct {
 	root string
+	dirs sync.Map // directories known to exist: Put and Adopt skip MkdirAll for them
 }
 
 var _ Store = (*FileStore)(nil)
@@ -57,10 +59,12 @@ func (s *FileStore) Put(ctx context.Context, key string, r io.Reader, size int64
 		return err
 	}
 	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	tmp, err := atomicfile.New(p, 0o600)
+	var tmp *atomicfile.File
+	err = s.inDir(dir, func() error {
+		var err error
+		tmp, err = atomicfile.New(p, 0o600)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
@@ -82,6 +86,29 @@ func (s *FileStore) Put(ctx context.Context, key string, r io.Reader, size int64
 	return nil
 }
 
+// inDir runs f, which creates a name in dir, after making sure dir exists:
+// the directories of a day's recordings are made once, not looked up for
+// every object. If f finds no directory (it was removed since), inDir
+// makes it again and runs f once more.
+func (s *FileStore) inDir(dir string, f func() error) error {
+	if _, ok := s.dirs.Load(dir); !ok {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		s.dirs.Store(dir, struct{}{})
+	}
+	err := f()
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, statErr := os.Stat(dir); errors.Is(statErr, fs.ErrNotExist) {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			err = f()
+		}
+	}
+	return err
+}
+
 // errCrossDevice means Adopt cannot rename across file systems; the caller
 // copies instead.
 var errCrossDevice = errors.New("file is on another file system")
@@ -95,13 +122,10 @@ func (s *FileStore) Adopt(ctx context.Context, key, path string) error {
 		return err
 	}
 	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("adopt %s: %w", key, err)
-	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		return fmt.Errorf("adopt %s: %w", key, err)
 	}
-	if err := os.Rename(path, p); err != nil {
+	if err := s.inDir(dir, func() error { return os.Rename(path, p) }); err != nil {
 		if errors.Is(err, syscall.EXDEV) {
 			return fmt.Errorf("adopt %s: %w", key, errCrossDevice)
 		}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -140,5 +141,53 @@ func TestFileStoreAdopt(t *testing.T) {
 	}
 	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("source still present: %v", err)
+	}
+}
+
+// TestFileStoreDirectoryRemoved: the store remembers which directories it
+// made, and makes one again when it was removed behind its back.
+func TestFileStoreDirectoryRemoved(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := NewFileStore(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string) {
+		t.Helper()
+		if err := s.Put(ctx, key, strings.NewReader("x"), 1, ContentTypeCast); err != nil {
+			t.Fatalf("Put %s: %v", key, err)
+		}
+	}
+	adopt := func(key string) {
+		t.Helper()
+		spool := filepath.Join(t.TempDir(), "spool.cast")
+		if err := os.WriteFile(spool, []byte("y"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Adopt(ctx, key, spool); err != nil {
+			t.Fatalf("Adopt %s: %v", key, err)
+		}
+	}
+	put("2026/12/06/a.cast")
+	adopt("2026/12/06/b.cast")
+	if err := os.RemoveAll(filepath.Join(root, "2026")); err != nil {
+		t.Fatal(err)
+	}
+	put("2026/12/06/c.cast")
+	if _, err := s.Stat(ctx, "2026/12/06/c.cast"); err != nil {
+		t.Errorf("Stat after Put into a removed directory: %v", err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "2026")); err != nil {
+		t.Fatal(err)
+	}
+	adopt("2026/12/06/d.cast")
+	keys, err := s.List(ctx, "2026")
+	if err != nil || !slices.Equal(keys, []string{"2026/12/06/d.cast"}) {
+		t.Errorf("List = %v, %v; want d", keys, err)
+	}
+	// A missing source file is an error, not a reason to make directories.
+	if err := s.Adopt(ctx, "2026/12/07/e.cast", filepath.Join(root, "nope")); err == nil {
+		t.Error("Adopt of a missing file succeeded")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +168,71 @@ func FuzzEventFastPath(f *testing.F) {
 		}
 		if us != wus || code != wcode || data != wdata {
 			t.Fatalf("line %q: fast (%d, %q, %q); encoding/json (%d, %q, %q)", line, us, code, data, wus, wcode, wdata)
+		}
+	})
+}
+
+// appendEscapedBytewise is appendEscaped one byte at a time, without the
+// word-at-a-time copy: the oracle FuzzAppendEscaped holds it to.
+func appendEscapedBytewise(dst, p []byte, limit int) ([]byte, int) {
+	if limit < 0 {
+		limit = len(dst) + 6*len(p)
+	}
+	dst = slices.Grow(dst, max(0, limit-len(dst)))
+	i := 0
+	for i < len(p) {
+		b := p[i]
+		switch {
+		case safe[b]:
+			if len(dst) == limit {
+				return dst, i
+			}
+			dst = append(dst, b)
+			i++
+		case limit-len(dst) < 6:
+			return dst, i
+		case b < utf8.RuneSelf:
+			dst = append(dst, escapes[b][:escLen[b]]...)
+			i++
+		case b < 0xC2 || b > 0xF4:
+			dst = append(dst, "\uFFFD"...)
+			i++
+		default:
+			r, size := utf8.DecodeRune(p[i:])
+			if r == utf8.RuneError && size == 1 {
+				if len(p)-i < utf8.UTFMax && !utf8.FullRune(p[i:]) {
+					return dst, i
+				}
+				dst = append(dst, "\uFFFD"...)
+				i++
+				continue
+			}
+			dst = append(dst, p[i:i+size]...)
+			i += size
+		}
+	}
+	return dst, i
+}
+
+// FuzzAppendEscaped checks the word-at-a-time escaper against the
+// byte-at-a-time one for any input, prefix and room.
+func FuzzAppendEscaped(f *testing.F) {
+	for _, s := range utf8Samples {
+		f.Add([]byte(s), uint16(0), int16(-1))
+	}
+	f.Add([]byte("ZGF0YSBkYXRhIGRhdGEgZGF0YSBkYXRh\r\nZGF0YSBk\"YXRh\\IGRh\x00dGEg\xe4\xb8\x96ZGF0YSBkYXRh"), uint16(3), int16(40))
+	f.Add(make([]byte, 40), uint16(7), int16(33))
+	f.Add(append(make([]byte, 1000), "ZGF0YSBkYXRh\x00\x00\x01"...), uint16(2), int16(777))
+	f.Fuzz(func(t *testing.T, p []byte, prefix uint16, room int16) {
+		pre := bytes.Repeat([]byte{'x'}, int(prefix%64))
+		limit := -1
+		if room >= 0 {
+			limit = len(pre) + int(room)%(6*len(p)+16)
+		}
+		got, gn := appendEscaped(slices.Clone(pre), p, limit)
+		want, wn := appendEscapedBytewise(slices.Clone(pre), p, limit)
+		if gn != wn || !bytes.Equal(got, want) {
+			t.Fatalf("appendEscaped(%q, limit %d) = %q, %d; want %q, %d", p, limit, got, gn, want, wn)
 		}
 	})
 }

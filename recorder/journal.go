@@ -282,7 +282,7 @@ func (r *Recorder) sealRecovered(ctx context.Context, row state.Session, spool s
 	end := r.opts.Now()
 	row.End = &end
 	row.Status = state.StatusInterrupted
-	sealed, err := r.seal(ctx, row, spool, "interrupted: the replica recording it stopped", nil)
+	sealed, err := r.seal(ctx, row, spool, "interrupted: the replica recording it stopped", nil, nil)
 	if err != nil {
 		return err
 	}

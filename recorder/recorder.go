@@ -221,6 +221,11 @@ type Meta struct {
 	// Env holds the session environment; only SHELL and TERM are written to
 	// the cast header.
 	Env map[string]string
+	// Events are more audit events of the session's start (the caller's
+	// own session.start), appended after the recorder's session.start in
+	// the same state transaction: one commit for both. They need
+	// Options.State: Start refuses them without it.
+	Events []state.Event
 }
 
 // Result is how a session ended.
@@ -241,6 +246,13 @@ type Result struct {
 	// Error describes why the session failed, if it did (operators see it
 	// in the audit log).
 	Error string
+	// Events are more audit events of the session's end (the caller's own
+	// session.end), appended after session.sealed in the seal's state
+	// transaction: one commit for all. They are appended only if Finish
+	// returns a nil error; after an error, ErrSealPending included, the
+	// caller appends them itself. They need Options.State: Finish refuses
+	// them without it.
+	Events []state.Event
 }
 
 // Sealed describes a stored, sealed recording.
@@ -275,6 +287,9 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 	}
 	if m.Width <= 0 || m.Height <= 0 {
 		m.Width, m.Height = 80, 24
+	}
+	if len(m.Events) > 0 && r.opts.State == nil {
+		return nil, errors.New("start recording: audit events to append but no state store")
 	}
 	if err := r.checkSpoolFree(); err != nil {
 		return nil, err
@@ -343,6 +358,11 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 			if err != nil {
 				return fmt.Errorf("audit session start: %w", err)
 			}
+			for _, e := range m.Events {
+				if _, err := tx.Append(e); err != nil {
+					return fmt.Errorf("audit %s: %w", e.Type, err)
+				}
+			}
 			return nil
 		})
 		if err != nil {
@@ -390,6 +410,10 @@ func validID(id string) bool {
 	}
 	return true
 }
+
+// HasState reports whether the recorder indexes and audits its sessions in a
+// state store (Options.State), which Meta.Events and Result.Events need.
+func (r *Recorder) HasState() bool { return r.opts.State != nil }
 
 // Active returns the number of sessions being recorded.
 func (r *Recorder) Active() int {

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -911,5 +912,86 @@ func TestFollowOtherReplica(t *testing.T) {
 	_, err := e.rec.Follow(ctx, "remote")
 	if err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "r2") {
 		t.Errorf("Follow of another replica's session = %v; want an error naming r2", err)
+	}
+}
+
+func TestCallerEventsCommitWithTheRecording(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, Options{})
+	w0, g0 := e.st.WriteStats()
+	s, err := e.rec.Start(ctx, Meta{ID: "joined", Identity: "alice", Target: "web",
+		Events: []state.Event{{Type: state.EventSessionStart, Actor: "alice", Target: "web", Session: "joined", Details: map[string]any{"by": "caller"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Output([]byte("hello\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Finish(ctx, Result{Events: []state.Event{{Type: state.EventSessionEnd, Actor: "alice", Target: "web", Session: "joined", Details: map[string]any{"by": "caller"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	// One state transaction at the start and one at the seal, each
+	// carrying the caller's event.
+	if w1, g1 := e.st.WriteStats(); w1-w0 != 2 || g1-g0 != 2 {
+		t.Errorf("writes %d in %d transactions; want 2 in 2", w1-w0, g1-g0)
+	}
+	evs, err := e.st.Events(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		by, _ := ev.Details["by"].(string)
+		got = append(got, ev.Type+"/"+by)
+	}
+	want := []string{"session.start/", "session.start/caller", "session.end/", "session.sealed/", "session.end/caller"}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %v; want %v", got, want)
+	}
+	if rep, err := e.st.Verify(ctx); err != nil || !rep.OK() {
+		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+
+	// A caller event that cannot be appended undoes the whole seal
+	// transaction: it is one commit.
+	s2, err := e.rec.Start(ctx, Meta{ID: "undone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Finish(ctx, Result{Events: []state.Event{{Session: "undone"}}}); err == nil {
+		t.Fatal("Finish appended an event without a type")
+	}
+	if row, err := e.st.GetSession(ctx, "undone"); err != nil || row.SealSeq != 0 {
+		t.Errorf("session after the failed seal: %+v, %v; want not sealed", row, err)
+	}
+}
+
+func TestCallerEventsNeedAState(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := NewFileStore(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := New(Options{Store: store, SpoolDir: filepath.Join(dir, "spool")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.HasState() {
+		t.Error("HasState without a state store")
+	}
+	ev := []state.Event{{Type: state.EventSessionStart}}
+	if _, err := rec.Start(ctx, Meta{ID: "a", Events: ev}); err == nil {
+		t.Error("Start took events without a state store")
+	}
+	s, err := rec.Start(ctx, Meta{ID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Finish(ctx, Result{Events: ev}); err == nil {
+		t.Error("Finish took events without a state store")
+	}
+	if _, err := s.Finish(ctx, Result{}); err != nil {
+		t.Errorf("Finish after the refusal: %v", err)
 	}
 }

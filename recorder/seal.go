@@ -24,10 +24,11 @@ import (
 type Metadata = audit.Sidecar
 
 // seal stores the spool file as row.Object, commits session.end,
-// session.sealed and the final index row in one state write, stores the
-// metadata JSON and removes the spool. If the spool is gone but the object is already stored
-// (a crash after the upload), the stored object is hashed instead.
-func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string, digest *spoolDigest) (*Sealed, error) {
+// session.sealed, the final index row and then extra (the caller's own
+// events, see Result.Events) in one state write, stores the metadata JSON
+// and removes the spool. If the spool is gone but the object is already
+// stored (a crash after the upload), the stored object is hashed instead.
+func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errText string, digest *spoolDigest, extra []state.Event) (*Sealed, error) {
 	if st := r.opts.State; st != nil {
 		// Another replica may have completed this recording from its
 		// checkpoints while this one could not reach the state store (it
@@ -42,8 +43,10 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 	var size int64
 	var sum string
 	var err error
+	moved := false // the spool file itself became the object
 	if digest != nil {
-		size, sum, err = digest.size, digest.sum, r.store(ctx, row.Object, spoolPath, digest)
+		size, sum = digest.size, digest.sum
+		moved, err = r.store(ctx, row.Object, spoolPath, digest)
 	} else {
 		size, sum, err = r.upload(ctx, row.Object, spoolPath)
 	}
@@ -98,6 +101,11 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 			if err := tx.PutSession(row); err != nil {
 				return fmt.Errorf("index sealed session: %w", err)
 			}
+			for _, e := range extra {
+				if _, err := tx.Append(e); err != nil {
+					return fmt.Errorf("audit %s: %w", e.Type, err)
+				}
+			}
 			return nil
 		})
 		if err != nil {
@@ -125,8 +133,10 @@ func (r *Recorder) seal(ctx context.Context, row state.Session, spoolPath, errTe
 		r.m.errors.WithLabelValues("store").Inc()
 		r.log.Error("storing recording metadata failed", "session", row.ID, "object", sealed.MetaObject, "err", err)
 	}
-	if err := os.Remove(spoolPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
+	if !moved {
+		if err := os.Remove(spoolPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("remove spool file failed", "session", row.ID, "err", err)
+		}
 	}
 	if r.opts.Sealed != nil {
 		r.opts.Sealed(row.ID)
@@ -164,7 +174,7 @@ func (r *Recorder) sealLater(row state.Session, spoolPath, errText string, d *sp
 	r.pending.Add(1)
 	go func() { // waited for by Close
 		defer r.pending.Done()
-		sealed, err := r.seal(r.bg, row, spoolPath, errText, d)
+		sealed, err := r.seal(r.bg, row, spoolPath, errText, d, nil)
 		if err != nil {
 			r.log.Error("sealing recording after the storage outage failed: the next start recovers it", "session", row.ID, "err", err)
 			return
@@ -194,33 +204,34 @@ type fileAdopter interface {
 }
 
 // store moves, copies or finishes streaming a spool file whose digest is
-// already known into the store under key.
-func (r *Recorder) store(ctx context.Context, key, spoolPath string, d *spoolDigest) error {
+// already known into the store under key. It reports whether the spool
+// file was moved into the store (so there is none left to remove).
+func (r *Recorder) store(ctx context.Context, key, spoolPath string, d *spoolDigest) (moved bool, _ error) {
 	size := d.size
 	if d.up != nil {
 		if err := d.up.Complete(ctx, size); err != nil {
-			return fmt.Errorf("store recording: %w", err)
+			return false, fmt.Errorf("store recording: %w", err)
 		}
-		return nil
+		return false, nil
 	}
 	if a, ok := r.opts.Store.(fileAdopter); ok {
 		err := a.Adopt(ctx, key, spoolPath)
 		if err == nil {
-			return nil
+			return true, nil
 		}
 		if !errors.Is(err, errCrossDevice) {
-			return fmt.Errorf("store recording: %w", err)
+			return false, fmt.Errorf("store recording: %w", err)
 		}
 	}
 	f, err := os.Open(spoolPath)
 	if err != nil {
-		return fmt.Errorf("open spool: %w", err)
+		return false, fmt.Errorf("open spool: %w", err)
 	}
 	defer f.Close()
 	if err := r.opts.Store.Put(ctx, key, f, size, ContentTypeCast); err != nil {
-		return fmt.Errorf("store recording: %w", err)
+		return false, fmt.Errorf("store recording: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 // upload puts the spool file under key, hashing it on the way, and returns
@@ -309,7 +320,7 @@ func (r *Recorder) recoverOne(ctx context.Context, row state.Session) error {
 	end := r.opts.Now()
 	row.End = &end
 	row.Status = state.StatusInterrupted
-	sealed, err := r.seal(ctx, row, spool, "interrupted: the server stopped while recording", nil)
+	sealed, err := r.seal(ctx, row, spool, "interrupted: the server stopped while recording", nil, nil)
 	if err != nil {
 		return err
 	}

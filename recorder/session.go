@@ -331,6 +331,9 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 	if s == nil {
 		return nil, nil
 	}
+	if len(res.Events) > 0 && s.r.opts.State == nil {
+		return nil, errors.New("finish recording: audit events to append but no state store")
+	}
 	s.mu.Lock()
 	if s.finished {
 		s.mu.Unlock()
@@ -439,7 +442,7 @@ func (s *Session) Finish(ctx context.Context, res Result) (*Sealed, error) {
 		}
 		digest = nil
 	}
-	sealed, err := s.r.seal(ctx, row, s.spoolPath, errText, digest)
+	sealed, err := s.r.seal(ctx, row, s.spoolPath, errText, digest, res.Events)
 	var cse *castStoreError
 	if err != nil && s.up != nil && ctx.Err() != nil && errors.As(err, &cse) {
 		// The store did not take the cast before ctx ended (an outage):

@@ -288,6 +288,8 @@ func (s *Service) Run(ctx context.Context, hup <-chan struct{}) (err error) {
 		Approver: NewApprovalGate(broker, s.log.With("component", "approvals")), Locks: s.locks, Moderation: s.locks,
 		Masking: masking, Log: s.log, Metrics: s.reg, UpstreamReuse: cfg.SSH.UpstreamReuse,
 		OwnListeners: own,
+		// audit appends to s.state, where the recorder indexes.
+		RecordingAudit: true,
 	})
 	if err != nil {
 		return err

@@ -32,6 +32,37 @@ var (
 	copyTierSize = [...]int{startCopyBuf, smallCopyBuf, largeCopyBuf}
 )
 
+// innerPacketData is the most channel data the inner hop puts in one packet
+// to the client. The inner connection runs inside a channel of the outer
+// one, and the client takes at most 32 KiB of data per outer packet
+// (OpenSSH and x/crypto alike). An inner packet carrying 32 KiB of data is
+// that plus its framing (length, padding, channel header, MAC or tag),
+// which the outer channel then splits into a full packet and a sliver of
+// a few dozen bytes: two packets to encrypt, send, receive and decrypt
+// where one would do. 128 bytes is more than the framing of any cipher
+// and MAC the inner hop offers, so every inner packet of this size fits
+// one outer packet.
+const innerPacketData = 32<<10 - 128
+
+// fitWriter writes to an inner-hop channel in chunks of innerPacketData, so
+// that each becomes one packet of the inner connection and one of the
+// outer.
+type fitWriter struct{ w io.Writer }
+
+func (f fitWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > innerPacketData {
+		m, err := f.w.Write(p[:innerPacketData])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[innerPacketData:]
+	}
+	m, err := f.w.Write(p)
+	return n + m, err
+}
+
 // errTapStop is returned by copyPooled when the tap refused a chunk.
 var errTapStop = errors.New("recording tap refused data")
 

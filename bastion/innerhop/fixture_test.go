@@ -142,6 +142,10 @@ type fixtureOpts struct {
 	interactive string                 // the role's interactive setting
 	revoked     bastion.RevocationList // consulted by the outer server every 50ms; none if nil
 	probe       time.Duration          // Options.probeTimeout
+	// state, if set, is the recorder's state store, and audit events are
+	// appended to it as well as logged.
+	state          *state.Store
+	recordingAudit bool // Options.RecordingAudit
 }
 
 func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
@@ -191,9 +195,18 @@ func newHopFixture(t testing.TB, o fixtureOpts) *hopFixture {
 	if o.quiet {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.state != nil {
+		opts.Audit = func(ctx context.Context, e state.Event) {
+			f.events.add(ctx, e)
+			if _, err := o.state.Append(ctx, e); err != nil {
+				t.Errorf("audit append: %v", err)
+			}
+		}
+	}
+	opts.RecordingAudit = o.recordingAudit
 	if !o.noRecorder {
 		f.spoolDir = filepath.Join(t.TempDir(), "spool")
-		opts.Recorder = newTestRecorder(t, f.recDir, f.spoolDir)
+		opts.Recorder = newTestRecorder(t, f.recDir, f.spoolDir, o.state)
 	}
 	f.hop, err = New(opts)
 	if err != nil {

@@ -149,6 +149,12 @@ type Options struct {
 	// OwnListeners are postern's own listening sockets, which no forward
 	// through a target may reach (forward.go); none known if nil.
 	OwnListeners *netguard.Listeners
+	// RecordingAudit reports that Audit appends to the state store the
+	// Recorder indexes into. A recorded session's session.start and
+	// session.end events then commit with the recording's own state
+	// writes (recorder.Meta.Events, recorder.Result.Events): two commits,
+	// and their fsyncs, fewer per session. Off if false.
+	RecordingAudit bool
 
 	// probeTimeout bounds the first channel open on a reused login;
 	// probeTimeout (or DialTimeout, if shorter) if zero. Tests shorten it.
@@ -509,13 +515,13 @@ func (h *Server) ServeChannel(ctx context.Context, ci *bastion.ConnInfo, ch ssh.
 		defer expire.Stop()
 	}
 	// Tear the inner connection down when the context ends; the open
-	// sessions are told why first. Not waited for: it ends with the context,
-	// which ServeChannel cancels before it returns.
-	go func() {
-		<-c.ctx.Done()
+	// sessions are told why first. Not waited for: it runs when the context
+	// ends, which ServeChannel makes happen before it returns. AfterFunc
+	// holds no goroutine while the connection lives.
+	context.AfterFunc(c.ctx, func() {
 		c.endAll()
 		conn.Close()
-	}()
+	})
 
 	c.log.Info("inner hop established", "kind", t.Kind, "record", c.decision.Record)
 	start := h.now()
@@ -564,11 +570,22 @@ func (h *Server) audit(ctx context.Context, e state.Event) {
 	if h.opts.Audit == nil {
 		return
 	}
+	h.opts.Audit(ctx, h.event(e))
+}
+
+// event completes e as audit does: its time (now if zero) and source.
+func (h *Server) event(e state.Event) state.Event {
 	if e.Time.IsZero() {
 		e.Time = h.now()
 	}
 	e.Source = "bastion"
-	h.opts.Audit(ctx, e)
+	return e
+}
+
+// auditsWithRecording reports whether a recorded session's start and end
+// events go to the recording's state writes (Options.RecordingAudit).
+func (h *Server) auditsWithRecording() bool {
+	return h.opts.RecordingAudit && h.opts.Audit != nil && h.opts.Recorder != nil && h.opts.Recorder.HasState()
 }
 
 // preferredCiphers puts AES-GCM first: it has assembly on amd64 and arm64,

@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -221,4 +223,76 @@ func TestInnerHopRecordingDirUnwritable(t *testing.T) {
 			t.Errorf("exit %d stdout %q; want the command to run unrecorded", r.Code, r.Stdout)
 		}
 	})
+}
+
+// TestInnerHopAuditJoinsRecording: with Options.RecordingAudit and a
+// recorder on the audit's state store, a recorded session's session.start
+// and session.end commit in the recording's own two state transactions
+// (index row, seal) instead of two more of their own, with the same events
+// in the same order. Without a state store behind the recorder, the events
+// go to Audit as before.
+func TestInnerHopAuditJoinsRecording(t *testing.T) {
+	ctx := context.Background()
+	st, err := state.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := newHopFixture(t, fixtureOpts{record: "required", state: st, recordingAudit: true})
+	sshd := startSSHD(t, f.auth)
+	f.setTargets(sshTarget("web-1", sshd))
+
+	w0, g0 := st.WriteStats()
+	if r := f.ssh(nil, "web-1", "echo hi; exit 3"); r.Code != 3 {
+		t.Fatalf("exit %d stderr %q; want 3", r.Code, r.Stderr)
+	}
+	var evs []state.Event
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if evs, err = st.Events(ctx, 0, 100); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(evs); n > 0 && evs[n-1].Type == state.EventSessionEnd && evs[n-1].Source == "bastion" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session.end of the inner hop in %d events", len(evs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.Type+"/"+e.Source)
+	}
+	want := []string{"session.start/", "session.start/bastion", "session.end/", "session.sealed/", "session.end/bastion"}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %v; want %v", got, want)
+	}
+	start, end := evs[1], evs[4]
+	if start.Details["recorded"] != true || start.Details["conn"] == nil || start.Time.IsZero() {
+		t.Errorf("session.start details %v", start.Details)
+	}
+	if end.Details["recorded"] != true || fmt.Sprint(end.Details["exit_status"]) != "3" || start.Session != end.Session {
+		t.Errorf("session.end %v; want recorded, exit 3, the session of the start", end.Details)
+	}
+	if w1, g1 := st.WriteStats(); w1-w0 != 2 || g1-g0 != 2 {
+		t.Errorf("%d state writes in %d transactions; want 2 in 2", w1-w0, g1-g0)
+	}
+	if rep, err := st.Verify(ctx); err != nil || !rep.OK() {
+		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+	if n := len(f.events.ofType(state.EventSessionStart)); n != 0 {
+		t.Errorf("%d session.start events went to Audit as well", n)
+	}
+
+	// A recorder without a state store: the events go to Audit.
+	g := newHopFixture(t, fixtureOpts{record: "required", recordingAudit: true})
+	g.setTargets(sshTarget("web-1", startSSHD(t, g.auth)))
+	if r := g.ssh(nil, "web-1", "exit 4"); r.Code != 4 {
+		t.Fatalf("exit %d stderr %q; want 4", r.Code, r.Stderr)
+	}
+	ends := g.waitEvent(state.EventSessionEnd, 1)
+	if len(g.events.ofType(state.EventSessionStart)) != 1 || ends[0].Details["recorded"] != true || ends[0].Details["exit_status"] != 4 {
+		t.Errorf("events without a state store: start %d, end %v", len(g.events.ofType(state.EventSessionStart)), ends[0].Details)
+	}
 }

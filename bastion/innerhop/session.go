@@ -250,19 +250,26 @@ func (s *hopSession) begin(kind, command string) *usererr.Error {
 	if kind == kindShell && !c.decision.Interactive {
 		return &usererr.Error{Msg: "interactive sessions are not allowed; run a command", Code: "interactive_denied", Exit: ExitDenied}
 	}
-	if ue := s.startRecording(); ue != nil {
+	details := map[string]any{
+		"kind": kind, "command": s.stored, "login": c.login, "role": c.decision.Role,
+		"record": c.decision.Record, "recorded": true, "conn": c.ci.ID, "pty": s.pty,
+	}
+	c.upstreamDetails(details) // innerhop.go
+	start := state.Event{Type: state.EventSessionStart, Actor: c.ci.Identity.String(), Target: c.t.Name,
+		Session: s.id, Details: details}
+	// start is appended with the recording's index row when it can be
+	// (startRecording), else here.
+	joined, ue := s.startRecording(start)
+	if ue != nil {
 		return ue
 	}
 	if masked {
 		s.tap.Load().noteMasked()
 	}
-	details := map[string]any{
-		"kind": kind, "command": s.stored, "login": c.login, "role": c.decision.Role,
-		"record": c.decision.Record, "recorded": s.recording() != nil, "conn": c.ci.ID, "pty": s.pty,
+	if !joined {
+		details["recorded"] = s.recording() != nil
+		c.h.audit(c.ctx, start)
 	}
-	c.upstreamDetails(details) // innerhop.go
-	c.h.audit(c.ctx, state.Event{Type: state.EventSessionStart, Actor: c.ci.Identity.String(), Target: c.t.Name,
-		Session: s.id, Details: details})
 	s.log.Info("session start", "kind", kind, "command", s.stored, "recorded", s.recording() != nil)
 	s.announce()
 	if ue := s.awaitModerator(); ue != nil {
@@ -384,14 +391,16 @@ func (s *hopSession) beginOffStack(kind, command string) *usererr.Error {
 }
 
 // startRecording starts the recording as the decision's record mode says.
-func (s *hopSession) startRecording() *usererr.Error {
+// It reports whether the recording's first state write appended start, the
+// session's session.start event (Options.RecordingAudit).
+func (s *hopSession) startRecording(start state.Event) (joined bool, _ *usererr.Error) {
 	c := s.c
 	mode := c.decision.Record
 	if mode == "" {
 		mode = recordRequired
 	}
 	if mode == recordOff {
-		return nil
+		return false, nil
 	}
 	var err error
 	if c.h.opts.Recorder == nil {
@@ -410,16 +419,21 @@ func (s *hopSession) startRecording() *usererr.Error {
 		if term != "" {
 			env["TERM"] = term
 		}
-		var rec *recorder.Session
-		rec, err = c.h.opts.Recorder.Start(c.ctx, recorder.Meta{
+		meta := recorder.Meta{
 			ID: s.id, Identity: c.ci.Identity.Username, Issuer: c.ci.Identity.Issuer, Role: c.decision.Role,
 			Target: c.t.Name, Login: c.login, Kind: s.recordKind(), Command: s.stored, Term: term,
 			Width: s.cols, Height: s.rows, Env: env,
-		})
+		}
+		if c.h.auditsWithRecording() {
+			meta.Events = []state.Event{c.h.event(start)}
+		}
+		var rec *recorder.Session
+		rec, err = c.h.opts.Recorder.Start(c.ctx, meta)
 		if err == nil {
 			s.mu.Lock()
 			s.rec = rec
 			s.mu.Unlock()
+			joined = len(meta.Events) > 0
 		}
 	}
 	if err != nil {
@@ -428,9 +442,9 @@ func (s *hopSession) startRecording() *usererr.Error {
 			Session: s.id, Details: map[string]any{"record": mode, "phase": "start", "error": "recording could not start"}})
 		s.log.Error("recording could not start", "err", err, "record", mode)
 		if mode == recordRequired {
-			return recordingUnavailable(err)
+			return false, recordingUnavailable(err)
 		}
-		return nil
+		return false, nil
 	}
 	required := mode == recordRequired
 	tap := newHopTap(s.recording(), required, func(err error) {
@@ -457,7 +471,7 @@ func (s *hopSession) startRecording() *usererr.Error {
 	}
 	tap.setMask(c.h.opts.Masking.For(c.decision.Role).Recording)
 	s.tap.Store(tap)
-	return nil
+	return joined, nil
 }
 
 // recording returns the session's recording, nil if none.
@@ -620,6 +634,21 @@ func (s *hopSession) seal() {
 	if a := s.sftp.Load(); a != nil {
 		a.close()
 	}
+	details := map[string]any{
+		"kind": s.kind, "login": c.login, "bytes_in": s.bytesIn.Load(), "bytes_out": s.bytesOut.Load(),
+		"duration_ms": c.h.now().Sub(s.start).Milliseconds(), "recorded": rec != nil,
+	}
+	if exit != nil {
+		details["exit_status"] = *exit
+	}
+	if sigName != "" {
+		details["exit_signal"] = sigName
+	}
+	if ab != nil {
+		details["ended_by"] = ab.Code
+	}
+	end := state.Event{Type: state.EventSessionEnd, Actor: c.ci.Identity.String(), Target: c.t.Name, Session: s.id, Details: details}
+	joined := false // end was appended in the recording's seal
 	var recErr error
 	if rec != nil {
 		tap := s.tap.Load()
@@ -635,9 +664,13 @@ func (s *hopSession) seal() {
 		if ab != nil {
 			res.Error = ab.Msg
 		}
+		if c.h.auditsWithRecording() {
+			res.Events = []state.Event{c.h.event(end)}
+		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 30*time.Second)
 		_, recErr = rec.Finish(ctx, res)
 		cancel()
+		joined = recErr == nil && len(res.Events) > 0
 		if errors.Is(recErr, recorder.ErrSealPending) {
 			// The recording store is down: the spool is complete and the
 			// recorder seals it in the background once the store answers.
@@ -651,21 +684,10 @@ func (s *hopSession) seal() {
 				Session: s.id, Details: map[string]any{"record": c.decision.Record, "phase": "finish", "error": "recording could not be sealed"}})
 		}
 	}
-	details := map[string]any{
-		"kind": s.kind, "login": c.login, "bytes_in": s.bytesIn.Load(), "bytes_out": s.bytesOut.Load(),
-		"duration_ms": c.h.now().Sub(s.start).Milliseconds(), "recorded": rec != nil && recErr == nil,
+	if !joined {
+		details["recorded"] = rec != nil && recErr == nil
+		c.h.audit(context.WithoutCancel(c.ctx), end)
 	}
-	if exit != nil {
-		details["exit_status"] = *exit
-	}
-	if sigName != "" {
-		details["exit_signal"] = sigName
-	}
-	if ab != nil {
-		details["ended_by"] = ab.Code
-	}
-	c.h.audit(context.WithoutCancel(c.ctx), state.Event{Type: state.EventSessionEnd, Actor: c.ci.Identity.String(),
-		Target: c.t.Name, Session: s.id, Details: details})
 	attrs := []any{"duration", c.h.now().Sub(s.start), "bytes_in", s.bytesIn.Load(), "bytes_out", s.bytesOut.Load()}
 	if exit != nil {
 		attrs = append(attrs, "exit", *exit)

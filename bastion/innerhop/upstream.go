@@ -916,7 +916,7 @@ func pipeChannels(a ssh.Channel, aReqs <-chan *ssh.Request, b ssh.Channel, bReqs
 		_ = b.CloseWrite()
 	})
 	cp.Go(func() {
-		ba, _ = copyPooled(a, b, nil)
+		ba, _ = copyPooled(fitWriter{a}, b, nil)
 		_ = a.CloseWrite()
 	})
 	cp.Wait()

@@ -187,6 +187,10 @@ func (s *Server) Port() int {
 	return n
 }
 
+// PID returns the process id of the listening sshd (the parent of every
+// per-connection sshd process).
+func (s *Server) PID() int { return s.proc.PID() }
+
 // HostKey returns the server's public host key.
 func (s *Server) HostKey() ssh.PublicKey { return s.hostKey }
 
