@@ -383,6 +383,8 @@ func TestHoldCancelsWhenTheRequesterLeaves(t *testing.T) {
 	cancel()
 	if got, _ := b.Hold(ctx, a.ID); got.Status != state.ApprovalApproved {
 		t.Errorf("Hold of a decided request after cancel: %q; want approved", got.Status)
+	}
+}
 
 // TestBrokerApproverHook: Options.Approver sees every approver before a
 // decision; its refusal refuses the decision (the request stays pending),
