@@ -35,8 +35,12 @@ test: tools web build ## run the whole test suite (needs the packages .ci/run in
 test-short: ## the quick subset: -short skips the slowest end-to-end tests
 	$(GO) test -short -count=1 ./...
 
-vet: ## go vet, gofmt and go mod tidy checks (third_party/ is kept as upstream wrote it)
+# The benchmark, soak and production-only (nodevidp) files compile only with
+# their tags, so vet type-checks them too.
+vet: ## go vet (also with the bench, soak and nodevidp tags), gofmt and go mod tidy checks (third_party/ is kept as upstream wrote it)
 	$(GO) vet ./...
+	$(GO) vet -tags bench,soak ./...
+	$(GO) vet -tags nodevidp ./cmd/... ./server/...
 	$(GO) mod tidy -diff
 	@out=$$(gofmt -l $$(git ls-files '*.go' ':!:third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 

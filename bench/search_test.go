@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,13 +33,6 @@ import (
 //     the search indexer spends on them with the CPU of recording them;
 //   - TestSearchQuery builds an index of 10,000 sessions (SQLite, and
 //     PostgreSQL when it is installed) and times queries over it.
-
-// selfCPU returns the CPU time (user and system) this process has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // metric reads one unlabelled sample (or the sum of a labelled one's
 // samples) from postern's /metrics.
