@@ -36,14 +36,8 @@ func TestSessionsBelongToIdentityKeysE2E(t *testing.T) {
 	const quick = 8 * time.Second
 	cfg := &config.Config{
 		DataDir: dataDir, PublicURL: "https://bastion.test",
-		Identity: config.Identity{
-			Issuers: []config.Issuer{
-				{Name: "corp", IssuerURL: "https://idp.test", Audience: "postern", Kind: "agent"},
-				{Name: "other", IssuerURL: "https://other.test", Audience: "postern", Kind: "agent"},
-			},
-			Aliases: []config.Alias{{Name: "carl", Identities: []string{"corp:carl-corp", "other:carl-gh"}}},
-		},
-		Targets: []config.Target{web1, web2, web3},
+		Identity: twoIssuers(config.Alias{Name: "carl", Identities: []string{"corp:carl-corp", "other:carl-gh"}}),
+		Targets:  []config.Target{web1, web2, web3},
 		Roles: []config.Role{
 			{Name: "dev", Match: config.RoleMatch{Issuers: issuers, Groups: []string{"dev"}},
 				Targets: []config.TargetSelector{{Name: "web-1"}}, Logins: []string{login}, Record: "required"},
