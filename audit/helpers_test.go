@@ -113,9 +113,16 @@ func (e *env) startRecorder() {
 // record records and seals one session of identity on target.
 func (e *env) record(identity, target string) *recorder.Sealed {
 	e.t.Helper()
+	return e.recordKey(identity, "corp:"+identity, target)
+}
+
+// recordKey records and seals a session of identity with identity key key
+// ("" records as postern did before sessions had keys).
+func (e *env) recordKey(identity, key, target string) *recorder.Sealed {
+	e.t.Helper()
 	ctx := context.Background()
-	s, err := e.rec.Start(ctx, recorder.Meta{Identity: identity, Issuer: "corp", Role: "ops", Target: target, Login: "deploy",
-		Kind: state.KindExec, Command: "uptime"})
+	s, err := e.rec.Start(ctx, recorder.Meta{Identity: identity, Issuer: "corp", IdentityKey: key, Role: "ops", Target: target,
+		Login: "deploy", Kind: state.KindExec, Command: "uptime"})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -56,6 +56,13 @@ type SealRecord struct {
 	Identity string `json:"identity"`
 	// Issuer is the identity's issuer name.
 	Issuer string `json:"issuer"`
+	// IdentityKey is the identity's key, whose recording it is (replay,
+	// watch, lists and search decide on it). It is left out of the JSON
+	// when empty, so that records sealed before sessions had keys (whose
+	// index rows have an empty key) read and compare as they were signed,
+	// while a key written into such a row, or changed in a newer one,
+	// differs from the signed record.
+	IdentityKey string `json:"identity_key,omitempty"`
 	// Role is the role that granted access.
 	Role string `json:"role"`
 	// Target is the target name.
@@ -106,7 +113,7 @@ type SealRecord struct {
 // describe the session the same way.
 func SealRecordOf(row state.Session) SealRecord {
 	r := SealRecord{
-		Record: RecordSeal, ID: row.ID, Identity: row.Identity, Issuer: row.Issuer, Role: row.Role,
+		Record: RecordSeal, ID: row.ID, Identity: row.Identity, Issuer: row.Issuer, IdentityKey: row.IdentityKey, Role: row.Role,
 		Target: row.Target, Login: row.Login, Kind: row.Kind, Command: row.Command, Start: micros(row.Start),
 		Status: row.Status, ExitStatus: row.ExitStatus, BytesIn: row.BytesIn, BytesOut: row.BytesOut,
 		Size: row.Size, SHA256: row.SHA256, Object: row.Object, Replica: row.Replica, Masked: row.Masked,

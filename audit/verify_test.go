@@ -15,7 +15,9 @@ import (
 
 // populate records two sessions, revokes a certificate and takes a
 // checkpoint, then adds a third session and events after it (the
-// uncovered tail). It returns the sealed sessions in order.
+// uncovered tail). It returns the sealed sessions in order. carol's is
+// recorded without an identity key, as postern recorded before sessions
+// had keys: its seal record is the one signed then.
 func populate(t *testing.T, e *env) (alice, bob, carol string) {
 	t.Helper()
 	alice = e.record("alice", "web-1").ID
@@ -25,7 +27,7 @@ func populate(t *testing.T, e *env) (alice, bob, carol string) {
 	}
 	bob = e.record("bob", "db-1").ID
 	e.checkpoint()
-	carol = e.record("carol", "web-2").ID
+	carol = e.recordKey("carol", "", "web-2").ID
 	e.event(state.EventChannelOpen, "carol")
 	e.checkpoint()
 	return alice, bob, carol
@@ -88,6 +90,30 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"edit session metadata in the index", func(t *testing.T, e *env, alice, _, _ string) [][]string {
 			e.exec(`UPDATE sessions SET identity = 'mallory', meta = '{"format":"v2","width":80}' WHERE id = ?`, alice)
 			return [][]string{{"session " + alice, "index row differs from the signed seal", `identity: signed "alice", index "mallory"`, "meta_sha256"}}
+		}},
+		{"change a session's identity key in the index", func(t *testing.T, e *env, alice, _, _ string) [][]string {
+			// Handing alice's recording to mallory for replay and search.
+			e.exec(`UPDATE sessions SET identity_key = 'corp:mallory' WHERE id = ?`, alice)
+			return [][]string{{"session " + alice, "index row differs from the signed seal", `identity_key: signed "corp:alice", index "corp:mallory"`}}
+		}},
+		{"give a session sealed without a key one", func(t *testing.T, e *env, _, _, carol string) [][]string {
+			e.exec(`UPDATE sessions SET identity_key = 'corp:mallory' WHERE id = ?`, carol)
+			return [][]string{{"session " + carol, "index row differs from the signed seal", `identity_key: signed "", index "corp:mallory"`}}
+		}},
+		{"edit the identity key in the metadata JSON", func(t *testing.T, e *env, _, bob, _ string) [][]string {
+			row, _ := e.st.GetSession(context.Background(), bob)
+			p := e.objectPath(strings.TrimSuffix(row.Object, ".cast") + ".json")
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), `"identity_key": "corp:bob"`) {
+				t.Fatalf("metadata JSON without the identity key:\n%s", b)
+			}
+			if err := os.WriteFile(p, []byte(strings.Replace(string(b), `"identity_key": "corp:bob"`, `"identity_key": "corp:mallory"`, 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return [][]string{{"session " + bob, "metadata " + strings.TrimSuffix(row.Object, ".cast") + ".json", `identity_key: signed "corp:bob", metadata "corp:mallory"`}}
 		}},
 		{"edit the metadata JSON", func(t *testing.T, e *env, _, _, carol string) [][]string {
 			row, _ := e.st.GetSession(context.Background(), carol)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/posternhq/postern/certs"
@@ -32,10 +33,10 @@ const modPoll = time.Second
 // moderator counts for the session's role is the waiting side's decision.
 func (l *Locker) Join(ctx context.Context, session string, moderator certs.Identity) error {
 	if err := l.opts.Store.JoinSession(ctx, state.Join{Session: session, Who: moderator.Username,
-		Issuer: moderator.Issuer, Groups: moderator.Groups}); err != nil {
+		Issuer: moderator.Issuer, Subject: moderator.Subject, Key: moderator.Key(), Groups: moderator.Groups}); err != nil {
 		return fmt.Errorf("record the join: %w", err)
 	}
-	l.log.Info("moderator joined a session", "session", session, "moderator", moderator.Username)
+	l.log.Info("moderator joined a session", "session", session, "moderator", moderator.Key())
 	l.wake(session)
 	if l.opts.Notify != nil {
 		if err := l.opts.Notify(context.WithoutCancel(ctx), joinChannel, session); err != nil {
@@ -51,17 +52,20 @@ type ModerationWait struct {
 	Session string
 	// Requester is whose session it is; they never moderate themselves.
 	Requester certs.Identity
-	// Moderators are the groups or usernames whose joining counts; anyone
-	// who joined (the join path checked the permission) if empty.
+	// Moderators are the groups or people, by identity key ("<issuer>:<subject>"
+	// or "alias:<name>", as certs.Identity.Names reads them), whose joining
+	// counts; anyone who joined (the join path checked the permission) if
+	// empty. A username names nobody.
 	Moderators []string
 	// Timeout is how long to wait.
 	Timeout time.Duration
 }
 
 // WaitModerator blocks until a moderator who counts for w joined w.Session,
-// and returns their username; or returns a *usererr.Error (exit
-// ExitNoModerator) when w.Timeout passes first, or ctx's error.
-func (l *Locker) WaitModerator(ctx context.Context, w ModerationWait) (string, error) {
+// and returns their join (who, by username and key); or returns a
+// *usererr.Error (exit ExitNoModerator) when w.Timeout passes first, or
+// ctx's error.
+func (l *Locker) WaitModerator(ctx context.Context, w ModerationWait) (state.Join, error) {
 	wake := make(chan struct{}, 1)
 	l.mu.Lock()
 	if l.waiters[w.Session] == nil {
@@ -88,14 +92,14 @@ func (l *Locker) WaitModerator(ctx context.Context, w ModerationWait) (string, e
 		}
 		for _, j := range js {
 			if counts(j, w) {
-				return j.Who, nil
+				return j, nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return state.Join{}, ctx.Err()
 		case <-deadline.C:
-			return "", &usererr.Error{Status: http.StatusForbidden, Code: "moderator_timeout", Exit: ExitNoModerator, Global: true,
+			return state.Join{}, &usererr.Error{Status: http.StatusForbidden, Code: "moderator_timeout", Exit: ExitNoModerator, Global: true,
 				Msg: fmt.Sprintf("no moderator joined within %s; session not started", w.Timeout)}
 		case <-wake:
 		case <-poll.C:
@@ -103,17 +107,40 @@ func (l *Locker) WaitModerator(ctx context.Context, w ModerationWait) (string, e
 	}
 }
 
-// counts reports whether j's moderator counts for w.
+// counts reports whether j's moderator counts for w. People are compared by
+// identity key, never by username: a join without a key (recorded before
+// joins had keys) counts for nothing, a requester without a key is moderated
+// by nobody, and the requester never counts, under any issuer that
+// identity.aliases maps to them. Entries of w.Moderators name a moderator by
+// group or by key, as approvers are named (certs.Identity.Names).
 func counts(j state.Join, w ModerationWait) bool {
-	if j.Who == w.Requester.Username && j.Issuer == w.Requester.Issuer {
+	mod, ok := joinIdentity(j)
+	if !ok || w.Requester.Key() == "" || samePerson(mod, w.Requester) {
 		return false
 	}
 	if len(w.Moderators) == 0 {
 		return true
 	}
-	return slices.Contains(w.Moderators, j.Who) || slices.ContainsFunc(j.Groups, func(g string) bool {
-		return slices.Contains(w.Moderators, g)
-	})
+	return slices.ContainsFunc(w.Moderators, mod.Names) || mod.InGroup(w.Moderators...)
+}
+
+// joinIdentity returns the identity a join recorded: the issuer and subject
+// it was vouched for as, and its alias when its key is an alias key. It
+// reports false for a join whose key is empty (recorded before joins had
+// keys) or that its issuer and subject do not explain (changed by hand).
+func joinIdentity(j state.Join) (certs.Identity, bool) {
+	id := certs.Identity{Issuer: j.Issuer, Subject: j.Subject, Username: j.Who, Groups: j.Groups}
+	if alias, ok := strings.CutPrefix(j.Key, certs.AliasKeyPrefix); ok {
+		id.Alias = alias
+	}
+	return id, j.Key != "" && id.Key() == j.Key
+}
+
+// samePerson reports whether a and b are one person: equal keys, or the key
+// of one names the issuer and subject of the other (a person aliased on one
+// side only, as with a certificate issued before the alias was configured).
+func samePerson(a, b certs.Identity) bool {
+	return a.SameAs(b) || a.Names(b.Key()) || b.Names(a.Key())
 }
 
 // wake wakes this process's waiters on session.

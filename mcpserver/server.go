@@ -408,7 +408,9 @@ func (s *Server) listSessions(ctx context.Context, _ *sdk.CallToolRequest, in Li
 	if limit <= 0 || limit > 1000 {
 		limit = 20
 	}
-	q := url.Values{"status": {in.Status}, "since": {in.Since}, "limit": {fmt.Sprint(limit)}, "user": {usernameOf(cert)}}
+	q := url.Values{"status": {in.Status}, "since": {in.Since}, "limit": {fmt.Sprint(limit)}}
+	param, own := ownSessions(cert)
+	q.Set(param, own)
 	var rows []state.Session
 	if err := api.GetJSON(ctx, login.Query("/v1/sessions", q), &rows); err != nil {
 		return nil, SessionList{}, s.userError("list your sessions", err)

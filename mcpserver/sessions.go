@@ -76,13 +76,18 @@ func readSession(ctx context.Context, api *login.APIClient, id string, maxBytes 
 	return out, nil
 }
 
-// usernameOf is the username a user certificate names.
-func usernameOf(cert *ssh.Certificate) string {
+// ownSessions returns the sessions API filter of the sessions of the
+// identity a user certificate names: its identity key (a username may be
+// several identities'), or its username for a certificate without a key.
+func ownSessions(cert *ssh.Certificate) (param, value string) {
 	if id, err := certs.IdentityFromCert(cert); err == nil {
-		return id.Username
+		if k := id.Key(); k != "" {
+			return "identity_key", k
+		}
+		return "user", id.Username
 	}
 	if len(cert.ValidPrincipals) > 0 {
-		return cert.ValidPrincipals[0]
+		return "user", cert.ValidPrincipals[0]
 	}
-	return ""
+	return "user", ""
 }

@@ -72,17 +72,18 @@ type APIOptions struct {
 
 // API serves the sessions API (DESIGN §4):
 //
-//	GET /v1/sessions?user=&target=&role=&status=&q=&since=&until=&limit=  index rows, newest first
+//	GET /v1/sessions?user=&identity_key=&target=&role=&status=&q=&since=&until=&limit=  index rows, newest first
 //	GET /v1/sessions/{id}                         metadata and integrity (?verify=full hashes the object)
 //	GET /v1/sessions/{id}/cast                    the cast (Range requests supported)
 //	GET /v1/sessions/{id}/cast?follow=1           a running session's cast, streamed until it ends
-//	GET /v1/sessions/search?q=&identity=&target=&since=&until=&limit=  search across recordings
+//	GET /v1/sessions/search?q=&identity=&identity_key=&target=&since=&until=&limit=  search across recordings
 //
 // The auditor and admin permissions see every session; the moderator
 // permission also every running one (to watch it: ?status=running lists
-// them); anyone else sees only their own (the identity's username and
-// issuer recorded with the session): the list is theirs alone, and
-// another's session is "no such session".
+// them); anyone else sees only their own (the identity key recorded with
+// the session, never the username: two subjects or two issuers may carry
+// one username): the list is theirs alone, and another's session is "no
+// such session". A session recorded without a key is nobody's own.
 type API struct {
 	opts     APIOptions
 	log      *slog.Logger
@@ -217,9 +218,16 @@ type reader struct {
 	auditor, moderator bool
 }
 
-// owns reports whether the session row is r's own.
+// owns reports whether the session row is r's own: recorded under r's
+// identity key. A row without a key (recorded before sessions had keys)
+// and a reader without one own nothing.
 func (r reader) owns(s state.Session) bool {
-	return s.Identity == r.id.Username && s.Issuer == r.id.Issuer
+	return ownedBy(s.IdentityKey, r.id)
+}
+
+// ownedBy reports whether a recording with identity key key is id's own.
+func ownedBy(key string, id certs.Identity) bool {
+	return key != "" && key == id.Key()
 }
 
 // mayRead reports whether r may read session s.
@@ -266,9 +274,9 @@ func NormalizeID(id string) (string, bool) {
 	return string(b), true
 }
 
-// ParseFilter reads a SessionFilter from the query parameters user, target,
-// role, status, q (text), since and until (RFC 3339 or a duration before
-// now, like "24h") and limit.
+// ParseFilter reads a SessionFilter from the query parameters user,
+// identity_key, target, role, status, q (text), since and until (RFC 3339
+// or a duration before now, like "24h") and limit.
 func ParseFilter(q map[string][]string, now time.Time) (state.SessionFilter, error) {
 	get := func(k string) string {
 		if v := q[k]; len(v) > 0 {
@@ -276,7 +284,8 @@ func ParseFilter(q map[string][]string, now time.Time) (state.SessionFilter, err
 		}
 		return ""
 	}
-	f := state.SessionFilter{User: get("user"), Target: get("target"), Role: get("role"), Status: get("status"), Text: get("q")}
+	f := state.SessionFilter{User: get("user"), IdentityKey: get("identity_key"), Target: get("target"), Role: get("role"),
+		Status: get("status"), Text: get("q")}
 	var err error
 	if f.Since, err = ParseWhen(get("since"), now); err != nil {
 		return f, fmt.Errorf("since: %w", err)
@@ -292,7 +301,7 @@ func ParseFilter(q map[string][]string, now time.Time) (state.SessionFilter, err
 		}
 		f.Limit = n
 	}
-	for _, s := range []string{f.User, f.Target, f.Role, f.Status, f.Text} {
+	for _, s := range []string{f.User, f.IdentityKey, f.Target, f.Role, f.Status, f.Text} {
 		if len(s) > 256 {
 			return f, errors.New("a filter value is too long")
 		}
@@ -349,10 +358,16 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, who reader) error {
 	}
 	others := who.auditor || who.moderator && f.Status == state.StatusRunning
 	if !others {
-		if f.User != "" && f.User != who.id.Username {
+		key := who.id.Key()
+		if f.User != "" && f.User != who.id.Username || f.IdentityKey != "" && f.IdentityKey != key {
 			return fail(http.StatusForbidden, CodeForbidden, "auditor permission required to list others' sessions", nil)
 		}
-		f.User = who.id.Username
+		if key == "" {
+			// No key, nothing of one's own (an empty filter matches all).
+			httpx.WriteJSON(w, http.StatusOK, []state.Session{})
+			return nil
+		}
+		f.IdentityKey = key
 	}
 	rows, err := a.opts.State.ListSessions(r.Context(), f)
 	if err != nil {

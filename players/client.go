@@ -190,6 +190,9 @@ func WriteDetail(w io.Writer, d SessionDetail) error {
 	line := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
 	line("id", d.ID)
 	line("user", d.Identity+" ("+d.Issuer+")")
+	if d.IdentityKey != "" {
+		line("identity", d.IdentityKey)
+	}
 	line("role", d.Role)
 	line("target", d.Target)
 	line("login", d.Login)

@@ -33,7 +33,8 @@
 // [NewAPI] serves the sessions API: every request is authenticated
 // (certs.APIAuth) and authorised by the permissions of the identity's roles
 // — auditors and admins read every session, moderators also list and follow
-// running ones, and anyone reads their own; ids are validated strictly
+// running ones, and anyone reads their own (recorded under their identity
+// key, never matched by username); ids are validated strictly
 // before they reach a store.
 //
 // Formats: [asciicast v2], [asciicast v3].

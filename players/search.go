@@ -34,18 +34,19 @@ type SearchHit struct {
 }
 
 // ParseSearch reads a search from the query parameters q (the search,
-// required), identity (or user), target, since and until (RFC 3339 or a
-// duration before now, like "7d") and limit (1 to state.MaxSearchLimit).
+// required), identity (or user: a username), identity_key, target, since
+// and until (RFC 3339 or a duration before now, like "7d") and limit (1 to
+// state.MaxSearchLimit).
 func ParseSearch(q url.Values, now time.Time) (state.SearchQuery, error) {
 	get := func(k string) string { return strings.TrimSpace(q.Get(k)) }
-	sq := state.SearchQuery{Text: get("q"), Identity: get("identity"), Target: get("target")}
+	sq := state.SearchQuery{Text: get("q"), Identity: get("identity"), IdentityKey: get("identity_key"), Target: get("target")}
 	if sq.Identity == "" {
 		sq.Identity = get("user")
 	}
 	if sq.Text == "" {
 		return sq, errors.New("q: say what to search for")
 	}
-	for _, s := range []string{sq.Text, sq.Identity, sq.Target} {
+	for _, s := range []string{sq.Text, sq.Identity, sq.IdentityKey, sq.Target} {
 		if len(s) > 512 {
 			return sq, errors.New("a search value is too long")
 		}
@@ -88,7 +89,7 @@ func Search(ctx context.Context, st *state.Store, sq state.SearchQuery) ([]Searc
 
 // search serves GET /v1/sessions/search with the permissions of replay:
 // the auditor (or admin) permission searches every recording, anyone else
-// their own.
+// their own (by identity key, as replay decides).
 func (a *API) search(w http.ResponseWriter, r *http.Request, who reader) error {
 	if a.opts.SearchDisabled {
 		return fail(http.StatusNotFound, CodeSearchDisabled, "search is disabled on this server", nil)
@@ -98,17 +99,23 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, who reader) error {
 		return fail(http.StatusBadRequest, CodeBadQuery, err.Error(), nil)
 	}
 	if !who.auditor {
-		if sq.Identity != "" && sq.Identity != who.id.Username {
+		key := who.id.Key()
+		if sq.Identity != "" && sq.Identity != who.id.Username || sq.IdentityKey != "" && sq.IdentityKey != key {
 			return fail(http.StatusForbidden, CodeForbidden, "auditor permission required to search others' sessions", nil)
 		}
-		sq.Identity, sq.Issuer = who.id.Username, who.id.Issuer
+		if key == "" {
+			// No key, nothing of one's own (an empty filter matches all).
+			httpx.WriteJSON(w, http.StatusOK, []SearchHit{})
+			return nil
+		}
+		sq.IdentityKey = key
 	}
 	hits, err := Search(r.Context(), a.opts.State, sq)
 	if err != nil {
 		return err
 	}
 	if !who.auditor {
-		hits = slices.DeleteFunc(hits, func(h SearchHit) bool { return h.Identity != who.id.Username || h.Issuer != who.id.Issuer })
+		hits = slices.DeleteFunc(hits, func(h SearchHit) bool { return !ownedBy(h.IdentityKey, who.id) })
 	}
 	httpx.WriteJSON(w, http.StatusOK, hits)
 	return nil

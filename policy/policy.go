@@ -112,7 +112,7 @@ type Moderation struct {
 	Required bool
 	// Timeout is how long the session waits for one.
 	Timeout time.Duration
-	// Moderators are the groups or usernames whose watching counts; any
+	// Moderators are the groups or identity keys whose watching counts; any
 	// holder of the moderator or admin permission if empty.
 	Moderators []string
 }

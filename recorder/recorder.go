@@ -204,6 +204,10 @@ type Meta struct {
 	Identity string
 	// Issuer is the identity's issuer name.
 	Issuer string
+	// IdentityKey is the identity's key (certs.Identity.Key): whose
+	// session it is for replay, watch, lists and search. Empty makes the
+	// recording visible to auditors only.
+	IdentityKey string
 	// Role is the role that granted access.
 	Role string
 	// Target is the target name.
@@ -339,7 +343,7 @@ func (r *Recorder) Start(ctx context.Context, m Meta) (*Session, error) {
 		}
 	}
 	s.row = state.Session{
-		ID: m.ID, Identity: m.Identity, Issuer: m.Issuer, Role: m.Role, Target: m.Target, Login: m.Login,
+		ID: m.ID, Identity: m.Identity, Issuer: m.Issuer, IdentityKey: m.IdentityKey, Role: m.Role, Target: m.Target, Login: m.Login,
 		Kind: m.Kind, Command: m.Command, Start: now, Status: state.StatusRunning, Object: s.key,
 		Replica: r.opts.Replica,
 		Meta:    map[string]any{"format": fmt.Sprintf("v%d", r.version), "width": m.Width, "height": m.Height, "term": m.Term},

@@ -17,6 +17,18 @@ import (
 // granted target fails for him. A person known to two issuers under two
 // usernames is one person only where identity.aliases says so, and then
 // cannot approve their own request from the other issuer.
+// twoIssuers is the identity configuration of two issuers, corp and other,
+// that vouch for people by the same usernames, with aliases.
+func twoIssuers(aliases ...config.Alias) config.Identity {
+	return config.Identity{
+		Issuers: []config.Issuer{
+			{Name: "corp", IssuerURL: "https://idp.test", Audience: "postern", Kind: "agent"},
+			{Name: "other", IssuerURL: "https://other.test", Audience: "postern", Kind: "agent"},
+		},
+		Aliases: aliases,
+	}
+}
+
 func TestIdentityIsIssuerAndSubject(t *testing.T) {
 	dataDir := t.TempDir()
 	auth := posterntest.Authority(t, dataDir)
@@ -24,14 +36,8 @@ func TestIdentityIsIssuerAndSubject(t *testing.T) {
 	login := testLogin(t)
 	cfg := &config.Config{
 		DataDir: dataDir, PublicURL: "https://bastion.test",
-		Identity: config.Identity{
-			Issuers: []config.Issuer{
-				{Name: "corp", IssuerURL: "https://idp.test", Audience: "postern", Kind: "agent"},
-				{Name: "other", IssuerURL: "https://other.test", Audience: "postern", Kind: "agent"},
-			},
-			Aliases: []config.Alias{{Name: "bob", Identities: []string{"corp:bob-corp", "other:bob-gh"}}},
-		},
-		Targets: []config.Target{web},
+		Identity: twoIssuers(config.Alias{Name: "bob", Identities: []string{"corp:bob-corp", "other:bob-gh"}}),
+		Targets:  []config.Target{web},
 		Roles: []config.Role{
 			{Name: "dev", Match: config.RoleMatch{Issuers: []string{"corp", "other"}, Groups: []string{"dev"}},
 				Targets: []config.TargetSelector{{Name: "none"}}, Logins: []string{login}},

@@ -18,9 +18,15 @@ const (
 type Join struct {
 	// Session is the session's id.
 	Session string `json:"session"`
-	// Who is the moderator's username, Issuer their issuer's name.
-	Who    string `json:"who"`
-	Issuer string `json:"issuer"`
+	// Who is the moderator's username (shown, never compared), Issuer
+	// their issuer's name and Subject their subject.
+	Who     string `json:"who"`
+	Issuer  string `json:"issuer"`
+	Subject string `json:"subject,omitempty"`
+	// Key is the moderator's identity key (certs.Identity.Key): who they
+	// are. Joins recorded before joins had keys have none and count for
+	// nothing.
+	Key string `json:"key,omitempty"`
 	// Groups are the moderator's groups when they joined.
 	Groups []string `json:"groups,omitempty"`
 	// Time is when they joined.
@@ -37,23 +43,24 @@ func (s *Store) JoinSession(ctx context.Context, j Join) error {
 		j.Time = s.now()
 	}
 	return s.Write(ctx, func(t *Tx) error {
-		if _, err := t.tx.ExecContext(t.ctx, `INSERT INTO session_joins (session, who, issuer, groups, time) VALUES (?, ?, ?, ?, ?)`,
-			j.Session, j.Who, j.Issuer, joinList(j.Groups), formatTime(j.Time)); err != nil {
+		if _, err := t.tx.ExecContext(t.ctx, `INSERT INTO session_joins (session, who, issuer, subject, who_key, groups, time)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			j.Session, j.Who, j.Issuer, j.Subject, j.Key, joinList(j.Groups), formatTime(j.Time)); err != nil {
 			return fmt.Errorf("join session %s: %w", j.Session, err)
 		}
 		_, err := t.Append(Event{Time: j.Time, Type: EventSessionJoin, Actor: j.Who, Session: j.Session,
-			Details: map[string]any{"issuer": j.Issuer, "mode": "watch"}})
+			Details: map[string]any{"issuer": j.Issuer, "identity_key": j.Key, "mode": "watch"}})
 		return err
 	})
 }
 
 // Joins returns who joined session, in order.
 func (s *Store) Joins(ctx context.Context, session string) ([]Join, error) {
-	return queryAll(ctx, s.db, "list session joins", `SELECT session, who, issuer, groups, time FROM session_joins
+	return queryAll(ctx, s.db, "list session joins", `SELECT session, who, issuer, subject, who_key, groups, time FROM session_joins
 		WHERE session = ? ORDER BY time`, []any{session}, func(row rowScanner) (Join, error) {
 		var j Join
 		var groups, tm string
-		if err := row.Scan(&j.Session, &j.Who, &j.Issuer, &groups, &tm); err != nil {
+		if err := row.Scan(&j.Session, &j.Who, &j.Issuer, &j.Subject, &j.Key, &groups, &tm); err != nil {
 			return j, err
 		}
 		j.Groups = splitList(groups)

@@ -109,6 +109,10 @@ type SearchQuery struct {
 	// Issuer keeps sessions of identities of this issuer only; any if
 	// empty.
 	Issuer string
+	// IdentityKey keeps sessions of this identity key only (Session.IdentityKey);
+	// any if empty. Callers that search one identity's own recordings must
+	// refuse an empty key themselves.
+	IdentityKey string
 	// Target keeps sessions on this target only; any if empty.
 	Target string
 	// Since keeps sessions that started at or after it; unbounded if zero.
@@ -128,6 +132,9 @@ type SearchHit struct {
 	Identity string `json:"identity"`
 	// Issuer is the session's issuer name.
 	Issuer string `json:"issuer"`
+	// IdentityKey is the session's identity key; empty for sessions
+	// recorded before sessions had keys.
+	IdentityKey string `json:"identity_key"`
 	// Target is the session's target.
 	Target string `json:"target"`
 	// Login is the session's login on the target.
@@ -688,7 +695,7 @@ func (s *Store) Search(ctx context.Context, q SearchQuery) ([]SearchHit, error) 
 }
 
 // searchColumns are the columns a search reads: e is the entry, s its session.
-const searchColumns = `e.id, e.session, e.kind, e.offset_ms, e.text, s.identity, s.issuer, s.target, s.login, s.kind, s.start_time`
+const searchColumns = `e.id, e.session, e.kind, e.offset_ms, e.text, s.identity, s.issuer, s.identity_key, s.target, s.login, s.kind, s.start_time`
 
 // searchRow is a hit and its entry id.
 type searchRow struct {
@@ -702,7 +709,7 @@ func (s *Store) searchRows(ctx context.Context, query string, args []any) ([]sea
 		var x searchRow
 		var start string
 		err := r.Scan(&x.id, &x.hit.Session, &x.hit.Kind, &x.hit.OffsetMS, &x.hit.Text, &x.hit.Identity, &x.hit.Issuer,
-			&x.hit.Target, &x.hit.Login, &x.hit.SessionKind, &start)
+			&x.hit.IdentityKey, &x.hit.Target, &x.hit.Login, &x.hit.SessionKind, &start)
 		if err == nil {
 			x.hit.Start, err = parseTime(start)
 		}
@@ -730,6 +737,10 @@ func searchFilters(q SearchQuery, idCol string, lo, hi int64) (string, []any) {
 	if q.Issuer != "" {
 		b.WriteString(` AND s.issuer = ?`)
 		args = append(args, q.Issuer)
+	}
+	if q.IdentityKey != "" {
+		b.WriteString(` AND s.identity_key = ?`)
+		args = append(args, q.IdentityKey)
 	}
 	if q.Target != "" {
 		b.WriteString(` AND s.target = ?`)

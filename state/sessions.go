@@ -40,6 +40,10 @@ type Session struct {
 	Identity string `json:"identity"`
 	// Issuer is the configured name of the identity's OIDC issuer.
 	Issuer string `json:"issuer"`
+	// IdentityKey is the identity's key (certs.Identity.Key: "<issuer>:<subject>"
+	// or "alias:<name>"): whose session it is. Empty for rows written before
+	// sessions had keys; those belong to nobody but auditors.
+	IdentityKey string `json:"identity_key"`
 	// Role is the role that granted access.
 	Role string `json:"role"`
 	// Target is the target name.
@@ -82,8 +86,12 @@ type Session struct {
 // SessionFilter selects sessions in ListSessions. Empty fields match
 // everything.
 type SessionFilter struct {
-	// User matches Identity exactly.
+	// User matches Identity (the username) exactly.
 	User string
+	// IdentityKey matches IdentityKey exactly. Callers that list one
+	// identity's own sessions must refuse an empty key themselves: here it
+	// matches everything.
+	IdentityKey string
 	// Target matches Target exactly.
 	Target string
 	// Role matches Role exactly.
@@ -101,7 +109,7 @@ type SessionFilter struct {
 }
 
 const sessionColumns = `id, identity, issuer, role, target, login, kind, command, start_time, end_time, status,
-	exit_status, bytes_in, bytes_out, size, sha256, seal_seq, object, replica, masked, meta`
+	exit_status, bytes_in, bytes_out, size, sha256, seal_seq, object, replica, masked, meta, identity_key`
 
 // PutSession inserts row, or replaces the row with the same ID.
 func (s *Store) PutSession(ctx context.Context, row Session) error {
@@ -117,7 +125,7 @@ func scanSession(rows rowScanner) (Session, error) {
 	var meta string
 	err := rows.Scan(&r.ID, &r.Identity, &r.Issuer, &r.Role, &r.Target, &r.Login, &r.Kind, &r.Command,
 		&start, &end, &r.Status, &exit, &r.BytesIn, &r.BytesOut, &r.Size, &r.SHA256, &r.SealSeq,
-		&r.Object, &r.Replica, &masked, &meta)
+		&r.Object, &r.Replica, &masked, &meta, &r.IdentityKey)
 	if err != nil {
 		return Session{}, err
 	}
@@ -161,6 +169,7 @@ func (s *Store) GetSession(ctx context.Context, id string) (Session, error) {
 func (s *Store) ListSessions(ctx context.Context, f SessionFilter) ([]Session, error) {
 	var w conds
 	w.eq("identity", f.User)
+	w.eq("identity_key", f.IdentityKey)
 	w.eq("target", f.Target)
 	w.eq("role", f.Role)
 	w.eq("status", f.Status)

@@ -306,7 +306,7 @@ func (t *Tx) PutSession(row Session) error {
 	_, err = ins.ExecContext(t.ctx,
 		row.ID, row.Identity, row.Issuer, row.Role, row.Target, row.Login, row.Kind, row.Command,
 		formatTime(row.Start), end, row.Status, exit, row.BytesIn, row.BytesOut, row.Size, row.SHA256,
-		row.SealSeq, row.Object, row.Replica, masked, meta)
+		row.SealSeq, row.Object, row.Replica, masked, meta, row.IdentityKey)
 	if err != nil {
 		return fmt.Errorf("put session: %w", err)
 	}

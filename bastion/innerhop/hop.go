@@ -100,7 +100,7 @@ type CommandRequest struct {
 // Moderation waits for a moderator to join a session; *lock.Locker
 // implements it.
 type Moderation interface {
-	WaitModerator(ctx context.Context, w lock.ModerationWait) (string, error)
+	WaitModerator(ctx context.Context, w lock.ModerationWait) (state.Join, error)
 }
 
 // Options configures an Server. The zero value of every field but

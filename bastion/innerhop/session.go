@@ -300,7 +300,7 @@ func (s *hopSession) awaitModerator() *usererr.Error {
 			m.Timeout, s.id, s.id)
 	}
 	_ = s.tap.Load().marker("moderator required")
-	who, err := c.h.opts.Moderation.WaitModerator(c.ctx, lock.ModerationWait{Session: s.id, Requester: c.ci.Identity,
+	j, err := c.h.opts.Moderation.WaitModerator(c.ctx, lock.ModerationWait{Session: s.id, Requester: c.ci.Identity,
 		Moderators: m.Moderators, Timeout: m.Timeout})
 	if err != nil {
 		_ = s.tap.Load().marker("no moderator")
@@ -309,6 +309,7 @@ func (s *hopSession) awaitModerator() *usererr.Error {
 		}
 		return asHopUserError(context.Cause(c.ctx))
 	}
+	who := j.Who
 	_ = s.tap.Load().marker("moderator joined: " + who)
 	if s.jsonErrors.Load() {
 		b, _ := json.Marshal(map[string]any{"status": "moderated", "code": "moderator_joined", "session": s.id, "moderator": who})
@@ -317,8 +318,8 @@ func (s *hopSession) awaitModerator() *usererr.Error {
 		_, _ = fmt.Fprintf(s.ch.Stderr(), "postern: %s joined as moderator\r\n", policy.Printable(who))
 	}
 	c.h.audit(c.ctx, state.Event{Type: state.EventSessionModerated, Actor: c.ci.Identity.String(), Target: c.t.Name,
-		Session: s.id, Details: map[string]any{"moderator": who}})
-	s.log.Info("moderator joined", "moderator", who)
+		Session: s.id, Details: map[string]any{"moderator": who, "moderator_key": j.Key}})
+	s.log.Info("moderator joined", "moderator", who, "moderator_key", j.Key)
 	return nil
 }
 
@@ -420,7 +421,8 @@ func (s *hopSession) startRecording(start state.Event) (joined bool, _ *usererr.
 			env["TERM"] = term
 		}
 		meta := recorder.Meta{
-			ID: s.id, Identity: c.ci.Identity.Username, Issuer: c.ci.Identity.Issuer, Role: c.decision.Role,
+			ID: s.id, Identity: c.ci.Identity.Username, Issuer: c.ci.Identity.Issuer, IdentityKey: c.ci.Identity.Key(),
+			Role:   c.decision.Role,
 			Target: c.t.Name, Login: c.login, Kind: s.recordKind(), Command: s.stored, Term: term,
 			Width: s.cols, Height: s.rows, Env: env,
 		}

@@ -61,11 +61,11 @@ authenticates with the profile of postern login.`,
 
 func newSessionsLsCmd(g *globalFlags) *cobra.Command {
 	var cf clientFlags
-	var user, target, role, status, since, until, grep string
+	var user, key, target, role, status, since, until, grep string
 	var limit int
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "ls [--user U] [--target T] [--role R] [--status S] [--since DUR] [--until TIME] [--grep TEXT] [--json]",
+		Use:   "ls [--user U] [--identity-key K] [--target T] [--role R] [--status S] [--since DUR] [--until TIME] [--grep TEXT] [--json]",
 		Short: "List recorded sessions, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -73,7 +73,7 @@ func newSessionsLsCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := url.Values{"user": {user}, "target": {target}, "role": {role}, "status": {status},
+			q := url.Values{"user": {user}, "identity_key": {key}, "target": {target}, "role": {role}, "status": {status},
 				"since": {since}, "until": {until}, "q": {grep}}
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
@@ -96,7 +96,8 @@ func newSessionsLsCmd(g *globalFlags) *cobra.Command {
 	}
 	fl := cmd.Flags()
 	cf.register(fl)
-	fl.StringVar(&user, "user", "", "only sessions of this user")
+	fl.StringVar(&user, "user", "", "only sessions of this username (one username may be several identities)")
+	fl.StringVar(&key, "identity-key", "", `only sessions of this identity: "<issuer>:<subject>" or "alias:<name>"`)
 	fl.StringVar(&target, "target", "", "only sessions on this target")
 	fl.StringVar(&role, "role", "", "only sessions granted by this role")
 	fl.StringVar(&status, "status", "", "only sessions with this status: running, finished, interrupted, denied or failed")
@@ -110,11 +111,11 @@ func newSessionsLsCmd(g *globalFlags) *cobra.Command {
 
 func newSessionsSearchCmd(g *globalFlags) *cobra.Command {
 	var cf clientFlags
-	var identity, target, since, until string
+	var identity, key, target, since, until string
 	var limit int
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "search QUERY [--identity U] [--target T] [--since DUR] [--until TIME] [--json]",
+		Use:   "search QUERY [--identity U] [--identity-key K] [--target T] [--since DUR] [--until TIME] [--json]",
 		Short: "Search every recording: commands, typed lines, SQL, SFTP operations and output",
 		Long: `Search the text of every recording: exec command lines, lines typed in
 interactive sessions (never those typed at a password prompt), SQL statements
@@ -132,7 +133,7 @@ finds the phrase "etc sudoers"; a trailing * matches any word it starts
 			if err != nil {
 				return err
 			}
-			q := url.Values{"q": {strings.Join(args, " ")}, "identity": {identity}, "target": {target},
+			q := url.Values{"q": {strings.Join(args, " ")}, "identity": {identity}, "identity_key": {key}, "target": {target},
 				"since": {since}, "until": {until}}
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
@@ -155,7 +156,8 @@ finds the phrase "etc sudoers"; a trailing * matches any word it starts
 	}
 	fl := cmd.Flags()
 	cf.register(fl)
-	fl.StringVar(&identity, "identity", "", "only sessions of this user")
+	fl.StringVar(&identity, "identity", "", "only sessions of this username (one username may be several identities)")
+	fl.StringVar(&key, "identity-key", "", `only sessions of this identity: "<issuer>:<subject>" or "alias:<name>"`)
 	fl.StringVar(&target, "target", "", "only sessions on this target")
 	fl.StringVar(&since, "since", "", "only sessions started since: a duration ago (24h, 7d) or an RFC 3339 time")
 	fl.StringVar(&until, "until", "", "only sessions started before: a duration ago or an RFC 3339 time")

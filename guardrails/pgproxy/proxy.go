@@ -116,7 +116,8 @@ type Session struct {
 	ID string
 	// Identity, Issuer, Role and Target describe the user and target.
 	Identity, Issuer, Role, Target string
-	// Requester is the whole identity of the user (approvals key on it).
+	// Requester is the whole identity of the user: approvals and the
+	// recording's owner (its identity key) key on it.
 	Requester certs.Identity
 	// Groups are the identity's groups (for approvals).
 	Groups []string
@@ -449,7 +450,7 @@ func (c *conn) startRecording() error {
 		return nil
 	}
 	rec, err := r.Start(c.ctx, recorder.Meta{
-		ID: c.s.ID, Identity: c.s.Identity, Issuer: c.s.Issuer, Role: c.s.Role, Target: c.s.Target,
+		ID: c.s.ID, Identity: c.s.Identity, Issuer: c.s.Issuer, IdentityKey: c.s.Requester.Key(), Role: c.s.Role, Target: c.s.Target,
 		Login: c.user, Kind: "sql", Command: "database " + c.database, Term: "xterm", Width: 120, Height: 40,
 	})
 	if err != nil {

@@ -461,8 +461,10 @@ type Moderation struct {
 	Required bool `yaml:"required"`
 	// Timeout ends a session no moderator joined within it; 5m if zero.
 	Timeout Duration `yaml:"timeout"`
-	// Moderators are the groups or usernames whose watching counts; any
-	// holder of the moderator or admin permission if empty.
+	// Moderators are the groups, or people by identity key
+	// ("<issuer>:<subject>" or "alias:<name>"), whose watching counts; any
+	// holder of the moderator or admin permission if empty. A username
+	// names nobody.
 	Moderators []string `yaml:"moderators"`
 }
 

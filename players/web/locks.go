@@ -114,7 +114,7 @@ func (u *UI) withPerm(w http.ResponseWriter, r *http.Request, post bool, may fun
 	}
 	if !may(s.Identity) {
 		u.render(w, r, http.StatusForbidden, "forbidden.html", pageData{Session: &s, Title: "Forbidden",
-			Message: "You are logged in as " + s.Identity.Username + ", but " + need + "."})
+			Message: "You are logged in as " + s.Identity.Display() + ", but " + need + "."})
 		return
 	}
 	if post && !u.checkCSRF(r, s) {

@@ -325,7 +325,7 @@ func (u *UI) withAuditor(w http.ResponseWriter, r *http.Request, page func(http.
 	if !u.mayAudit(s.Identity) {
 		w.Header().Set("Cache-Control", "no-store")
 		u.render(w, r, http.StatusForbidden, "forbidden.html", pageData{Session: &s,
-			Title: "Forbidden", Message: "You are logged in as " + s.Identity.Username + ", but viewing sessions needs the auditor (or admin) permission."})
+			Title: "Forbidden", Message: "You are logged in as " + s.Identity.Display() + ", but viewing sessions needs the auditor (or admin) permission."})
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")

@@ -76,11 +76,18 @@ type Step struct {
 	Wait time.Duration
 }
 
-// Start starts recording a session of user on target.
+// Start starts recording a session of user (issuer corp, subject user, as
+// Users signs for) on target.
 func (e *Env) Start(t testing.TB, user, target, command string) *recorder.Session {
 	t.Helper()
+	return e.StartAs(t, certs.Identity{Issuer: "corp", Subject: user, Username: user}, target, command)
+}
+
+// StartAs starts recording a session of id on target.
+func (e *Env) StartAs(t testing.TB, id certs.Identity, target, command string) *recorder.Session {
+	t.Helper()
 	s, err := e.Recorder.Start(context.Background(), recorder.Meta{
-		Identity: user, Issuer: "corp", Role: "ops", Target: target, Login: "deploy",
+		Identity: id.Username, Issuer: id.Issuer, IdentityKey: id.Key(), Role: "ops", Target: target, Login: "deploy",
 		Kind: state.KindExec, Command: command, Term: "xterm-256color", Width: 80, Height: 24,
 	})
 	if err != nil {
@@ -120,7 +127,13 @@ func Finish(t testing.TB, s *recorder.Session) *recorder.Sealed {
 // Record records a whole session and returns its id.
 func (e *Env) Record(t testing.TB, user, target, command string, steps ...Step) string {
 	t.Helper()
-	s := e.Start(t, user, target, command)
+	return e.RecordAs(t, certs.Identity{Issuer: "corp", Subject: user, Username: user}, target, command, steps...)
+}
+
+// RecordAs records a whole session of id and returns its id.
+func (e *Env) RecordAs(t testing.TB, id certs.Identity, target, command string, steps ...Step) string {
+	t.Helper()
+	s := e.StartAs(t, id, target, command)
 	for _, st := range steps {
 		e.Advance(st.Wait)
 		Play(t, s, st)
@@ -152,12 +165,25 @@ func NewUsers(t testing.TB) *Users {
 	return &Users{Authority: a, keys: map[string]userKey{}}
 }
 
-// key returns user's key and certificate, issuing them on first use.
+// key returns user's key and certificate, issuing them on first use for
+// the identity of issuer corp and subject user.
 func (u *Users) key(t testing.TB, user string) userKey {
 	t.Helper()
 	if k, ok := u.keys[user]; ok {
 		return k
 	}
+	return u.add(t, user, certs.Identity{Issuer: "corp", Subject: user, Username: user, Kind: certs.KindHuman})
+}
+
+// Add issues a key and certificate for id under name, for Sign and
+// Profile: several identities may share a username under their own names.
+func (u *Users) Add(t testing.TB, name string, id certs.Identity) {
+	t.Helper()
+	u.add(t, name, id)
+}
+
+func (u *Users) add(t testing.TB, name string, id certs.Identity) userKey {
+	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -167,10 +193,9 @@ func (u *Users) key(t testing.TB, user string) userKey {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	id := certs.Identity{Issuer: "corp", Subject: user, Username: user, Kind: certs.KindHuman}
 	cert := &ssh.Certificate{
-		Key: signer.PublicKey(), Serial: uint64(len(u.keys) + 1), CertType: ssh.UserCert, KeyId: user,
-		ValidPrincipals: []string{user},
+		Key: signer.PublicKey(), Serial: uint64(len(u.keys) + 1), CertType: ssh.UserCert, KeyId: id.Username,
+		ValidPrincipals: []string{id.Username},
 		ValidAfter:      uint64(now.Add(-time.Minute).Unix()),
 		ValidBefore:     uint64(now.Add(time.Hour).Unix()),
 		Permissions:     ssh.Permissions{Extensions: map[string]string{certs.IdentityExtension: certs.EncodeIdentity(id)}},
@@ -179,7 +204,7 @@ func (u *Users) key(t testing.TB, user string) userKey {
 		t.Fatal(err)
 	}
 	k := userKey{cert: cert, signer: signer, priv: priv}
-	u.keys[user] = k
+	u.keys[name] = k
 	return k
 }
 
