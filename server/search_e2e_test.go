@@ -118,7 +118,10 @@ func TestSearchEndToEnd(t *testing.T) {
 	c.Expect(`[#$] `) // the shell's prompt: typing starts once the session is recorded
 	c.Send("PS1='$ '; echo typed-needle-$((4+5))\r")
 	c.Expect(`typed-needle-9`)
-	c.Send(`read -s -p "Password: " pw; echo; echo read-$?` + "\r")
+	// The prompt is spelled differently on the command line, so that the
+	// echo of the typed command cannot pass for it: the password is typed
+	// only once read(1) shows the prompt with echo off.
+	c.Send(`w=word; read -s -p "Pass$w: " pw; echo; echo read-$?` + "\r")
 	c.Expect(`Password: `)
 	c.Send("hunter2-secret\r")
 	c.Expect(`read-0`)
