@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
 	"github.com/posternhq/postern/internal/config"
@@ -146,11 +145,7 @@ func TestCommandTargetInteractive(t *testing.T) {
 	c.Expect(`MARK-42`)
 	c.Send("stty size; tty\r")
 	c.Expect(`30 100\r\n/dev/pts/`)
-	if err := pty.Setsize(c.File(), &pty.Winsize{Cols: 120, Rows: 40}); err != nil {
-		t.Fatal(err)
-	}
-	c.Send("stty size\r")
-	c.Expect(`40 120`)
+	c.Resize(120, 40)
 	// The pty is postern's own: input is masked exactly while echo is off.
 	c.Send("stty -echo; printf '%s? ' pw; read -r pw; stty echo; echo len-${#pw}\r")
 	c.Expect(`pw\? `)

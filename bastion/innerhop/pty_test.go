@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/creack/pty"
-
 	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/state"
 )
@@ -27,11 +25,7 @@ func TestInnerHopInteractiveShell(t *testing.T) {
 	c.Expect(`MARK-42`)
 	c.Send("stty size\r")
 	c.Expect(`30 90`)
-	if err := pty.Setsize(c.File(), &pty.Winsize{Cols: 132, Rows: 43}); err != nil {
-		t.Fatal(err)
-	}
-	c.Send("stty size\r")
-	c.Expect(`43 132`)
+	c.Resize(132, 43)
 	// The prompt is spelled so that the echo of this line does not match.
 	c.Send("printf '%s: ' Password; stty -echo; read -r secret; stty echo; echo; echo got-${#secret}\r")
 	c.Expect(`Password: `)

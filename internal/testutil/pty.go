@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -86,6 +87,45 @@ func (c *PTY) Expect(re string) {
 			return
 		case <-timeout:
 			c.t.Fatalf("no %q in %q", re, out)
+		}
+	}
+}
+
+// Resize changes the terminal's size and waits until a shell in it sees the
+// new size (it types "stty size" until the answer is the new size). The ssh
+// client forwards a size change in its own time, so a line typed right after
+// a resize can reach the far side before the change does.
+func (c *PTY) Resize(cols, rows uint16) {
+	c.t.Helper()
+	if err := pty.Setsize(c.f, &pty.Winsize{Cols: cols, Rows: rows}); err != nil {
+		c.t.Fatalf("resize the terminal: %v", err)
+	}
+	answer := regexp.MustCompile(`(?m)(?:^|\r)(\d+ \d+)\r$`)
+	want := fmt.Sprintf("%d %d", rows, cols)
+	timeout := time.After(30 * time.Second)
+	for {
+		c.mu.Lock()
+		from := c.out.Len()
+		c.mu.Unlock()
+		c.Send("stty size\r")
+		for {
+			c.mu.Lock()
+			m := answer.FindSubmatch(c.out.Bytes()[from:])
+			more, out := c.more, c.out.String()
+			c.mu.Unlock()
+			if m != nil {
+				if string(m[1]) == want {
+					return
+				}
+				break // the old size: ask again
+			}
+			select {
+			case <-more:
+			case <-c.done:
+				c.t.Fatalf("program ended before the terminal was %s; output %q", want, out)
+			case <-timeout:
+				c.t.Fatalf("the terminal is not %s after 30s; output %q", want, out)
+			}
 		}
 	}
 }
