@@ -7,6 +7,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/usererr"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/policy"
 	"github.com/posternhq/postern/state"
 )
@@ -95,6 +97,29 @@ func (tc *TargetChannel) Reject(why ssh.RejectionReason, msg, code string) {
 // failed", code dial_failed) and returns the error.
 func (tc *TargetChannel) Dial(ctx context.Context) (net.Conn, error) {
 	return tc.c.dial(ctx, tc.Conn, tc.nch, tc.Host, []string{tc.Target.Dial(tc.Port)}, tc.Details)
+}
+
+// TrackSession puts the session with id that the handler serves on this
+// channel under the locks: a lock that matches it (its identity, target or
+// the session itself) calls end with the lock's cause. Call it before Accept:
+// if a lock already matches, the channel is rejected with the lock's message
+// and the error is returned. untrack must be called when the session ends.
+// Without locks configured it does nothing.
+func (tc *TargetChannel) TrackSession(id string, end func(cause error)) (untrack func(), err error) {
+	if tc.c.s.opts.Locks == nil {
+		return func() {}, nil
+	}
+	untrack, err = tc.c.s.opts.Locks.Track(lock.Subject{Identity: tc.Conn.Identity, Target: tc.Target.Name,
+		Session: id, Conn: tc.Conn.ID}, end)
+	if err != nil {
+		msg := "postern: " + tc.Target.Name + ": locked"
+		if ue := usererr.As(err); ue != nil {
+			msg = "postern: " + ue.Msg
+		}
+		tc.Reject(ssh.Prohibited, msg, codeLocked)
+		return nil, err
+	}
+	return untrack, nil
 }
 
 // Audit appends an audit event about the channel (actor, source and target

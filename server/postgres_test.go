@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"io/fs"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/posternhq/postern/internal/pgtest"
 	"github.com/posternhq/postern/internal/posterntest"
 	"github.com/posternhq/postern/internal/testutil"
+	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/state"
 )
 
@@ -30,6 +32,12 @@ type pgEnv struct {
 // newPGEnv starts PostgreSQL and a postern whose role for alice has rules
 // and may forward to pg; masking applies cfg.Masking.
 func newPGEnv(t *testing.T, rules []config.Rule, masking config.Masking) *pgEnv {
+	t.Helper()
+	return newPGEnvWith(t, rules, masking, nil)
+}
+
+// newPGEnvWith is newPGEnv with edit applied to the configuration first.
+func newPGEnvWith(t *testing.T, rules []config.Rule, masking config.Masking, edit func(*config.Config)) *pgEnv {
 	t.Helper()
 	if _, err := os.Stat("/usr/bin/psql"); err != nil {
 		testutil.Need(t, "psql")
@@ -54,6 +62,9 @@ func newPGEnv(t *testing.T, rules []config.Rule, masking config.Masking) *pgEnv 
 			Slack:  e.slack.Config(map[string]string{"UCAROL": "corp:carol-sub"}),
 			Groups: map[string][]string{"corp:carol-sub": {"sre"}},
 		},
+	}
+	if edit != nil {
+		edit(e.cfg)
 	}
 	e.svc = posterntest.Start(t, e.cfg)
 	e.user = e.svc.User(alice, e.login)
@@ -154,5 +165,79 @@ func TestPostgresDropApprovedViaSlack(t *testing.T) {
 	}
 	if got := e.pg.Exec(t, "SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b')"); got != "1" {
 		t.Errorf("%s of the tables left; want b only", got)
+	}
+}
+
+// TestPostgresSessionLockE2E: a moderator's Terminate (a session lock) ends
+// the PostgreSQL session it names and no other; a target lock ends the rest
+// and refuses new ones.
+func TestPostgresSessionLockE2E(t *testing.T) {
+	e := newPGEnvWith(t, nil, config.Masking{}, func(cfg *config.Config) {
+		cfg.Roles = append(cfg.Roles,
+			config.Role{Name: "mod", Match: config.RoleMatch{Users: []string{"mod"}}, Permissions: []string{"moderator"}},
+			config.Role{Name: "sec", Match: config.RoleMatch{Users: []string{"sec"}}, Permissions: []string{"admin"}})
+	})
+	moderator, admin := e.svc.User(mod, e.login), e.svc.User(sec, e.login)
+	sleep := func() <-chan testutil.Result {
+		done := make(chan testutil.Result, 1)
+		go func() {
+			r, err := testutil.Run(nil, []byte("SELECT pg_sleep(120);\n"), "psql", "-X", "-A", "-t", "-h", "127.0.0.1",
+				"-p", strconv.Itoa(e.local), "-U", pgtest.Superuser, "-d", "postgres", "-f", "-")
+			if err != nil {
+				r.Code, r.Stderr = -1, []byte(err.Error())
+			}
+			done <- r
+		}()
+		return done
+	}
+	first, second := sleep(), sleep()
+	var running []state.Session
+	deadline := time.Now().Add(30 * time.Second)
+	for len(running) < 2 {
+		var err error
+		if running, err = e.svc.State.ListSessions(context.Background(), state.SessionFilter{Target: "pg", Status: state.StatusRunning}); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d PostgreSQL sessions running after 30s; want 2", len(running))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Which psql is which session is not known; end one and see which
+	// psql ends.
+	lockVia(t, moderator, lock.CreateBody{Kind: "session", Name: running[0].ID, Reason: "wrong database"})
+	var other <-chan testutil.Result
+	select {
+	case r := <-first:
+		other = second
+		if r.Code == 0 {
+			t.Errorf("the terminated psql exited 0: %s", r.Stdout)
+		}
+	case r := <-second:
+		other = first
+		if r.Code == 0 {
+			t.Errorf("the terminated psql exited 0: %s", r.Stdout)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no PostgreSQL session ended after its session lock")
+	}
+	s, err := e.svc.State.GetSession(context.Background(), running[1].ID)
+	if err != nil || s.Status != state.StatusRunning {
+		t.Errorf("the other session is %q (%v); want running", s.Status, err)
+	}
+	select {
+	case r := <-other:
+		t.Fatalf("the other psql ended too: %d %s", r.Code, r.Stderr)
+	default:
+	}
+
+	lockVia(t, admin, lock.CreateBody{Kind: "target", Name: "pg", Reason: "restoring backups", For: "1h"})
+	select {
+	case r := <-other:
+		if r.Code == 0 {
+			t.Errorf("the psql on the locked target exited 0: %s", r.Stdout)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the PostgreSQL session on the locked target runs on")
 	}
 }

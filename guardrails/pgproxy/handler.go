@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/posternhq/postern/bastion"
 	"github.com/posternhq/postern/guardrails"
 	"github.com/posternhq/postern/state"
@@ -21,6 +22,16 @@ type Handler struct {
 
 // ServeTarget implements bastion.TargetHandler.
 func (h Handler) ServeTarget(ctx context.Context, tc *bastion.TargetChannel) {
+	// The session's id is chosen here so that a lock of this session (a
+	// Terminate) reaches it as it reaches an inner-hop session.
+	sid := ulid.Make().String()
+	ctx, stopSession := context.WithCancelCause(ctx)
+	defer stopSession(nil)
+	untrack, err := tc.TrackSession(sid, stopSession)
+	if err != nil {
+		return
+	}
+	defer untrack()
 	nc, err := tc.Dial(ctx)
 	if err != nil {
 		return
@@ -54,7 +65,7 @@ func (h Handler) ServeTarget(ctx context.Context, tc *bastion.TargetChannel) {
 	defer stop()
 	id := tc.Conn.Identity
 	err = h.Proxy.Serve(ctx, ch, nc, Session{
-		Identity: id.Username, Issuer: id.Issuer, Requester: id, Groups: id.Groups, Role: d.Role, Target: tc.Target.Name, Record: d.Record,
+		ID: sid, Identity: id.Username, Issuer: id.Issuer, Requester: id, Groups: id.Groups, Role: d.Role, Target: tc.Target.Name, Record: d.Record,
 		Rules: rules, Recording: masks.Recording, Stream: masks.Stream,
 		DatabaseUser: tc.Target.DatabaseUser, DatabasePassword: tc.Target.DatabasePassword,
 	})
