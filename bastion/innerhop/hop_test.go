@@ -322,7 +322,7 @@ var _ = regexp.MustCompile
 // certificate expires, and the user reads why. The certificate lives 8
 // seconds: the session must be open when the inner hop's deadline comes (a
 // hop still being set up then is just closed), and under -race on a busy
-// machine setting up both hops and the upstream login has taken over 3.
+// machine setting up both hops and the upstream login can take over 3.
 func TestInnerHopCertificateExpiry(t *testing.T) {
 	f := newHopFixture(t, fixtureOpts{})
 	sshd := startSSHD(t, f.auth)
