@@ -2,6 +2,7 @@ package innerhop
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -25,8 +26,12 @@ func TestInnerHopForwardPolicy(t *testing.T) {
 	echo := testutil.EchoServer(t)
 	_, echoPort, _ := net.SplitHostPort(echo)
 	other := testutil.EchoServer(t) // a loopback service no entry names
+	// The -R port is one the machine just had free (a fixed one may be taken
+	// by any other program); the listed range holds it and ports around it.
+	rport := testutil.FreePort(t)
+	lo, hi := max(rport-50, 1024), rport+50
 	f := newHopFixture(t, fixtureOpts{forwarding: config.Forwarding{Local: true, Remote: true,
-		TargetAllow: []string{echo, "169.254.0.0/16:80", "fd00::/8:80", "db.internal:5432", "127.0.0.1:40000-40100"}}})
+		TargetAllow: []string{echo, "169.254.0.0/16:80", "fd00::/8:80", "db.internal:5432", fmt.Sprintf("127.0.0.1:%d-%d", lo, hi)}}})
 	sshd := startSSHD(t, f.auth)
 	f.setTargets(sshTarget("web-1", sshd))
 	_, outerPort, _ := net.SplitHostPort(f.outer)
@@ -79,11 +84,11 @@ func TestInnerHopForwardPolicy(t *testing.T) {
 	c.Close()
 
 	// -R: the bind address and port must be listed too.
-	r := f.ssh(nil, "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:40050:"+echo, "web-1", "echo bound")
+	r := f.ssh(nil, "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("127.0.0.1:%d:%s", rport, echo), "web-1", "echo bound")
 	if r.Code != 0 || string(r.Stdout) != "bound\n" {
 		t.Errorf("-R on a listed port: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
-	for _, spec := range []string{"0:" + echo, "127.0.0.1:40200:" + echo, "0.0.0.0:40050:" + echo} {
+	for _, spec := range []string{"0:" + echo, fmt.Sprintf("127.0.0.1:%d:%s", hi+1, echo), fmt.Sprintf("0.0.0.0:%d:%s", rport, echo)} {
 		before := len(f.events.ofType(state.EventChannelDeny))
 		r := f.ssh(nil, "-o", "ExitOnForwardFailure=yes", "-R", spec, "web-1", "echo bound")
 		if r.Code == 0 || strings.Contains(string(r.Stdout), "bound") {
