@@ -99,7 +99,7 @@ func TestLineEditor(t *testing.T) {
 		{name: "several lines at once", chunks: []string{"a\rb\nc\r"}, want: []string{"a", "b", "c"}},
 		{name: "masked password", chunks: []string{"*******\r", "ls\r"}, want: []string{"ls"}},
 		{name: "password prompt", prompt: "[sudo] password for alice: ", chunks: []string{"hunter2\r"}, want: nil},
-		{name: "passphrase prompt", prompt: "Enter passphrase for key '/root/.ssh/id': ", chunks: []string{"s3cret\r"}, want: nil},
+		{name: "passphrase prompt", prompt: "Enter passphrase for key '/home/alice/.ssh/id_ed25519': ", chunks: []string{"s3cret\r"}, want: nil},
 		{name: "pin prompt", prompt: "PIN: ", chunks: []string{"1234\r"}, want: nil},
 		{name: "spinning is not pin", prompt: "spinning:", chunks: []string{"ok\r"}, want: []string{"ok"}},
 		{name: "empty lines", chunks: []string{"\r\r  \r"}, want: nil},
