@@ -169,8 +169,8 @@ func TestPostgresDropApprovedViaSlack(t *testing.T) {
 }
 
 // TestPostgresSessionLockE2E: a moderator's Terminate (a session lock) ends
-// the PostgreSQL session it names and no other; a target lock ends the rest
-// and refuses new ones.
+// the PostgreSQL session it names and no other, and psql prints the reason; a
+// target lock ends the rest.
 func TestPostgresSessionLockE2E(t *testing.T) {
 	e := newPGEnvWith(t, nil, config.Masking{}, func(cfg *config.Config) {
 		cfg.Roles = append(cfg.Roles,
@@ -210,14 +210,10 @@ func TestPostgresSessionLockE2E(t *testing.T) {
 	select {
 	case r := <-first:
 		other = second
-		if r.Code == 0 {
-			t.Errorf("the terminated psql exited 0: %s", r.Stdout)
-		}
+		terminated(t, r, "postern: session terminated: wrong database")
 	case r := <-second:
 		other = first
-		if r.Code == 0 {
-			t.Errorf("the terminated psql exited 0: %s", r.Stdout)
-		}
+		terminated(t, r, "postern: session terminated: wrong database")
 	case <-time.After(30 * time.Second):
 		t.Fatal("no PostgreSQL session ended after its session lock")
 	}
@@ -234,10 +230,16 @@ func TestPostgresSessionLockE2E(t *testing.T) {
 	lockVia(t, admin, lock.CreateBody{Kind: "target", Name: "pg", Reason: "restoring backups", For: "1h"})
 	select {
 	case r := <-other:
-		if r.Code == 0 {
-			t.Errorf("the psql on the locked target exited 0: %s", r.Stdout)
-		}
+		terminated(t, r, "postern: target pg is locked: restoring backups")
 	case <-time.After(30 * time.Second):
 		t.Fatal("the PostgreSQL session on the locked target runs on")
+	}
+}
+
+// terminated checks that psql failed and printed why.
+func terminated(t *testing.T, r testutil.Result, why string) {
+	t.Helper()
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), why) {
+		t.Errorf("psql: exit %d, stderr %q; want a failure that says %q", r.Code, r.Stderr, why)
 	}
 }

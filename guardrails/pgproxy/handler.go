@@ -61,8 +61,6 @@ func (h Handler) ServeTarget(ctx context.Context, tc *bastion.TargetChannel) {
 	}
 	masks := h.Masking.For(d.Role)
 	start := time.Now()
-	stop := context.AfterFunc(ctx, func() { ch.Close(); nc.Close() })
-	defer stop()
 	id := tc.Conn.Identity
 	err = h.Proxy.Serve(ctx, ch, nc, Session{
 		ID: sid, Identity: id.Username, Issuer: id.Issuer, Requester: id, Groups: id.Groups, Role: d.Role, Target: tc.Target.Name, Record: d.Record,

@@ -20,6 +20,7 @@ import (
 	"github.com/posternhq/postern/certs"
 	"github.com/posternhq/postern/guardrails/mask"
 	"github.com/posternhq/postern/internal/promx"
+	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
@@ -183,7 +184,10 @@ const (
 var ErrRecordingUnavailable = errors.New("recording unavailable")
 
 // Serve relays one client connection to upstream until either ends or ctx
-// ends. It closes neither; the caller does.
+// ends. If ctx ends first, the client reads why when the cause is a
+// user-visible error (a FATAL error with code 57P01 and "postern: " and the
+// cause's message), and Serve closes both connections that are io.Closers;
+// otherwise it closes neither and the caller does.
 func (p *Proxy) Serve(ctx context.Context, client io.ReadWriter, upstream io.ReadWriter, s Session) error {
 	c := &conn{
 		p: p, s: s, ctx: ctx,
@@ -197,6 +201,8 @@ func (p *Proxy) Serve(ctx context.Context, client io.ReadWriter, upstream io.Rea
 	c.be.SetMaxBodyLen(maxClientMessage)
 	c.fe.SetMaxBodyLen(maxServerMessage)
 	c.log = p.log.With("target", s.Target, "identity", s.Identity)
+	stop := context.AfterFunc(ctx, c.ended)
+	defer stop()
 	err := c.startup()
 	if err != nil || c.cancel {
 		return err
@@ -207,6 +213,36 @@ func (p *Proxy) Serve(ctx context.Context, client io.ReadWriter, upstream io.Rea
 	}
 	defer c.finish()
 	return c.relay()
+}
+
+// endNoticeWait bounds how long the end of a session waits for its notice to
+// reach the client (a client that reads nothing holds the write).
+const endNoticeWait = time.Second
+
+// ended runs when the session's context ends (a lock, the certificate's
+// expiry, a revocation): the client reads why in a FATAL error, as
+// PostgreSQL itself tells a client whose session an administrator ends
+// (57P01), and both connections close. writeClient writes whole messages
+// under its lock, so the notice never splits one of the server's.
+func (c *conn) ended() {
+	if ue := usererr.As(context.Cause(c.ctx)); ue != nil {
+		sent := make(chan struct{})
+		go func() { // ends at the latest when the client connection closes below
+			c.sendError("57P01", "postern: "+ue.Msg)
+			close(sent)
+		}()
+		t := time.NewTimer(endNoticeWait)
+		select {
+		case <-sent:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	for _, rw := range []io.ReadWriter{c.client, c.upstream} {
+		if cl, ok := rw.(io.Closer); ok {
+			_ = cl.Close()
+		}
+	}
 }
 
 // prepared is a prepared statement or portal.
