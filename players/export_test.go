@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/posternhq/postern/internal/testutil"
 )
 
 func exportFile(t *testing.T, cast string, opts ExportOptions) []byte {
@@ -138,7 +140,7 @@ func TestExportV2(t *testing.T) {
 func TestExportAsciinemaPlay(t *testing.T) {
 	bin, err := exec.LookPath("asciinema")
 	if err != nil {
-		t.Skip("asciinema is not installed (apt-get install asciinema)")
+		testutil.Missing(t, "asciinema is not installed (apt-get install asciinema)")
 	}
 	for _, src := range []string{"session_v2.cast", "session_v3.cast"} {
 		t.Run(src, func(t *testing.T) {

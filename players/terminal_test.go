@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/posternhq/postern/internal/testutil"
 )
 
 func TestParseKeys(t *testing.T) {
@@ -51,7 +52,7 @@ func FuzzParseKeys(f *testing.F) {
 func TestTerminalRestores(t *testing.T) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
+		testutil.Missing(t, "no pseudo-terminal: %v", err)
 	}
 	t.Cleanup(func() { ptmx.Close(); tty.Close() })
 	p := newPlayer(t, fileSource(t, "session_v2.cast"), Options{})
@@ -79,7 +80,7 @@ func TestTerminalRestores(t *testing.T) {
 func TestTerminalRestoresOnPanic(t *testing.T) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
+		testutil.Missing(t, "no pseudo-terminal: %v", err)
 	}
 	t.Cleanup(func() { ptmx.Close(); tty.Close() })
 	func() {
@@ -163,7 +164,7 @@ func (w *notifyWriter) waitFor(t *testing.T, want string) {
 func TestTerminalKeys(t *testing.T) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
+		testutil.Missing(t, "no pseudo-terminal: %v", err)
 	}
 	t.Cleanup(func() { ptmx.Close(); tty.Close() })
 	p := newPlayer(t, fileSource(t, "session_v2.cast"), Options{})

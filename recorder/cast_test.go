@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/posternhq/postern/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata")
@@ -300,7 +302,7 @@ func TestDecoderV3Comments(t *testing.T) {
 func TestAsciinemaReadsCast(t *testing.T) {
 	for _, bin := range []string{"asciinema", "script"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
+			testutil.Missing(t, "%s not installed", bin)
 		}
 	}
 	e, _ := NewEncoder(2)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/state"
 )
 
@@ -746,7 +747,7 @@ func TestFinishAcrossFileSystems(t *testing.T) {
 	// A spool on another file system than the store is copied, not renamed.
 	shm, err := os.MkdirTemp("/dev/shm", "postern-spool-")
 	if err != nil {
-		t.Skipf("no /dev/shm: %v", err)
+		testutil.Missing(t, "no /dev/shm: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(shm) })
 	ctx := context.Background()
@@ -775,7 +776,7 @@ func TestFinishAcrossFileSystems(t *testing.T) {
 func TestAsciinemaReadsRecording(t *testing.T) {
 	for _, bin := range []string{"asciinema", "script"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
+			testutil.Missing(t, "%s not installed", bin)
 		}
 	}
 	ctx := context.Background()

@@ -123,10 +123,10 @@ func exits(t *testing.T, pid string) bool {
 
 func TestCommandTargetRunAs(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("run_as needs root")
+		testutil.Missing(t, "run_as needs root")
 	}
 	if _, err := user.Lookup("nobody"); err != nil {
-		t.Skip("no user nobody")
+		testutil.Missing(t, "no user nobody")
 	}
 	f := newHopFixture(t, fixtureOpts{})
 	f.setTargets(config.Target{Name: "tool", Kind: config.KindCommand, Command: []string{"/bin/sh", "-c"}, RunAs: "nobody"})
@@ -202,7 +202,7 @@ func TestDemoTarget(t *testing.T) {
 func TestCommandTargetSubsystems(t *testing.T) {
 	server := config.SFTPServer()
 	if server == "" {
-		t.Skip("no sftp-server installed (openssh-sftp-server)")
+		testutil.Missing(t, "no sftp-server installed (openssh-sftp-server)")
 	}
 	testutil.Need(t, "sftp", "scp")
 	f := newHopFixture(t, fixtureOpts{record: "required"})

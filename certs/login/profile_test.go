@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/posternhq/postern/certs"
+	"github.com/posternhq/postern/internal/testutil"
 )
 
 // testCA returns a fresh ed25519 CA signer.
@@ -218,7 +219,7 @@ func TestWriteProfile(t *testing.T) {
 // the host-CA known_hosts.
 func TestSSHConfigParsedByOpenSSH(t *testing.T) {
 	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("ssh (openssh-client) is not installed")
+		testutil.Missing(t, "ssh (openssh-client) is not installed")
 	}
 	dir := t.TempDir()
 	signer, err := loadOrCreateKey(dir, "")

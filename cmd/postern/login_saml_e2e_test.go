@@ -96,18 +96,18 @@ func chromiumRunner(t *testing.T) func(start, user, password, want string) error
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node is not installed (apt-get install nodejs npm)")
+		testutil.Missing(t, "node is not installed (apt-get install nodejs npm)")
 	}
 	chromium := os.Getenv("CHROMIUM")
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"
 	}
 	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("chromium is not installed at %s (apt-get install chromium)", chromium)
+		testutil.Missing(t, "chromium is not installed at %s (apt-get install chromium)", chromium)
 	}
 	webDir := filepath.Join(testutil.RepoRoot(t), "players", "web")
 	if _, err := os.Stat(filepath.Join(webDir, "node_modules", "playwright-core")); err != nil {
-		t.Skip("playwright-core is not installed (npm ci in players/web)")
+		testutil.Missing(t, "playwright-core is not installed (npm ci in players/web)")
 	}
 	return func(start, user, password, want string) error {
 		return browser(t, node, chromium, webDir, start, user, password, want)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/posternhq/postern/guardrails/mask"
 	"github.com/posternhq/postern/internal/pgtest"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
@@ -64,7 +65,7 @@ func psqlBin(t testing.TB) string {
 	}
 	p, err := exec.LookPath("psql")
 	if err != nil {
-		t.Skip("psql is not installed")
+		testutil.Missing(t, "psql is not installed")
 	}
 	return p
 }

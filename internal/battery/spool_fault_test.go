@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posternhq/postern/internal/testutil"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -20,7 +21,7 @@ import (
 func mountSmallTmpfs(t *testing.T, dir, size string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs for the spool needs root (CI runs as root)")
+		testutil.Missing(t, "mounting a small tmpfs for the spool needs root (CI runs as root)")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)

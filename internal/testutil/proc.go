@@ -312,6 +312,19 @@ func Need(t testing.TB, bins ...string) {
 		}
 	}
 	if len(missing) > 0 {
-		t.Skipf("%s not installed; run .ci/run or apt-get install the package providing it", strings.Join(missing, ", "))
+		Missing(t, "%s not installed; run .ci/run or apt-get install the package providing it", strings.Join(missing, ", "))
 	}
+}
+
+// Missing says that something a test needs is not on this machine (a
+// program, a package, root, a pseudo-terminal): the test is skipped where
+// that can happen, and fails in CI (CI set in the environment, as .ci/run
+// does), where every real component is installed and a skip would hide a
+// broken install.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI installs everything the tests need, but: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }

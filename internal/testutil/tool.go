@@ -29,7 +29,7 @@ func Tool(t testing.TB, env, name, module, pkg string) string {
 		return bin
 	}
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skipf("%s is not built and go is not installed; run make tools", name)
+		Missing(t, "%s is not built and go is not installed; run make tools", name)
 	}
 	if err := buildTool(root, bin, module, pkg); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/posternhq/postern/certs/devidp"
 	"github.com/posternhq/postern/certs/devidp/devidptest"
 	"github.com/posternhq/postern/internal/config"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/internal/usererr"
 	"github.com/posternhq/postern/lock"
 	"github.com/posternhq/postern/players"
@@ -545,17 +546,17 @@ func browserPrereqs(t *testing.T) (node, chromium string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node is not installed (apt-get install nodejs npm)")
+		testutil.Missing(t, "node is not installed (apt-get install nodejs npm)")
 	}
 	chromium = os.Getenv("CHROMIUM")
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"
 	}
 	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("chromium is not installed at %s (apt-get install chromium)", chromium)
+		testutil.Missing(t, "chromium is not installed at %s (apt-get install chromium)", chromium)
 	}
 	if _, err := os.Stat(filepath.Join("node_modules", "playwright-core")); err != nil {
-		t.Skip("playwright-core is not installed (npm ci in players/web)")
+		testutil.Missing(t, "playwright-core is not installed (npm ci in players/web)")
 	}
 	return node, chromium
 }

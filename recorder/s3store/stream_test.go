@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/posternhq/postern/internal/s3test"
+	"github.com/posternhq/postern/internal/testutil"
 	"github.com/posternhq/postern/recorder"
 	"github.com/posternhq/postern/state"
 )
@@ -371,7 +372,7 @@ func TestSIGKILLRecover(t *testing.T) {
 	}
 	asciinema, err := exec.LookPath("asciinema")
 	if err != nil {
-		t.Skip("asciinema is not installed (apt-get install asciinema)")
+		testutil.Missing(t, "asciinema is not installed (apt-get install asciinema)")
 	}
 	srv := startS3(t)
 	dir := t.TempDir()
