@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -18,7 +19,8 @@ import (
 
 // TestAB compares two postern binaries, for changes whose effect is smaller
 // than the noise of wall-clock rates on a shared machine. The binaries at
-// $POSTERN_BENCH_A and $POSTERN_BENCH_B serve the same targets, and each
+// $POSTERN_BENCH_A and $POSTERN_BENCH_B (each this tree's build if unset)
+// serve the same targets, and each
 // round runs every path once through each, in alternating order, with the
 // stock ssh client. It logs, per path, the medians of the CPU time per GiB
 // (or per session) of postern (user and system), of the target sshd and of
@@ -35,9 +37,12 @@ import (
 // rounds (default 5), $POSTERN_BENCH_BULK_MIB the bulk size (default 64).
 func TestAB(t *testing.T) {
 	testutil.Need(t, "/usr/sbin/sshd", "ssh")
+	// Either binary defaults to this tree's build: with neither set, the run
+	// is an A/A comparison, which shows the noise a real one must exceed.
 	binA, binB := os.Getenv("POSTERN_BENCH_A"), os.Getenv("POSTERN_BENCH_B")
 	if binA == "" || binB == "" {
-		t.Skip("set POSTERN_BENCH_A and POSTERN_BENCH_B to two postern binaries")
+		built := testutil.PosternBinary(t)
+		binA, binB = cmp.Or(binA, built), cmp.Or(binB, built)
 	}
 	reps := envInt("POSTERN_BENCH_REPS", 5)
 	size := envInt("POSTERN_BENCH_BULK_MIB", 64) << 20
