@@ -37,12 +37,12 @@ test-short: ## the quick subset: -short skips the slowest end-to-end tests
 
 # The benchmark, soak and production-only (nodevidp) files compile only with
 # their tags, so vet type-checks them too.
-vet: ## go vet (also with the bench, soak and nodevidp tags), gofmt and go mod tidy checks (third_party/ is kept as upstream wrote it)
+vet: ## go vet (also with the bench, soak and nodevidp tags), gofmt (third_party/ too) and go mod tidy checks
 	$(GO) vet ./...
 	$(GO) vet -tags bench,soak ./...
 	$(GO) vet -tags nodevidp ./cmd/... ./server/...
 	$(GO) mod tidy -diff
-	@out=$$(gofmt -l $$(git ls-files '*.go' ':!:third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 bench: build ## postern vs OpenSSH side by side; writes bench/results/latest.{md,json} (never part of `make test`)
 	POSTERN_BIN=$(CURDIR)/$(BIN)/postern $(GO) test -tags bench -run '^TestCompare$$' -count 1 -timeout 30m -v ./bench
